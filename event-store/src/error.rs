@@ -1,0 +1,70 @@
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::model::{CurrentVersion, ExpectedVersion};
+
+/// Everything that can go wrong in an event store.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EventStoreError {
+    /// The stream was not at the version the caller expected; nothing was written.
+    #[error("wrong expected version for stream {stream:?}: expected {expected}, actual {actual}")]
+    WrongExpectedVersion {
+        /// The stream appended to.
+        stream: String,
+        /// What the caller expected.
+        expected: ExpectedVersion,
+        /// What the stream was at.
+        actual: CurrentVersion,
+    },
+    /// An event id is already stored somewhere else than where this append
+    /// would retry it (ids are unique across the whole store).
+    #[error("event id {0} is already stored elsewhere")]
+    DuplicateEventId(Uuid),
+    /// The caller passed something no backend accepts (no events, an empty stream name...).
+    #[error("invalid append: {0}")]
+    InvalidAppend(&'static str),
+    /// The store URL could not be understood.
+    #[error("invalid event store URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL, with any password removed.
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A stored event could not be decoded (the store was written by something else).
+    #[error("corrupt event at position {position}: {reason}")]
+    Corrupt {
+        /// Its global position.
+        position: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The store has been shut down.
+    #[error("the event store is shut down")]
+    Closed,
+    /// The database failed (I/O, connection, unexpected SQL error).
+    #[error("{backend} error: {source}")]
+    Backend {
+        /// Which backend: "sqlite", "postgres".
+        backend: &'static str,
+        /// The cause.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl EventStoreError {
+    pub(crate) fn backend(
+        backend: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Backend {
+            backend,
+            source: Arc::new(source),
+        }
+    }
+}
+
+/// `Result` with [`EventStoreError`] as the default error.
+pub type Result<T, E = EventStoreError> = std::result::Result<T, E>;

@@ -1,0 +1,96 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::{EventStore, EventStoreError, Result, postgres::PostgresStore, sqlite::SqliteStore};
+
+/// A parsed event store URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// `sqlite://relative/path.db` or `sqlite:///absolute/path.db`.
+    Sqlite(PathBuf),
+    /// `postgres://...` or `postgresql://...`, handed to tokio-postgres as is.
+    Postgres(String),
+}
+
+impl StoreUrl {
+    /// Parses `url`; an unknown scheme or an empty path is an
+    /// [`EventStoreError::InvalidUrl`].
+    pub fn parse(url: &str) -> Result<Self> {
+        let invalid = |reason: &str| EventStoreError::InvalidUrl {
+            url: redact(url),
+            reason: reason.to_owned(),
+        };
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            let path = path.split('?').next().unwrap_or_default();
+            if path.is_empty() {
+                return Err(invalid("expected sqlite://path/to/file.db"));
+            }
+            Ok(Self::Sqlite(PathBuf::from(path)))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(url.to_owned()))
+        } else {
+            Err(invalid(
+                "unknown scheme; expected sqlite://path/to/file.db or postgres://user@host/db",
+            ))
+        }
+    }
+}
+
+/// Removes a password from a URL so it can be logged or shown in an error.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Opens the store `url` names, creating its schema (or file) if needed.
+///
+/// A bad URL or an unreachable database is an error here, at start-up.
+pub async fn open(url: &str) -> Result<Arc<dyn EventStore>> {
+    Ok(match StoreUrl::parse(url)? {
+        StoreUrl::Sqlite(path) => Arc::new(SqliteStore::open(path).await?),
+        StoreUrl::Postgres(url) => Arc::new(PostgresStore::connect(&url).await?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_by_scheme() {
+        assert_eq!(
+            StoreUrl::parse("sqlite://data/auth.db").unwrap(),
+            StoreUrl::Sqlite("data/auth.db".into())
+        );
+        assert_eq!(
+            StoreUrl::parse("sqlite:///tmp/x.db").unwrap(),
+            StoreUrl::Sqlite("/tmp/x.db".into())
+        );
+        assert!(matches!(
+            StoreUrl::parse("postgres://u@h/db").unwrap(),
+            StoreUrl::Postgres(_)
+        ));
+        assert!(StoreUrl::parse("sqlite://").is_err());
+        assert!(StoreUrl::parse("mysql://x").is_err());
+        assert!(StoreUrl::parse("").is_err());
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

@@ -1,0 +1,379 @@
+//! The embedded backend: one SQLite file in WAL mode.
+//!
+//! - **Durability**: `synchronous=FULL`, so a commit is on disk when `append`
+//!   returns.
+//! - **Group commit**: one writer thread owns the write connection. It takes
+//!   every append waiting in its queue and commits them in one transaction,
+//!   each inside its own savepoint (so one failed append leaves the others
+//!   intact), then answers each caller. Under load, one fsync serves many
+//!   appends.
+//! - **Never blocks the async executor**: writes go to the writer thread,
+//!   reads run on `spawn_blocking` with a small pool of read-only connections.
+//! - **Global order**: SQLite allows one writer at a time, even across
+//!   processes, so positions (the rowid) become visible in increasing order.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use crate::decide::{Decision, StoredId, decide, validate};
+use crate::subscription::{advance, catch_up_then_live};
+use crate::{
+    AppendResult, CurrentVersion, EventStore, EventStoreError, EventStream, ExpectedVersion,
+    NewEvent, RecordedEvent, Result,
+};
+
+const BACKEND: &str = "sqlite";
+/// The most appends one group commit takes.
+const MAX_GROUP: usize = 1024;
+/// The most idle read connections kept open.
+const MAX_IDLE_READERS: usize = 8;
+
+fn db_err(e: rusqlite::Error) -> EventStoreError {
+    EventStoreError::backend(BACKEND, e)
+}
+
+/// An event store in one SQLite file. Cheap to clone: clones share the file,
+/// the writer thread and the read connections.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: mpsc::UnboundedSender<AppendRequest>,
+    readers: Mutex<Vec<Connection>>,
+    head: watch::Receiver<u64>,
+}
+
+struct AppendRequest {
+    stream: String,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<AppendResult>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed, with its parent directories) the store at `path`.
+    pub async fn open(path: impl Into<PathBuf>) -> Result<Self> {
+        let path = path.into();
+        let (conn, head_position) = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || open_writer(&path))
+                .await
+                .map_err(|e| EventStoreError::backend(BACKEND, e))??
+        };
+        let (head_tx, head_rx) = watch::channel(head_position);
+        let (tx, rx) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || run_writer(conn, rx, head_tx))
+            .map_err(|e| EventStoreError::backend(BACKEND, e))?;
+        tracing::info!(path = %path.display(), head_position, "opened sqlite event store");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                writer: tx,
+                readers: Mutex::new(Vec::new()),
+                head: head_rx,
+            }),
+        })
+    }
+
+    /// Runs `f` with a read connection on the blocking pool.
+    async fn with_reader<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner
+                .readers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => open_reader(&inner.path)?,
+            };
+            let out = f(&conn);
+            let mut idle = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < MAX_IDLE_READERS {
+                idle.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| EventStoreError::backend(BACKEND, e))?
+    }
+}
+
+fn open_writer(path: &Path) -> Result<(Connection, u64)> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| EventStoreError::backend(BACKEND, e))?;
+    }
+    let conn = Connection::open(path).map_err(db_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(db_err)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         CREATE TABLE IF NOT EXISTS events (
+             position    INTEGER PRIMARY KEY,
+             stream      TEXT    NOT NULL,
+             version     INTEGER NOT NULL,
+             event_type  TEXT    NOT NULL,
+             event_id    BLOB    NOT NULL UNIQUE,
+             data        TEXT    NOT NULL,
+             metadata    TEXT    NOT NULL,
+             recorded_at INTEGER NOT NULL,
+             UNIQUE (stream, version)
+         );",
+    )
+    .map_err(db_err)?;
+    let head: i64 = conn
+        .query_row("SELECT coalesce(max(position), 0) FROM events", [], |r| {
+            r.get(0)
+        })
+        .map_err(db_err)?;
+    Ok((conn, head as u64))
+}
+
+fn open_reader(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(db_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(db_err)?;
+    Ok(conn)
+}
+
+/// The writer thread: group commits until every store handle is dropped.
+fn run_writer(
+    mut conn: Connection,
+    mut rx: mpsc::UnboundedReceiver<AppendRequest>,
+    head: watch::Sender<u64>,
+) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = rx.blocking_recv() {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let results = commit_group(&mut conn, &group);
+        let mut last = 0;
+        for (request, result) in group.drain(..).zip(results) {
+            if let Ok(r) = &result {
+                last = last.max(r.position);
+            }
+            // The caller may have gone away; the append stands regardless.
+            let _ = request.reply.send(result);
+        }
+        advance(&head, last);
+    }
+    tracing::debug!("sqlite writer stopped");
+}
+
+/// Commits every append of `group` that passes its checks in one transaction.
+///
+/// Each append runs inside its own savepoint, so a refused one (wrong
+/// version, duplicate id) leaves the others of the group intact. If the
+/// transaction itself fails, every append of the group fails with it.
+fn commit_group(conn: &mut Connection, group: &[AppendRequest]) -> Vec<Result<AppendResult>> {
+    let outcome = (|| {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let now = Utc::now();
+        let mut results = Vec::with_capacity(group.len());
+        for request in group {
+            tx.execute_batch("SAVEPOINT append").map_err(db_err)?;
+            let result = append_one(&tx, request, now);
+            tx.execute_batch(if result.is_ok() {
+                "RELEASE append"
+            } else {
+                "ROLLBACK TO append; RELEASE append"
+            })
+            .map_err(db_err)?;
+            results.push(result);
+        }
+        tx.commit().map_err(db_err)?;
+        Ok(results)
+    })();
+    outcome.unwrap_or_else(|e: EventStoreError| group.iter().map(|_| Err(e.clone())).collect())
+}
+
+fn append_one(
+    conn: &Connection,
+    request: &AppendRequest,
+    now: DateTime<Utc>,
+) -> Result<AppendResult> {
+    let AppendRequest {
+        stream,
+        expected,
+        events,
+        ..
+    } = request;
+    let last: Option<i64> = conn
+        .prepare_cached("SELECT max(version) FROM events WHERE stream = ?1")
+        .and_then(|mut s| s.query_row([stream], |r| r.get(0)))
+        .map_err(db_err)?;
+    let current = CurrentVersion::from_last(last.map(|v| v as u64));
+    let mut lookup = conn
+        .prepare_cached("SELECT stream, version, position FROM events WHERE event_id = ?1")
+        .map_err(db_err)?;
+    let stored = events
+        .iter()
+        .map(|e| {
+            lookup
+                .query_row([e.id.as_bytes()], |r| {
+                    Ok(StoredId {
+                        stream: r.get(0)?,
+                        version: r.get::<_, i64>(1)? as u64,
+                        position: r.get::<_, i64>(2)? as u64,
+                    })
+                })
+                .optional()
+        })
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db_err)?;
+    let first_version = match decide(stream, *expected, current, events, &stored)? {
+        Decision::AlreadyDone(result) => return Ok(result),
+        Decision::Write { first_version } => first_version,
+    };
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO events (stream, version, event_type, event_id, data, metadata, recorded_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .map_err(db_err)?;
+    let mut position = 0;
+    for (i, e) in events.iter().enumerate() {
+        insert
+            .execute(params![
+                stream,
+                (first_version + i as u64) as i64,
+                e.event_type,
+                e.id.as_bytes(),
+                e.data.get(),
+                e.metadata.get(),
+                now.timestamp_micros(),
+            ])
+            .map_err(db_err)?;
+        position = conn.last_insert_rowid() as u64;
+    }
+    Ok(AppendResult {
+        stream_version: first_version + events.len() as u64 - 1,
+        position,
+    })
+}
+
+const SELECT_EVENT: &str = "SELECT position, stream, version, event_type, event_id, data, metadata, recorded_at FROM events";
+
+fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RecordedEvent>> {
+    let position = row.get::<_, i64>(0)? as u64;
+    let stream: String = row.get(1)?;
+    let version = row.get::<_, i64>(2)? as u64;
+    let event_type: String = row.get(3)?;
+    let id: [u8; 16] = row.get(4)?;
+    let data: String = row.get(5)?;
+    let metadata: String = row.get(6)?;
+    let micros: i64 = row.get(7)?;
+    let recorded_at = DateTime::from_timestamp_micros(micros);
+    Ok(crate::model::decode_row(
+        position,
+        stream,
+        version,
+        event_type,
+        Uuid::from_bytes(id),
+        data,
+        metadata,
+        recorded_at,
+    ))
+}
+
+fn query_events(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<RecordedEvent>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
+    let rows = stmt.query_map(params, row_to_event).map_err(db_err)?;
+    rows.map(|r| r.map_err(db_err)?).collect()
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult> {
+        validate(stream, &events)?;
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .writer
+            .send(AppendRequest {
+                stream: stream.to_owned(),
+                expected,
+                events,
+                reply,
+            })
+            .map_err(|_| EventStoreError::Closed)?;
+        answer.await.map_err(|_| EventStoreError::Closed)?
+    }
+
+    async fn read_stream(&self, stream: &str, from_version: u64) -> Result<Vec<RecordedEvent>> {
+        let stream = stream.to_owned();
+        self.with_reader(move |conn| {
+            query_events(
+                conn,
+                &format!("{SELECT_EVENT} WHERE stream = ?1 AND version >= ?2 ORDER BY version"),
+                params![stream, from_version.min(i64::MAX as u64) as i64],
+            )
+        })
+        .await
+    }
+
+    async fn read_all(&self, from_position: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        self.with_reader(move |conn| {
+            query_events(
+                conn,
+                &format!("{SELECT_EVENT} WHERE position >= ?1 ORDER BY position LIMIT ?2"),
+                params![
+                    from_position.min(i64::MAX as u64) as i64,
+                    limit.min(i64::MAX as usize) as i64
+                ],
+            )
+        })
+        .await
+    }
+
+    async fn head_position(&self) -> Result<u64> {
+        self.with_reader(|conn| {
+            conn.query_row("SELECT coalesce(max(position), 0) FROM events", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|p| p as u64)
+            .map_err(db_err)
+        })
+        .await
+    }
+
+    fn subscribe_all(&self, from_position: u64) -> EventStream {
+        catch_up_then_live(self.clone(), from_position, self.inner.head.clone())
+    }
+}

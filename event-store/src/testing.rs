@@ -1,0 +1,113 @@
+//! Test support shared by every crate's tests (feature `testing`): a
+//! throwaway PostgreSQL database per test, created fresh and dropped after.
+
+use std::time::Duration;
+
+use tokio_postgres::NoTls;
+
+/// The server tests use: `DATABASE_URL`, by default the local one.
+pub fn admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Whether a missing server must fail the tests instead of skipping them.
+pub fn postgres_required() -> bool {
+    std::env::var("MOVIES_REQUIRE_POSTGRES").is_ok_and(|v| v == "1")
+}
+
+/// A database created for one test and dropped (even after a panic) when
+/// this value is dropped.
+pub struct TempDatabase {
+    name: String,
+    url: String,
+}
+
+impl TempDatabase {
+    /// Creates a fresh database, or returns `None` (after printing a notice)
+    /// when no server answers. Panics instead when `MOVIES_REQUIRE_POSTGRES=1`.
+    pub async fn create(test: &str) -> Option<Self> {
+        let admin = admin_url();
+        let client = match connect(&admin).await {
+            Ok(c) => c,
+            Err(e) if postgres_required() => {
+                panic!("MOVIES_REQUIRE_POSTGRES=1 but PostgreSQL at {admin} is unreachable: {e}")
+            }
+            Err(e) => {
+                eprintln!("NOTICE: skipping PostgreSQL test {test}: {admin} unreachable ({e})");
+                return None;
+            }
+        };
+        let name = format!("movies_test_{}", uuid::Uuid::new_v4().simple());
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+        let url = with_database(&admin, &name);
+        Some(Self { name, url })
+    }
+
+    /// The URL of the fresh database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for TempDatabase {
+    fn drop(&mut self) {
+        let name = std::mem::take(&mut self.name);
+        // Drop may run inside a runtime (or during a panic): use a thread of our own.
+        let done = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let Ok(rt) = rt else { return };
+            rt.block_on(async {
+                if let Ok(client) = connect(&admin_url()).await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    if let Err(e) = client.batch_execute(&sql).await {
+                        eprintln!("could not drop test database {name}: {e}");
+                    }
+                }
+            });
+        });
+        let _ = done.join();
+    }
+}
+
+async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut config: tokio_postgres::Config = url.parse()?;
+    config.connect_timeout(Duration::from_secs(3));
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// `url` with its database name replaced by `db`.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    format!("{base}/{db}{query}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_name_is_replaced() {
+        assert_eq!(
+            super::with_database("postgres://u@h:5432/postgres?sslmode=disable", "x"),
+            "postgres://u@h:5432/x?sslmode=disable"
+        );
+        assert_eq!(
+            super::with_database("postgres://u@h", "x"),
+            "postgres://u@h/x"
+        );
+    }
+}

@@ -1,0 +1,438 @@
+use std::collections::HashSet;
+use std::time::Duration;
+
+use event_store::{
+    AppendResult, CurrentVersion, EventStoreError, ExpectedVersion, NewEvent, RecordedEvent,
+};
+use futures_util::StreamExt;
+use serde_json::json;
+use serde_json::value::RawValue;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use crate::harness::Harness;
+
+fn event(n: u64) -> NewEvent {
+    NewEvent::new("Counted", &json!({ "n": n })).unwrap()
+}
+
+fn raw(s: &str) -> Box<RawValue> {
+    RawValue::from_string(s.to_owned()).unwrap()
+}
+
+fn assert_wrong_version<T: std::fmt::Debug>(
+    result: event_store::Result<T>,
+    expected: ExpectedVersion,
+    actual: CurrentVersion,
+) {
+    match result {
+        Err(EventStoreError::WrongExpectedVersion {
+            expected: e,
+            actual: a,
+            ..
+        }) => {
+            assert_eq!((e, a), (expected, actual));
+        }
+        other => panic!("expected WrongExpectedVersion, got {other:?}"),
+    }
+}
+
+pub async fn expected_version_semantics(h: &Harness) {
+    let s = &h.store;
+    let r = s
+        .append("a", ExpectedVersion::NoStream, vec![event(0)])
+        .await
+        .unwrap();
+    assert_eq!(r.stream_version, 0);
+    assert_wrong_version(
+        s.append("a", ExpectedVersion::NoStream, vec![event(1)])
+            .await,
+        ExpectedVersion::NoStream,
+        CurrentVersion::At(0),
+    );
+    assert_eq!(
+        s.append("a", ExpectedVersion::Exact(0), vec![event(1)])
+            .await
+            .unwrap()
+            .stream_version,
+        1
+    );
+    assert_wrong_version(
+        s.append("a", ExpectedVersion::Exact(0), vec![event(2)])
+            .await,
+        ExpectedVersion::Exact(0),
+        CurrentVersion::At(1),
+    );
+    assert_wrong_version(
+        s.append("a", ExpectedVersion::Exact(7), vec![event(2)])
+            .await,
+        ExpectedVersion::Exact(7),
+        CurrentVersion::At(1),
+    );
+    assert_wrong_version(
+        s.append("new", ExpectedVersion::Exact(0), vec![event(0)])
+            .await,
+        ExpectedVersion::Exact(0),
+        CurrentVersion::NoStream,
+    );
+    assert_eq!(
+        s.append("a", ExpectedVersion::Any, vec![event(2)])
+            .await
+            .unwrap()
+            .stream_version,
+        2
+    );
+    assert_eq!(
+        s.append("b", ExpectedVersion::Any, vec![event(0)])
+            .await
+            .unwrap()
+            .stream_version,
+        0
+    );
+    // Refused appends wrote nothing.
+    let a = s.read_stream("a", 0).await.unwrap();
+    assert_eq!(a.iter().map(|e| e.version).collect::<Vec<_>>(), [0, 1, 2]);
+    assert!(s.read_stream("new", 0).await.unwrap().is_empty());
+    assert_eq!(s.read_stream("a", 2).await.unwrap().len(), 1);
+    assert!(matches!(
+        s.append("a", ExpectedVersion::Any, vec![]).await,
+        Err(EventStoreError::InvalidAppend(_))
+    ));
+}
+
+pub async fn multi_event_append_is_atomic_and_contiguous(h: &Harness) {
+    let s = &h.store;
+    let r = s
+        .append("m", ExpectedVersion::NoStream, (0..5).map(event).collect())
+        .await
+        .unwrap();
+    assert_eq!(r.stream_version, 4);
+    let events = s.read_stream("m", 0).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4]
+    );
+    let positions: Vec<u64> = events.iter().map(|e| e.position).collect();
+    assert!(
+        positions.windows(2).all(|w| w[1] == w[0] + 1),
+        "{positions:?}"
+    );
+    assert_eq!(r.position, positions[4]);
+
+    // An append whose last event collides with a stored id fails whole.
+    let taken = events[0].id;
+    let mut batch: Vec<NewEvent> = (0..3).map(event).collect();
+    batch[2].id = taken;
+    assert!(matches!(
+        s.append("other", ExpectedVersion::Any, batch).await,
+        Err(EventStoreError::DuplicateEventId(id)) if id == taken
+    ));
+    assert!(s.read_stream("other", 0).await.unwrap().is_empty());
+    assert_eq!(s.head_position().await.unwrap(), r.position);
+}
+
+pub async fn racing_no_stream_appends_have_exactly_one_winner(h: &Harness) {
+    for round in 0..5 {
+        let stream = format!("race-{round}");
+        let mut tasks = JoinSet::new();
+        for i in 0..16 {
+            let s = h.store.clone();
+            let stream = stream.clone();
+            tasks.spawn(async move {
+                s.append(&stream, ExpectedVersion::NoStream, vec![event(i)])
+                    .await
+            });
+        }
+        let (mut won, mut lost) = (0, 0);
+        while let Some(r) = tasks.join_next().await {
+            match r.unwrap() {
+                Ok(_) => won += 1,
+                Err(EventStoreError::WrongExpectedVersion { actual, .. }) => {
+                    assert_eq!(actual, CurrentVersion::At(0));
+                    lost += 1;
+                }
+                Err(e) => panic!("unexpected error {e}"),
+            }
+        }
+        assert_eq!((won, lost), (1, 15), "round {round}");
+        assert_eq!(h.store.read_stream(&stream, 0).await.unwrap().len(), 1);
+    }
+}
+
+pub async fn concurrent_writers_are_seen_once_in_order_by_a_live_subscriber(h: &Harness) {
+    const WRITERS: u64 = 8;
+    const EACH: u64 = 500;
+    let total = (WRITERS * EACH) as usize;
+    let mut subscription = h.store.subscribe_all(0);
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::with_capacity(total);
+        while seen.len() < total {
+            let next = tokio::time::timeout(Duration::from_secs(60), subscription.next())
+                .await
+                .expect("subscriber stalled")
+                .expect("subscription ended")
+                .expect("subscription failed");
+            seen.push(next);
+        }
+        seen
+    });
+    let mut writers = JoinSet::new();
+    for w in 0..WRITERS {
+        let s = h.store.clone();
+        writers.spawn(async move {
+            let stream = format!("writer-{w}");
+            for i in 0..EACH {
+                let expected = if i == 0 {
+                    ExpectedVersion::NoStream
+                } else {
+                    ExpectedVersion::Exact(i - 1)
+                };
+                s.append(&stream, expected, vec![event(i)]).await.unwrap();
+            }
+        });
+    }
+    while let Some(r) = writers.join_next().await {
+        r.unwrap();
+    }
+    let seen = reader.await.unwrap();
+    assert!(
+        seen.windows(2).all(|w| w[0].position < w[1].position),
+        "positions not increasing"
+    );
+    let ids: HashSet<Uuid> = seen.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), total, "an event was seen twice");
+    for w in 0..WRITERS {
+        let versions: Vec<u64> = seen
+            .iter()
+            .filter(|e| e.stream == format!("writer-{w}"))
+            .map(|e| e.version)
+            .collect();
+        assert_eq!(versions, (0..EACH).collect::<Vec<_>>());
+    }
+    let all = read_everything(h).await;
+    assert_eq!(key(&all), key(&seen));
+}
+
+async fn read_everything(h: &Harness) -> Vec<RecordedEvent> {
+    let mut all = Vec::new();
+    loop {
+        let from = all.last().map_or(0, |e: &RecordedEvent| e.position + 1);
+        let batch = h.store.read_all(from, 700).await.unwrap();
+        if batch.is_empty() {
+            return all;
+        }
+        all.extend(batch);
+    }
+}
+
+fn key(events: &[RecordedEvent]) -> Vec<(u64, Uuid)> {
+    events.iter().map(|e| (e.position, e.id)).collect()
+}
+
+pub async fn reopening_keeps_everything(h: &Harness) {
+    let first = h
+        .store
+        .append("kept", ExpectedVersion::NoStream, vec![event(1), event(2)])
+        .await
+        .unwrap();
+    let before = read_everything(h).await;
+    let again = h.reopen().await;
+    let after = again.read_all(0, 100).await.unwrap();
+    assert_eq!(key(&after), key(&before));
+    assert_eq!(again.head_position().await.unwrap(), first.position);
+    assert_eq!(after[1].data.get(), before[1].data.get());
+    assert_eq!(after[1].recorded_at, before[1].recorded_at);
+    // The reopened store continues the stream and the global order.
+    let next = again
+        .append("kept", ExpectedVersion::Exact(1), vec![event(3)])
+        .await
+        .unwrap();
+    assert_eq!(next.stream_version, 2);
+    assert!(next.position > first.position);
+}
+
+pub async fn retrying_the_same_event_ids_is_idempotent(h: &Harness) {
+    let s = &h.store;
+    let batch = vec![event(1), event(2)];
+    let first = s
+        .append("retry", ExpectedVersion::NoStream, batch.clone())
+        .await
+        .unwrap();
+    // A client retry after a lost answer: same ids, same expected version.
+    let again = s
+        .append("retry", ExpectedVersion::NoStream, batch.clone())
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    // Still recognized after the stream moved on.
+    s.append("retry", ExpectedVersion::Exact(1), vec![event(3)])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.append("retry", ExpectedVersion::NoStream, batch.clone())
+            .await
+            .unwrap(),
+        first
+    );
+    assert_eq!(
+        s.append("retry", ExpectedVersion::Any, batch.clone())
+            .await
+            .unwrap(),
+        first
+    );
+    assert_eq!(s.read_stream("retry", 0).await.unwrap().len(), 3);
+    // Concurrent retries of one append: all succeed with the same answer.
+    let fresh = vec![event(4)];
+    let mut tasks = JoinSet::new();
+    for _ in 0..8 {
+        let (s, fresh) = (s.clone(), fresh.clone());
+        tasks.spawn(async move { s.append("retry", ExpectedVersion::Exact(2), fresh).await });
+    }
+    let mut answers: Vec<AppendResult> = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        answers.push(r.unwrap().unwrap());
+    }
+    assert!(
+        answers
+            .iter()
+            .all(|a| *a == answers[0] && a.stream_version == 3)
+    );
+    assert_eq!(s.read_stream("retry", 0).await.unwrap().len(), 4);
+    // The same ids somewhere else are not a retry.
+    assert!(matches!(
+        s.append("elsewhere", ExpectedVersion::Any, batch.clone())
+            .await,
+        Err(EventStoreError::DuplicateEventId(_))
+    ));
+    // Only part of an earlier append: not a retry either, and nothing is written.
+    assert!(matches!(
+        s.append(
+            "retry",
+            ExpectedVersion::Any,
+            vec![batch[1].clone(), event(9)]
+        )
+        .await,
+        Err(EventStoreError::DuplicateEventId(_))
+    ));
+    assert_eq!(s.read_stream("retry", 0).await.unwrap().len(), 4);
+    assert!(s.read_stream("elsewhere", 0).await.unwrap().is_empty());
+}
+
+pub async fn json_round_trips_byte_for_byte(h: &Harness) {
+    let large = format!("{{\"blob\": \"{}\"}}", "é✓x".repeat(1024 * 1024 / 6));
+    assert!(large.len() >= 1024 * 1024 - 16);
+    let payloads = [
+        r#"{"title":"Amélie — 天使 🎬","escaped":"\u0000\n\"q\""}"#.to_owned(),
+        "{}".to_owned(),
+        "[]".to_owned(),
+        r#""""#.to_owned(),
+        "{ \"spaced\" :  [1, 2.50, -0e0] }".to_owned(),
+        large,
+    ];
+    for (i, p) in payloads.iter().enumerate() {
+        let e = NewEvent {
+            id: Uuid::new_v4(),
+            event_type: "Jsön ✓".into(),
+            data: raw(p),
+            metadata: raw(r#"{"corr":"ü"}"#),
+        };
+        s_append(h, &format!("json-{i}"), e).await;
+        let back = h.store.read_stream(&format!("json-{i}"), 0).await.unwrap();
+        assert_eq!(back[0].data.get(), p.as_str(), "payload {i}");
+        assert_eq!(back[0].metadata.get(), r#"{"corr":"ü"}"#);
+        assert_eq!(back[0].event_type, "Jsön ✓");
+    }
+}
+
+async fn s_append(h: &Harness, stream: &str, e: NewEvent) {
+    h.store
+        .append(stream, ExpectedVersion::NoStream, vec![e])
+        .await
+        .unwrap();
+}
+
+pub async fn stream_names_with_spaces_slashes_and_unicode_work(h: &Harness) {
+    let names = [
+        "movie 1/user 2",
+        "a/b/c",
+        "émoji-🎬",
+        "quote'\"; DROP TABLE x",
+        "%_*",
+    ];
+    for n in names {
+        s_append(h, n, event(1)).await;
+    }
+    for n in names {
+        let events = h.store.read_stream(n, 0).await.unwrap();
+        assert_eq!(events.len(), 1, "{n}");
+        assert_eq!(events[0].stream, n);
+    }
+    // LIKE-style wildcards are not patterns.
+    assert!(h.store.read_stream("%", 0).await.unwrap().is_empty());
+}
+
+pub async fn read_all_honours_from_and_limit(h: &Harness) {
+    assert!(h.store.read_all(0, 10).await.unwrap().is_empty());
+    assert_eq!(h.store.head_position().await.unwrap(), 0);
+    let r = h
+        .store
+        .append("r", ExpectedVersion::NoStream, (0..10).map(event).collect())
+        .await
+        .unwrap();
+    let all = h.store.read_all(0, 100).await.unwrap();
+    assert_eq!(all.len(), 10);
+    let from = all[3].position;
+    let some = h.store.read_all(from, 4).await.unwrap();
+    assert_eq!(key(&some), key(&all[3..7]));
+    assert!(
+        h.store
+            .read_all(r.position + 1, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(h.store.read_all(u64::MAX, 10).await.unwrap().is_empty());
+    assert!(h.store.read_all(0, 0).await.unwrap().is_empty());
+    assert_eq!(h.store.head_position().await.unwrap(), r.position);
+    assert_eq!(
+        all[4].decode::<serde_json::Value>().unwrap(),
+        json!({"n": 4})
+    );
+}
+
+pub async fn a_subscription_from_the_middle_catches_up_then_goes_live(h: &Harness) {
+    let first = h
+        .store
+        .append(
+            "sub",
+            ExpectedVersion::NoStream,
+            (0..4).map(event).collect(),
+        )
+        .await
+        .unwrap();
+    let from = first.position - 1; // the last two events
+    let mut sub = h.store.subscribe_all(from);
+    assert_eq!(next(&mut sub).await.position, from);
+    assert_eq!(next(&mut sub).await.position, first.position);
+    // Nothing more until something is written; then it arrives live.
+    let writer = h.store.clone();
+    let later = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        writer
+            .append("sub", ExpectedVersion::Exact(3), vec![event(4)])
+            .await
+            .unwrap()
+    });
+    let live = next(&mut sub).await;
+    let written = later.await.unwrap();
+    assert_eq!(live.position, written.position);
+    assert_eq!(live.version, 4);
+}
+
+async fn next(sub: &mut event_store::EventStream) -> RecordedEvent {
+    tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("no event within 10 s")
+        .expect("subscription ended")
+        .expect("subscription failed")
+}
