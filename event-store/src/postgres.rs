@@ -40,6 +40,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 use uuid::Uuid;
 
@@ -237,30 +238,61 @@ struct Rows<'a> {
 /// Commits every append of `group` that passes its checks in one transaction
 /// under the append lock (see the module docs for why this keeps the global
 /// order gap-free). A refused append writes nothing; the others still commit.
+///
+/// Two round trips: `BEGIN`, the lock and the reads are pipelined (the server
+/// runs them in order, so the reads happen after the lock is held and, at
+/// READ COMMITTED, see every earlier holder's commit); then the insert, the
+/// notification and `COMMIT`.
 async fn commit_group(pool: &Pool, group: &[AppendRequest]) -> Result<Vec<Result<AppendResult>>> {
-    let mut client = pool.get().await.map_err(db_err)?;
-    let tx = client.transaction().await.map_err(db_err)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&APPEND_LOCK])
-        .await
-        .map_err(db_err)?;
+    let client = pool.get().await.map_err(db_err)?;
+    let outcome = commit_group_on(&client, group).await;
+    if outcome.is_err() && client.batch_execute("ROLLBACK").await.is_err() {
+        // The connection is unusable: keep it out of the pool.
+        drop(deadpool_postgres::Object::take(client));
+    }
+    outcome
+}
+
+async fn commit_group_on(
+    client: &deadpool_postgres::Object,
+    group: &[AppendRequest],
+) -> Result<Vec<Result<AppendResult>>> {
+    let prepare = |sql: &'static str| client.prepare_cached(sql);
+    let (begin, lock, versions_q, ids_q, head_q, insert, notify, commit) = tokio::try_join!(
+        prepare("BEGIN"),
+        prepare("SELECT pg_advisory_xact_lock($1)"),
+        prepare(
+            "SELECT stream, max(version) FROM es_events WHERE stream = ANY($1) GROUP BY stream"
+        ),
+        prepare(
+            "SELECT event_id, stream, version, position FROM es_events WHERE event_id = ANY($1)"
+        ),
+        prepare("SELECT coalesce(max(position), 0) FROM es_events"),
+        prepare(
+            "INSERT INTO es_events
+                 (position, stream, version, event_type, event_id, data, metadata, recorded_at)
+             SELECT p, s, v, t, i, d, m, now()
+             FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::uuid[],
+                         $6::text[], $7::text[]) AS u(p, s, v, t, i, d, m)"
+        ),
+        prepare("SELECT pg_notify($1, $2)"),
+        prepare("COMMIT"),
+    )
+    .map_err(db_err)?;
 
     let streams: Vec<&str> = group.iter().map(|r| r.stream.as_str()).collect();
     let ids: Vec<Uuid> = group
         .iter()
         .flat_map(|r| r.events.iter().map(|e| e.id))
         .collect();
-    let (stream_params, id_params) = ([&streams as _], [&ids as _]);
-    // Three independent reads, pipelined on the one connection.
-    let (versions, stored, head) = tokio::try_join!(
-        tx.query(
-            "SELECT stream, max(version) FROM es_events WHERE stream = ANY($1) GROUP BY stream",
-            &stream_params,
-        ),
-        tx.query(
-            "SELECT event_id, stream, version, position FROM es_events WHERE event_id = ANY($1)",
-            &id_params,
-        ),
-        tx.query_one("SELECT coalesce(max(position), 0) FROM es_events", &[]),
+    let (lock_params, stream_params, id_params) =
+        ([&APPEND_LOCK as _], [&streams as _], [&ids as _]);
+    let (_, _, versions, stored, head) = tokio::try_join!(
+        client.execute(&begin, &[]),
+        client.execute(&lock, &lock_params),
+        client.query(&versions_q, &stream_params),
+        client.query(&ids_q, &id_params),
+        client.query_one(&head_q, &[]),
     )
     .map_err(db_err)?;
     let mut versions: HashMap<String, CurrentVersion> = versions
@@ -338,33 +370,29 @@ async fn commit_group(pool: &Pool, group: &[AppendRequest]) -> Result<Vec<Result
         }));
     }
 
-    if !rows.positions.is_empty() {
-        tx.execute(
-            "INSERT INTO es_events
-                 (position, stream, version, event_type, event_id, data, metadata, recorded_at)
-             SELECT p, s, v, t, i, d, m, now()
-             FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::uuid[],
-                         $6::text[], $7::text[]) AS u(p, s, v, t, i, d, m)",
-            &[
-                &rows.positions,
-                &rows.streams,
-                &rows.versions,
-                &rows.types,
-                &rows.ids,
-                &rows.data,
-                &rows.metadata,
-            ],
+    if rows.positions.is_empty() {
+        client.execute(&commit, &[]).await.map_err(db_err)?;
+    } else {
+        // If the insert fails, the pipelined COMMIT only ends the aborted
+        // transaction; the insert's error is what we report.
+        let head = position.to_string();
+        let insert_params: [&(dyn ToSql + Sync); 7] = [
+            &rows.positions,
+            &rows.streams,
+            &rows.versions,
+            &rows.types,
+            &rows.ids,
+            &rows.data,
+            &rows.metadata,
+        ];
+        let notify_params: [&(dyn ToSql + Sync); 2] = [&CHANNEL, &head];
+        tokio::try_join!(
+            client.execute(&insert, &insert_params),
+            client.execute(&notify, &notify_params),
+            client.execute(&commit, &[]),
         )
-        .await
-        .map_err(db_err)?;
-        tx.execute(
-            "SELECT pg_notify($1, $2)",
-            &[&CHANNEL, &position.to_string()],
-        )
-        .await
         .map_err(db_err)?;
     }
-    tx.commit().await.map_err(db_err)?;
     Ok(results)
 }
 
