@@ -24,6 +24,7 @@ mod error;
 mod model;
 mod open;
 pub mod postgres;
+pub mod projection;
 pub mod sqlite;
 mod subscription;
 

@@ -1,0 +1,33 @@
+//! auth-service on its own: `auth-service --help` lists every setting.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Users and tokens as events, served over gRPC.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    config: auth_service::Config,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    platform::init_tracing();
+    let cli = Cli::parse();
+    let app = match auth_service::Application::build(&cli.config).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!(error = %e, "auth-service cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    match app.run_until_stopped(platform::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "auth-service failed");
+            ExitCode::FAILURE
+        }
+    }
+}

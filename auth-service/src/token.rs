@@ -1,0 +1,48 @@
+//! Bearer tokens: 32 random bytes shown as 64 hex characters; only their
+//! SHA-256 digest is kept.
+
+use sha2::{Digest as _, Sha256};
+
+/// The SHA-256 of a token's bytes: what events and memory hold.
+pub type TokenDigest = [u8; 32];
+
+/// A new token from the OS random number generator, and its digest.
+pub fn generate() -> std::io::Result<(String, TokenDigest)> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok((hex::encode(bytes), digest_of(&bytes)))
+}
+
+/// The digest of a token given as 64 hex characters, or `None` if it is not one.
+pub fn parse(token: &str) -> Option<TokenDigest> {
+    if token.len() != 64 {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(token, &mut bytes).ok()?;
+    Some(digest_of(&bytes))
+}
+
+fn digest_of(bytes: &[u8; 32]) -> TokenDigest {
+    Sha256::digest(bytes).into()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn generated_tokens_parse_back_to_their_digest() {
+        let (token, digest) = super::generate().unwrap();
+        assert_eq!(token.len(), 64);
+        assert_eq!(super::parse(&token), Some(digest));
+        assert_eq!(super::parse(&token.to_uppercase()), Some(digest));
+        assert_ne!(super::generate().unwrap().0, token);
+    }
+
+    #[test]
+    fn malformed_tokens_are_refused() {
+        assert_eq!(super::parse(""), None);
+        assert_eq!(super::parse(&"g".repeat(64)), None);
+        assert_eq!(super::parse(&"a".repeat(63)), None);
+        assert_eq!(super::parse(&"é".repeat(32)), None);
+    }
+}

@@ -1,0 +1,219 @@
+use std::time::Duration;
+
+use auth_service::{Application, Config};
+use event_store::testing::TempDatabase;
+use proto::auth::auth_service_client::AuthServiceClient;
+use proto::auth::{
+    AuthenticateRequest, LoginRequest, LogoutAllRequest, LogoutRequest, RegisterRequest, Session,
+    User,
+};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+/// Runs each named case once per backend: `sqlite::case` and `postgres::case`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case($crate::helpers::Location::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    if let Some(loc) = $crate::helpers::Location::postgres(stringify!($case)).await {
+                        super::$case(loc).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// Where a test's event store lives; removed when dropped.
+pub struct Location {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    _db: Option<TempDatabase>,
+}
+
+impl Location {
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("auth.db").display());
+        Self {
+            url,
+            _dir: Some(dir),
+            _db: None,
+        }
+    }
+
+    pub async fn postgres(test: &str) -> Option<Self> {
+        let db = TempDatabase::create(test).await?;
+        Some(Self {
+            url: db.url().to_owned(),
+            _dir: None,
+            _db: Some(db),
+        })
+    }
+
+    pub fn config(&self) -> Config {
+        Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            store_url: self.url.clone(),
+            ..Config::default()
+        }
+    }
+}
+
+/// A running auth-service and a client connected to it.
+pub struct TestApp {
+    pub client: AuthServiceClient<Channel>,
+    pub channel: Channel,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl TestApp {
+    pub async fn start(loc: &Location) -> Self {
+        Self::start_with(loc.config()).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        let app = Application::build(&config)
+            .await
+            .expect("auth-service starts");
+        let addr = app.local_addr();
+        let (stop, stopped) = oneshot::channel();
+        let server = tokio::spawn(async move {
+            app.run_until_stopped(async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("server runs");
+        });
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("connect");
+        Self {
+            client: AuthServiceClient::new(channel.clone()),
+            channel,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    /// Stops the server and waits until it has finished.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap();
+        }
+    }
+
+    pub async fn register(
+        &self,
+        username: &str,
+        email: &str,
+        password: &str,
+    ) -> Result<Session, Status> {
+        self.client
+            .clone()
+            .register(RegisterRequest {
+                username: username.into(),
+                email: email.into(),
+                password: password.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Registers `username` with a valid e-mail and password, or panics.
+    pub async fn user(&self, username: &str) -> Session {
+        self.register(username, &format!("{username}@example.com"), "password123")
+            .await
+            .expect("registration succeeds")
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Result<Session, Status> {
+        self.client
+            .clone()
+            .login(LoginRequest {
+                username: username.into(),
+                password: password.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn authenticate(&self, token: &str) -> Result<User, Status> {
+        self.client
+            .clone()
+            .authenticate(AuthenticateRequest {
+                token: token.into(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn logout(&self, token: &str) -> Result<(), Status> {
+        self.client
+            .clone()
+            .logout(LogoutRequest {
+                token: token.into(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn logout_all(&self, token: &str) -> Result<(), Status> {
+        self.client
+            .clone()
+            .logout_all(LogoutAllRequest {
+                token: token.into(),
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The field violations of an INVALID_ARGUMENT or ALREADY_EXISTS status, as (field, message).
+pub fn violations(status: &Status) -> Vec<(String, String)> {
+    status
+        .get_details_bad_request()
+        .map(|b| {
+            b.field_violations
+                .into_iter()
+                .map(|v| (v.field, v.description))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    match result {
+        Err(s) if s.code() == code => s,
+        other => panic!("expected {code:?}, got {other:?}"),
+    }
+}

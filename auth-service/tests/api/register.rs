@@ -1,0 +1,187 @@
+use std::collections::HashSet;
+
+use tokio::task::JoinSet;
+use tonic::Code;
+
+use crate::helpers::{Location, TestApp, assert_code, violations};
+
+crate::on_every_backend!(
+    registration_returns_the_user_and_a_working_token,
+    a_taken_username_is_refused_case_insensitively,
+    bad_input_is_invalid_argument_naming_each_field,
+    twenty_concurrent_registrations_of_one_name_yield_one_user,
+    user_ids_are_positive_unique_and_increasing,
+);
+
+async fn registration_returns_the_user_and_a_working_token(loc: Location) {
+    let app = TestApp::start(&loc).await;
+    let s = app
+        .register("hp1", "rit@gmail.com", "s3cret-pass")
+        .await
+        .unwrap();
+    let user = s.user.clone().unwrap();
+    assert!(user.id > 0);
+    assert_eq!(
+        (user.username.as_str(), user.email.as_str()),
+        ("hp1", "rit@gmail.com")
+    );
+    assert_eq!(s.token.len(), 64);
+    assert!(s.token.chars().all(|c| c.is_ascii_hexdigit()));
+    let expiry = s.expiry.unwrap().seconds;
+    let in_ten_hours = chrono::Utc::now().timestamp() + 36_000;
+    assert!((in_ten_hours - 5..=in_ten_hours + 5).contains(&expiry));
+    assert_eq!(app.authenticate(&s.token).await.unwrap(), user);
+}
+
+async fn a_taken_username_is_refused_case_insensitively(loc: Location) {
+    let app = TestApp::start(&loc).await;
+    app.user("Alice").await;
+    for name in ["Alice", "alice", "ALICE"] {
+        let s = assert_code(
+            app.register(name, "a@b.co", "password123").await,
+            Code::AlreadyExists,
+        );
+        assert_eq!(
+            violations(&s),
+            [(
+                "username".into(),
+                "A user with that username already exists.".into()
+            )]
+        );
+    }
+}
+
+async fn bad_input_is_invalid_argument_naming_each_field(loc: Location) {
+    let app = TestApp::start(&loc).await;
+    let s = assert_code(app.register("", "", "").await, Code::InvalidArgument);
+    let fields: HashSet<String> = violations(&s).into_iter().map(|(f, _)| f).collect();
+    assert_eq!(
+        fields,
+        HashSet::from(["username".into(), "email".into(), "password".into()])
+    );
+
+    let cases = [
+        (
+            "ok",
+            "not-an-email",
+            "password123",
+            "email",
+            "Enter a valid email address.",
+        ),
+        (
+            "has space",
+            "a@b.co",
+            "password123",
+            "username",
+            "Enter a valid username. This value may contain only letters, numbers, and @/./+/-/_ characters.",
+        ),
+        (
+            &"u".repeat(151),
+            "a@b.co",
+            "password123",
+            "username",
+            "Ensure this field has no more than 150 characters.",
+        ),
+        (
+            "ok",
+            "a@b.co",
+            "short",
+            "password",
+            "Ensure this field has at least 8 characters.",
+        ),
+        (
+            "ok",
+            "a@b.co",
+            &"p".repeat(1025),
+            "password",
+            "Ensure this field has no more than 1024 characters.",
+        ),
+    ];
+    for (username, email, password, field, message) in cases {
+        let s = assert_code(
+            app.register(username, email, password).await,
+            Code::InvalidArgument,
+        );
+        assert_eq!(
+            violations(&s),
+            [(field.to_owned(), message.to_owned())],
+            "{field}"
+        );
+    }
+    // Megabytes of input are refused, not hashed, and the server stays up.
+    let s = assert_code(
+        app.register("big", "a@b.co", &"p".repeat(3 * 1024 * 1024))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(violations(&s)[0].0, "password");
+    app.user("still-serving").await;
+}
+
+async fn twenty_concurrent_registrations_of_one_name_yield_one_user(loc: Location) {
+    let app = TestApp::start(&loc).await;
+    for round in 0..3 {
+        let mut tasks = JoinSet::new();
+        for i in 0..20 {
+            let client = app.client.clone();
+            // Mixed case: one name, case-insensitively.
+            let name = if i % 2 == 0 {
+                format!("racer{round}")
+            } else {
+                format!("RACER{round}")
+            };
+            tasks.spawn(async move {
+                client
+                    .clone()
+                    .register(proto::auth::RegisterRequest {
+                        username: name,
+                        email: "r@example.com".into(),
+                        password: "password123".into(),
+                    })
+                    .await
+            });
+        }
+        let (mut won, mut taken) = (0, 0);
+        while let Some(r) = tasks.join_next().await {
+            match r.unwrap() {
+                Ok(_) => won += 1,
+                Err(s) if s.code() == Code::AlreadyExists => taken += 1,
+                Err(s) => panic!("unexpected {s:?}"),
+            }
+        }
+        assert_eq!((won, taken), (1, 19), "round {round}");
+    }
+}
+
+async fn user_ids_are_positive_unique_and_increasing(loc: Location) {
+    let app = TestApp::start(&loc).await;
+    let mut last = 0;
+    for i in 0..5 {
+        let id = app.user(&format!("seq{i}")).await.user.unwrap().id;
+        assert!(id > last, "{id} after {last}");
+        last = id;
+    }
+    // Concurrent registrations of distinct names get distinct ids.
+    let mut tasks = JoinSet::new();
+    for i in 0..16 {
+        let client = app.client.clone();
+        tasks.spawn(async move {
+            client
+                .clone()
+                .register(proto::auth::RegisterRequest {
+                    username: format!("par{i}"),
+                    email: "p@example.com".into(),
+                    password: "password123".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .user
+                .unwrap()
+                .id
+        });
+    }
+    let ids: HashSet<i64> = tasks.join_all().await.into_iter().collect();
+    assert_eq!(ids.len(), 16);
+    assert!(ids.iter().all(|&id| id > last));
+}

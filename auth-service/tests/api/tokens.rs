@@ -1,0 +1,92 @@
+use std::time::Duration;
+
+use auth_service::Config;
+use tonic::Code;
+
+use crate::helpers::{Location, TestApp, assert_code};
+
+crate::on_every_backend!(
+    unknown_and_malformed_tokens_are_unauthenticated,
+    logout_revokes_only_that_token_at_once,
+    logout_all_revokes_every_token_of_the_user,
+    tokens_expire_after_their_lifetime,
+    tokens_and_revocations_survive_a_restart,
+);
+
+async fn unknown_and_malformed_tokens_are_unauthenticated(loc: Location) {
+    let app = TestApp::start(&loc).await;
+    let valid_shape = "ab".repeat(32);
+    for token in [
+        "",
+        "x",
+        valid_shape.as_str(),
+        &"zz".repeat(32),
+        &"é".repeat(32),
+        &"a".repeat(10_000),
+    ] {
+        let s = assert_code(app.authenticate(token).await, Code::Unauthenticated);
+        assert_eq!(s.message(), "Invalid token.");
+        assert_code(app.logout(token).await, Code::Unauthenticated);
+        assert_code(app.logout_all(token).await, Code::Unauthenticated);
+    }
+}
+
+async fn logout_revokes_only_that_token_at_once(loc: Location) {
+    let app = TestApp::start(&loc).await;
+    let first = app.user("hp1").await.token;
+    let second = app.login("hp1", "password123").await.unwrap().token;
+    app.logout(&first).await.unwrap();
+    assert_code(app.authenticate(&first).await, Code::Unauthenticated);
+    app.authenticate(&second).await.unwrap();
+    // Logging out twice: the token is already invalid.
+    assert_code(app.logout(&first).await, Code::Unauthenticated);
+}
+
+async fn logout_all_revokes_every_token_of_the_user(loc: Location) {
+    let app = TestApp::start(&loc).await;
+    let a = app.user("hp1").await.token;
+    let b = app.login("hp1", "password123").await.unwrap().token;
+    let other = app.user("other").await.token;
+    app.logout_all(&b).await.unwrap();
+    assert_code(app.authenticate(&a).await, Code::Unauthenticated);
+    assert_code(app.authenticate(&b).await, Code::Unauthenticated);
+    app.authenticate(&other).await.unwrap();
+    // Tokens issued afterwards work.
+    let fresh = app.login("hp1", "password123").await.unwrap().token;
+    app.authenticate(&fresh).await.unwrap();
+}
+
+async fn tokens_expire_after_their_lifetime(loc: Location) {
+    let app = TestApp::start_with(Config {
+        token_ttl_secs: 1,
+        ..loc.config()
+    })
+    .await;
+    let token = app.user("brief").await.token;
+    app.authenticate(&token).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_code(app.authenticate(&token).await, Code::Unauthenticated);
+    assert_code(app.logout(&token).await, Code::Unauthenticated);
+}
+
+async fn tokens_and_revocations_survive_a_restart(loc: Location) {
+    let app = TestApp::start(&loc).await;
+    let kept = app.user("hp1").await;
+    let revoked = app.login("hp1", "password123").await.unwrap().token;
+    app.logout(&revoked).await.unwrap();
+    app.stop().await;
+
+    let app = TestApp::start(&loc).await;
+    assert_eq!(
+        app.authenticate(&kept.token).await.unwrap(),
+        kept.user.clone().unwrap()
+    );
+    assert_code(app.authenticate(&revoked).await, Code::Unauthenticated);
+    assert_code(
+        app.register("HP1", "x@y.co", "password123").await,
+        Code::AlreadyExists,
+    );
+    // Ids continue after the ones already handed out.
+    let next = app.user("newcomer").await.user.unwrap().id;
+    assert!(next > kept.user.unwrap().id);
+}
