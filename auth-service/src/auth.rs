@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use event_store::ids::IdSequence;
 use event_store::projection::Projection;
-use event_store::{CurrentVersion, EventStore, EventStoreError, ExpectedVersion};
-use tokio::sync::Mutex;
+use event_store::{EventStore, EventStoreError, ExpectedVersion};
 
 use crate::domain::{
     AuthError, AuthEvent, Email, FieldError, MAX_USERNAME, Password, Result, USER_IDS_STREAM,
@@ -59,10 +59,7 @@ pub struct Auth {
     hasher: PasswordHasher,
     throttle: LoginThrottle,
     token_ttl: chrono::Duration,
-    /// The last known version of [`USER_IDS_STREAM`]; serializes id
-    /// allocation within this process (other processes are kept honest by
-    /// the expected-version check).
-    last_user_id: Mutex<CurrentVersion>,
+    user_ids: IdSequence,
 }
 
 impl Auth {
@@ -81,7 +78,7 @@ impl Auth {
             hasher,
             throttle,
             token_ttl: chrono::Duration::from_std(token_ttl).unwrap_or(chrono::Duration::MAX),
-            last_user_id: Mutex::new(CurrentVersion::NoStream),
+            user_ids: IdSequence::new(USER_IDS_STREAM, "UserIdAllocated"),
         })
     }
 
@@ -98,7 +95,7 @@ impl Auth {
             return Err(AuthError::UsernameTaken);
         }
         let password_hash = self.hasher.hash(password).await?;
-        let user_id = self.allocate_user_id().await?;
+        let user_id = self.user_ids.next(self.store.as_ref()).await?;
         let (token, digest, expiry) = self.new_token()?;
         let events = [
             AuthEvent::UserRegistered {
@@ -243,35 +240,6 @@ impl Auth {
                 "read model did not apply a committed event in time"
             );
             Err(AuthError::NotYetApplied)
-        }
-    }
-
-    /// Takes the next user id: appends `UserIdAllocated` at the next version
-    /// of [`USER_IDS_STREAM`] (id = version + 1). Concurrency from other
-    /// processes shows up as a wrong expected version, whose `actual` tells
-    /// where to try next.
-    async fn allocate_user_id(&self) -> Result<i64> {
-        let mut last = self.last_user_id.lock().await;
-        loop {
-            let version = last.next();
-            let user_id = version as i64 + 1;
-            let expected = match *last {
-                CurrentVersion::NoStream => ExpectedVersion::NoStream,
-                CurrentVersion::At(v) => ExpectedVersion::Exact(v),
-            };
-            let event = AuthEvent::UserIdAllocated { user_id }.to_new_event();
-            match self
-                .store
-                .append(USER_IDS_STREAM, expected, vec![event])
-                .await
-            {
-                Ok(_) => {
-                    *last = CurrentVersion::At(version);
-                    return Ok(user_id);
-                }
-                Err(EventStoreError::WrongExpectedVersion { actual, .. }) => *last = actual,
-                Err(e) => return Err(e.into()),
-            }
         }
     }
 }

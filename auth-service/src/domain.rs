@@ -108,7 +108,7 @@ pub fn user_stream(normalized: &str) -> String {
     format!("user-{normalized}")
 }
 
-/// The stream whose versions allocate user ids (id = version + 1).
+/// The stream whose versions allocate user ids (see `event_store::ids`).
 pub const USER_IDS_STREAM: &str = "user-ids";
 
 /// An e-mail address of plausible shape.
@@ -212,12 +212,6 @@ impl std::fmt::Debug for Password {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum AuthEvent {
-    /// A user id was handed out (in [`USER_IDS_STREAM`]); it is never reused,
-    /// even if the registration that took it then failed.
-    UserIdAllocated {
-        /// The id.
-        user_id: i64,
-    },
     /// A user exists. First event of the user's stream.
     UserRegistered {
         /// Positive, unique, increasing.
@@ -256,7 +250,6 @@ impl AuthEvent {
     /// The stored event type: the variant's name.
     pub fn event_type(&self) -> &'static str {
         match self {
-            Self::UserIdAllocated { .. } => "UserIdAllocated",
             Self::UserRegistered { .. } => "UserRegistered",
             Self::TokenIssued { .. } => "TokenIssued",
             Self::TokenRevoked { .. } => "TokenRevoked",

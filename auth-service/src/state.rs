@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use event_store::RecordedEvent;
 use event_store::projection::ReadModel;
 
-use crate::domain::{AuthEvent, normalize_username};
+use crate::domain::{AuthEvent, USER_IDS_STREAM, normalize_username};
 use crate::token::TokenDigest;
 
 /// A registered user.
@@ -62,7 +62,6 @@ impl Users {
 
     fn apply_event(&mut self, event: AuthEvent, recorded_at: DateTime<Utc>) {
         match event {
-            AuthEvent::UserIdAllocated { .. } => {}
             AuthEvent::UserRegistered {
                 user_id,
                 username,
@@ -132,6 +131,9 @@ fn decode_digest(hex_digest: &str) -> Option<TokenDigest> {
 
 impl ReadModel for Users {
     fn apply(&mut self, event: &RecordedEvent) {
+        if event.stream == USER_IDS_STREAM {
+            return;
+        }
         match event.decode::<AuthEvent>() {
             Ok(e) => self.apply_event(e, event.recorded_at),
             Err(e) => tracing::warn!(

@@ -21,6 +21,7 @@
 
 mod decide;
 mod error;
+pub mod ids;
 mod model;
 mod open;
 pub mod postgres;

@@ -1,0 +1,138 @@
+//! catalog-service: movies and ratings as events, with read models rebuilt
+//! from the event feed, served over gRPC.
+//!
+//! A library with a thin `main`: tests, the all-in-one launcher and the
+//! binary all start the same [`Application`].
+
+pub mod catalog;
+mod config;
+pub mod domain;
+pub mod identity;
+pub mod model;
+mod service;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use event_store::{EventStore, EventStoreError};
+use proto::catalog::catalog_service_server::CatalogServiceServer;
+use tonic::transport::server::TcpIncoming;
+
+pub use catalog::Movies;
+pub use config::Config;
+pub use identity::{GrpcIdentity, Identity};
+pub use service::{CatalogGrpc, SubscribeAccess};
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The event store could not be opened.
+    #[error("event store: {0}")]
+    Store(#[from] EventStoreError),
+    /// The read models could not be rebuilt.
+    #[error("catalog: {0}")]
+    Catalog(#[from] domain::CatalogError),
+    /// The auth-service URL is not usable.
+    #[error("auth-service URL: {0}")]
+    AuthUrl(tonic::transport::Error),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("grpc server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    /// Reflection could not be set up.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// A bound, ready catalog-service.
+pub struct Application {
+    incoming: TcpIncoming,
+    local_addr: SocketAddr,
+    movies: Arc<Movies>,
+    identity: Arc<dyn Identity>,
+    subscribe: SubscribeAccess,
+}
+
+impl Application {
+    /// Opens the store `config` names, rebuilds the read models, connects
+    /// (lazily) to auth-service and binds the listen address.
+    pub async fn build(config: &Config) -> Result<Self, StartError> {
+        let identity = GrpcIdentity::new(&config.auth_url).map_err(StartError::AuthUrl)?;
+        let store = event_store::open(&config.store_url).await?;
+        Self::build_with(config, store, Arc::new(identity)).await
+    }
+
+    /// As [`Application::build`], on an open store and with another way to
+    /// check identities (the all-in-one launcher asks auth in-process).
+    pub async fn build_with(
+        config: &Config,
+        store: Arc<dyn EventStore>,
+        identity: Arc<dyn Identity>,
+    ) -> Result<Self, StartError> {
+        let movies = Arc::new(Movies::start(store).await?);
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let subscribe = match (&config.service_key, config.open_subscriptions) {
+            (Some(key), _) if !key.is_empty() => SubscribeAccess::Key(key.clone()),
+            (_, true) => SubscribeAccess::Open,
+            _ => SubscribeAccess::Closed,
+        };
+        Ok(Self {
+            incoming: TcpIncoming::from(listener).with_nodelay(Some(true)),
+            local_addr,
+            movies,
+            identity,
+            subscribe,
+        })
+    }
+
+    /// Where the server listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The domain core, for in-process callers.
+    pub fn movies(&self) -> Arc<Movies> {
+        self.movies.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight calls finish.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), StartError> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<CatalogServiceServer<CatalogGrpc>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        tracing::info!(addr = %self.local_addr, "catalog-service listening");
+        let service = CatalogGrpc::new(self.movies, self.identity, self.subscribe);
+        tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(CatalogServiceServer::new(service))
+            .serve_with_incoming_shutdown(self.incoming, shutdown)
+            .await?;
+        tracing::info!("catalog-service stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,308 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use catalog_service::Movies;
+use event_store::testing::TempDatabase;
+use proto::auth::RegisterRequest;
+use proto::auth::auth_service_client::AuthServiceClient;
+use proto::catalog::catalog_service_client::CatalogServiceClient;
+use proto::catalog::{
+    AddMovieRequest, GetMovieRequest, ListMoviesRequest, ListMoviesResponse, ListRatingsRequest,
+    ListRatingsResponse, Movie, MovieDetail, RateMovieRequest, Rating,
+};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
+
+pub const SERVICE_KEY: &str = "test-service-key";
+
+/// Runs each named case once per backend: `sqlite::case` and `postgres::case`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case($crate::helpers::Stores::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    if let Some(s) = $crate::helpers::Stores::postgres(stringify!($case)).await {
+                        super::$case(s).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// One store per service; removed when dropped.
+pub struct Stores {
+    pub auth_url: String,
+    pub catalog_url: String,
+    _dir: Option<tempfile::TempDir>,
+    _dbs: Vec<TempDatabase>,
+}
+
+impl Stores {
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = |f: &str| format!("sqlite://{}", dir.path().join(f).display());
+        Self {
+            auth_url: url("auth.db"),
+            catalog_url: url("catalog.db"),
+            _dir: Some(dir),
+            _dbs: vec![],
+        }
+    }
+
+    pub async fn postgres(test: &str) -> Option<Self> {
+        let auth = TempDatabase::create(test).await?;
+        let catalog = TempDatabase::create(test).await?;
+        Some(Self {
+            auth_url: auth.url().to_owned(),
+            catalog_url: catalog.url().to_owned(),
+            _dir: None,
+            _dbs: vec![auth, catalog],
+        })
+    }
+}
+
+/// A server task that stops when told (or when dropped).
+pub struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    fn spawn<F>(run: impl FnOnce(oneshot::Receiver<()>) -> F) -> Self
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (stop, stopped) = oneshot::channel();
+        Self {
+            stop: Some(stop),
+            task: Some(tokio::spawn(run(stopped))),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn channel(addr: std::net::SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect")
+}
+
+async fn start_catalog(
+    stores: &Stores,
+    auth_addr: std::net::SocketAddr,
+) -> (Running, CatalogServiceClient<Channel>, Arc<Movies>) {
+    let app = catalog_service::Application::build(&catalog_service::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        store_url: stores.catalog_url.clone(),
+        auth_url: format!("http://{auth_addr}"),
+        service_key: Some(SERVICE_KEY.into()),
+        open_subscriptions: false,
+    })
+    .await
+    .expect("catalog-service starts");
+    let addr = app.local_addr();
+    let movies = app.movies();
+    let running = Running::spawn(|stopped| async move {
+        app.run_until_stopped(async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    (
+        running,
+        CatalogServiceClient::new(channel(addr).await),
+        movies,
+    )
+}
+
+/// auth-service and catalog-service, running, with clients.
+pub struct Stack {
+    pub auth: Option<Running>,
+    pub catalog: Option<Running>,
+    pub auth_client: AuthServiceClient<Channel>,
+    pub client: CatalogServiceClient<Channel>,
+    pub movies: Arc<Movies>,
+    auth_addr: std::net::SocketAddr,
+}
+
+impl Stack {
+    pub async fn start(stores: &Stores) -> Self {
+        let auth = auth_service::Application::build(&auth_service::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            store_url: stores.auth_url.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("auth-service starts");
+        let auth_addr = auth.local_addr();
+        let auth_running = Running::spawn(|stopped| async move {
+            auth.run_until_stopped(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        let (catalog, client, movies) = start_catalog(stores, auth_addr).await;
+        Self {
+            auth_client: AuthServiceClient::new(channel(auth_addr).await),
+            auth: Some(auth_running),
+            auth_addr,
+            catalog: Some(catalog),
+            client,
+            movies,
+        }
+    }
+
+    /// Stops catalog-service and starts a new one on the same stores.
+    pub async fn restart_catalog(&mut self, stores: &Stores) {
+        if let Some(c) = self.catalog.take() {
+            c.stop().await;
+        }
+        let (catalog, client, movies) = start_catalog(stores, self.auth_addr).await;
+        self.catalog = Some(catalog);
+        self.client = client;
+        self.movies = movies;
+    }
+
+    /// Registers `name`; returns (token, user id).
+    pub async fn user(&self, name: &str) -> (String, i64) {
+        let s = self
+            .auth_client
+            .clone()
+            .register(RegisterRequest {
+                username: name.into(),
+                email: format!("{name}@example.com"),
+                password: "password123".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        (s.token, s.user.unwrap().id)
+    }
+
+    pub async fn add_movie(
+        &self,
+        token: &str,
+        title: &str,
+        director: &str,
+    ) -> Result<Movie, Status> {
+        let req = AddMovieRequest {
+            title: title.into(),
+            director: director.into(),
+        };
+        self.client
+            .clone()
+            .add_movie(authed(token, req))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn get_movie(&self, token: &str, id: i64) -> Result<MovieDetail, Status> {
+        self.client
+            .clone()
+            .get_movie(authed(token, GetMovieRequest { id }))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn list_movies(
+        &self,
+        token: &str,
+        limit: Option<u32>,
+        offset: u32,
+    ) -> Result<ListMoviesResponse, Status> {
+        self.client
+            .clone()
+            .list_movies(authed(token, ListMoviesRequest { limit, offset }))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn rate(&self, token: &str, movie: i64, rating: i32) -> Result<Rating, Status> {
+        self.client
+            .clone()
+            .rate_movie(authed(token, RateMovieRequest { movie, rating }))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn list_ratings(
+        &self,
+        token: &str,
+        movie: Option<i64>,
+        limit: Option<u32>,
+        offset: u32,
+    ) -> Result<ListRatingsResponse, Status> {
+        let req = ListRatingsRequest {
+            movie,
+            limit,
+            offset,
+        };
+        self.client
+            .clone()
+            .list_ratings(authed(token, req))
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+/// `message` with `authorization: Token <token>` metadata.
+pub fn authed<T>(token: &str, message: T) -> Request<T> {
+    let mut r = Request::new(message);
+    r.metadata_mut()
+        .insert("authorization", format!("Token {token}").parse().unwrap());
+    r
+}
+
+pub fn violations(status: &Status) -> Vec<(String, String)> {
+    status
+        .get_details_bad_request()
+        .map(|b| {
+            b.field_violations
+                .into_iter()
+                .map(|v| (v.field, v.description))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    match result {
+        Err(s) if s.code() == code => s,
+        other => panic!("expected {code:?}, got {other:?}"),
+    }
+}
