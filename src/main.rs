@@ -125,3 +125,12 @@ fn report(ended: Result<(&'static str, Result<(), BoxError>), tokio::task::JoinE
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

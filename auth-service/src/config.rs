@@ -4,9 +4,12 @@ use std::time::Duration;
 /// auth-service configuration: every flag is also an environment variable.
 /// The defaults run with no configuration at all.
 #[derive(Debug, Clone, clap::Args)]
+#[group(id = "auth-service")]
+#[command(next_help_heading = "auth-service")]
 pub struct Config {
     /// Address the gRPC server listens on (port 0: any free port).
     #[arg(
+        id = "auth-listen",
         long = "auth-listen",
         env = "AUTH_LISTEN",
         default_value = "127.0.0.1:50051"
@@ -14,6 +17,7 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Event store URL: sqlite://path/to/file.db or postgres://user@host/db.
     #[arg(
+        id = "auth-store-url",
         long = "auth-store-url",
         env = "AUTH_STORE_URL",
         default_value = "sqlite://data/auth.db"
@@ -21,6 +25,7 @@ pub struct Config {
     pub store_url: String,
     /// How long a token lives, in seconds.
     #[arg(
+        id = "auth-token-ttl-secs",
         long = "auth-token-ttl-secs",
         env = "AUTH_TOKEN_TTL_SECS",
         default_value_t = 36_000
@@ -28,6 +33,7 @@ pub struct Config {
     pub token_ttl_secs: u64,
     /// Failed logins for one username within the window before logins are refused.
     #[arg(
+        id = "auth-login-max-failures",
         long = "auth-login-max-failures",
         env = "AUTH_LOGIN_MAX_FAILURES",
         default_value_t = 5
@@ -35,6 +41,7 @@ pub struct Config {
     pub login_max_failures: u32,
     /// The login throttling window, in seconds.
     #[arg(
+        id = "auth-login-window-secs",
         long = "auth-login-window-secs",
         env = "AUTH_LOGIN_WINDOW_SECS",
         default_value_t = 900

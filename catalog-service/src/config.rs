@@ -3,9 +3,12 @@ use std::net::SocketAddr;
 /// catalog-service configuration: every flag is also an environment variable.
 /// The defaults run with no configuration at all.
 #[derive(Debug, Clone, clap::Args)]
+#[group(id = "catalog-service")]
+#[command(next_help_heading = "catalog-service")]
 pub struct Config {
     /// Address the gRPC server listens on (port 0: any free port).
     #[arg(
+        id = "catalog-listen",
         long = "catalog-listen",
         env = "CATALOG_LISTEN",
         default_value = "127.0.0.1:50052"
@@ -13,6 +16,7 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Event store URL: sqlite://path/to/file.db or postgres://user@host/db.
     #[arg(
+        id = "catalog-store-url",
         long = "catalog-store-url",
         env = "CATALOG_STORE_URL",
         default_value = "sqlite://data/catalog.db"
@@ -20,6 +24,7 @@ pub struct Config {
     pub store_url: String,
     /// Where auth-service answers `Authenticate`.
     #[arg(
+        id = "catalog-auth-url",
         long = "catalog-auth-url",
         env = "CATALOG_AUTH_URL",
         default_value = "http://127.0.0.1:50051"
@@ -29,6 +34,7 @@ pub struct Config {
     /// SubscribeEvents. Without one, SubscribeEvents is refused, unless
     /// `--catalog-open-subscriptions` is given.
     #[arg(
+        id = "catalog-service-key",
         long = "catalog-service-key",
         env = "CATALOG_SERVICE_KEY",
         hide_env_values = true
@@ -37,6 +43,7 @@ pub struct Config {
     /// Let anyone call SubscribeEvents when no service key is set (the
     /// all-in-one launcher's default: everything is on loopback).
     #[arg(
+        id = "catalog-open-subscriptions",
         long = "catalog-open-subscriptions",
         env = "CATALOG_OPEN_SUBSCRIPTIONS"
     )]
