@@ -62,46 +62,11 @@ impl Identity for GrpcIdentity {
     }
 }
 
-/// The token in an `authorization` metadata value, as knox reads it: no
-/// value, or another scheme, is no credentials; `Token` with nothing usable
-/// after it is an invalid token.
+/// The token in an `authorization` metadata value (see [`platform::credentials`]).
 pub fn token_of(authorization: Option<&str>) -> Result<&str> {
-    let value = authorization.map(str::trim).unwrap_or_default();
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    if !scheme.eq_ignore_ascii_case("token") {
-        return Err(CatalogError::NoCredentials);
-    }
-    let token = rest.trim();
-    if token.is_empty() || token.contains(char::is_whitespace) {
-        return Err(CatalogError::InvalidToken);
-    }
-    Ok(token)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn authorization_values_parse_like_knox() {
-        assert_eq!(token_of(Some("Token abc")).unwrap(), "abc");
-        assert_eq!(token_of(Some("token  abc ")).unwrap(), "abc");
-        assert!(matches!(token_of(None), Err(CatalogError::NoCredentials)));
-        assert!(matches!(
-            token_of(Some("")),
-            Err(CatalogError::NoCredentials)
-        ));
-        assert!(matches!(
-            token_of(Some("Bearer abc")),
-            Err(CatalogError::NoCredentials)
-        ));
-        assert!(matches!(
-            token_of(Some("Token")),
-            Err(CatalogError::InvalidToken)
-        ));
-        assert!(matches!(
-            token_of(Some("Token a b")),
-            Err(CatalogError::InvalidToken)
-        ));
+    match platform::credentials(authorization) {
+        platform::Credentials::Missing => Err(CatalogError::NoCredentials),
+        platform::Credentials::Malformed => Err(CatalogError::InvalidToken),
+        platform::Credentials::Token(token) => Ok(token),
     }
 }

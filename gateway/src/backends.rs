@@ -1,0 +1,129 @@
+//! The gRPC services behind the gateway: reused connections, a deadline on
+//! every call.
+
+use std::future::Future;
+use std::time::Duration;
+
+use proto::auth::auth_service_client::AuthServiceClient;
+use proto::catalog::catalog_service_client::CatalogServiceClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::error::ApiError;
+
+/// Clients of auth-service and catalog-service. Cheap to clone: clones share
+/// the HTTP/2 connections, which multiplex concurrent calls.
+#[derive(Clone)]
+pub struct Backends {
+    /// auth-service.
+    pub auth: AuthServiceClient<Channel>,
+    /// catalog-service.
+    pub catalog: CatalogServiceClient<Channel>,
+    auth_channel: Channel,
+    catalog_channel: Channel,
+    timeout: Duration,
+}
+
+fn channel(url: &str, timeout: Duration) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(2).min(timeout))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true)
+        .connect_lazy())
+}
+
+impl Backends {
+    /// Clients for the services at these URLs; they connect on first use (and
+    /// reconnect after a failure), so the gateway can start first.
+    pub fn new(
+        auth_url: &str,
+        catalog_url: &str,
+        timeout: Duration,
+    ) -> Result<Self, tonic::transport::Error> {
+        let auth_channel = channel(auth_url, timeout)?;
+        let catalog_channel = channel(catalog_url, timeout)?;
+        Ok(Self {
+            auth: AuthServiceClient::new(auth_channel.clone()),
+            catalog: CatalogServiceClient::new(catalog_channel.clone()),
+            auth_channel,
+            catalog_channel,
+            timeout,
+        })
+    }
+
+    /// `message` as a request carrying the deadline (and `authorization`, when given).
+    pub fn request<T>(
+        &self,
+        message: T,
+        authorization: Option<&str>,
+    ) -> Result<tonic::Request<T>, ApiError> {
+        let mut r = tonic::Request::new(message);
+        r.set_timeout(self.timeout);
+        if let Some(value) = authorization {
+            let value = value
+                .parse()
+                .map_err(|_| ApiError::Unauthenticated("Invalid token.".into()))?;
+            r.metadata_mut().insert("authorization", value);
+        }
+        Ok(r)
+    }
+
+    /// Awaits a call, giving up at the deadline even if the service hangs.
+    pub async fn call<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, ApiError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            // tonic's own deadline (from `grpc-timeout`) surfaces as CANCELLED.
+            Ok(Err(status))
+                if status.code() == tonic::Code::Cancelled
+                    && status.message() == tonic::TimeoutExpired(()).to_string() =>
+            {
+                Err(ApiError::Timeout)
+            }
+            Ok(Err(status)) => Err(ApiError::Grpc(status)),
+            Err(_) => Err(ApiError::Timeout),
+        }
+    }
+
+    /// Whether `token` is valid: `Ok` if so, else the error to answer (401,
+    /// or 503/504 if auth-service cannot say). DRF authenticates before it
+    /// reads a body, so a request with both a bad token and a bad body is a
+    /// 401: handlers ask this only on their error path.
+    pub async fn confirm_token(&self, token: &str) -> Result<(), ApiError> {
+        let request = self.request(
+            proto::auth::AuthenticateRequest {
+                token: token.to_owned(),
+            },
+            None,
+        )?;
+        self.call(self.auth.clone().authenticate(request))
+            .await
+            .map(|_| ())
+    }
+
+    /// Which services do not answer their health check as serving (empty: all ready).
+    pub async fn not_ready(&self) -> Vec<&'static str> {
+        let check = |channel: Channel| async move {
+            let mut health = HealthClient::new(channel);
+            let request = HealthCheckRequest {
+                service: String::new(),
+            };
+            let answer = tokio::time::timeout(Duration::from_secs(1), health.check(request)).await;
+            matches!(answer, Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32)
+        };
+        let (auth, catalog) = tokio::join!(
+            check(self.auth_channel.clone()),
+            check(self.catalog_channel.clone())
+        );
+        [(auth, "auth-service"), (catalog, "catalog-service")]
+            .into_iter()
+            .filter(|(ok, _)| !ok)
+            .map(|(_, name)| name)
+            .collect()
+    }
+}

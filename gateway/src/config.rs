@@ -1,0 +1,60 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// gateway configuration: every flag is also an environment variable. The
+/// defaults run with no configuration at all.
+#[derive(Debug, Clone, clap::Args)]
+#[group(id = "gateway")]
+#[command(next_help_heading = "gateway")]
+pub struct Config {
+    /// Address the REST API listens on (port 0: any free port).
+    #[arg(
+        id = "gateway-listen",
+        long = "gateway-listen",
+        env = "GATEWAY_LISTEN",
+        default_value = "127.0.0.1:8000"
+    )]
+    pub listen: SocketAddr,
+    /// Where auth-service listens.
+    #[arg(
+        id = "gateway-auth-url",
+        long = "gateway-auth-url",
+        env = "GATEWAY_AUTH_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub auth_url: String,
+    /// Where catalog-service listens.
+    #[arg(
+        id = "gateway-catalog-url",
+        long = "gateway-catalog-url",
+        env = "GATEWAY_CATALOG_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub catalog_url: String,
+    /// Deadline of every gRPC call, in milliseconds; past it the client gets 504.
+    #[arg(
+        id = "gateway-grpc-timeout-ms",
+        long = "gateway-grpc-timeout-ms",
+        env = "GATEWAY_GRPC_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
+    pub grpc_timeout_ms: u64,
+}
+
+impl Config {
+    /// The deadline of every gRPC call.
+    pub fn grpc_timeout(&self) -> Duration {
+        Duration::from_millis(self.grpc_timeout_ms.max(1))
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            auth_url: "http://127.0.0.1:50051".into(),
+            catalog_url: "http://127.0.0.1:50052".into(),
+            grpc_timeout_ms: 5_000,
+        }
+    }
+}

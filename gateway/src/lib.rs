@@ -1,0 +1,154 @@
+//! gateway: the public REST API of the movie-rating platform (the contract
+//! of the Django REST + knox system it replaces), translated into gRPC calls
+//! to auth-service and catalog-service. It holds no state and no rules.
+
+mod backends;
+mod config;
+pub mod error;
+mod extract;
+mod observe;
+mod pagination;
+pub mod routes;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use utoipa::OpenApi;
+
+pub use backends::Backends;
+pub use config::Config;
+pub use extract::BODY_LIMIT;
+use observe::Metrics;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    backends: Backends,
+    metrics: Arc<Metrics>,
+    openapi: Arc<str>,
+}
+
+/// The OpenAPI document, generated from the handlers and their types.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "movies", description = "The movie-rating REST API (Django REST + knox compatible)."),
+    paths(
+        routes::auth::register,
+        routes::auth::login,
+        routes::auth::logout,
+        routes::auth::logout_all,
+        routes::movies::list_movies,
+        routes::movies::add_movie,
+        routes::movies::get_movie,
+        routes::ratings::list_ratings,
+        routes::ratings::rate_movie,
+    ),
+    modifiers(&TokenAuth)
+)]
+pub struct ApiDoc;
+
+struct TokenAuth;
+
+impl utoipa::Modify for TokenAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "`Token <64 hex chars>`, as returned by register and login",
+            ))),
+        );
+    }
+}
+
+/// The whole router: every route, the 404 fallback, observation.
+pub fn router(backends: Backends) -> Router {
+    let openapi = ApiDoc::openapi()
+        .to_json()
+        .expect("the OpenAPI document serializes");
+    let state = AppState {
+        backends,
+        metrics: Arc::new(Metrics::default()),
+        openapi: openapi.into(),
+    };
+    Router::new()
+        .merge(routes::auth::router())
+        .merge(routes::movies::router())
+        .merge(routes::ratings::router())
+        .merge(routes::ops::router())
+        .fallback(observe::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
+        .with_state(state)
+}
+
+/// Why the gateway could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A backend URL is not usable.
+    #[error("backend URL: {0}")]
+    BackendUrl(#[from] tonic::transport::Error),
+    /// The listen address could not be bound, or serving failed.
+    #[error("cannot serve on {addr}: {source}")]
+    Io {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A bound, ready gateway.
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    local_addr: SocketAddr,
+    router: Router,
+}
+
+impl Application {
+    /// Binds the listen address; the backends are connected on first use.
+    pub async fn build(config: &Config) -> Result<Self, StartError> {
+        let backends = Backends::new(&config.auth_url, &config.catalog_url, config.grpc_timeout())?;
+        let io = |source| StartError::Io {
+            addr: config.listen,
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(io)?;
+        let local_addr = listener.local_addr().map_err(io)?;
+        Ok(Self {
+            listener,
+            local_addr,
+            router: router(backends),
+        })
+    }
+
+    /// Where the REST API listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        tracing::info!(addr = %self.local_addr, "gateway listening");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|source| StartError::Io {
+                addr: self.local_addr,
+                source,
+            })?;
+        tracing::info!("gateway stopped");
+        Ok(())
+    }
+}

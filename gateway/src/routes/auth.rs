@@ -1,0 +1,160 @@
+//! Register, login, logout, logout-all.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::{DateTime, SecondsFormat};
+use proto::auth::{LoginRequest, LogoutAllRequest, LogoutRequest, RegisterRequest, Session};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{Fields, JsonObject};
+use crate::routes::{AuthHeader, Detail, FieldErrors, UserOut};
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/auth/register", post(register))
+        .route("/api/auth/login", post(login))
+        .route("/api/auth/logout", post(logout))
+        .route("/api/auth/logoutall", post(logout_all))
+}
+
+/// Registration request.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RegisterIn {
+    /// 1–150 letters, digits and `@.+-_`; unique case-insensitively.
+    pub username: String,
+    /// A valid address.
+    pub email: String,
+    /// 8–1024 characters.
+    pub password: String,
+}
+
+/// Login request.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginIn {
+    /// The username (any case).
+    pub username: String,
+    /// The password.
+    pub password: String,
+}
+
+/// A user and a fresh token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionOut {
+    /// The user.
+    pub user: UserOut,
+    /// 64 hex characters: send as `Authorization: Token <token>`.
+    pub token: String,
+    /// When the token expires (RFC 3339).
+    pub expiry: String,
+}
+
+fn session_out(s: Session) -> SessionOut {
+    let user = s.user.unwrap_or_default();
+    let expiry = s
+        .expiry
+        .and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true))
+        .unwrap_or_default();
+    SessionOut {
+        user: UserOut {
+            id: user.id,
+            username: user.username,
+            email: user.email,
+        },
+        token: s.token,
+        expiry,
+    }
+}
+
+/// Creates a user and returns it with a first token.
+#[utoipa::path(post, path = "/api/auth/register", tag = "auth", request_body = RegisterIn,
+    responses(
+        (status = 200, description = "Registered", body = SessionOut),
+        (status = 400, description = "Invalid or taken fields", body = FieldErrors),
+    ))]
+pub async fn register(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> Result<Json<SessionOut>, ApiError> {
+    let mut f = Fields::new(&body);
+    let (username, email, password) = (
+        f.string("username"),
+        f.string("email"),
+        f.string("password"),
+    );
+    let (username, email, password) = f.finish(
+        username
+            .zip(email)
+            .zip(password)
+            .map(|((u, e), p)| (u, e, p)),
+    )?;
+    let b = &state.backends;
+    let request = b.request(
+        RegisterRequest {
+            username,
+            email,
+            password,
+        },
+        None,
+    )?;
+    let session = b.call(b.auth.clone().register(request)).await?;
+    Ok(Json(session_out(session)))
+}
+
+/// Returns a new token for a correct username and password.
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginIn,
+    responses(
+        (status = 200, description = "Logged in", body = SessionOut),
+        (status = 400, description = "Incorrect credentials or invalid fields", body = FieldErrors),
+        (status = 429, description = "Too many failed attempts; see Retry-After", body = Detail),
+    ))]
+pub async fn login(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> Result<Json<SessionOut>, ApiError> {
+    let mut f = Fields::new(&body);
+    let (username, password) = (f.string("username"), f.string("password"));
+    let (username, password) = f.finish(username.zip(password))?;
+    let b = &state.backends;
+    let request = b.request(LoginRequest { username, password }, None)?;
+    let session = b.call(b.auth.clone().login(request)).await?;
+    Ok(Json(session_out(session)))
+}
+
+/// Revokes the token of this request.
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth", security(("token" = [])),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "Missing or invalid token", body = Detail),
+    ))]
+pub async fn logout(
+    State(state): State<AppState>,
+    auth: AuthHeader,
+) -> Result<StatusCode, ApiError> {
+    let b = &state.backends;
+    let request = b.request(LogoutRequest { token: auth.token }, None)?;
+    b.call(b.auth.clone().logout(request)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes every token of the user of this request.
+#[utoipa::path(post, path = "/api/auth/logoutall", tag = "auth", security(("token" = [])),
+    responses(
+        (status = 204, description = "All revoked"),
+        (status = 401, description = "Missing or invalid token", body = Detail),
+    ))]
+pub async fn logout_all(
+    State(state): State<AppState>,
+    auth: AuthHeader,
+) -> Result<StatusCode, ApiError> {
+    let b = &state.backends;
+    let request = b.request(LogoutAllRequest { token: auth.token }, None)?;
+    b.call(b.auth.clone().logout_all(request)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,175 @@
+//! Movies: list, add, detail.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use axum::{Json, Router};
+use proto::catalog::{AddMovieRequest, GetMovieRequest, ListMoviesRequest, Movie};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{Fields, JsonObject};
+use crate::pagination::{ListQuery, Paginated};
+use crate::routes::{AuthHeader, Detail, FieldErrors, absolute_url};
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/auth/movies", get(list_movies).post(add_movie))
+        .route("/api/auth/movies/{id}", get(get_movie))
+}
+
+/// A movie in a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MovieOut {
+    /// Its id.
+    pub id: i64,
+    /// Its title.
+    pub title: String,
+    /// Its director.
+    pub director: String,
+}
+
+/// A movie with its ratings' statistics.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MovieDetailOut {
+    /// Its id.
+    pub id: i64,
+    /// Its title.
+    pub title: String,
+    /// Its director.
+    pub director: String,
+    /// The id of the user who added it.
+    pub added_by: i64,
+    /// How many ratings it has.
+    pub rating_count: i64,
+    /// The mean rating; null when unrated.
+    pub rating_average: Option<f64>,
+}
+
+/// A new movie.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct MovieIn {
+    /// 1–200 characters.
+    pub title: String,
+    /// 1–200 characters.
+    pub director: String,
+}
+
+/// The movie list: a plain array, or a page when `limit` is given.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum MovieList {
+    /// Without `limit`.
+    All(Vec<MovieOut>),
+    /// With `limit` (and `offset`).
+    Page(Paginated<MovieOut>),
+}
+
+fn movie_out(m: Movie) -> MovieOut {
+    MovieOut {
+        id: m.id,
+        title: m.title,
+        director: m.director,
+    }
+}
+
+/// Every movie by id ascending; `?limit=L&offset=O` paginates.
+#[utoipa::path(get, path = "/api/auth/movies", tag = "movies", security(("token" = [])),
+    params(
+        ("limit" = Option<u32>, Query, description = "Page size: turns the list into a page"),
+        ("offset" = Option<u32>, Query, description = "Rows to skip (with limit)"),
+    ),
+    responses(
+        (status = 200, description = "The movies", body = MovieList),
+        (status = 401, description = "Missing or invalid token", body = Detail),
+    ))]
+pub async fn list_movies(
+    State(state): State<AppState>,
+    auth: AuthHeader,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Json<MovieList>, ApiError> {
+    let q = ListQuery::parse(query.as_deref());
+    let b = &state.backends;
+    let request = b.request(
+        ListMoviesRequest {
+            limit: q.limit,
+            offset: if q.limit.is_some() { q.offset } else { 0 },
+        },
+        Some(&auth.value),
+    )?;
+    let page = b.call(b.catalog.clone().list_movies(request)).await?;
+    let results: Vec<MovieOut> = page.movies.into_iter().map(movie_out).collect();
+    Ok(Json(if q.limit.is_some() {
+        let (next, previous) = q.links(&absolute_url(&headers, "/api/auth/movies"), page.count);
+        MovieList::Page(Paginated {
+            count: page.count,
+            next,
+            previous,
+            results,
+        })
+    } else {
+        MovieList::All(results)
+    }))
+}
+
+/// Adds a movie; the caller becomes its `added_by`.
+#[utoipa::path(post, path = "/api/auth/movies", tag = "movies", security(("token" = [])),
+    request_body = MovieIn,
+    responses(
+        (status = 201, description = "Added", body = MovieOut),
+        (status = 400, description = "Invalid fields", body = FieldErrors),
+        (status = 401, description = "Missing or invalid token", body = Detail),
+    ))]
+pub async fn add_movie(
+    State(state): State<AppState>,
+    auth: AuthHeader,
+    body: Result<JsonObject, ApiError>,
+) -> Result<(StatusCode, Json<MovieOut>), ApiError> {
+    let b = &state.backends;
+    let (title, director) = auth
+        .read_body(b, body, |body| {
+            let mut f = Fields::new(body);
+            let (title, director) = (f.string("title"), f.string("director"));
+            f.finish(title.zip(director))
+        })
+        .await?;
+    let request = b.request(AddMovieRequest { title, director }, Some(&auth.value))?;
+    let movie = b.call(b.catalog.clone().add_movie(request)).await?;
+    Ok((StatusCode::CREATED, Json(movie_out(movie))))
+}
+
+/// One movie with its statistics.
+#[utoipa::path(get, path = "/api/auth/movies/{id}", tag = "movies", security(("token" = [])),
+    params(("id" = i64, Path, description = "The movie's id")),
+    responses(
+        (status = 200, description = "The movie", body = MovieDetailOut),
+        (status = 401, description = "Missing or invalid token", body = Detail),
+        (status = 404, description = "No such movie", body = Detail),
+    ))]
+pub async fn get_movie(
+    State(state): State<AppState>,
+    auth: AuthHeader,
+    Path(id): Path<String>,
+) -> Result<Json<MovieDetailOut>, ApiError> {
+    // Django's `<int:pk>` matches digits only: anything else is not a URL of ours.
+    let id: i64 = id
+        .parse()
+        .ok()
+        .filter(|_| id.bytes().all(|c| c.is_ascii_digit()))
+        .ok_or_else(ApiError::not_found)?;
+    let b = &state.backends;
+    let request = b.request(GetMovieRequest { id }, Some(&auth.value))?;
+    let m = b.call(b.catalog.clone().get_movie(request)).await?;
+    Ok(Json(MovieDetailOut {
+        id: m.id,
+        title: m.title,
+        director: m.director,
+        added_by: m.added_by,
+        rating_count: m.rating_count,
+        rating_average: m.rating_average,
+    }))
+}

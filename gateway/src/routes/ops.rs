@@ -1,0 +1,59 @@
+//! The operations surface: liveness, readiness, metrics, the OpenAPI document.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/openapi.json", get(openapi))
+}
+
+/// The process is up.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Both services answer their health checks.
+async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let down = state.backends.not_ready().await;
+    if down.is_empty() {
+        Ok(Json(json!({ "status": "ready" })))
+    } else {
+        Err(ApiError::detail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not reachable: {}", down.join(", ")),
+        ))
+    }
+}
+
+/// Prometheus text format.
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// The OpenAPI 3.1 document, generated from the handlers.
+async fn openapi(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.openapi.to_string(),
+    )
+        .into_response()
+}

@@ -1,0 +1,137 @@
+//! Ratings: list (optionally of one movie), rate.
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use axum::{Json, Router};
+use proto::catalog::{ListRatingsRequest, RateMovieRequest, Rating};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{Fields, JsonObject};
+use crate::pagination::{ListQuery, Paginated};
+use crate::routes::{AuthHeader, Detail, FieldErrors, absolute_url};
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/auth/rating", get(list_ratings).post(rate_movie))
+}
+
+/// A rating.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RatingOut {
+    /// Its id.
+    pub id: i64,
+    /// The movie rated.
+    pub movie: i64,
+    /// 1..=5.
+    pub rating: i32,
+}
+
+/// A new rating.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RatingIn {
+    /// The movie's id.
+    pub movie: i64,
+    /// An integer from 1 to 5.
+    pub rating: i64,
+}
+
+/// The rating list: a plain array, or a page when `limit` is given.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum RatingList {
+    /// Without `limit`.
+    All(Vec<RatingOut>),
+    /// With `limit` (and `offset`).
+    Page(Paginated<RatingOut>),
+}
+
+fn rating_out(r: Rating) -> RatingOut {
+    RatingOut {
+        id: r.id,
+        movie: r.movie,
+        rating: r.rating,
+    }
+}
+
+/// Every user's ratings by id ascending; `?movie=ID` filters, `?limit&offset` paginate.
+#[utoipa::path(get, path = "/api/auth/rating", tag = "ratings", security(("token" = [])),
+    params(
+        ("movie" = Option<i64>, Query, description = "Only this movie's ratings"),
+        ("limit" = Option<u32>, Query, description = "Page size: turns the list into a page"),
+        ("offset" = Option<u32>, Query, description = "Rows to skip (with limit)"),
+    ),
+    responses(
+        (status = 200, description = "The ratings", body = RatingList),
+        (status = 400, description = "movie is not a number", body = FieldErrors),
+        (status = 401, description = "Missing or invalid token", body = Detail),
+    ))]
+pub async fn list_ratings(
+    State(state): State<AppState>,
+    auth: AuthHeader,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Json<RatingList>, ApiError> {
+    let q = ListQuery::parse(query.as_deref());
+    let movie = match q.get("movie").map(str::trim).filter(|m| !m.is_empty()) {
+        None => None,
+        Some(m) => Some(
+            m.parse::<i64>()
+                .map_err(|_| ApiError::field("movie", "Enter a number."))?,
+        ),
+    };
+    let b = &state.backends;
+    let request = b.request(
+        ListRatingsRequest {
+            movie,
+            limit: q.limit,
+            offset: if q.limit.is_some() { q.offset } else { 0 },
+        },
+        Some(&auth.value),
+    )?;
+    let page = b.call(b.catalog.clone().list_ratings(request)).await?;
+    let results: Vec<RatingOut> = page.ratings.into_iter().map(rating_out).collect();
+    Ok(Json(if q.limit.is_some() {
+        let (next, previous) = q.links(&absolute_url(&headers, "/api/auth/rating"), page.count);
+        RatingList::Page(Paginated {
+            count: page.count,
+            next,
+            previous,
+            results,
+        })
+    } else {
+        RatingList::All(results)
+    }))
+}
+
+/// Rates a movie: once per user and movie, never one's own.
+#[utoipa::path(post, path = "/api/auth/rating", tag = "ratings", security(("token" = [])),
+    request_body = RatingIn,
+    responses(
+        (status = 201, description = "Rated", body = RatingOut),
+        (status = 400, description = "Invalid rating or unknown movie", body = FieldErrors),
+        (status = 401, description = "Missing or invalid token", body = Detail),
+        (status = 403, description = "Own movie, or rated already: \"You cant rate it \"", body = Detail),
+    ))]
+pub async fn rate_movie(
+    State(state): State<AppState>,
+    auth: AuthHeader,
+    body: Result<JsonObject, ApiError>,
+) -> Result<(StatusCode, Json<RatingOut>), ApiError> {
+    let b = &state.backends;
+    let (movie, rating) = auth
+        .read_body(b, body, |body| {
+            let mut f = Fields::new(body);
+            let (movie, rating) = (f.primary_key("movie"), f.integer("rating"));
+            f.finish(movie.zip(rating))
+        })
+        .await?;
+    // Out of i32 range is out of 1..=5 as well; keep the sign for the message.
+    let rating = rating.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
+    let request = b.request(RateMovieRequest { movie, rating }, Some(&auth.value))?;
+    let rating = b.call(b.catalog.clone().rate_movie(request)).await?;
+    Ok((StatusCode::CREATED, Json(rating_out(rating))))
+}

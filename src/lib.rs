@@ -1,0 +1,191 @@
+//! The whole platform in one process: auth-service, catalog-service and the
+//! gateway, each the same `Application` its own binary runs. `main.rs` and
+//! the end-to-end tests both start this [`Stack`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// A boxed error from any service.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The configuration of every service, as flags and environment variables.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Config {
+    /// auth-service.
+    #[command(flatten)]
+    pub auth: auth_service::Config,
+    /// catalog-service.
+    #[command(flatten)]
+    pub catalog: catalog_service::Config,
+    /// gateway. Its backend URLs are ignored here: it talks to the services
+    /// started beside it.
+    #[command(flatten)]
+    pub gateway: gateway::Config,
+}
+
+/// How catalog-service checks the caller's token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityCheck {
+    /// Ask auth-service's in-memory read model directly (one process).
+    InProcess,
+    /// Call auth-service's `Authenticate` over gRPC, as separate processes do.
+    Grpc,
+}
+
+/// In one process the catalog asks auth's read model directly: the same
+/// answer as the `Authenticate` RPC (revocations included, at once) without a
+/// gRPC round trip.
+struct InProcessIdentity(Arc<auth_service::Auth>);
+
+#[async_trait]
+impl catalog_service::Identity for InProcessIdentity {
+    async fn user_id(&self, token: &str) -> Result<i64, catalog_service::domain::CatalogError> {
+        use auth_service::domain::AuthError;
+        use catalog_service::domain::CatalogError;
+        self.0
+            .authenticate(token)
+            .map(|u| u.id)
+            .map_err(|e| match e {
+                AuthError::InvalidToken => CatalogError::InvalidToken,
+                other => CatalogError::IdentityUnavailable(other.to_string()),
+            })
+    }
+}
+
+/// The three services, bound and ready.
+pub struct Stack {
+    auth: auth_service::Application,
+    catalog: catalog_service::Application,
+    gateway: gateway::Application,
+}
+
+impl Stack {
+    /// Opens the stores, rebuilds the read models and binds every address.
+    pub async fn build(config: &Config, identity: IdentityCheck) -> Result<Self, BoxError> {
+        let auth = auth_service::Application::build(&config.auth).await?;
+        let mut catalog_config = config.catalog.clone();
+        // Everything is on this machine: following the catalog's events needs
+        // no key unless one is set.
+        catalog_config.open_subscriptions |= catalog_config.service_key.is_none();
+        let catalog = match identity {
+            IdentityCheck::InProcess => {
+                let store = event_store::open(&catalog_config.store_url).await?;
+                let identity = Arc::new(InProcessIdentity(auth.auth()));
+                catalog_service::Application::build_with(&catalog_config, store, identity).await?
+            }
+            IdentityCheck::Grpc => {
+                catalog_config.auth_url = format!("http://{}", auth.local_addr());
+                catalog_service::Application::build(&catalog_config).await?
+            }
+        };
+        let gateway_config = gateway::Config {
+            auth_url: format!("http://{}", auth.local_addr()),
+            catalog_url: format!("http://{}", catalog.local_addr()),
+            ..config.gateway.clone()
+        };
+        let gateway = gateway::Application::build(&gateway_config).await?;
+        Ok(Self {
+            auth,
+            catalog,
+            gateway,
+        })
+    }
+
+    /// Where the REST API listens.
+    pub fn gateway_addr(&self) -> SocketAddr {
+        self.gateway.local_addr()
+    }
+
+    /// Where auth-service listens.
+    pub fn auth_addr(&self) -> SocketAddr {
+        self.auth.local_addr()
+    }
+
+    /// Where catalog-service listens.
+    pub fn catalog_addr(&self) -> SocketAddr {
+        self.catalog.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves or a service fails; then stops every
+    /// service, letting in-flight requests finish. Every acknowledged write is
+    /// already durable in its store, so nothing else needs flushing.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), BoxError> {
+        let (stop_tx, stop) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let mut servers = JoinSet::new();
+        let (auth, catalog, gateway) = (self.auth, self.catalog, self.gateway);
+        let on_stop = stopped(stop.clone());
+        servers.spawn(async move {
+            (
+                "gateway",
+                gateway
+                    .run_until_stopped(on_stop)
+                    .await
+                    .map_err(BoxError::from),
+            )
+        });
+        let on_stop = stopped(stop.clone());
+        servers.spawn(async move {
+            (
+                "catalog-service",
+                catalog
+                    .run_until_stopped(on_stop)
+                    .await
+                    .map_err(BoxError::from),
+            )
+        });
+        let on_stop = stopped(stop.clone());
+        servers.spawn(async move {
+            (
+                "auth-service",
+                auth.run_until_stopped(on_stop)
+                    .await
+                    .map_err(BoxError::from),
+            )
+        });
+
+        let mut failed = false;
+        tokio::select! {
+            () = shutdown => {}
+            Some(ended) = servers.join_next() => failed = report(ended),
+        }
+        let _ = stop_tx.send(true);
+        while let Some(ended) = servers.join_next().await {
+            failed |= report(ended);
+        }
+        if failed {
+            Err("a service stopped unexpectedly".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Logs how a server ended; answers whether that was a failure (a server
+/// ending before the shutdown signal is one, even without an error).
+fn report(ended: Result<(&'static str, Result<(), BoxError>), tokio::task::JoinError>) -> bool {
+    match ended {
+        Ok((name, Ok(()))) => {
+            tracing::info!(service = name, "stopped");
+            false
+        }
+        Ok((name, Err(e))) => {
+            tracing::error!(service = name, error = %e, "failed");
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "a service panicked");
+            true
+        }
+    }
+}

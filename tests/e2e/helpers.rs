@@ -1,0 +1,229 @@
+use std::time::Duration;
+
+use event_store::testing::TempDatabase;
+use movies::{Config, IdentityCheck, Stack};
+use reqwest::header::{CONTENT_TYPE, HeaderMap};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Runs each named case once per backend: `sqlite::case` and `postgres::case`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let stores = $crate::helpers::Stores::sqlite().await;
+                    let app = $crate::helpers::TestApp::start(&stores, movies::IdentityCheck::InProcess).await;
+                    super::$case(app).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let Some(stores) = $crate::helpers::Stores::postgres(stringify!($case)).await else { return };
+                    let app = $crate::helpers::TestApp::start(&stores, movies::IdentityCheck::Grpc).await;
+                    super::$case(app).await;
+                }
+            )*
+        }
+    };
+}
+
+/// One store per service; removed when dropped.
+pub struct Stores {
+    auth_url: String,
+    catalog_url: String,
+    _dir: Option<tempfile::TempDir>,
+    _dbs: Vec<TempDatabase>,
+}
+
+impl Stores {
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = |f: &str| format!("sqlite://{}", dir.path().join(f).display());
+        Self {
+            auth_url: url("auth.db"),
+            catalog_url: url("catalog.db"),
+            _dir: Some(dir),
+            _dbs: vec![],
+        }
+    }
+
+    pub async fn postgres(test: &str) -> Option<Self> {
+        let auth = TempDatabase::create(test).await?;
+        let catalog = TempDatabase::create(test).await?;
+        Some(Self {
+            auth_url: auth.url().to_owned(),
+            catalog_url: catalog.url().to_owned(),
+            _dir: None,
+            _dbs: vec![auth, catalog],
+        })
+    }
+}
+
+/// An answer: status, headers, and the body as JSON (`Null` when empty).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+/// The running stack and an HTTP client for it.
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+pub fn config(stores: &Stores) -> Config {
+    let any = "127.0.0.1:0".parse().unwrap();
+    let mut c = Config::default();
+    c.auth.listen = any;
+    c.auth.store_url = stores.auth_url.clone();
+    c.catalog.listen = any;
+    c.catalog.store_url = stores.catalog_url.clone();
+    c.gateway.listen = any;
+    c
+}
+
+impl TestApp {
+    pub async fn start(stores: &Stores, identity: IdentityCheck) -> Self {
+        let stack = Stack::build(&config(stores), identity)
+            .await
+            .expect("stack starts");
+        Self::serve(stack).await
+    }
+
+    pub async fn serve(stack: Stack) -> Self {
+        let base = format!("http://{}", stack.gateway_addr());
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            stack
+                .run_until_stopped(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("stack runs");
+        });
+        Self {
+            base,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Answer {
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.header("authorization", format!("Token {t}"));
+        }
+        if let Some(ct) = content_type {
+            r = r.header(CONTENT_TYPE, ct);
+        }
+        if let Some(b) = body {
+            r = r.body(b);
+        }
+        let response = r.send().await.expect("the gateway answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::Null)
+        };
+        Answer {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Answer {
+        let bytes = serde_json::to_vec(&body).unwrap();
+        self.send(
+            Method::POST,
+            path,
+            token,
+            Some("application/json"),
+            Some(bytes),
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Answer {
+        self.send(Method::GET, path, token, None, None).await
+    }
+
+    /// Registers `name` (password `password123`); returns (token, id).
+    pub async fn user(&self, name: &str) -> (String, i64) {
+        let a = self
+            .post(
+                "/api/auth/register",
+                None,
+                serde_json::json!({"username": name, "email": format!("{name}@example.com"), "password": "password123"}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        (
+            a.body["token"].as_str().unwrap().to_owned(),
+            a.body["user"]["id"].as_i64().unwrap(),
+        )
+    }
+
+    /// Adds a movie; returns its id.
+    pub async fn movie(&self, token: &str, title: &str) -> i64 {
+        let a = self
+            .post(
+                "/api/auth/movies",
+                Some(token),
+                serde_json::json!({"title": title, "director": "D"}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+        a.body["id"].as_i64().unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Asserts status and exact JSON body.
+pub fn assert_answer(a: &Answer, status: StatusCode, body: Value) {
+    assert_eq!((a.status, &a.body), (status, &body), "body: {}", a.text);
+}

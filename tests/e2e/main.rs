@@ -1,0 +1,11 @@
+//! End to end: the whole stack in-process (real HTTP, real gRPC, real
+//! stores), driven through the REST API exactly as API.md specifies. Each
+//! case runs on SQLite with the all-in-one identity check, and on PostgreSQL
+//! (when available) with the gRPC identity check that separate processes use.
+
+mod accounts;
+mod hardening;
+mod helpers;
+mod movies;
+mod ops;
+mod ratings;

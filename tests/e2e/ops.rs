@@ -1,0 +1,72 @@
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{Stores, TestApp};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_readiness_metrics_and_openapi_answer() {
+    let stores = Stores::sqlite().await;
+    let app = TestApp::start(&stores, movies::IdentityCheck::InProcess).await;
+    let a = app.get("/healthz", None).await;
+    assert_eq!(
+        (a.status, a.body.clone()),
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+    let a = app.get("/readyz", None).await;
+    assert_eq!(
+        (a.status, a.body.clone()),
+        (StatusCode::OK, json!({"status": "ready"}))
+    );
+
+    app.get("/api/auth/movies", None).await;
+    let a = app.get("/metrics", None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(
+        a.text.contains(
+            "http_requests_total{method=\"GET\",route=\"/api/auth/movies\",status=\"401\"} 1"
+        ),
+        "{}",
+        a.text
+    );
+    assert!(a.text.contains("http_request_duration_seconds_bucket{method=\"GET\",route=\"/api/auth/movies\",status=\"401\",le=\"+Inf\"} 1"));
+    assert!(a.headers.contains_key("x-request-id"));
+
+    let a = app.get("/api/openapi.json", None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body["openapi"], "3.1.0");
+    for path in [
+        "/api/auth/register",
+        "/api/auth/login",
+        "/api/auth/logout",
+        "/api/auth/logoutall",
+        "/api/auth/movies",
+        "/api/auth/movies/{id}",
+        "/api/auth/rating",
+    ] {
+        assert!(a.body["paths"][path].is_object(), "{path} missing");
+    }
+    assert!(a.body["paths"]["/api/auth/rating"]["post"]["responses"]["403"].is_object());
+    app.stop().await;
+}
+
+/// The request id a client sends comes back; a new one is made otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn request_ids_are_echoed_or_made() {
+    let stores = Stores::sqlite().await;
+    let app = TestApp::start(&stores, movies::IdentityCheck::InProcess).await;
+    let r = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "abc-123");
+    let r = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"].len(), 32);
+}
