@@ -1,0 +1,108 @@
+//! What the benchmarks share: timing many concurrent workers and summarizing.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// The outcome of a timed run.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// Operations completed.
+    pub ops: u64,
+    /// Operations that failed.
+    pub errors: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// Latencies of completed operations, sorted.
+    pub latencies: Vec<Duration>,
+}
+
+impl Run {
+    /// Completed operations per second.
+    pub fn rate(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The `q` quantile (0..=1) of latency.
+    pub fn quantile(&self, q: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((self.latencies.len() - 1) as f64 * q).round() as usize;
+        self.latencies[i]
+    }
+
+    /// `rate/s  p50  p99  errors`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{:9.0}/s  p50 {:7.2} ms  p99 {:7.2} ms  errors {}",
+            self.rate(),
+            self.quantile(0.5).as_secs_f64() * 1e3,
+            self.quantile(0.99).as_secs_f64() * 1e3,
+            self.errors
+        )
+    }
+}
+
+/// Runs `workers` concurrent loops of `op` for `duration` (after `warmup`).
+/// Each worker gets its own state from `make`.
+pub async fn run_for<S, M, MF, O, OF>(
+    workers: usize,
+    warmup: Duration,
+    duration: Duration,
+    make: M,
+    op: O,
+) -> Run
+where
+    S: Send + 'static,
+    M: Fn(usize) -> MF,
+    MF: Future<Output = S>,
+    O: Fn(&mut S) -> OF + Send + Sync + Clone + 'static,
+    OF: Future<Output = bool> + Send,
+{
+    let start_at = Instant::now() + warmup;
+    let end_at = start_at + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..workers {
+        let mut state = make(w).await;
+        let op = op.clone();
+        tasks.spawn(async move {
+            let (mut ops, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
+            loop {
+                let t = Instant::now();
+                if t >= end_at {
+                    break;
+                }
+                let ok = op(&mut state).await;
+                if t >= start_at {
+                    if ok {
+                        ops += 1;
+                        latencies.push(t.elapsed());
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            (ops, errors, latencies)
+        });
+    }
+    let mut run = Run {
+        ops: 0,
+        errors: 0,
+        elapsed: duration,
+        latencies: Vec::new(),
+    };
+    while let Some(r) = tasks.join_next().await {
+        let (ops, errors, latencies) = r.expect("worker");
+        run.ops += ops;
+        run.errors += errors;
+        run.latencies.extend(latencies);
+    }
+    run.latencies.sort();
+    run
+}
+
+/// The median of `xs`.
+pub fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
