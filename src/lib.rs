@@ -40,7 +40,7 @@ pub enum IdentityCheck {
 /// In one process the catalog asks auth's read model directly: the same
 /// answer as the `Authenticate` RPC (revocations included, at once) without a
 /// gRPC round trip.
-struct InProcessIdentity(Arc<auth_service::Auth>);
+pub struct InProcessIdentity(pub Arc<auth_service::Auth>);
 
 #[async_trait]
 impl catalog_service::Identity for InProcessIdentity {

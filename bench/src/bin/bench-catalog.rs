@@ -1,1 +1,171 @@
-fn main() {}
+//! catalog-service throughput.
+//!
+//! `cargo run --release -p bench --bin bench-catalog [-- --events 1000000 --seconds 5 --rounds 3]`
+//!
+//! - projection rebuild rate from SQLite over `--events` stored events, both
+//!   the `rebuild-projections` path (batched reads) and the start-up path
+//!   (a subscription feeding the live read model); target >= 200,000/s;
+//! - ListMovies (100 movies) calls/s with 32 concurrent gRPC clients, with the
+//!   identity check over gRPC to auth-service (separate processes) and
+//!   in-process (the all-in-one launcher).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bench::{median, run_for};
+use catalog_service::domain::CatalogEvent;
+use clap::Parser;
+use event_store::{EventStore, ExpectedVersion};
+use proto::auth::RegisterRequest;
+use proto::auth::auth_service_client::AuthServiceClient;
+use proto::catalog::ListMoviesRequest;
+use proto::catalog::catalog_service_client::CatalogServiceClient;
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+struct Args {
+    /// Events stored for the rebuild measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Seconds each ListMovies measurement runs.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Rounds; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+}
+
+/// 1 movie per 100 events, the rest ratings, appended 1,000 per call.
+async fn fill(store: &Arc<dyn EventStore>, events: u64) {
+    let mut next = 0u64;
+    while next < events {
+        let batch: Vec<_> = (next..(next + 1000).min(events))
+            .map(|i| {
+                let e = if i % 100 == 0 {
+                    CatalogEvent::MovieAdded {
+                        id: (i / 100 + 1) as i64,
+                        title: format!("Movie {i}"),
+                        director: "Director".into(),
+                        added_by: 1,
+                    }
+                } else {
+                    CatalogEvent::MovieRated {
+                        id: i as i64,
+                        movie: (i / 100 + 1) as i64,
+                        user: (i % 100 + 1) as i64,
+                        rating: (i % 5 + 1) as u8,
+                    }
+                };
+                e.to_new_event()
+            })
+            .collect();
+        store
+            .append(&format!("fill-{next}"), ExpectedVersion::NoStream, batch)
+            .await
+            .unwrap();
+        next += 1000;
+    }
+}
+
+async fn channel(addr: std::net::SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let dir = tempfile::tempdir().unwrap();
+
+    // Rebuild rate.
+    let url = format!("sqlite://{}", dir.path().join("big.db").display());
+    let store = event_store::open(&url).await.unwrap();
+    let t = Instant::now();
+    fill(&store, args.events).await;
+    println!("filled {} events in {:.1} s", args.events, t.elapsed().as_secs_f64());
+    let (mut batch_rates, mut live_rates) = (vec![], vec![]);
+    for _ in 0..args.rounds {
+        let t = Instant::now();
+        let rebuilt = catalog_service::catalog::rebuild(store.clone()).await.unwrap();
+        batch_rates.push(args.events as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let live = catalog_service::Movies::start(store.clone()).await.unwrap();
+        live_rates.push(args.events as f64 / t.elapsed().as_secs_f64());
+        assert_eq!(live.read().snapshot_digest(), rebuilt.snapshot_digest());
+    }
+    println!(
+        "rebuild over {} events: rebuild-projections {:.0} events/s, on start (subscription) {:.0} events/s",
+        args.events,
+        median(batch_rates),
+        median(live_rates)
+    );
+    drop(store);
+
+    // ListMovies with 100 movies.
+    let auth = auth_service::Application::build(&auth_service::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        store_url: format!("sqlite://{}", dir.path().join("auth.db").display()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let auth_addr = auth.local_addr();
+    let auth_core = auth.auth();
+    tokio::spawn(auth.run_until_stopped(std::future::pending()));
+    let token = AuthServiceClient::new(channel(auth_addr).await)
+        .register(RegisterRequest {
+            username: "bench".into(),
+            email: "bench@example.com".into(),
+            password: "password123".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let catalog_url = format!("sqlite://{}", dir.path().join("catalog.db").display());
+    let config = catalog_service::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        store_url: catalog_url.clone(),
+        auth_url: format!("http://{auth_addr}"),
+        ..Default::default()
+    };
+    let grpc_identity = catalog_service::Application::build(&config).await.unwrap();
+    let movies = grpc_identity.movies();
+    for i in 0..100 {
+        movies.add_movie(1, &format!("Movie {i}"), "Director").await.unwrap();
+    }
+    let grpc_addr = grpc_identity.local_addr();
+    tokio::spawn(grpc_identity.run_until_stopped(std::future::pending()));
+    let in_process = catalog_service::Application::build_with(
+        &config,
+        event_store::open(&catalog_url).await.unwrap(),
+        Arc::new(movies::InProcessIdentity(auth_core)),
+    )
+    .await
+    .unwrap();
+    let local_addr = in_process.local_addr();
+    tokio::spawn(in_process.run_until_stopped(std::future::pending()));
+
+    let list = move |c: &mut CatalogServiceClient<Channel>| {
+        let mut c = c.clone();
+        let mut r = tonic::Request::new(ListMoviesRequest { limit: None, offset: 0 });
+        r.metadata_mut()
+            .insert("authorization", format!("Token {token}").parse().unwrap());
+        async move { c.list_movies(r).await.is_ok_and(|m| m.get_ref().movies.len() == 100) }
+    };
+    let d = Duration::from_secs(args.seconds);
+    let warm = Duration::from_millis(500);
+    for (name, addr) in [("identity over gRPC", grpc_addr), ("identity in-process", local_addr)] {
+        let mut rates = vec![];
+        let mut last = None;
+        for _ in 0..args.rounds {
+            let r = run_for(32, warm, d, |_| async move { CatalogServiceClient::new(channel(addr).await) }, list.clone()).await;
+            rates.push(r.rate());
+            last = Some(r);
+        }
+        println!(
+            "ListMovies (100 movies), 32 clients, {name}: median {:.0}/s (last round: {})",
+            median(rates),
+            last.unwrap().summary()
+        );
+    }
+}
