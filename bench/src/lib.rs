@@ -43,12 +43,15 @@ impl Run {
     }
 }
 
-/// Runs `workers` concurrent loops of `op` for `duration` (after `warmup`).
-/// Each worker gets its own state from `make`.
+/// Runs `workers` concurrent loops of `op` for `duration` (after `warmup`),
+/// each at most once per `pace` when given (latency excludes the waiting).
+/// Each worker gets its own state from `make`; `op` takes it and gives it
+/// back with whether the operation succeeded.
 pub async fn run_for<S, M, MF, O, OF>(
     workers: usize,
     warmup: Duration,
     duration: Duration,
+    pace: Option<Duration>,
     make: M,
     op: O,
 ) -> Run
@@ -56,23 +59,36 @@ where
     S: Send + 'static,
     M: Fn(usize) -> MF,
     MF: Future<Output = S>,
-    O: Fn(&mut S) -> OF + Send + Sync + Clone + 'static,
-    OF: Future<Output = bool> + Send,
+    O: Fn(S) -> OF + Send + Sync + Clone + 'static,
+    OF: Future<Output = (S, bool)> + Send,
 {
-    let start_at = Instant::now() + warmup;
+    // Set-up first (it may be slow, e.g. registering users), then the clock.
+    let mut states = Vec::with_capacity(workers);
+    for w in 0..workers {
+        states.push(make(w).await);
+    }
+    let begin = Instant::now();
+    let start_at = begin + warmup;
     let end_at = start_at + duration;
     let mut tasks = tokio::task::JoinSet::new();
-    for w in 0..workers {
-        let mut state = make(w).await;
+    for (w, state) in states.into_iter().enumerate() {
+        let mut state = Some(state);
         let op = op.clone();
+        // Paced workers start spread over one interval.
+        let mut next = pace.map(|p| begin + p.mul_f64(w as f64 / workers as f64));
         tasks.spawn(async move {
             let (mut ops, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
             loop {
+                if let (Some(at), Some(p)) = (next.as_mut(), pace) {
+                    tokio::time::sleep_until((*at).into()).await;
+                    *at += p;
+                }
                 let t = Instant::now();
                 if t >= end_at {
                     break;
                 }
-                let ok = op(&mut state).await;
+                let (back, ok) = op(state.take().expect("state is returned")).await;
+                state = Some(back);
                 if t >= start_at {
                     if ok {
                         ops += 1;

@@ -19,6 +19,11 @@ use proto::auth::auth_service_client::AuthServiceClient;
 use proto::auth::{AuthenticateRequest, LoginRequest, RegisterRequest};
 use tonic::transport::Channel;
 
+// glibc malloc's arena locks showed up as the top cost under load (futex
+// waits in malloc/free); mimalloc has none of that.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 struct Args {
     /// Seconds each measurement runs.
@@ -93,22 +98,24 @@ async fn main() {
         .into_inner()
         .token;
 
-    let login = |c: &mut AuthServiceClient<Channel>| {
-        let mut c = c.clone();
-        async move {
-            c.login(LoginRequest {
+    let login = |mut c: AuthServiceClient<Channel>| async move {
+        let ok = c
+            .login(LoginRequest {
                 username: "bench".into(),
                 password: "password123".into(),
             })
             .await
-            .is_ok()
-        }
+            .is_ok();
+        (c, ok)
     };
     let authenticate = {
         let token = token.clone();
-        move |c: &mut AuthServiceClient<Channel>| {
-            let (mut c, token) = (c.clone(), token.clone());
-            async move { c.authenticate(AuthenticateRequest { token }).await.is_ok() }
+        move |mut c: AuthServiceClient<Channel>| {
+            let token = token.clone();
+            async move {
+                let ok = c.authenticate(AuthenticateRequest { token }).await.is_ok();
+                (c, ok)
+            }
         }
     };
 
@@ -116,18 +123,19 @@ async fn main() {
         (vec![], vec![], vec![], vec![], vec![]);
     for round in 0..args.rounds {
         raw.push(raw_verify_rate(args.seconds));
-        let r = run_for(16, warm, d, |_| client(addr), login).await;
+        let r = run_for(16, warm, d, None, |_| client(addr), login).await;
         logins.push(r.rate());
-        let a = run_for(32, warm, d, |_| client(addr), authenticate.clone()).await;
+        let a = run_for(32, warm, d, None, |_| client(addr), authenticate.clone()).await;
         calm.push(a.rate());
         let flood = tokio::spawn(run_for(
             16,
             Duration::ZERO,
             d + warm * 2,
+            None,
             move |_| client(addr),
             login,
         ));
-        let a2 = run_for(32, warm, d, |_| client(addr), authenticate.clone()).await;
+        let a2 = run_for(32, warm, d, None, |_| client(addr), authenticate.clone()).await;
         flooded.push(a2.rate());
         flood_logins.push(flood.await.unwrap().rate());
         println!(

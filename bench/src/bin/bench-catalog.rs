@@ -22,6 +22,11 @@ use proto::catalog::ListMoviesRequest;
 use proto::catalog::catalog_service_client::CatalogServiceClient;
 use tonic::transport::Channel;
 
+// glibc malloc's arena locks showed up as the top cost under load (futex
+// waits in malloc/free); mimalloc has none of that.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 struct Args {
     /// Events stored for the rebuild measurement.
@@ -68,7 +73,11 @@ async fn fill(store: &Arc<dyn EventStore>, events: u64) {
 }
 
 async fn channel(addr: std::net::SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
 }
 
 #[tokio::main]
@@ -81,11 +90,17 @@ async fn main() {
     let store = event_store::open(&url).await.unwrap();
     let t = Instant::now();
     fill(&store, args.events).await;
-    println!("filled {} events in {:.1} s", args.events, t.elapsed().as_secs_f64());
+    println!(
+        "filled {} events in {:.1} s",
+        args.events,
+        t.elapsed().as_secs_f64()
+    );
     let (mut batch_rates, mut live_rates) = (vec![], vec![]);
     for _ in 0..args.rounds {
         let t = Instant::now();
-        let rebuilt = catalog_service::catalog::rebuild(store.clone()).await.unwrap();
+        let rebuilt = catalog_service::catalog::rebuild(store.clone())
+            .await
+            .unwrap();
         batch_rates.push(args.events as f64 / t.elapsed().as_secs_f64());
         let t = Instant::now();
         let live = catalog_service::Movies::start(store.clone()).await.unwrap();
@@ -131,7 +146,10 @@ async fn main() {
     let grpc_identity = catalog_service::Application::build(&config).await.unwrap();
     let movies = grpc_identity.movies();
     for i in 0..100 {
-        movies.add_movie(1, &format!("Movie {i}"), "Director").await.unwrap();
+        movies
+            .add_movie(1, &format!("Movie {i}"), "Director")
+            .await
+            .unwrap();
     }
     let grpc_addr = grpc_identity.local_addr();
     tokio::spawn(grpc_identity.run_until_stopped(std::future::pending()));
@@ -145,20 +163,39 @@ async fn main() {
     let local_addr = in_process.local_addr();
     tokio::spawn(in_process.run_until_stopped(std::future::pending()));
 
-    let list = move |c: &mut CatalogServiceClient<Channel>| {
-        let mut c = c.clone();
-        let mut r = tonic::Request::new(ListMoviesRequest { limit: None, offset: 0 });
+    let list = move |mut c: CatalogServiceClient<Channel>| {
+        let mut r = tonic::Request::new(ListMoviesRequest {
+            limit: None,
+            offset: 0,
+        });
         r.metadata_mut()
             .insert("authorization", format!("Token {token}").parse().unwrap());
-        async move { c.list_movies(r).await.is_ok_and(|m| m.get_ref().movies.len() == 100) }
+        async move {
+            let ok = c
+                .list_movies(r)
+                .await
+                .is_ok_and(|m| m.get_ref().movies.len() == 100);
+            (c, ok)
+        }
     };
     let d = Duration::from_secs(args.seconds);
     let warm = Duration::from_millis(500);
-    for (name, addr) in [("identity over gRPC", grpc_addr), ("identity in-process", local_addr)] {
+    for (name, addr) in [
+        ("identity over gRPC", grpc_addr),
+        ("identity in-process", local_addr),
+    ] {
         let mut rates = vec![];
         let mut last = None;
         for _ in 0..args.rounds {
-            let r = run_for(32, warm, d, |_| async move { CatalogServiceClient::new(channel(addr).await) }, list.clone()).await;
+            let r = run_for(
+                32,
+                warm,
+                d,
+                None,
+                |_| async move { CatalogServiceClient::new(channel(addr).await) },
+                list.clone(),
+            )
+            .await;
             rates.push(r.rate());
             last = Some(r);
         }

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The REST load benchmark: the whole stack (cargo run --release, embedded
+# store, request logs at warn) beside a bare axum handler serving the same
+# 100-movie JSON from memory, measured in one run by the same generator.
+#
+#   bash bench/http.sh [seconds] [rounds]
+#
+# Prints, per scenario and round, requests/s and p50/p99 with 64 connections;
+# then medians, the ratio to the bare baseline, and GET movies paced at half
+# its maximum rate.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-10}
+rounds=${2:-3}
+cargo build --release -q -p movies -p bench --bin movies --bin loadgen
+bin=$PWD/target/release
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+wait_for() { for _ in $(seq 1 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+rate_of() { awk '{print $1}' | tr -d '/s'; }
+
+"$bin/loadgen" bare --listen 127.0.0.1:8100 2>/dev/null & pids+=($!)
+wait_for http://127.0.0.1:8100/api/auth/movies
+
+# Each stack measurement gets a fresh stack and store, so that one
+# scenario's data (the rating run adds movies) never weighs on another.
+stack=""
+start_stack() {
+  rm -rf "$work/data"
+  (cd "$work" && RUST_LOG=warn exec "$bin/movies" --gateway-listen 127.0.0.1:8000) & stack=$!
+  pids+=("$stack")
+  wait_for http://127.0.0.1:8000/healthz
+}
+stop_stack() { kill "$stack"; wait "$stack" 2>/dev/null || true; }
+
+declare -A results
+for round in $(seq 1 "$rounds"); do
+  for case in bare:movies:8100 stack:movies:8000 stack:rating:8000 stack:login:8000; do
+    IFS=: read -r target scenario port <<<"$case"
+    [ "$target" = stack ] && start_stack
+    out=$("$bin/loadgen" run --url "http://127.0.0.1:$port" --scenario "$scenario" --seconds "$seconds")
+    [ "$target" = stack ] && stop_stack
+    echo "round $round  $target $scenario: $out"
+    results[$target-$scenario]+="$(echo "$out" | rate_of) "
+  done
+done
+echo "--- medians over $rounds rounds of $seconds s, 64 connections"
+bare=$(echo "${results[bare-movies]}" | tr ' ' '\n' | grep . | median)
+for k in bare-movies stack-movies stack-rating stack-login; do
+  m=$(echo "${results[$k]}" | tr ' ' '\n' | grep . | median)
+  printf '%-14s %9.0f req/s  (%.2fx bare)\n' "$k" "$m" "$(echo "$m / $bare" | bc -l)"
+done
+stack=$(echo "${results[stack-movies]}" | tr ' ' '\n' | grep . | median)
+half=$(echo "$stack / 2" | bc -l)
+echo "stack-movies paced at half its maximum ($(printf '%.0f' "$half") req/s):"
+start_stack
+"$bin/loadgen" run --url http://127.0.0.1:8000 --scenario movies --seconds "$seconds" --rate "$half"
