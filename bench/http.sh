@@ -59,3 +59,20 @@ half=$(echo "$stack / 2" | bc -l)
 echo "stack-movies paced at half its maximum ($(printf '%.0f' "$half") req/s):"
 start_stack
 "$bin/loadgen" run --url http://127.0.0.1:8000 --scenario movies --seconds "$seconds" --rate "$half"
+stop_stack
+
+# The same comparison with wrk (the tool behind the figures in STACK.md), if installed.
+if command -v wrk >/dev/null; then
+  start_stack
+  token=$("$bin/loadgen" setup --url http://127.0.0.1:8000)
+  for round in $(seq 1 "$rounds"); do
+    b=$(wrk -t2 -c64 -d"${seconds}s" http://127.0.0.1:8100/api/auth/movies | awk '/Requests\/sec/ {print $2}')
+    s=$(wrk -t2 -c64 -d"${seconds}s" -H "Authorization: Token $token" http://127.0.0.1:8000/api/auth/movies | awk '/Requests\/sec/ {print $2}')
+    echo "wrk round $round: bare $b req/s, stack GET movies $s req/s"
+    results[wrk-bare]+="$b "; results[wrk-stack]+="$s "
+  done
+  wb=$(echo "${results[wrk-bare]}" | tr ' ' '\n' | grep . | median)
+  ws=$(echo "${results[wrk-stack]}" | tr ' ' '\n' | grep . | median)
+  printf 'wrk medians: bare %.0f req/s, stack GET movies %.0f req/s (%.2fx bare)\n' "$wb" "$ws" "$(echo "$ws / $wb" | bc -l)"
+  stop_stack
+fi

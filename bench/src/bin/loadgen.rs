@@ -41,6 +41,12 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8100")]
         listen: SocketAddr,
     },
+    /// Register a user, make sure 100 movies exist, print the user's token
+    /// (for other load tools, e.g. wrk).
+    Setup {
+        #[arg(long, default_value = "http://127.0.0.1:8000")]
+        url: String,
+    },
     /// Generate load.
     Run {
         /// Base URL of the API (http only).
@@ -264,6 +270,13 @@ struct Worker {
 async fn main() {
     match Cli::parse().command {
         Command::Bare { listen } => bare(listen).await,
+        Command::Setup { url } => {
+            let addr = url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+            let mut conn = Conn::open(&addr).await;
+            let token = user(&mut conn, &format!("wrk{}", std::process::id())).await;
+            movies(&mut conn, &token, 100).await;
+            println!("{token}");
+        }
         Command::Run {
             url,
             scenario,
