@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 // glibc malloc's arena locks showed up as the top cost under load (futex
 // waits in malloc/free); mimalloc has none of that.
@@ -15,12 +15,30 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(flatten)]
     config: auth_service::Config,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Exit 0 if the service at --auth-listen answers its gRPC health check
+    /// as serving, else 1 (for container health checks).
+    Healthcheck,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    platform::init_tracing();
     let cli = Cli::parse();
+    if let Some(Command::Healthcheck) = cli.command {
+        let serving =
+            platform::probe::grpc_serving(platform::probe::local(cli.config.listen)).await;
+        return if serving {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    platform::init_tracing();
     let app = match auth_service::Application::build(&cli.config).await {
         Ok(app) => app,
         Err(e) => {

@@ -21,6 +21,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Exit 0 if the service at --catalog-listen answers its gRPC health
+    /// check as serving, else 1 (for container health checks).
+    Healthcheck,
     /// Rebuild every read model from the events and print what it holds
     /// (counts, checkpoint, SHA-256 of the canonical snapshot); with
     /// --output, also write the snapshot as JSON. The served read models are
@@ -34,11 +37,25 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    platform::init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::RebuildProjections { output }) => rebuild(&cli.config, output).await,
-        None => serve(&cli.config).await,
+        Some(Command::Healthcheck) => {
+            let serving =
+                platform::probe::grpc_serving(platform::probe::local(cli.config.listen)).await;
+            return if serving {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+        Some(Command::RebuildProjections { output }) => {
+            platform::init_tracing();
+            rebuild(&cli.config, output).await
+        }
+        None => {
+            platform::init_tracing();
+            serve(&cli.config).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

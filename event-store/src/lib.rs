@@ -21,6 +21,8 @@
 
 mod decide;
 mod error;
+#[cfg(feature = "eventstoredb")]
+pub mod esdb;
 pub mod ids;
 mod model;
 mod open;

@@ -10,6 +10,9 @@ pub enum StoreUrl {
     Sqlite(PathBuf),
     /// `postgres://...` or `postgresql://...`, handed to tokio-postgres as is.
     Postgres(String),
+    /// `esdb://host:2113?tls=false` (or `esdb+discover://`): EventStoreDB,
+    /// when built with the `eventstoredb` feature.
+    EventStoreDb(String),
 }
 
 impl StoreUrl {
@@ -28,9 +31,11 @@ impl StoreUrl {
             Ok(Self::Sqlite(PathBuf::from(path)))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Self::Postgres(url.to_owned()))
+        } else if url.starts_with("esdb://") || url.starts_with("esdb+discover://") {
+            Ok(Self::EventStoreDb(url.to_owned()))
         } else {
             Err(invalid(
-                "unknown scheme; expected sqlite://path/to/file.db or postgres://user@host/db",
+                "unknown scheme; expected sqlite://path/to/file.db, postgres://user@host/db or esdb://host:2113",
             ))
         }
     }
@@ -58,6 +63,16 @@ pub async fn open(url: &str) -> Result<Arc<dyn EventStore>> {
     Ok(match StoreUrl::parse(url)? {
         StoreUrl::Sqlite(path) => Arc::new(SqliteStore::open(path).await?),
         StoreUrl::Postgres(url) => Arc::new(PostgresStore::connect(&url).await?),
+        #[cfg(feature = "eventstoredb")]
+        StoreUrl::EventStoreDb(url) => Arc::new(crate::esdb::EsdbStore::connect(&url).await?),
+        #[cfg(not(feature = "eventstoredb"))]
+        StoreUrl::EventStoreDb(url) => {
+            return Err(EventStoreError::InvalidUrl {
+                url: redact(&url),
+                reason: "this build has no EventStoreDB backend (cargo feature event-store/eventstoredb)"
+                    .into(),
+            });
+        }
     })
 }
 

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 // glibc malloc's arena locks showed up as the top cost under load (futex
 // waits in malloc/free); mimalloc has none of that.
@@ -15,12 +15,30 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(flatten)]
     config: gateway::Config,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Exit 0 if the gateway at --gateway-listen answers GET /healthz with
+    /// 200, else 1 (for container health checks).
+    Healthcheck,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    platform::init_tracing();
     let cli = Cli::parse();
+    if let Some(Command::Healthcheck) = cli.command {
+        let ok =
+            platform::probe::http_ok(platform::probe::local(cli.config.listen), "/healthz").await;
+        return if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    platform::init_tracing();
     let result = async {
         let app = gateway::Application::build(&cli.config).await?;
         app.run_until_stopped(platform::shutdown_signal()).await

@@ -1,5 +1,7 @@
 //! What every binary of the platform shares at start-up and shutdown.
 
+pub mod probe;
+
 /// Sets up structured logs on stderr, filtered by `RUST_LOG` (default `info`).
 /// Calling it twice is harmless.
 pub fn init_tracing() {

@@ -271,7 +271,10 @@ async fn main() {
     match Cli::parse().command {
         Command::Bare { listen } => bare(listen).await,
         Command::Setup { url } => {
-            let addr = url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+            let addr = url
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_owned();
             let mut conn = Conn::open(&addr).await;
             let token = user(&mut conn, &format!("wrk{}", std::process::id())).await;
             movies(&mut conn, &token, 100).await;

@@ -4,6 +4,8 @@
 //! `conformance!` macro instantiates every case once per backend. Postgres
 //! cases run on a database created for the test and dropped after; without a
 //! server they print a notice and pass, unless `MOVIES_REQUIRE_POSTGRES=1`.
+//! EventStoreDB cases (feature `eventstoredb`) run only where `EVENTSTORE_URL`
+//! names a server, and otherwise report themselves as not run.
 
 mod cases;
 mod harness;
@@ -24,6 +26,17 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
                     let Some(h) = crate::harness::Harness::postgres(stringify!($case)).await
+                    else { return };
+                    crate::cases::$case(&h).await;
+                }
+            )*
+        }
+        #[cfg(feature = "eventstoredb")]
+        mod esdb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let Some(h) = crate::harness::Harness::esdb(stringify!($case)).await
                     else { return };
                     crate::cases::$case(&h).await;
                 }

@@ -1,0 +1,440 @@
+//! The production shape: auth-service, catalog-service and gateway as three
+//! separate processes (their real binaries) on PostgreSQL, each service on a
+//! database of its own. Kills services with SIGKILL in the middle of a stream
+//! of writes and checks that nothing acknowledged is lost or doubled, and
+//! that the read models equal a rebuild from the events.
+//!
+//! Needs the binaries built first and PostgreSQL, so it is `#[ignore]`d in a
+//! plain `cargo test`; `.ci/run` runs `cargo build --bins` and then this
+//! test explicitly.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use event_store::testing::TempDatabase;
+use proto::catalog::ListMoviesRequest;
+use proto::catalog::catalog_service_client::CatalogServiceClient;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn bin(name: &str) -> PathBuf {
+    // target/<profile>/deps/processes-… → target/<profile>/<name>
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins` first",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A service process, restartable with the same settings.
+struct Service {
+    name: &'static str,
+    env: Vec<(String, String)>,
+    child: Child,
+}
+
+impl Service {
+    fn start(name: &'static str, env: Vec<(String, String)>) -> Self {
+        let child = Self::spawn(name, &env);
+        Self { name, env, child }
+    }
+
+    fn spawn(name: &str, env: &[(String, String)]) -> Child {
+        Command::new(bin(name))
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"))
+    }
+
+    /// SIGKILL, then start again on the same address and store.
+    fn crash_and_restart(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL on Unix
+        self.child.wait().unwrap();
+        eprintln!("{} killed", self.name);
+        self.child = Self::spawn(self.name, &self.env);
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+/// How a write ended, from the client's side.
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    Acked(Value),
+    Refused(StatusCode),
+    /// No answer, or a 5xx: it may or may not have happened.
+    Lost,
+}
+
+impl Api {
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Outcome {
+        let mut r = self.http.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(t) = token {
+            r = r.header("authorization", format!("Token {t}"));
+        }
+        match r.send().await {
+            Ok(resp) if resp.status().is_success() => {
+                Outcome::Acked(resp.json().await.unwrap_or(Value::Null))
+            }
+            Ok(resp) if resp.status().is_client_error() => Outcome::Refused(resp.status()),
+            _ => Outcome::Lost,
+        }
+    }
+
+    async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("authorization", format!("Token {token}"))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ok = self.http.get(format!("{}/readyz", self.base)).send().await;
+            if ok.is_ok_and(|r| r.status() == StatusCode::OK) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the stack did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Registers `name`; returns the token.
+    async fn user(&self, name: &str) -> String {
+        let body = json!({"username": name, "email": format!("{name}@example.com"), "password": "password123"});
+        match self.post("/api/auth/register", None, body).await {
+            Outcome::Acked(v) => v["token"].as_str().unwrap().to_owned(),
+            other => panic!("register {name}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the binaries (cargo build --bins) and PostgreSQL; .ci/run runs it"]
+async fn three_processes_survive_sigkill_without_losing_or_doubling_writes() {
+    let Some(auth_db) = TempDatabase::create("processes").await else {
+        return;
+    };
+    let Some(catalog_db) = TempDatabase::create("processes").await else {
+        return;
+    };
+    let (auth_port, catalog_port, replica_port, gateway_port) =
+        (free_port(), free_port(), free_port(), free_port());
+    let auth_addr = format!("127.0.0.1:{auth_port}");
+    let catalog_addr = format!("127.0.0.1:{catalog_port}");
+    let mut auth = Service::start(
+        "auth-service",
+        env(&[
+            ("AUTH_LISTEN", &auth_addr),
+            ("AUTH_STORE_URL", auth_db.url()),
+        ]),
+    );
+    let catalog_env = |addr: &str| {
+        env(&[
+            ("CATALOG_LISTEN", addr),
+            ("CATALOG_STORE_URL", catalog_db.url()),
+            ("CATALOG_AUTH_URL", &format!("http://{auth_addr}")),
+        ])
+    };
+    let mut catalog = Service::start("catalog-service", catalog_env(&catalog_addr));
+    let _gateway = Service::start(
+        "gateway",
+        env(&[
+            ("GATEWAY_LISTEN", &format!("127.0.0.1:{gateway_port}")),
+            ("GATEWAY_AUTH_URL", &format!("http://{auth_addr}")),
+            ("GATEWAY_CATALOG_URL", &format!("http://{catalog_addr}")),
+            ("GATEWAY_GRPC_TIMEOUT_MS", "2000"),
+        ]),
+    );
+    let api = Arc::new(Api {
+        base: format!("http://127.0.0.1:{gateway_port}"),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+    });
+    api.wait_ready().await;
+
+    // --- catalog-service killed in the middle of a stream of ratings.
+    let adder = api.user("adder").await;
+    let mut movies = vec![];
+    for i in 0..20 {
+        match api
+            .post(
+                "/api/auth/movies",
+                Some(&adder),
+                json!({"title": format!("M{i}"), "director": "D"}),
+            )
+            .await
+        {
+            Outcome::Acked(v) => movies.push(v["id"].as_i64().unwrap()),
+            other => panic!("add movie: {other:?}"),
+        }
+    }
+    let mut raters = vec![];
+    for i in 0..8 {
+        raters.push(api.user(&format!("rater{i}")).await);
+    }
+    // Every (rater, movie) pair once; every 7th with an invalid rating.
+    let pairs: Vec<(usize, i64, i64)> = raters
+        .iter()
+        .enumerate()
+        .flat_map(|(u, _)| {
+            movies.iter().enumerate().map(move |(j, m)| {
+                (
+                    u,
+                    *m,
+                    if (u * 20 + j) % 7 == 0 {
+                        9
+                    } else {
+                        (j % 5 + 1) as i64
+                    },
+                )
+            })
+        })
+        .collect();
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut writers = tokio::task::JoinSet::new();
+    for chunk in pairs.chunks(pairs.len().div_ceil(4)) {
+        let (api, raters, done, chunk) =
+            (api.clone(), raters.clone(), done.clone(), chunk.to_vec());
+        writers.spawn(async move {
+            let mut outcomes = vec![];
+            for (u, movie, rating) in chunk {
+                let o = api
+                    .post(
+                        "/api/auth/rating",
+                        Some(&raters[u]),
+                        json!({"movie": movie, "rating": rating}),
+                    )
+                    .await;
+                outcomes.push(((u, movie, rating), o));
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            outcomes
+        });
+    }
+    while done.load(Ordering::Relaxed) < pairs.len() / 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    catalog.crash_and_restart();
+    let outcomes: Vec<_> = writers.join_all().await.into_iter().flatten().collect();
+    api.wait_ready().await;
+
+    // The events, straight from the catalog's store.
+    let store = event_store::open(catalog_db.url()).await.unwrap();
+    let mut stored: HashMap<(i64, i64), Vec<i64>> = HashMap::new(); // (movie, user) -> rating ids
+    let rebuilt = catalog_service::catalog::rebuild(store.clone())
+        .await
+        .unwrap();
+    let all_events = store.read_all(0, usize::MAX).await.unwrap();
+    let mut rating_ids = HashMap::new();
+    for e in &all_events {
+        if let Ok(catalog_service::domain::CatalogEvent::MovieRated {
+            id, movie, user, ..
+        }) = e.decode()
+        {
+            stored.entry((movie, user)).or_default().push(id);
+            rating_ids.insert(id, (movie, user));
+        }
+    }
+    assert!(
+        stored.values().all(|ids| ids.len() == 1),
+        "a (movie, user) pair rated twice"
+    );
+    let (mut acked, mut refused, mut lost) = (0, 0, 0);
+    for ((_, movie, rating), outcome) in &outcomes {
+        match outcome {
+            Outcome::Acked(v) => {
+                acked += 1;
+                let id = v["id"].as_i64().unwrap();
+                assert_eq!(
+                    rating_ids.get(&id).map(|(m, _)| *m),
+                    Some(*movie),
+                    "acknowledged rating {id} missing"
+                );
+            }
+            Outcome::Refused(s) => {
+                refused += 1;
+                assert_eq!(*rating, 9, "only invalid ratings are refused, got {s}");
+            }
+            Outcome::Lost => lost += 1,
+        }
+    }
+    let invalid_stored = all_events.iter().any(|e| {
+        matches!(
+            e.decode(),
+            Ok(catalog_service::domain::CatalogEvent::MovieRated { rating: 9, .. })
+        )
+    });
+    assert!(!invalid_stored, "a refused rating was stored");
+    eprintln!("ratings: {acked} acknowledged, {refused} refused, {lost} lost in the crash");
+    assert!(acked > 0 && refused > 0);
+    assert_eq!(rating_ids.len(), stored.len());
+
+    // The restarted replica's read models equal a rebuild from the events.
+    let (status, listed) = api.get("/api/auth/rating", &adder).await;
+    assert_eq!(status, StatusCode::OK);
+    let expected: Vec<Value> = rebuilt
+        .ratings(None, None, 0)
+        .items
+        .iter()
+        .map(|r| json!({"id": r.id, "movie": r.movie, "rating": r.rating}))
+        .collect();
+    assert_eq!(listed, Value::Array(expected));
+    for m in &movies {
+        let (_, detail) = api.get(&format!("/api/auth/movies/{m}"), &adder).await;
+        let row = rebuilt.movie(*m).unwrap();
+        assert_eq!(detail["rating_count"], json!(row.rating_count));
+    }
+
+    // A second catalog replica on the same database sees the first's writes.
+    let replica_addr = format!("127.0.0.1:{replica_port}");
+    let _replica = Service::start("catalog-service", catalog_env(&replica_addr));
+    let new_movie = match api
+        .post(
+            "/api/auth/movies",
+            Some(&adder),
+            json!({"title": "Late", "director": "D"}),
+        )
+        .await
+    {
+        Outcome::Acked(v) => v["id"].as_i64().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = async {
+            let mut client = CatalogServiceClient::connect(format!("http://{replica_addr}"))
+                .await
+                .ok()?;
+            let mut r = tonic::Request::new(ListMoviesRequest {
+                limit: None,
+                offset: 0,
+            });
+            r.metadata_mut()
+                .insert("authorization", format!("Token {adder}").parse().unwrap());
+            let list = client.list_movies(r).await.ok()?.into_inner();
+            Some(list.movies.iter().any(|m| m.id == new_movie))
+        };
+        if seen.await == Some(true) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second replica never saw movie {new_movie}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // --- auth-service killed with registrations and logins in flight.
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut clients = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let (api, done) = (api.clone(), done.clone());
+        clients.spawn(async move {
+            let mut results = vec![];
+            for i in 0..15 {
+                let name = format!("late{w}x{i}");
+                let body =
+                    json!({"username": name, "email": "l@example.com", "password": "password123"});
+                let registered = api.post("/api/auth/register", None, body).await;
+                let login = match &registered {
+                    Outcome::Acked(_) => Some(
+                        api.post(
+                            "/api/auth/login",
+                            None,
+                            json!({"username": name, "password": "password123"}),
+                        )
+                        .await,
+                    ),
+                    _ => None,
+                };
+                results.push((name, registered, login));
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            results
+        });
+    }
+    while done.load(Ordering::Relaxed) < 20 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    auth.crash_and_restart();
+    let results: Vec<_> = clients.join_all().await.into_iter().flatten().collect();
+    api.wait_ready().await;
+    let mut tokens = vec![];
+    let mut users = 0;
+    for (name, registered, login) in &results {
+        if let Outcome::Acked(v) = registered {
+            users += 1;
+            tokens.push(v["token"].as_str().unwrap().to_owned());
+            // Every acknowledged user still logs in.
+            let again = api
+                .post(
+                    "/api/auth/login",
+                    None,
+                    json!({"username": name, "password": "password123"}),
+                )
+                .await;
+            assert!(matches!(again, Outcome::Acked(_)), "{name} lost: {again:?}");
+        }
+        if let Some(Outcome::Acked(v)) = login {
+            tokens.push(v["token"].as_str().unwrap().to_owned());
+        }
+    }
+    for t in &tokens {
+        assert_eq!(
+            api.get("/api/auth/movies", t).await.0,
+            StatusCode::OK,
+            "an acknowledged token was lost"
+        );
+    }
+    eprintln!(
+        "auth: {users} acknowledged users and {} tokens survived the crash",
+        tokens.len()
+    );
+    assert!(users > 0);
+}
