@@ -99,7 +99,7 @@ struct Api {
 enum Outcome {
     Acked(Value),
     Refused(StatusCode),
-    /// No answer, or a 5xx: it may or may not have happened.
+    /// No answer, or a 503/504: it may or may not have happened.
     Lost,
 }
 
@@ -114,7 +114,16 @@ impl Api {
                 Outcome::Acked(resp.json().await.unwrap_or(Value::Null))
             }
             Ok(resp) if resp.status().is_client_error() => Outcome::Refused(resp.status()),
-            _ => Outcome::Lost,
+            // A dead backend is 503 (or 504), never a 500.
+            Ok(resp) => {
+                let s = resp.status();
+                assert!(
+                    s == StatusCode::SERVICE_UNAVAILABLE || s == StatusCode::GATEWAY_TIMEOUT,
+                    "a crash surfaced as {s}"
+                );
+                Outcome::Lost
+            }
+            Err(_) => Outcome::Lost,
         }
     }
 

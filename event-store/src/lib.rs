@@ -23,6 +23,7 @@ mod decide;
 mod error;
 #[cfg(feature = "eventstoredb")]
 pub mod esdb;
+mod group;
 pub mod ids;
 mod model;
 mod open;

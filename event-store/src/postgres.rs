@@ -38,13 +38,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 use uuid::Uuid;
 
-use crate::decide::{Decision, StoredId, decide, validate};
+use crate::decide::{Decision, StoredId, decide};
+use crate::group::{AppendRequest, MAX_GROUP, Queue, answer, submit};
 use crate::open::redact;
 use crate::subscription::{advance, catch_up_then_live};
 use crate::{
@@ -59,8 +60,6 @@ const APPEND_LOCK: i64 = 0x6d6f_7669_6573_0001;
 const MIGRATION_LOCK: i64 = 0x6d6f_7669_6573_0002;
 /// The notification channel carrying new head positions.
 const CHANNEL: &str = "es_events";
-/// The most appends one group commit takes.
-const MAX_GROUP: usize = 1024;
 /// Pool size: enough for concurrent readers plus the writer.
 const POOL_SIZE: usize = 16;
 
@@ -90,7 +89,7 @@ pub struct PostgresStore {
 
 struct Inner {
     pool: Pool,
-    writer: mpsc::UnboundedSender<AppendRequest>,
+    writer: Queue,
     head: watch::Receiver<u64>,
     listener: JoinHandle<()>,
 }
@@ -99,13 +98,6 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.listener.abort();
     }
-}
-
-struct AppendRequest {
-    stream: String,
-    expected: ExpectedVersion,
-    events: Vec<NewEvent>,
-    reply: oneshot::Sender<Result<AppendResult>>,
 }
 
 impl PostgresStore {
@@ -211,14 +203,7 @@ async fn run_writer(
             Ok(results) => results,
             Err(e) => group.iter().map(|_| Err(e.clone())).collect(),
         };
-        let mut last = 0;
-        for (request, result) in group.drain(..).zip(results) {
-            if let Ok(r) = &result {
-                last = last.max(r.position);
-            }
-            let _ = request.reply.send(result);
-        }
-        advance(&head, last);
+        answer(&mut group, results, &head);
     }
     tracing::debug!("postgres writer stopped");
 }
@@ -459,18 +444,7 @@ impl EventStore for PostgresStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
-        validate(stream, &events)?;
-        let (reply, answer) = oneshot::channel();
-        self.inner
-            .writer
-            .send(AppendRequest {
-                stream: stream.to_owned(),
-                expected,
-                events,
-                reply,
-            })
-            .map_err(|_| EventStoreError::Closed)?;
-        answer.await.map_err(|_| EventStoreError::Closed)?
+        submit(&self.inner.writer, stream, expected, events).await
     }
 
     async fn read_stream(&self, stream: &str, from_version: u64) -> Result<Vec<RecordedEvent>> {

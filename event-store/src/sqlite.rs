@@ -18,19 +18,18 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use crate::decide::{Decision, StoredId, decide, validate};
-use crate::subscription::{advance, catch_up_then_live};
+use crate::decide::{Decision, StoredId, decide};
+use crate::group::{AppendRequest, MAX_GROUP, Queue, answer, submit};
+use crate::subscription::catch_up_then_live;
 use crate::{
     AppendResult, CurrentVersion, EventStore, EventStoreError, EventStream, ExpectedVersion,
     NewEvent, RecordedEvent, Result,
 };
 
 const BACKEND: &str = "sqlite";
-/// The most appends one group commit takes.
-const MAX_GROUP: usize = 1024;
 /// The most idle read connections kept open.
 const MAX_IDLE_READERS: usize = 8;
 
@@ -47,16 +46,9 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    writer: mpsc::UnboundedSender<AppendRequest>,
+    writer: Queue,
     readers: Mutex<Vec<Connection>>,
     head: watch::Receiver<u64>,
-}
-
-struct AppendRequest {
-    stream: String,
-    expected: ExpectedVersion,
-    events: Vec<NewEvent>,
-    reply: oneshot::Sender<Result<AppendResult>>,
 }
 
 impl SqliteStore {
@@ -173,15 +165,7 @@ fn run_writer(
             }
         }
         let results = commit_group(&mut conn, &group);
-        let mut last = 0;
-        for (request, result) in group.drain(..).zip(results) {
-            if let Ok(r) = &result {
-                last = last.max(r.position);
-            }
-            // The caller may have gone away; the append stands regardless.
-            let _ = request.reply.send(result);
-        }
-        advance(&head, last);
+        answer(&mut group, results, &head);
     }
     tracing::debug!("sqlite writer stopped");
 }
@@ -322,18 +306,7 @@ impl EventStore for SqliteStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
-        validate(stream, &events)?;
-        let (reply, answer) = oneshot::channel();
-        self.inner
-            .writer
-            .send(AppendRequest {
-                stream: stream.to_owned(),
-                expected,
-                events,
-                reply,
-            })
-            .map_err(|_| EventStoreError::Closed)?;
-        answer.await.map_err(|_| EventStoreError::Closed)?
+        submit(&self.inner.writer, stream, expected, events).await
     }
 
     async fn read_stream(&self, stream: &str, from_version: u64) -> Result<Vec<RecordedEvent>> {

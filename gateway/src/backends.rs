@@ -85,6 +85,18 @@ impl Backends {
             {
                 Err(ApiError::Timeout)
             }
+            // A status the client made itself from a broken connection (a
+            // service that died mid-call; the gateway never cancels a call
+            // itself): the service is unavailable, not failing.
+            Ok(Err(status))
+                if status.code() == tonic::Code::Cancelled
+                    || (std::error::Error::source(&status).is_some()
+                        && matches!(status.code(), tonic::Code::Unknown | tonic::Code::Internal)) =>
+            {
+                Err(ApiError::Grpc(tonic::Status::unavailable(
+                    status.message().to_owned(),
+                )))
+            }
             Ok(Err(status)) => Err(ApiError::Grpc(status)),
             Err(_) => Err(ApiError::Timeout),
         }

@@ -1,0 +1,61 @@
+//! Group-commit plumbing shared by the backends that write through one
+//! writer: callers queue appends, the writer commits whatever is queued in
+//! one transaction, then answers each caller.
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::decide::validate;
+use crate::subscription::advance;
+use crate::{AppendResult, EventStoreError, ExpectedVersion, NewEvent, Result};
+
+/// The most appends one group commit takes.
+pub(crate) const MAX_GROUP: usize = 1024;
+
+/// One queued append.
+pub(crate) struct AppendRequest {
+    pub stream: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<AppendResult>>,
+}
+
+/// Where appends queue for the writer.
+pub(crate) type Queue = mpsc::UnboundedSender<AppendRequest>;
+
+/// Checks an append, queues it, and waits for the writer's answer.
+pub(crate) async fn submit(
+    queue: &Queue,
+    stream: &str,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+) -> Result<AppendResult> {
+    validate(stream, &events)?;
+    let (reply, answer) = oneshot::channel();
+    queue
+        .send(AppendRequest {
+            stream: stream.to_owned(),
+            expected,
+            events,
+            reply,
+        })
+        .map_err(|_| EventStoreError::Closed)?;
+    answer.await.map_err(|_| EventStoreError::Closed)?
+}
+
+/// Answers every request of a finished group (emptying it), then raises
+/// `head` to the last position committed, waking subscriptions.
+pub(crate) fn answer(
+    group: &mut Vec<AppendRequest>,
+    results: Vec<Result<AppendResult>>,
+    head: &watch::Sender<u64>,
+) {
+    let mut last = 0;
+    for (request, result) in group.drain(..).zip(results) {
+        if let Ok(r) = &result {
+            last = last.max(r.position);
+        }
+        // The caller may have gone away; the append stands regardless.
+        let _ = request.reply.send(result);
+    }
+    advance(head, last);
+}
