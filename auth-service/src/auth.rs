@@ -95,7 +95,7 @@ impl Auth {
             return Err(AuthError::UsernameTaken);
         }
         let password_hash = self.hasher.hash(password).await?;
-        let user_id = self.user_ids.next(self.store.as_ref()).await?;
+        let user_id = self.user_ids.next(&self.store).await?;
         let (token, digest, expiry) = self.new_token()?;
         let events = [
             AuthEvent::UserRegistered {

@@ -64,7 +64,7 @@ impl Movies {
                 ));
             }
         };
-        let id = self.movie_ids.next(self.store.as_ref()).await?;
+        let id = self.movie_ids.next(&self.store).await?;
         let event = CatalogEvent::MovieAdded {
             id,
             title: title.clone(),
@@ -118,7 +118,7 @@ impl Movies {
         if added_by == user {
             return Err(CatalogError::CannotRate);
         }
-        let id = self.rating_ids.next(self.store.as_ref()).await?;
+        let id = self.rating_ids.next(&self.store).await?;
         let event = CatalogEvent::MovieRated {
             id,
             movie,

@@ -220,6 +220,10 @@ async fn report_appends<F, Fut>(
         for round in 0..o.rounds {
             raw.push(baseline(writers, total).await);
             ours.push(store_appends(store, writers, total, &format!("{writers}-{round}")).await);
+            println!(
+                "{name:8} round {round}, {writers:2} writer(s): {:9.0}/s   raw INSERT: {:9.0}/s",
+                ours[round], raw[round]
+            );
         }
         let (ours, raw) = (median(ours), median(raw));
         println!(

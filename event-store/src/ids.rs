@@ -1,64 +1,157 @@
 //! Integer ids handed out by the store itself: positive, unique, increasing
 //! in allocation order, never reused, safe across processes.
 
-use serde::Serialize;
-use tokio::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 
 use crate::{CurrentVersion, EventStore, EventStoreError, ExpectedVersion, NewEvent, Result};
 
-/// A sequence of ids backed by one stream: id `n` is the event at version
-/// `n - 1`, appended with `Exact` so that two allocators (in this or another
-/// process) can never take the same id. An id whose use then fails is simply
-/// skipped: ids may have gaps, never repeats.
+/// A sequence of ids backed by one stream. Each event allocates a range
+/// (`first..first + count`) and is appended with `Exact`, so two allocators
+/// (in this or another process) can never take the same id. An id whose use
+/// then fails is simply skipped: ids may have gaps, never repeats.
+///
+/// Under load, callers are served in batches: whoever holds the turn takes
+/// every request waiting and allocates them all with one append, so a burst
+/// of N new ids costs one durable write, not N in a row.
 pub struct IdSequence {
-    stream: String,
-    event_type: &'static str,
-    /// The last version this process knows; allocation here is serialized,
-    /// and a stale value only costs one refused append.
-    last: Mutex<CurrentVersion>,
+    inner: Arc<Inner>,
 }
 
-#[derive(Serialize)]
+struct Inner {
+    stream: String,
+    event_type: &'static str,
+    /// Requests waiting for the next batch.
+    waiting: Mutex<Vec<oneshot::Sender<Result<i64>>>>,
+    /// Whose turn it is to allocate, and what this process last knew of the
+    /// stream (a stale value costs one refused append and one read).
+    turn: tokio::sync::Mutex<Known>,
+}
+
+#[derive(Clone, Copy)]
+struct Known {
+    version: CurrentVersion,
+    last_id: i64,
+}
+
+/// The payload of an allocation event.
+#[derive(Serialize, Deserialize)]
 struct Allocated {
-    id: i64,
+    first: i64,
+    count: i64,
 }
 
 impl IdSequence {
-    /// A sequence in `stream`, recording each id as an `event_type` event.
+    /// A sequence in `stream`, recording each allocation as an `event_type` event.
     pub fn new(stream: impl Into<String>, event_type: &'static str) -> Self {
         Self {
-            stream: stream.into(),
-            event_type,
-            last: Mutex::new(CurrentVersion::NoStream),
+            inner: Arc::new(Inner {
+                stream: stream.into(),
+                event_type,
+                waiting: Mutex::new(Vec::new()),
+                turn: tokio::sync::Mutex::new(Known {
+                    version: CurrentVersion::NoStream,
+                    last_id: 0,
+                }),
+            }),
         }
     }
 
     /// The stream the sequence lives in (read models can skip it).
     pub fn stream(&self) -> &str {
-        &self.stream
+        &self.inner.stream
     }
 
     /// Takes the next id.
-    pub async fn next(&self, store: &dyn EventStore) -> Result<i64> {
-        let mut last = self.last.lock().await;
+    pub async fn next(&self, store: &Arc<dyn EventStore>) -> Result<i64> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(reply);
+        // The batch runs in a task of its own: a caller that goes away (a
+        // cancelled request) must not strand the others it was serving.
+        let (inner, store) = (self.inner.clone(), store.clone());
+        let batch = tokio::spawn(async move {
+            let mut known = inner.turn.lock().await;
+            let batch =
+                std::mem::take(&mut *inner.waiting.lock().unwrap_or_else(|p| p.into_inner()));
+            if batch.is_empty() {
+                return; // served by an earlier turn
+            }
+            match inner
+                .allocate(&mut known, store.as_ref(), batch.len() as i64)
+                .await
+            {
+                Ok(first) => {
+                    for (i, reply) in batch.into_iter().enumerate() {
+                        let _ = reply.send(Ok(first + i as i64));
+                    }
+                }
+                Err(e) => {
+                    for reply in batch {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
+        batch
+            .await
+            .map_err(|e| EventStoreError::backend("ids", e))?;
+        answer.await.map_err(|_| EventStoreError::Closed)?
+    }
+}
+
+impl Inner {
+    /// Appends one allocation of `count` ids; returns the first.
+    async fn allocate(&self, known: &mut Known, store: &dyn EventStore, count: i64) -> Result<i64> {
         loop {
-            let version = last.next();
-            let id = version as i64 + 1;
-            let expected = match *last {
+            let first = known.last_id + 1;
+            let expected = match known.version {
                 CurrentVersion::NoStream => ExpectedVersion::NoStream,
                 CurrentVersion::At(v) => ExpectedVersion::Exact(v),
             };
-            let event =
-                NewEvent::new(self.event_type, &Allocated { id }).expect("an id always serializes");
+            let event = NewEvent::new(self.event_type, &Allocated { first, count })
+                .expect("an allocation always serializes");
             match store.append(&self.stream, expected, vec![event]).await {
-                Ok(_) => {
-                    *last = CurrentVersion::At(version);
-                    return Ok(id);
+                Ok(r) => {
+                    *known = Known {
+                        version: CurrentVersion::At(r.stream_version),
+                        last_id: first + count - 1,
+                    };
+                    return Ok(first);
                 }
-                // Another allocator went first: `actual` says where to try next.
-                Err(EventStoreError::WrongExpectedVersion { actual, .. }) => *last = actual,
+                // Another allocator went first: learn where the stream stands.
+                Err(EventStoreError::WrongExpectedVersion { actual, .. }) => {
+                    *known = self.read_known(store, actual).await?;
+                }
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    async fn read_known(&self, store: &dyn EventStore, at: CurrentVersion) -> Result<Known> {
+        let CurrentVersion::At(version) = at else {
+            return Ok(Known {
+                version: at,
+                last_id: 0,
+            });
+        };
+        let events = store.read_stream(&self.stream, version).await?;
+        let last = events.last().ok_or_else(|| EventStoreError::Corrupt {
+            position: 0,
+            reason: format!("{} has no event at version {version}", self.stream),
+        })?;
+        let a: Allocated = last.decode().map_err(|e| EventStoreError::Corrupt {
+            position: last.position,
+            reason: e.to_string(),
+        })?;
+        Ok(Known {
+            version: CurrentVersion::At(last.version),
+            last_id: a.first + a.count - 1,
+        })
     }
 }

@@ -246,11 +246,18 @@ async fn commit_group_on(
     let (begin, lock, versions_q, ids_q, head_q, insert, notify, commit) = tokio::try_join!(
         prepare("BEGIN"),
         prepare("SELECT pg_advisory_xact_lock($1)"),
+        // One index probe per stream (backwards on (stream, version)); a
+        // `max(version) … GROUP BY stream` would read every event of them.
         prepare(
-            "SELECT stream, max(version) FROM es_events WHERE stream = ANY($1) GROUP BY stream"
+            "SELECT s.stream, (SELECT e.version FROM es_events e WHERE e.stream = s.stream \
+             ORDER BY e.version DESC LIMIT 1) FROM unnest($1::text[]) AS s(stream)"
         ),
+        // Likewise one index probe per id: with `event_id = ANY($1)` the
+        // generic plan turned into a scan once the table grew (measured:
+        // group commits 4x slower after 20k events).
         prepare(
-            "SELECT event_id, stream, version, position FROM es_events WHERE event_id = ANY($1)"
+            "SELECT e.event_id, e.stream, e.version, e.position FROM unnest($1::uuid[]) AS i(id) \
+             CROSS JOIN LATERAL (SELECT * FROM es_events x WHERE x.event_id = i.id) e"
         ),
         prepare("SELECT coalesce(max(position), 0) FROM es_events"),
         prepare(
@@ -282,7 +289,10 @@ async fn commit_group_on(
     .map_err(db_err)?;
     let mut versions: HashMap<String, CurrentVersion> = versions
         .iter()
-        .map(|r| (r.get(0), CurrentVersion::At(r.get::<_, i64>(1) as u64)))
+        .map(|r| {
+            let last: Option<i64> = r.get(1);
+            (r.get(0), CurrentVersion::from_last(last.map(|v| v as u64)))
+        })
         .collect();
     let mut stored: HashMap<Uuid, StoredId> = stored
         .iter()

@@ -91,7 +91,10 @@ impl Backends {
             Ok(Err(status))
                 if status.code() == tonic::Code::Cancelled
                     || (std::error::Error::source(&status).is_some()
-                        && matches!(status.code(), tonic::Code::Unknown | tonic::Code::Internal)) =>
+                        && matches!(
+                            status.code(),
+                            tonic::Code::Unknown | tonic::Code::Internal
+                        )) =>
             {
                 Err(ApiError::Grpc(tonic::Status::unavailable(
                     status.message().to_owned(),

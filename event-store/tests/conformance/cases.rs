@@ -1,4 +1,5 @@
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use event_store::{
@@ -456,4 +457,33 @@ async fn next(sub: &mut event_store::EventStream) -> RecordedEvent {
         .expect("no event within 10 s")
         .expect("subscription ended")
         .expect("subscription failed")
+}
+
+pub async fn id_sequences_never_repeat_across_allocators(h: &Harness) {
+    use event_store::ids::IdSequence;
+    let stream = h.s("ids");
+    // Two allocators on one stream: two processes, as far as the store knows.
+    let (a, b) = (
+        Arc::new(IdSequence::new(stream.clone(), "IdAllocated")),
+        Arc::new(IdSequence::new(stream.clone(), "IdAllocated")),
+    );
+    let mut tasks = JoinSet::new();
+    for i in 0..200 {
+        let (seq, store) = (
+            if i % 2 == 0 { a.clone() } else { b.clone() },
+            h.store.clone(),
+        );
+        tasks.spawn(async move { seq.next(&store).await.unwrap() });
+    }
+    let ids: Vec<i64> = tasks.join_all().await;
+    let distinct: HashSet<i64> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), 200, "an id was handed out twice");
+    assert!(ids.iter().all(|&id| id > 0));
+    // A fresh allocator (a restart) continues after every id handed out.
+    let max = *ids.iter().max().unwrap();
+    let c = IdSequence::new(stream, "IdAllocated");
+    let next = c.next(&h.store).await.unwrap();
+    assert!(next > max, "{next} after {max}");
+    // Sequential calls increase.
+    assert!(c.next(&h.store).await.unwrap() > next);
 }

@@ -56,4 +56,5 @@ conformance!(
     stream_names_with_spaces_slashes_and_unicode_work,
     read_all_honours_from_and_limit,
     a_subscription_from_the_middle_catches_up_then_goes_live,
+    id_sequences_never_repeat_across_allocators,
 );
