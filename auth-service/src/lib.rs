@@ -17,8 +17,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use event_store::{EventStore, EventStoreError};
+use platform::grpc::{GrpcListener, ServeError};
 use proto::auth::auth_service_server::AuthServiceServer;
-use tonic::transport::server::TcpIncoming;
 
 pub use auth::Auth;
 pub use config::Config;
@@ -34,26 +34,14 @@ pub enum StartError {
     /// The read model could not be rebuilt.
     #[error("auth: {0}")]
     Auth(#[from] domain::AuthError),
-    /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The gRPC server failed.
-    #[error("grpc server: {0}")]
-    Serve(#[from] tonic::transport::Error),
-    /// Reflection could not be set up.
-    #[error("reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
+    /// The server could not listen, or failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
 }
 
 /// A bound, ready auth-service.
 pub struct Application {
-    incoming: TcpIncoming,
-    local_addr: SocketAddr,
+    listener: GrpcListener,
     auth: Arc<Auth>,
 }
 
@@ -72,27 +60,13 @@ impl Application {
     ) -> Result<Self, StartError> {
         let throttle = LoginThrottle::new(config.login_max_failures, config.login_window());
         let auth = Arc::new(Auth::start(store, config.token_ttl(), throttle).await?);
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        Ok(Self {
-            incoming,
-            local_addr,
-            auth,
-        })
+        let listener = GrpcListener::bind(config.listen).await?;
+        Ok(Self { listener, auth })
     }
 
     /// Where the server listens.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.listener.local_addr()
     }
 
     /// The domain core, for in-process callers.
@@ -105,19 +79,8 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartError> {
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<AuthServiceServer<AuthGrpc>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        tracing::info!(addr = %self.local_addr, "auth-service listening");
-        tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(AuthServiceServer::new(AuthGrpc::new(self.auth)))
-            .serve_with_incoming_shutdown(self.incoming, shutdown)
-            .await?;
-        tracing::info!("auth-service stopped");
+        let service = AuthServiceServer::new(AuthGrpc::new(self.auth));
+        self.listener.serve(service, shutdown).await?;
         Ok(())
     }
 }

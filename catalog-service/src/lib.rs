@@ -16,8 +16,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use event_store::{EventStore, EventStoreError};
+use platform::grpc::{GrpcListener, ServeError};
 use proto::catalog::catalog_service_server::CatalogServiceServer;
-use tonic::transport::server::TcpIncoming;
 
 pub use catalog::Movies;
 pub use config::Config;
@@ -36,26 +36,14 @@ pub enum StartError {
     /// The auth-service URL is not usable.
     #[error("auth-service URL: {0}")]
     AuthUrl(tonic::transport::Error),
-    /// The listen address could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The gRPC server failed.
-    #[error("grpc server: {0}")]
-    Serve(#[from] tonic::transport::Error),
-    /// Reflection could not be set up.
-    #[error("reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
+    /// The server could not listen, or failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
 }
 
 /// A bound, ready catalog-service.
 pub struct Application {
-    incoming: TcpIncoming,
-    local_addr: SocketAddr,
+    listener: GrpcListener,
     movies: Arc<Movies>,
     identity: Arc<dyn Identity>,
     subscribe: SubscribeAccess,
@@ -78,24 +66,14 @@ impl Application {
         identity: Arc<dyn Identity>,
     ) -> Result<Self, StartError> {
         let movies = Arc::new(Movies::start(store).await?);
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let listener = GrpcListener::bind(config.listen).await?;
         let subscribe = match (&config.service_key, config.open_subscriptions) {
             (Some(key), _) if !key.is_empty() => SubscribeAccess::Key(key.clone()),
             (_, true) => SubscribeAccess::Open,
             _ => SubscribeAccess::Closed,
         };
         Ok(Self {
-            incoming: TcpIncoming::from(listener).with_nodelay(Some(true)),
-            local_addr,
+            listener,
             movies,
             identity,
             subscribe,
@@ -104,7 +82,7 @@ impl Application {
 
     /// Where the server listens.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.listener.local_addr()
     }
 
     /// The domain core, for in-process callers.
@@ -117,22 +95,10 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartError> {
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<CatalogServiceServer<CatalogGrpc>>()
-            .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        tracing::info!(addr = %self.local_addr, "catalog-service listening");
         let service = CatalogGrpc::new(self.movies, self.identity, self.subscribe);
-        tonic::transport::Server::builder()
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(CatalogServiceServer::new(service))
-            .serve_with_incoming_shutdown(self.incoming, shutdown)
+        self.listener
+            .serve(CatalogServiceServer::new(service), shutdown)
             .await?;
-        tracing::info!("catalog-service stopped");
         Ok(())
     }
 }

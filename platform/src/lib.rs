@@ -1,5 +1,6 @@
 //! What every binary of the platform shares at start-up and shutdown.
 
+pub mod grpc;
 pub mod probe;
 
 /// Sets up structured logs on stderr, filtered by `RUST_LOG` (default `info`).
