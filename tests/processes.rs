@@ -9,8 +9,6 @@
 //! test explicitly.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -21,73 +19,10 @@ use proto::catalog::catalog_service_client::CatalogServiceClient;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-fn bin(name: &str) -> PathBuf {
-    // target/<profile>/deps/processes-… → target/<profile>/<name>
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|d| d.parent()).unwrap();
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --bins` first",
-        path.display()
-    );
-    path
-}
+#[path = "support/processes.rs"]
+mod support;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A service process, restartable with the same settings.
-struct Service {
-    name: &'static str,
-    env: Vec<(String, String)>,
-    child: Child,
-}
-
-impl Service {
-    fn start(name: &'static str, env: Vec<(String, String)>) -> Self {
-        let child = Self::spawn(name, &env);
-        Self { name, env, child }
-    }
-
-    fn spawn(name: &str, env: &[(String, String)]) -> Child {
-        Command::new(bin(name))
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"))
-    }
-
-    /// SIGKILL, then start again on the same address and store.
-    fn crash_and_restart(&mut self) {
-        self.child.kill().unwrap(); // SIGKILL on Unix
-        self.child.wait().unwrap();
-        eprintln!("{} killed", self.name);
-        self.child = Self::spawn(self.name, &self.env);
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
+use support::{Deployment, Service};
 
 struct Api {
     base: String,
@@ -170,36 +105,9 @@ async fn three_processes_survive_sigkill_without_losing_or_doubling_writes() {
     let Some(catalog_db) = TempDatabase::create("processes").await else {
         return;
     };
-    let (auth_port, catalog_port, replica_port, gateway_port) =
-        (free_port(), free_port(), free_port(), free_port());
-    let auth_addr = format!("127.0.0.1:{auth_port}");
-    let catalog_addr = format!("127.0.0.1:{catalog_port}");
-    let mut auth = Service::start(
-        "auth-service",
-        env(&[
-            ("AUTH_LISTEN", &auth_addr),
-            ("AUTH_STORE_URL", auth_db.url()),
-        ]),
-    );
-    let catalog_env = |addr: &str| {
-        env(&[
-            ("CATALOG_LISTEN", addr),
-            ("CATALOG_STORE_URL", catalog_db.url()),
-            ("CATALOG_AUTH_URL", &format!("http://{auth_addr}")),
-        ])
-    };
-    let mut catalog = Service::start("catalog-service", catalog_env(&catalog_addr));
-    let _gateway = Service::start(
-        "gateway",
-        env(&[
-            ("GATEWAY_LISTEN", &format!("127.0.0.1:{gateway_port}")),
-            ("GATEWAY_AUTH_URL", &format!("http://{auth_addr}")),
-            ("GATEWAY_CATALOG_URL", &format!("http://{catalog_addr}")),
-            ("GATEWAY_GRPC_TIMEOUT_MS", "2000"),
-        ]),
-    );
+    let mut deployment = Deployment::start(auth_db.url(), catalog_db.url());
     let api = Arc::new(Api {
-        base: format!("http://127.0.0.1:{gateway_port}"),
+        base: deployment.base.clone(),
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -269,7 +177,7 @@ async fn three_processes_survive_sigkill_without_losing_or_doubling_writes() {
     while done.load(Ordering::Relaxed) < pairs.len() / 3 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    catalog.crash_and_restart();
+    deployment.catalog.crash_and_restart();
     let outcomes: Vec<_> = writers.join_all().await.into_iter().flatten().collect();
     api.wait_ready().await;
 
@@ -341,8 +249,8 @@ async fn three_processes_survive_sigkill_without_losing_or_doubling_writes() {
     }
 
     // A second catalog replica on the same database sees the first's writes.
-    let replica_addr = format!("127.0.0.1:{replica_port}");
-    let _replica = Service::start("catalog-service", catalog_env(&replica_addr));
+    let replica_addr = format!("127.0.0.1:{}", support::free_port());
+    let _replica = Service::start("catalog-service", deployment.catalog_env(&replica_addr));
     let new_movie = match api
         .post(
             "/api/auth/movies",
@@ -411,7 +319,7 @@ async fn three_processes_survive_sigkill_without_losing_or_doubling_writes() {
     while done.load(Ordering::Relaxed) < 20 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    auth.crash_and_restart();
+    deployment.auth.crash_and_restart();
     let results: Vec<_> = clients.join_all().await.into_iter().flatten().collect();
     api.wait_ready().await;
     let mut tokens = vec![];

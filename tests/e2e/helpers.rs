@@ -32,6 +32,17 @@ macro_rules! on_every_backend {
                 }
             )*
         }
+        mod processes {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                #[ignore = "needs the binaries (cargo build --bins) and PostgreSQL; .ci/run runs it"]
+                async fn $case() {
+                    let Some(stores) = $crate::helpers::Stores::postgres(stringify!($case)).await else { return };
+                    let app = $crate::helpers::TestApp::processes(&stores).await;
+                    super::$case(app).await;
+                }
+            )*
+        }
     };
 }
 
@@ -67,6 +78,13 @@ impl Stores {
     }
 }
 
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
 /// An answer: status, headers, and the body as JSON (`Null` when empty).
 #[derive(Debug)]
 pub struct Answer {
@@ -82,6 +100,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    /// The processes, in the multi-process variant.
+    _processes: Option<crate::support::Deployment>,
 }
 
 pub fn config(stores: &Stores) -> Config {
@@ -116,13 +136,39 @@ impl TestApp {
         });
         Self {
             base,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
+            http: client(),
             stop: Some(stop),
             task: Some(task),
+            _processes: None,
         }
+    }
+
+    /// The stack as three processes of the real binaries, on `stores`.
+    pub async fn processes(stores: &Stores) -> Self {
+        let deployment = crate::support::Deployment::start(&stores.auth_url, &stores.catalog_url);
+        let app = Self {
+            base: deployment.base.clone(),
+            http: client(),
+            stop: None,
+            task: None,
+            _processes: Some(deployment),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let ready = format!("{}/readyz", app.base);
+        while !app
+            .http
+            .get(&ready)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the processes did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        app
     }
 
     pub async fn stop(mut self) {
