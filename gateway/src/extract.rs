@@ -86,8 +86,8 @@ async fn read_limited(body: Body) -> Option<axum::body::Bytes> {
 
 fn is_json(media_type: &str) -> bool {
     let essence = media_type.split(';').next().unwrap_or_default().trim();
-    essence.eq_ignore_ascii_case("application/json")
-        || (essence.len() > 5 && essence[essence.len() - 5..].eq_ignore_ascii_case("+json"))
+    let essence = essence.to_ascii_lowercase();
+    essence == "application/json" || (essence.len() > 5 && essence.ends_with("+json"))
 }
 
 /// The name Python gives a JSON value's type, as DRF's messages show it.
@@ -288,5 +288,8 @@ mod tests {
         assert!(is_json("application/vnd.api+json"));
         assert!(!is_json("text/plain"));
         assert!(!is_json("json"));
+        // Not ASCII (a header may carry obs-text): no panic, just not JSON.
+        assert!(!is_json("application/\u{fffd}\u{fffd}son"));
+        assert!(!is_json("\u{e9}\u{e9}\u{e9}"));
     }
 }

@@ -43,6 +43,17 @@ async fn malformed_requests_get_drf_errors_and_never_a_5xx(app: TestApp) {
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         json!({"detail": "Unsupported media type \"text/plain\" in request."}),
     );
+    // A media type that is not even UTF-8: 415, not a crash.
+    let odd = reqwest::header::HeaderValue::from_bytes(b"application/\xe9\xe9json").unwrap();
+    let r = app
+        .http
+        .post(format!("{}/api/auth/login", app.base))
+        .header(reqwest::header::CONTENT_TYPE, odd)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
     let a = app
         .send(
