@@ -105,7 +105,7 @@ async fn three_processes_survive_sigkill_without_losing_or_doubling_writes() {
     let Some(catalog_db) = TempDatabase::create("processes").await else {
         return;
     };
-    let mut deployment = Deployment::start(auth_db.url(), catalog_db.url());
+    let mut deployment = Deployment::start(auth_db.url(), catalog_db.url()).await;
     let api = Arc::new(Api {
         base: deployment.base.clone(),
         http: reqwest::Client::builder()
@@ -249,8 +249,8 @@ async fn three_processes_survive_sigkill_without_losing_or_doubling_writes() {
     }
 
     // A second catalog replica on the same database sees the first's writes.
-    let replica_addr = format!("127.0.0.1:{}", support::free_port());
-    let _replica = Service::start("catalog-service", deployment.catalog_env(&replica_addr));
+    let (_replica, replica_addr) =
+        Service::start_listening("catalog-service", |addr| deployment.catalog_env(addr)).await;
     let new_movie = match api
         .post(
             "/api/auth/movies",

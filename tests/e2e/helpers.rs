@@ -145,7 +145,8 @@ impl TestApp {
 
     /// The stack as three processes of the real binaries, on `stores`.
     pub async fn processes(stores: &Stores) -> Self {
-        let deployment = crate::support::Deployment::start(&stores.auth_url, &stores.catalog_url);
+        let deployment =
+            crate::support::Deployment::start(&stores.auth_url, &stores.catalog_url).await;
         let app = Self {
             base: deployment.base.clone(),
             http: client(),

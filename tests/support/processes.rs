@@ -61,6 +61,36 @@ impl Service {
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"))
     }
 
+    /// Starts `name` listening on a free port of its own: `env_for(addr)`
+    /// gives its settings. A port picked free can be taken by someone else
+    /// before the child binds it; the child then exits, and this tries again
+    /// on another port. Returns once the port accepts connections.
+    pub async fn start_listening(
+        name: &'static str,
+        env_for: impl Fn(&str) -> Vec<(String, String)>,
+    ) -> (Self, String) {
+        for _ in 0..5 {
+            let addr = format!("127.0.0.1:{}", free_port());
+            let mut service = Self::start(name, env_for(&addr));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+                    return (service, addr);
+                }
+                if service.child.try_wait().ok().flatten().is_some() {
+                    eprintln!("{name} exited before listening on {addr}; trying another port");
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{name} never listened on {addr}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        panic!("{name} could not start on any port");
+    }
+
     /// SIGKILL, then start again on the same address and store.
     pub fn crash_and_restart(&mut self) {
         self.child.kill().unwrap(); // SIGKILL on Unix
@@ -93,27 +123,26 @@ pub struct Deployment {
 }
 
 impl Deployment {
-    /// Starts all three (not yet ready: poll `/readyz`).
-    pub fn start(auth_store: &str, catalog_store: &str) -> Self {
-        let [auth_addr, catalog_addr, gateway_addr] =
-            [(); 3].map(|_| format!("127.0.0.1:{}", free_port()));
-        let auth = Service::start(
-            "auth-service",
-            env(&[("AUTH_LISTEN", &auth_addr), ("AUTH_STORE_URL", auth_store)]),
-        );
-        let catalog = Service::start(
-            "catalog-service",
-            catalog_env(&catalog_addr, catalog_store, &auth_addr),
-        );
-        let gateway = Service::start(
-            "gateway",
+    /// Starts all three, each once the one it needs listens (then poll
+    /// `/readyz` for the whole to be ready).
+    pub async fn start(auth_store: &str, catalog_store: &str) -> Self {
+        let (auth, auth_addr) = Service::start_listening("auth-service", |addr| {
+            env(&[("AUTH_LISTEN", addr), ("AUTH_STORE_URL", auth_store)])
+        })
+        .await;
+        let (catalog, catalog_addr) = Service::start_listening("catalog-service", |addr| {
+            catalog_env(addr, catalog_store, &auth_addr)
+        })
+        .await;
+        let (gateway, gateway_addr) = Service::start_listening("gateway", |addr| {
             env(&[
-                ("GATEWAY_LISTEN", &gateway_addr),
+                ("GATEWAY_LISTEN", addr),
                 ("GATEWAY_AUTH_URL", &format!("http://{auth_addr}")),
                 ("GATEWAY_CATALOG_URL", &format!("http://{catalog_addr}")),
                 ("GATEWAY_GRPC_TIMEOUT_MS", "2000"),
-            ]),
-        );
+            ])
+        })
+        .await;
         Self {
             auth,
             catalog,
