@@ -67,12 +67,12 @@ pub struct Stack {
 impl Stack {
     /// Opens the stores, rebuilds the read models and binds every address.
     pub async fn build(config: &Config, identity: IdentityCheck) -> Result<Self, BoxError> {
-        let auth = auth_service::Application::build(&config.auth).await?;
+        let mut auth = auth_service::Application::build(&config.auth).await?;
         let mut catalog_config = config.catalog.clone();
         // Everything is on this machine: following the catalog's events needs
         // no key unless one is set.
         catalog_config.open_subscriptions |= catalog_config.service_key.is_none();
-        let catalog = match identity {
+        let mut catalog = match identity {
             IdentityCheck::InProcess => {
                 let store = event_store::open(&catalog_config.store_url).await?;
                 let identity = Arc::new(InProcessIdentity(auth.auth()));
@@ -88,7 +88,19 @@ impl Stack {
             catalog_url: format!("http://{}", catalog.local_addr()),
             ..config.gateway.clone()
         };
-        let gateway = gateway::Application::build(&gateway_config).await?;
+        let gateway = match identity {
+            // In one process the gateway reaches the services over in-memory
+            // connections: the same gRPC, without loopback sockets.
+            IdentityCheck::InProcess => {
+                let backends = gateway::Backends::with_channels(
+                    auth.in_memory_channel(),
+                    catalog.in_memory_channel(),
+                    gateway_config.grpc_timeout(),
+                );
+                gateway::Application::build_with(&gateway_config, backends).await?
+            }
+            IdentityCheck::Grpc => gateway::Application::build(&gateway_config).await?,
+        };
         Ok(Self {
             auth,
             catalog,

@@ -69,6 +69,12 @@ impl Application {
         self.listener.local_addr()
     }
 
+    /// A client channel to this service from inside the process (served
+    /// beside the TCP listener once running): same gRPC, no socket.
+    pub fn in_memory_channel(&mut self) -> tonic::transport::Channel {
+        self.listener.in_memory_channel()
+    }
+
     /// The domain core, for in-process callers.
     pub fn auth(&self) -> Arc<Auth> {
         self.auth.clone()

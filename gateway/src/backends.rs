@@ -43,15 +43,26 @@ impl Backends {
         catalog_url: &str,
         timeout: Duration,
     ) -> Result<Self, tonic::transport::Error> {
-        let auth_channel = channel(auth_url, timeout)?;
-        let catalog_channel = channel(catalog_url, timeout)?;
-        Ok(Self {
+        Ok(Self::with_channels(
+            channel(auth_url, timeout)?,
+            channel(catalog_url, timeout)?,
+            timeout,
+        ))
+    }
+
+    /// Clients over channels made elsewhere (in one process: in-memory ones).
+    pub fn with_channels(
+        auth_channel: Channel,
+        catalog_channel: Channel,
+        timeout: Duration,
+    ) -> Self {
+        Self {
             auth: AuthServiceClient::new(auth_channel.clone()),
             catalog: CatalogServiceClient::new(catalog_channel.clone()),
             auth_channel,
             catalog_channel,
             timeout,
-        })
+        }
     }
 
     /// `message` as a request carrying the deadline (and `authorization`, when given).

@@ -115,6 +115,12 @@ impl Application {
     /// Binds the listen address; the backends are connected on first use.
     pub async fn build(config: &Config) -> Result<Self, StartError> {
         let backends = Backends::new(&config.auth_url, &config.catalog_url, config.grpc_timeout())?;
+        Self::build_with(config, backends).await
+    }
+
+    /// As [`Application::build`], with backends made elsewhere (the
+    /// all-in-one launcher's in-memory channels). Backend URLs are ignored.
+    pub async fn build_with(config: &Config, backends: Backends) -> Result<Self, StartError> {
         let io = |source| StartError::Io {
             addr: config.listen,
             source,

@@ -308,7 +308,7 @@ async fn main() {
             };
             let extra = if scenario == Scenario::Rating {
                 // Enough fresh (user, movie) pairs for the whole run.
-                let want = 100 + (seconds as usize * 8_000).div_ceil(connections);
+                let want = 100 + (seconds as usize * 20_000).div_ceil(connections);
                 movies(&mut setup, &adder, want).await
             } else {
                 ids.clone()
@@ -344,6 +344,8 @@ async fn main() {
                     }
                     Scenario::Rating => {
                         let Some(movie) = w.to_rate.pop() else {
+                            // Out of fresh pairs: count a failure without spinning.
+                            tokio::time::sleep(Duration::from_millis(1)).await;
                             return (w, false);
                         };
                         let body = json!({"movie": movie, "rating": 4});
