@@ -1,5 +1,6 @@
 //! Test support shared by every crate's tests (feature `testing`): a
-//! throwaway PostgreSQL database per test, created fresh and dropped after.
+//! throwaway store per test, an SQLite file in a temporary directory or a
+//! PostgreSQL database created fresh and dropped after.
 
 use std::time::Duration;
 
@@ -72,6 +73,41 @@ impl Drop for TempDatabase {
             });
         });
         let _ = done.join();
+    }
+}
+
+/// A store for one test, removed when dropped.
+pub enum TempStore {
+    /// An SQLite file in a temporary directory.
+    Sqlite {
+        /// `sqlite://…` of the file.
+        url: String,
+        /// Removed on drop.
+        dir: tempfile::TempDir,
+    },
+    /// A fresh PostgreSQL database.
+    Postgres(TempDatabase),
+}
+
+impl TempStore {
+    /// An SQLite store in a new temporary directory.
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("events.db").display());
+        Self::Sqlite { url, dir }
+    }
+
+    /// A fresh PostgreSQL database, or `None` as [`TempDatabase::create`].
+    pub async fn postgres(test: &str) -> Option<Self> {
+        TempDatabase::create(test).await.map(Self::Postgres)
+    }
+
+    /// The store's URL, for `event_store::open` or a service's config.
+    pub fn url(&self) -> &str {
+        match self {
+            Self::Sqlite { url, .. } => url,
+            Self::Postgres(db) => db.url(),
+        }
     }
 }
 

@@ -3,7 +3,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{Stores, TestApp, assert_answer};
+use crate::helpers::{TestApp, assert_answer};
 
 crate::on_every_backend!(malformed_requests_get_drf_errors_and_never_a_5xx);
 
@@ -203,5 +203,4 @@ async fn backends_down_or_silent_are_503_or_504() {
         );
         server.abort();
     }
-    drop(Stores::sqlite().await);
 }

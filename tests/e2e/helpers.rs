@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use event_store::testing::TempDatabase;
+use event_store::testing::TempStore;
 use movies::{Config, IdentityCheck, Stack};
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, StatusCode};
@@ -48,32 +48,22 @@ macro_rules! on_every_backend {
 
 /// One store per service; removed when dropped.
 pub struct Stores {
-    auth_url: String,
-    catalog_url: String,
-    _dir: Option<tempfile::TempDir>,
-    _dbs: Vec<TempDatabase>,
+    pub auth: TempStore,
+    pub catalog: TempStore,
 }
 
 impl Stores {
     pub async fn sqlite() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let url = |f: &str| format!("sqlite://{}", dir.path().join(f).display());
         Self {
-            auth_url: url("auth.db"),
-            catalog_url: url("catalog.db"),
-            _dir: Some(dir),
-            _dbs: vec![],
+            auth: TempStore::sqlite(),
+            catalog: TempStore::sqlite(),
         }
     }
 
     pub async fn postgres(test: &str) -> Option<Self> {
-        let auth = TempDatabase::create(test).await?;
-        let catalog = TempDatabase::create(test).await?;
         Some(Self {
-            auth_url: auth.url().to_owned(),
-            catalog_url: catalog.url().to_owned(),
-            _dir: None,
-            _dbs: vec![auth, catalog],
+            auth: TempStore::postgres(test).await?,
+            catalog: TempStore::postgres(test).await?,
         })
     }
 }
@@ -108,9 +98,9 @@ pub fn config(stores: &Stores) -> Config {
     let any = "127.0.0.1:0".parse().unwrap();
     let mut c = Config::default();
     c.auth.listen = any;
-    c.auth.store_url = stores.auth_url.clone();
+    c.auth.store_url = stores.auth.url().to_owned();
     c.catalog.listen = any;
-    c.catalog.store_url = stores.catalog_url.clone();
+    c.catalog.store_url = stores.catalog.url().to_owned();
     c.gateway.listen = any;
     c
 }
@@ -146,7 +136,7 @@ impl TestApp {
     /// The stack as three processes of the real binaries, on `stores`.
     pub async fn processes(stores: &Stores) -> Self {
         let deployment =
-            crate::support::Deployment::start(&stores.auth_url, &stores.catalog_url).await;
+            crate::support::Deployment::start(stores.auth.url(), stores.catalog.url()).await;
         let app = Self {
             base: deployment.base.clone(),
             http: client(),

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use auth_service::{Application, Config};
-use event_store::testing::TempDatabase;
+use event_store::testing::TempStore;
 use proto::auth::auth_service_client::AuthServiceClient;
 use proto::auth::{
     AuthenticateRequest, LoginRequest, LogoutAllRequest, LogoutRequest, RegisterRequest, Session,
@@ -21,7 +21,7 @@ macro_rules! on_every_backend {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
-                    super::$case($crate::helpers::Location::sqlite().await).await;
+                    super::$case($crate::helpers::Location::sqlite()).await;
                 }
             )*
         }
@@ -39,38 +39,14 @@ macro_rules! on_every_backend {
 }
 
 /// Where a test's event store lives; removed when dropped.
-pub struct Location {
-    pub url: String,
-    _dir: Option<tempfile::TempDir>,
-    _db: Option<TempDatabase>,
-}
+pub type Location = TempStore;
 
-impl Location {
-    pub async fn sqlite() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("auth.db").display());
-        Self {
-            url,
-            _dir: Some(dir),
-            _db: None,
-        }
-    }
-
-    pub async fn postgres(test: &str) -> Option<Self> {
-        let db = TempDatabase::create(test).await?;
-        Some(Self {
-            url: db.url().to_owned(),
-            _dir: None,
-            _db: Some(db),
-        })
-    }
-
-    pub fn config(&self) -> Config {
-        Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            store_url: self.url.clone(),
-            ..Config::default()
-        }
+/// auth-service settings for a test on `loc`: any free port, defaults otherwise.
+pub fn config(loc: &Location) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        store_url: loc.url().to_owned(),
+        ..Config::default()
     }
 }
 
@@ -84,7 +60,7 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn start(loc: &Location) -> Self {
-        Self::start_with(loc.config()).await
+        Self::start_with(config(loc)).await
     }
 
     pub async fn start_with(config: Config) -> Self {

@@ -10,7 +10,7 @@ use crate::helpers::{Location, TestApp};
 
 #[tokio::test]
 async fn health_and_reflection_answer_stock_tools() {
-    let loc = Location::sqlite().await;
+    let loc = Location::sqlite();
     let app = TestApp::start(&loc).await;
     let mut health = HealthClient::new(app.channel.clone());
     for service in ["", "movies.auth.v1.AuthService"] {

@@ -59,7 +59,7 @@ async fn logout_all_revokes_every_token_of_the_user(loc: Location) {
 async fn tokens_expire_after_their_lifetime(loc: Location) {
     let app = TestApp::start_with(Config {
         token_ttl_secs: 1,
-        ..loc.config()
+        ..crate::helpers::config(&loc)
     })
     .await;
     let token = app.user("brief").await.token;

@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use catalog_service::Movies;
-use event_store::testing::TempDatabase;
+use event_store::testing::TempStore;
 use proto::auth::RegisterRequest;
 use proto::auth::auth_service_client::AuthServiceClient;
 use proto::catalog::catalog_service_client::CatalogServiceClient;
@@ -45,32 +45,22 @@ macro_rules! on_every_backend {
 
 /// One store per service; removed when dropped.
 pub struct Stores {
-    pub auth_url: String,
-    pub catalog_url: String,
-    _dir: Option<tempfile::TempDir>,
-    _dbs: Vec<TempDatabase>,
+    pub auth: TempStore,
+    pub catalog: TempStore,
 }
 
 impl Stores {
     pub async fn sqlite() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let url = |f: &str| format!("sqlite://{}", dir.path().join(f).display());
         Self {
-            auth_url: url("auth.db"),
-            catalog_url: url("catalog.db"),
-            _dir: Some(dir),
-            _dbs: vec![],
+            auth: TempStore::sqlite(),
+            catalog: TempStore::sqlite(),
         }
     }
 
     pub async fn postgres(test: &str) -> Option<Self> {
-        let auth = TempDatabase::create(test).await?;
-        let catalog = TempDatabase::create(test).await?;
         Some(Self {
-            auth_url: auth.url().to_owned(),
-            catalog_url: catalog.url().to_owned(),
-            _dir: None,
-            _dbs: vec![auth, catalog],
+            auth: TempStore::postgres(test).await?,
+            catalog: TempStore::postgres(test).await?,
         })
     }
 }
@@ -126,7 +116,7 @@ async fn start_catalog(
 ) -> (Running, CatalogServiceClient<Channel>, Arc<Movies>) {
     let app = catalog_service::Application::build(&catalog_service::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        store_url: stores.catalog_url.clone(),
+        store_url: stores.catalog.url().to_owned(),
         auth_url: format!("http://{auth_addr}"),
         service_key: Some(SERVICE_KEY.into()),
         open_subscriptions: false,
@@ -163,7 +153,7 @@ impl Stack {
     pub async fn start(stores: &Stores) -> Self {
         let auth = auth_service::Application::build(&auth_service::Config {
             listen: "127.0.0.1:0".parse().unwrap(),
-            store_url: stores.auth_url.clone(),
+            store_url: stores.auth.url().to_owned(),
             ..Default::default()
         })
         .await
