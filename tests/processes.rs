@@ -268,10 +268,7 @@ async fn three_processes_survive_sigkill_without_losing_or_doubling_writes() {
             let mut client = CatalogServiceClient::connect(format!("http://{replica_addr}"))
                 .await
                 .ok()?;
-            let mut r = tonic::Request::new(ListMoviesRequest {
-                limit: None,
-                offset: 0,
-            });
+            let mut r = tonic::Request::new(ListMoviesRequest::default());
             r.metadata_mut()
                 .insert("authorization", format!("Token {adder}").parse().unwrap());
             let list = client.list_movies(r).await.ok()?.into_inner();

@@ -155,10 +155,27 @@ impl Movies {
         self.read().movie(id).cloned().ok_or(CatalogError::NotFound)
     }
 
-    /// Movies by id ascending.
-    pub fn movies(&self, limit: Option<u32>, offset: u32) -> Page<MovieRow> {
-        self.read()
-            .movies(limit.map(|l| l as usize), offset as usize)
+    /// Movies by id ascending with the list's tag, both read at one instant;
+    /// no rows when the list's tag is `if_none_match` (the caller has them).
+    pub fn movies_unless(
+        &self,
+        limit: Option<u32>,
+        offset: u32,
+        if_none_match: &[u8],
+    ) -> MovieListing {
+        let model = self.read();
+        let etag = *model.movies_etag();
+        if if_none_match == etag {
+            MovieListing::NotModified {
+                etag,
+                count: model.movies(Some(0), 0).count,
+            }
+        } else {
+            MovieListing::Page {
+                etag,
+                page: model.movies(limit.map(|l| l as usize), offset as usize),
+            }
+        }
     }
 
     /// Ratings by id ascending, optionally of one movie.
@@ -183,6 +200,25 @@ impl Movies {
             Err(CatalogError::NotYetApplied)
         }
     }
+}
+
+/// The answer of [`Movies::movies_unless`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum MovieListing {
+    /// The list still has the tag the caller gave.
+    NotModified {
+        /// The list's tag.
+        etag: [u8; 32],
+        /// How many movies exist.
+        count: usize,
+    },
+    /// The list has changed, or the caller gave no tag.
+    Page {
+        /// The list's tag.
+        etag: [u8; 32],
+        /// The rows asked for.
+        page: Page<MovieRow>,
+    },
 }
 
 /// Rebuilds every read model from scratch into a fresh [`Catalog`]: what the

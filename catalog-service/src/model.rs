@@ -55,6 +55,10 @@ pub struct Catalog {
     ratings: BTreeMap<i64, RatingRow>,
     #[serde(skip)]
     ratings_by_movie: HashMap<i64, BTreeSet<i64>>,
+    /// The movie list's tag: SHA-256 chained over every movie added, in
+    /// feed order (derived, so not part of the snapshot).
+    #[serde(skip)]
+    movies_etag: [u8; 32],
     /// Position of the last event folded in: the checkpoint.
     checkpoint: u64,
 }
@@ -86,6 +90,12 @@ impl Catalog {
                 .collect(),
             count: self.movies.len(),
         }
+    }
+
+    /// Names the movie list's content: it changes with every movie added, and
+    /// replicas that folded the same events agree on it.
+    pub fn movies_etag(&self) -> &[u8; 32] {
+        &self.movies_etag
     }
 
     /// Ratings by id ascending, optionally of one movie; `limit: None` means all.
@@ -153,6 +163,7 @@ impl Catalog {
                 director,
                 added_by,
             } => {
+                self.movies_etag = chain_movie(&self.movies_etag, id, &title, &director);
                 self.movies.insert(
                     id,
                     MovieRow {
@@ -188,6 +199,19 @@ impl Catalog {
             }
         }
     }
+}
+
+/// The next movie-list tag: `previous` extended by one movie, each field
+/// length-prefixed so that no two different lists hash the same input.
+fn chain_movie(previous: &[u8; 32], id: i64, title: &str, director: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(previous);
+    h.update(id.to_le_bytes());
+    for text in [title, director] {
+        h.update((text.len() as u64).to_le_bytes());
+        h.update(text.as_bytes());
+    }
+    h.finalize().into()
 }
 
 impl ReadModel for Catalog {

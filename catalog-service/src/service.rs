@@ -14,7 +14,7 @@ use proto::catalog::{
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::catalog::Movies;
+use crate::catalog::{MovieListing, Movies};
 use crate::domain::{CatalogError, MOVIE_IDS_STREAM, RATING_IDS_STREAM};
 use crate::identity::{Identity, token_of};
 use crate::model::{MovieRow, RatingRow};
@@ -130,11 +130,25 @@ impl CatalogService for CatalogGrpc {
     ) -> Result<Response<ListMoviesResponse>, Status> {
         self.caller(&request).await?;
         let r = request.get_ref();
-        let page = self.movies.movies(r.limit, r.offset);
-        Ok(Response::new(ListMoviesResponse {
-            movies: page.items.into_iter().map(movie_message).collect(),
-            count: page.count as u64,
-        }))
+        Ok(Response::new(
+            match self
+                .movies
+                .movies_unless(r.limit, r.offset, &r.if_none_match)
+            {
+                MovieListing::NotModified { etag, count } => ListMoviesResponse {
+                    movies: Vec::new(),
+                    count: count as u64,
+                    etag: etag.to_vec(),
+                    not_modified: true,
+                },
+                MovieListing::Page { etag, page } => ListMoviesResponse {
+                    movies: page.items.into_iter().map(movie_message).collect(),
+                    count: page.count as u64,
+                    etag: etag.to_vec(),
+                    not_modified: false,
+                },
+            },
+        ))
     }
 
     async fn rate_movie(

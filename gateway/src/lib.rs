@@ -6,6 +6,7 @@ mod backends;
 mod config;
 pub mod error;
 mod extract;
+mod list_cache;
 mod observe;
 mod pagination;
 pub mod routes;
@@ -28,6 +29,8 @@ pub struct AppState {
     backends: Backends,
     metrics: Arc<Metrics>,
     openapi: Arc<str>,
+    /// `GET /api/auth/movies` answers by (limit, offset), kept with the catalog's tag.
+    movie_lists: Arc<list_cache::ListCache<(Option<u32>, u32)>>,
 }
 
 /// The OpenAPI document, generated from the handlers and their types.
@@ -74,6 +77,7 @@ pub fn router(backends: Backends) -> Router {
         backends,
         metrics: Arc::new(Metrics::default()),
         openapi: openapi.into(),
+        movie_lists: Arc::default(),
     };
     Router::new()
         .merge(routes::auth::router())

@@ -1,11 +1,12 @@
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, assert_answer};
 
 crate::on_every_backend!(
     the_documented_flow_reads_its_own_writes,
     movie_lists_paginate_like_drf,
+    repeated_lists_follow_every_change,
     movie_detail_has_stats_and_unknown_ids_are_404,
     invalid_movies_are_400_per_field,
 );
@@ -106,6 +107,82 @@ async fn movie_lists_paginate_like_drf(app: TestApp) {
         let a = app.get(&format!("/api/auth/movies{q}"), Some(&t)).await;
         assert_eq!(a.body.as_array().map(Vec::len), Some(5), "{q}");
     }
+}
+
+/// The gateway keeps list answers and has the catalog confirm them by tag:
+/// every read after a change must still show it, in every form of the list.
+async fn repeated_lists_follow_every_change(app: TestApp) {
+    let (adder, _) = app.user("adder").await;
+    let (rater, _) = app.user("rater").await;
+    let movie = |id: i64, title: &str| json!({"id": id, "title": title, "director": "D"});
+    let page = |count: i64, next: Option<&str>, results: Value| {
+        let next = next.map(|q| format!("{}/api/auth/movies?{q}", app.base));
+        json!({"count": count, "next": next, "previous": null, "results": results})
+    };
+    for _ in 0..2 {
+        assert_answer(
+            &app.get("/api/auth/movies", Some(&adder)).await,
+            StatusCode::OK,
+            json!([]),
+        );
+        let a = app.get("/api/auth/movies?limit=1", Some(&adder)).await;
+        assert_answer(&a, StatusCode::OK, page(0, None, json!([])));
+    }
+    let m0 = app.movie(&adder, "M0").await;
+    for _ in 0..2 {
+        let a = app.get("/api/auth/movies", Some(&rater)).await;
+        assert_answer(&a, StatusCode::OK, json!([movie(m0, "M0")]));
+        let a = app.get("/api/auth/movies?limit=1", Some(&rater)).await;
+        assert_answer(&a, StatusCode::OK, page(1, None, json!([movie(m0, "M0")])));
+    }
+    // A rating does not change the list.
+    let a = app
+        .post(
+            "/api/auth/rating",
+            Some(&rater),
+            json!({"movie": m0, "rating": 5}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let a = app.get("/api/auth/movies", Some(&adder)).await;
+    assert_answer(&a, StatusCode::OK, json!([movie(m0, "M0")]));
+    let m1 = app.movie(&rater, "M1").await;
+    let a = app.get("/api/auth/movies", Some(&adder)).await;
+    assert_answer(
+        &a,
+        StatusCode::OK,
+        json!([movie(m0, "M0"), movie(m1, "M1")]),
+    );
+    let a = app.get("/api/auth/movies?limit=1", Some(&adder)).await;
+    assert_answer(
+        &a,
+        StatusCode::OK,
+        page(2, Some("limit=1&offset=1"), json!([movie(m0, "M0")])),
+    );
+    // A kept page still gets links built from this request's Host.
+    let a = app
+        .http
+        .get(format!("{}/api/auth/movies?limit=1", app.base))
+        .header("authorization", format!("Token {adder}"))
+        .header("host", "films.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(a.status(), StatusCode::OK);
+    let body: Value = a.json().await.unwrap();
+    assert_eq!(
+        body["next"],
+        "http://films.example/api/auth/movies?limit=1&offset=1"
+    );
+    // A revoked token is refused even though the list is kept.
+    let a = app.post("/api/auth/logout", Some(&adder), json!({})).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    let a = app.get("/api/auth/movies", Some(&adder)).await;
+    assert_answer(
+        &a,
+        StatusCode::UNAUTHORIZED,
+        json!({"detail": "Invalid token."}),
+    );
 }
 
 async fn movie_detail_has_stats_and_unknown_ids_are_404(app: TestApp) {

@@ -164,10 +164,7 @@ async fn main() {
     tokio::spawn(in_process.run_until_stopped(std::future::pending()));
 
     let list = move |mut c: CatalogServiceClient<Channel>| {
-        let mut r = tonic::Request::new(ListMoviesRequest {
-            limit: None,
-            offset: 0,
-        });
+        let mut r = tonic::Request::new(ListMoviesRequest::default());
         r.metadata_mut()
             .insert("authorization", format!("Token {token}").parse().unwrap());
         async move {

@@ -235,9 +235,25 @@ impl Stack {
         limit: Option<u32>,
         offset: u32,
     ) -> Result<ListMoviesResponse, Status> {
+        self.list_movies_with(
+            token,
+            ListMoviesRequest {
+                limit,
+                offset,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn list_movies_with(
+        &self,
+        token: &str,
+        request: ListMoviesRequest,
+    ) -> Result<ListMoviesResponse, Status> {
         self.client
             .clone()
-            .list_movies(authed(token, ListMoviesRequest { limit, offset }))
+            .list_movies(authed(token, request))
             .await
             .map(|r| r.into_inner())
     }

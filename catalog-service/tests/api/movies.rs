@@ -1,10 +1,13 @@
 use tonic::{Code, Request};
 
+use proto::catalog::ListMoviesRequest;
+
 use crate::helpers::{Stack, Stores, assert_code, violations};
 
 crate::on_every_backend!(
     added_movies_are_listed_and_detailed_at_once,
     movie_lists_paginate_by_id,
+    a_list_request_with_the_current_tag_is_not_modified,
     invalid_movies_are_refused_naming_each_field,
     calls_without_or_with_a_bad_token_are_unauthenticated,
     a_revoked_token_is_refused_on_the_very_next_call,
@@ -64,6 +67,73 @@ async fn movie_lists_paginate_by_id(stores: Stores) {
             .len(),
         0
     );
+}
+
+async fn a_list_request_with_the_current_tag_is_not_modified(stores: Stores) {
+    let mut stack = Stack::start(&stores).await;
+    let (token, _) = stack.user("adder").await;
+    let (rater, _) = stack.user("rater").await;
+    let first = stack.add_movie(&token, "M1", "D").await.unwrap();
+    let full = stack.list_movies(&token, None, 0).await.unwrap();
+    assert!(!full.not_modified);
+    assert_eq!(full.etag.len(), 32);
+    let unless = |etag: &[u8], limit| ListMoviesRequest {
+        limit,
+        offset: 0,
+        if_none_match: etag.to_vec(),
+    };
+
+    // Same list: no rows, the same tag and count.
+    let same = stack
+        .list_movies_with(&token, unless(&full.etag, None))
+        .await
+        .unwrap();
+    assert!(same.not_modified);
+    assert!(same.movies.is_empty());
+    assert_eq!(
+        (same.etag.as_slice(), same.count),
+        (full.etag.as_slice(), 1)
+    );
+    // The tag names the whole list, so it serves every page of it.
+    assert!(
+        stack
+            .list_movies_with(&token, unless(&full.etag, Some(1)))
+            .await
+            .unwrap()
+            .not_modified
+    );
+    // A stale or foreign tag gets the rows.
+    let other = stack
+        .list_movies_with(&token, unless(b"not a tag", None))
+        .await
+        .unwrap();
+    assert_eq!((other.not_modified, other.movies.len()), (false, 1));
+
+    // A rating leaves the list as it was; a new movie changes its tag, and the
+    // very next conditional read has it.
+    stack.rate(&rater, first.id, 4).await.unwrap();
+    let rated = stack
+        .list_movies_with(&token, unless(&full.etag, None))
+        .await
+        .unwrap();
+    assert!(rated.not_modified);
+    let second = stack.add_movie(&token, "M2", "D").await.unwrap();
+    let grown = stack
+        .list_movies_with(&token, unless(&full.etag, None))
+        .await
+        .unwrap();
+    assert!(!grown.not_modified);
+    assert_ne!(grown.etag, full.etag);
+    assert_eq!(grown.movies, [first, second]);
+
+    // The tag is derived from the events alone: a catalog rebuilt from the
+    // store (a restart, or another replica) gives the same one.
+    stack.restart_catalog(&stores).await;
+    let again = stack
+        .list_movies_with(&token, unless(&grown.etag, None))
+        .await
+        .unwrap();
+    assert!(again.not_modified);
 }
 
 async fn invalid_movies_are_refused_naming_each_field(stores: Stores) {

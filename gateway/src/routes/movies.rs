@@ -1,7 +1,11 @@
 //! Movies: list, add, detail.
 
+use std::sync::Arc;
+
+use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use proto::catalog::{AddMovieRequest, GetMovieRequest, ListMoviesRequest, Movie};
@@ -11,7 +15,8 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Fields, JsonObject};
-use crate::pagination::{ListQuery, Paginated};
+use crate::list_cache::CachedList;
+use crate::pagination::{ListQuery, Paginated, RawPage};
 use crate::routes::{AuthHeader, Detail, FieldErrors, absolute_url};
 
 /// The routes of this module.
@@ -91,29 +96,51 @@ pub async fn list_movies(
     auth: AuthHeader,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Result<Json<MovieList>, ApiError> {
+) -> Result<Response, ApiError> {
     let q = ListQuery::parse(query.as_deref());
+    let key = (q.limit, if q.limit.is_some() { q.offset } else { 0 });
+    let kept = state.movie_lists.get(&key);
     let b = &state.backends;
     let request = b.request(
         ListMoviesRequest {
-            limit: q.limit,
-            offset: if q.limit.is_some() { q.offset } else { 0 },
+            limit: key.0,
+            offset: key.1,
+            if_none_match: kept.as_ref().map(|k| k.etag.clone()).unwrap_or_default(),
         },
         Some(&auth.value),
     )?;
-    let page = b.call(b.catalog.clone().list_movies(request)).await?;
-    let results: Vec<MovieOut> = page.movies.into_iter().map(movie_out).collect();
-    Ok(Json(if q.limit.is_some() {
-        let (next, previous) = q.links(&absolute_url(&headers, "/api/auth/movies"), page.count);
-        MovieList::Page(Paginated {
-            count: page.count,
+    let answer = b.call(b.catalog.clone().list_movies(request)).await?;
+    let list = match kept {
+        Some(kept) if answer.not_modified && answer.etag == kept.etag => kept,
+        _ if answer.not_modified => {
+            return Err(ApiError::Grpc(tonic::Status::internal(
+                "catalog-service answered not_modified to a tag it was not sent",
+            )));
+        }
+        _ => {
+            let rows: Vec<MovieOut> = answer.movies.into_iter().map(movie_out).collect();
+            let list = Arc::new(CachedList {
+                etag: answer.etag,
+                count: answer.count,
+                results: serde_json::value::to_raw_value(&rows).expect("movies always serialize"),
+            });
+            state.movie_lists.put(key, list.clone());
+            list
+        }
+    };
+    let body = if q.limit.is_some() {
+        let (next, previous) = q.links(&absolute_url(&headers, "/api/auth/movies"), list.count);
+        let page = RawPage {
+            count: list.count,
             next,
             previous,
-            results,
-        })
+            results: &list.results,
+        };
+        Bytes::from(serde_json::to_vec(&page).expect("pages always serialize"))
     } else {
-        MovieList::All(results)
-    }))
+        list.results_body()
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Adds a movie; the caller becomes its `added_by`.
