@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use platform::grpc::GrpcChannel;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -28,12 +29,14 @@ pub struct Config {
     pub gateway: gateway::Config,
 }
 
-/// How catalog-service checks the caller's token.
+/// How the services reach each other inside the stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdentityCheck {
-    /// Ask auth-service's in-memory read model directly (one process).
+    /// As one process should: catalog-service asks auth-service's read model
+    /// directly, and the gateway calls both services in-process.
     InProcess,
-    /// Call auth-service's `Authenticate` over gRPC, as separate processes do.
+    /// As separate processes do: every hop is gRPC over TCP, and the catalog
+    /// calls auth-service's `Authenticate`.
     Grpc,
 }
 
@@ -89,12 +92,12 @@ impl Stack {
             ..config.gateway.clone()
         };
         let gateway = match identity {
-            // In one process the gateway reaches the services over in-memory
-            // connections: the same gRPC, without loopback sockets.
+            // In one process the gateway calls the services in-process: the
+            // same gRPC services and codec, without HTTP/2 or sockets.
             IdentityCheck::InProcess => {
                 let backends = gateway::Backends::with_channels(
-                    auth.in_memory_channel(),
-                    catalog.in_memory_channel(),
+                    GrpcChannel::InProcess(auth.in_process_channel()),
+                    GrpcChannel::InProcess(catalog.in_process_channel()),
                     gateway_config.grpc_timeout(),
                 );
                 gateway::Application::build_with(&gateway_config, backends).await?

@@ -69,10 +69,10 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// A client channel to this service from inside the process (served
-    /// beside the TCP listener once running): same gRPC, no socket.
-    pub fn in_memory_channel(&mut self) -> tonic::transport::Channel {
-        self.listener.in_memory_channel()
+    /// A client of this service for callers in this process: calls run the
+    /// service directly (beside the TCP listener, once running).
+    pub fn in_process_channel(&mut self) -> platform::grpc::in_process::Channel {
+        self.listener.in_process_channel()
     }
 
     /// The domain core, for in-process callers.

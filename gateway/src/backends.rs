@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use platform::grpc::GrpcChannel;
 use proto::auth::auth_service_client::AuthServiceClient;
 use proto::catalog::catalog_service_client::CatalogServiceClient;
 use tonic::transport::{Channel, Endpoint};
@@ -18,11 +19,11 @@ use crate::error::ApiError;
 #[derive(Clone)]
 pub struct Backends {
     /// auth-service.
-    pub auth: AuthServiceClient<Channel>,
+    pub auth: AuthServiceClient<GrpcChannel>,
     /// catalog-service.
-    pub catalog: CatalogServiceClient<Channel>,
-    auth_channel: Channel,
-    catalog_channel: Channel,
+    pub catalog: CatalogServiceClient<GrpcChannel>,
+    auth_channel: GrpcChannel,
+    catalog_channel: GrpcChannel,
     timeout: Duration,
 }
 
@@ -44,16 +45,16 @@ impl Backends {
         timeout: Duration,
     ) -> Result<Self, tonic::transport::Error> {
         Ok(Self::with_channels(
-            channel(auth_url, timeout)?,
-            channel(catalog_url, timeout)?,
+            GrpcChannel::Remote(channel(auth_url, timeout)?),
+            GrpcChannel::Remote(channel(catalog_url, timeout)?),
             timeout,
         ))
     }
 
-    /// Clients over channels made elsewhere (in one process: in-memory ones).
+    /// Clients over channels made elsewhere (in one process: in-process ones).
     pub fn with_channels(
-        auth_channel: Channel,
-        catalog_channel: Channel,
+        auth_channel: GrpcChannel,
+        catalog_channel: GrpcChannel,
         timeout: Duration,
     ) -> Self {
         Self {
@@ -134,7 +135,7 @@ impl Backends {
 
     /// Which services do not answer their health check as serving (empty: all ready).
     pub async fn not_ready(&self) -> Vec<&'static str> {
-        let check = |channel: Channel| async move {
+        let check = |channel: GrpcChannel| async move {
             let mut health = HealthClient::new(channel);
             let request = HealthCheckRequest {
                 service: String::new(),

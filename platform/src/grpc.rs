@@ -32,11 +32,11 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// A bound gRPC listener (and, if asked for, an in-memory one beside it).
+/// A bound gRPC listener (and, if asked for, in-process clients beside it).
 pub struct GrpcListener {
     incoming: TcpIncoming,
     local_addr: SocketAddr,
-    in_memory: Option<in_memory::Incoming>,
+    in_process: Option<in_process::Channel>,
 }
 
 impl GrpcListener {
@@ -48,16 +48,17 @@ impl GrpcListener {
         Ok(Self {
             incoming: TcpIncoming::from(listener).with_nodelay(Some(true)),
             local_addr,
-            in_memory: None,
+            in_process: None,
         })
     }
 
-    /// A client channel to this server from inside the process, served
-    /// beside the TCP listener (for callers in the same process).
-    pub fn in_memory_channel(&mut self) -> tonic::transport::Channel {
-        let (channel, incoming) = in_memory::channel();
-        self.in_memory = Some(incoming);
-        channel
+    /// A client of this server for callers in the same process: calls run
+    /// the service directly, beside the TCP listener, from when it serves
+    /// until it stops.
+    pub fn in_process_channel(&mut self) -> in_process::Channel {
+        self.in_process
+            .get_or_insert_with(in_process::Channel::default)
+            .clone()
     }
 
     /// Where it listens.
@@ -88,82 +89,258 @@ impl GrpcListener {
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .build_v1()?;
         tracing::info!(addr = %self.local_addr, service = S::NAME, "listening");
-        let router = tonic::transport::Server::builder()
-            .add_service(health_service)
+        let routes = tonic::service::Routes::new(health_service)
             .add_service(reflection)
-            .add_service(service);
-        match self.in_memory {
-            None => {
-                router
-                    .serve_with_incoming_shutdown(self.incoming, shutdown)
-                    .await?
-            }
-            Some(in_memory) => {
-                // One shutdown signal for both servers.
-                let (stop, stopped) = tokio::sync::watch::channel(false);
-                let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                };
-                let tcp = router
-                    .clone()
-                    .serve_with_incoming_shutdown(self.incoming, wait(stopped.clone()));
-                let memory = router.serve_with_incoming_shutdown(in_memory, wait(stopped));
-                let signal = async move {
-                    shutdown.await;
-                    let _ = stop.send(true);
-                    Ok::<(), tonic::transport::Error>(())
-                };
-                tokio::try_join!(tcp, memory, signal)?;
-            }
+            .add_service(service)
+            .prepare();
+        if let Some(c) = &self.in_process {
+            c.serve(routes.clone());
         }
+        let served = tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(self.incoming, shutdown)
+            .await;
+        if let Some(c) = &self.in_process {
+            c.stop();
+        }
+        served?;
         tracing::info!(service = S::NAME, "stopped");
         Ok(())
     }
 }
 
-/// A gRPC connection inside one process: the server end of each connection
-/// a [`channel`] opens arrives through the receiver, to be served beside the
-/// TCP listener. Same HTTP/2 and protobuf as over TCP, without the socket
-/// system calls of a loopback hop.
-pub mod in_memory {
+/// gRPC calls inside one process, handed straight to the server's routes:
+/// the caller's task runs the whole call (client codec, metadata, the
+/// service, the server codec) with no HTTP/2 framing, no connection tasks
+/// and no socket; the idea of grpc-java's in-process transport. Calls made
+/// before the server serves wait for it (within the caller's deadline);
+/// calls made after it stopped fail UNAVAILABLE.
+pub mod in_process {
+    use std::convert::Infallible;
+    use std::future::Future;
     use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, OnceLock};
     use std::task::{Context, Poll};
 
-    use tokio::io::DuplexStream;
-    use tokio::sync::mpsc;
-    use tonic::transport::{Channel, Endpoint};
+    use tokio::sync::Notify;
+    use tonic::body::Body;
+    use tonic::codegen::Service;
+    use tonic::codegen::http::{Request, Response};
+    use tonic::service::Routes;
 
-    /// Bytes buffered each way per connection.
-    const BUFFER: usize = 256 * 1024;
+    type RoutesFuture = <Routes as Service<Request<Body>>>::Future;
+    type Answer = Result<Response<Body>, tonic::Status>;
 
-    /// Server ends of in-memory connections, as a stream for
-    /// `serve_with_incoming`.
-    pub struct Incoming(mpsc::Receiver<DuplexStream>);
+    /// The client end: cheap to clone, every clone reaches the same server.
+    #[derive(Clone, Default)]
+    pub struct Channel(Arc<Slot>);
 
-    impl futures_core::Stream for Incoming {
-        type Item = Result<DuplexStream, std::io::Error>;
+    #[derive(Default)]
+    struct Slot {
+        routes: OnceLock<Routes>,
+        started: Notify,
+        stopped: AtomicBool,
+    }
 
-        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-            self.0.poll_recv(cx).map(|c| c.map(Ok))
+    impl std::fmt::Debug for Channel {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("in_process::Channel")
+                .field("started", &self.0.routes.get().is_some())
+                .field("stopped", &self.0.stopped.load(Ordering::Relaxed))
+                .finish()
         }
     }
 
-    /// A lazily connecting client channel and the incoming connections its
-    /// server must accept.
-    pub fn channel() -> (Channel, Incoming) {
-        let (tx, rx) = mpsc::channel(16);
-        let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| {
-            let tx = tx.clone();
-            async move {
-                let (client, server) = tokio::io::duplex(BUFFER);
-                tx.send(server)
-                    .await
-                    .map_err(|_| std::io::Error::other("the in-memory server is gone"))?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(client))
+    impl Channel {
+        /// From now on, calls go to `routes`.
+        pub(super) fn serve(&self, routes: Routes) {
+            // A listener serves once, so the slot is empty here.
+            let _ = self.0.routes.set(routes);
+            self.0.started.notify_waiters();
+        }
+
+        /// The server stopped: new calls are refused, calls under way finish.
+        pub(super) fn stop(&self) {
+            self.0.stopped.store(true, Ordering::Release);
+            self.0.started.notify_waiters();
+        }
+    }
+
+    fn not_serving() -> tonic::Status {
+        tonic::Status::unavailable("the in-process service has stopped")
+    }
+
+    impl Channel {
+        /// Waits until the server serves (or stops), then calls it.
+        async fn when_serving(self, request: Request<Body>) -> Answer {
+            loop {
+                let started = self.0.started.notified();
+                tokio::pin!(started);
+                // Registered before the checks, so no wake-up is missed.
+                started.as_mut().enable();
+                if self.0.stopped.load(Ordering::Acquire) {
+                    return Err(not_serving());
+                }
+                if let Some(routes) = self.0.routes.get() {
+                    let answer = routes.clone().call(request).await;
+                    return Ok(answer.unwrap_or_else(|never: Infallible| match never {}));
+                }
+                started.await;
             }
-        });
-        let channel =
-            Endpoint::from_static("http://in-memory.local").connect_with_connector_lazy(connector);
-        (channel, Incoming(rx))
+        }
+    }
+
+    impl Service<Request<Body>> for Channel {
+        type Response = Response<Body>;
+        type Error = tonic::Status;
+        type Future = ResponseFuture;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: Request<Body>) -> Self::Future {
+            ResponseFuture(if self.0.stopped.load(Ordering::Acquire) {
+                Pending::Stopped
+            } else if let Some(routes) = self.0.routes.get() {
+                Pending::Call(routes.clone().call(request))
+            } else {
+                Pending::Starting(Box::pin(self.clone().when_serving(request)))
+            })
+        }
+    }
+
+    /// The answer of a call.
+    pub struct ResponseFuture(Pending);
+
+    // The large variant is the one nearly every call takes; boxing it would
+    // cost an allocation per call to shrink the rare ones.
+    #[allow(clippy::large_enum_variant)]
+    enum Pending {
+        Call(RoutesFuture),
+        Starting(Pin<Box<dyn Future<Output = Answer> + Send>>),
+        Stopped,
+    }
+
+    impl Future for ResponseFuture {
+        type Output = Answer;
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
+            match &mut self.0 {
+                Pending::Call(call) => Pin::new(call)
+                    .poll(cx)
+                    .map(|r| Ok(r.unwrap_or_else(|never: Infallible| match never {}))),
+                Pending::Starting(call) => call.as_mut().poll(cx),
+                Pending::Stopped => Poll::Ready(Err(not_serving())),
+            }
+        }
+    }
+}
+
+/// How a client reaches a service: over the network, or inside this process.
+#[derive(Clone, Debug)]
+pub enum GrpcChannel {
+    /// An HTTP/2 channel (reconnects by itself).
+    Remote(tonic::transport::Channel),
+    /// A server in this process.
+    InProcess(in_process::Channel),
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Service<Request<Body>> for GrpcChannel {
+    type Response = tonic::codegen::http::Response<Body>;
+    type Error = BoxError;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send + 'static>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        match self {
+            Self::Remote(c) => c.poll_ready(cx).map_err(Into::into),
+            Self::InProcess(c) => c.poll_ready(cx).map_err(Into::into),
+        }
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        match self {
+            Self::Remote(c) => {
+                let call = c.call(request);
+                Box::pin(async move { call.await.map_err(Into::into) })
+            }
+            Self::InProcess(c) => {
+                let call = c.call(request);
+                Box::pin(async move { call.await.map_err(Into::into) })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    use super::*;
+
+    /// A service with nothing to offer: the listener serves health beside it.
+    #[derive(Clone)]
+    struct Nothing;
+
+    impl NamedService for Nothing {
+        const NAME: &'static str = "test.Nothing";
+    }
+
+    impl Service<Request<Body>> for Nothing {
+        type Response = tonic::codegen::http::Response<Body>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request<Body>) -> Self::Future {
+            std::future::ready(Ok(tonic::Status::unimplemented("").into_http()))
+        }
+    }
+
+    async fn health(channel: GrpcChannel) -> Result<i32, tonic::Status> {
+        let request = HealthCheckRequest {
+            service: Nothing::NAME.into(),
+        };
+        let answer = HealthClient::new(channel).check(request).await?;
+        Ok(answer.into_inner().status)
+    }
+
+    #[tokio::test]
+    async fn in_process_calls_wait_for_the_server_and_fail_once_it_stopped() {
+        let mut listener = GrpcListener::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let channel = GrpcChannel::InProcess(listener.in_process_channel());
+        let early = tokio::spawn(health(channel.clone()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!early.is_finished(), "a call before serving waits");
+
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(listener.serve(Nothing, async {
+            let _ = stopped.await;
+        }));
+        let serving = ServingStatus::Serving as i32;
+        assert_eq!(early.await.unwrap().unwrap(), serving);
+        assert_eq!(health(channel.clone()).await.unwrap(), serving);
+
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+        let after = health(channel).await.unwrap_err();
+        assert_eq!(after.code(), tonic::Code::Unavailable, "{after:?}");
     }
 }
