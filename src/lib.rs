@@ -126,55 +126,52 @@ impl Stack {
         self.catalog.local_addr()
     }
 
-    /// Serves until `shutdown` resolves or a service fails; then stops every
-    /// service, letting in-flight requests finish. Every acknowledged write is
-    /// already durable in its store, so nothing else needs flushing.
+    /// Serves until `shutdown` resolves or a service fails; then stops the
+    /// gateway, letting in-flight requests finish (their calls to the
+    /// services included), and only then the services. Every acknowledged
+    /// write is already durable in its store, so nothing else needs flushing.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), BoxError> {
-        let (stop_tx, stop) = watch::channel(false);
+        let (stop_gateway, gateway_stop) = watch::channel(false);
+        let (stop_services, services_stop) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
         let mut servers = JoinSet::new();
         let (auth, catalog, gateway) = (self.auth, self.catalog, self.gateway);
-        let on_stop = stopped(stop.clone());
+        let on_stop = stopped(gateway_stop);
         servers.spawn(async move {
-            (
-                "gateway",
-                gateway
-                    .run_until_stopped(on_stop)
-                    .await
-                    .map_err(BoxError::from),
-            )
+            let ended = gateway.run_until_stopped(on_stop).await;
+            (GATEWAY, ended.map_err(BoxError::from))
         });
-        let on_stop = stopped(stop.clone());
+        let on_stop = stopped(services_stop.clone());
         servers.spawn(async move {
-            (
-                "catalog-service",
-                catalog
-                    .run_until_stopped(on_stop)
-                    .await
-                    .map_err(BoxError::from),
-            )
+            let ended = catalog.run_until_stopped(on_stop).await;
+            ("catalog-service", ended.map_err(BoxError::from))
         });
-        let on_stop = stopped(stop.clone());
+        let on_stop = stopped(services_stop);
         servers.spawn(async move {
-            (
-                "auth-service",
-                auth.run_until_stopped(on_stop)
-                    .await
-                    .map_err(BoxError::from),
-            )
+            let ended = auth.run_until_stopped(on_stop).await;
+            ("auth-service", ended.map_err(BoxError::from))
         });
 
         let mut failed = false;
+        let mut gateway_running = true;
         tokio::select! {
             () = shutdown => {}
-            Some(ended) = servers.join_next() => failed = report(ended),
+            Some(ended) = servers.join_next() => {
+                gateway_running = !ended_is(&ended, GATEWAY);
+                failed = report(ended);
+            }
         }
-        let _ = stop_tx.send(true);
+        let _ = stop_gateway.send(true);
+        while gateway_running && let Some(ended) = servers.join_next().await {
+            gateway_running = !ended_is(&ended, GATEWAY);
+            failed |= report(ended);
+        }
+        let _ = stop_services.send(true);
         while let Some(ended) = servers.join_next().await {
             failed |= report(ended);
         }
@@ -186,9 +183,19 @@ impl Stack {
     }
 }
 
+const GATEWAY: &str = "gateway";
+
+type Ended = Result<(&'static str, Result<(), BoxError>), tokio::task::JoinError>;
+
+/// Whether `ended` is the end of the server called `name` (a panicked task
+/// counts as any: its name is lost, and everything stops anyway).
+fn ended_is(ended: &Ended, name: &str) -> bool {
+    ended.as_ref().map_or(true, |(n, _)| *n == name)
+}
+
 /// Logs how a server ended; answers whether that was a failure (a server
 /// ending before the shutdown signal is one, even without an error).
-fn report(ended: Result<(&'static str, Result<(), BoxError>), tokio::task::JoinError>) -> bool {
+fn report(ended: Ended) -> bool {
     match ended {
         Ok((name, Ok(()))) => {
             tracing::info!(service = name, "stopped");

@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{Stores, TestApp};
+use crate::helpers::{Stores, TestApp, config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn health_readiness_metrics_and_openapi_answer() {
@@ -69,4 +69,61 @@ async fn request_ids_are_echoed_or_made() {
         .await
         .unwrap();
     assert_eq!(r.headers()["x-request-id"].len(), 32);
+}
+
+/// Stopping the stack (Ctrl-C, SIGTERM) lets the requests under way finish
+/// with their real answers: the gateway drains first, and the services stop
+/// only after it (their TCP listeners included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shutdown_lets_requests_in_flight_finish() {
+    use std::time::{Duration, Instant};
+    let stores = Stores::sqlite().await;
+    let stack = movies::Stack::build(&config(&stores), movies::IdentityCheck::InProcess)
+        .await
+        .expect("stack starts");
+    let auth_addr = stack.auth_addr();
+    let app = TestApp::serve(stack).await;
+    app.user("walker").await;
+    // Logins are slow (argon2id on a small pool), so many of these are still
+    // being worked on when the stop comes.
+    let url = format!("{}/api/auth/login", app.base);
+    let logins: Vec<_> = (0..32)
+        .map(|_| {
+            let (http, url) = (app.http.clone(), url.clone());
+            tokio::spawn(async move {
+                let r = http
+                    .post(url)
+                    .json(&json!({"username": "walker", "password": "password123"}))
+                    .send()
+                    .await;
+                (r.map(|r| r.status()), Instant::now())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stopping = tokio::spawn(app.stop());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(
+        platform::probe::grpc_serving(auth_addr).await,
+        "auth-service still serves while the gateway drains"
+    );
+    let probed = Instant::now();
+    stopping.await.unwrap();
+    let mut later = 0;
+    for login in logins {
+        let (status, at) = login.await.unwrap();
+        assert_eq!(
+            status.expect("every request gets an answer"),
+            StatusCode::OK
+        );
+        later += usize::from(at > probed);
+    }
+    assert!(
+        later > 0,
+        "no request was still in flight: the test proved nothing"
+    );
+    assert!(
+        !platform::probe::grpc_serving(auth_addr).await,
+        "auth-service stops after the gateway"
+    );
 }
