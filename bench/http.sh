@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The REST load benchmark: the whole stack (cargo run --release, embedded
 # store, request logs at warn) beside a bare axum handler serving the same
-# 100-movie JSON from memory, measured in one run by the same generator.
+# 100-movie JSON from memory, measured in one run by the same generator;
+# then GET movies again with the stack as three processes.
 #
 #   bash bench/http.sh [seconds] [rounds]
 #
@@ -12,7 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
 rounds=${2:-3}
-cargo build --release -q -p movies -p bench --bin movies --bin loadgen
+cargo build --release -q -p movies -p bench -p auth-service -p catalog-service -p gateway \
+  --bin movies --bin loadgen --bin auth-service --bin catalog-service --bin gateway
 bin=$PWD/target/release
 work=$(mktemp -d)
 pids=()
@@ -37,20 +39,38 @@ start_stack() {
 }
 stop_stack() { kill "$stack"; wait "$stack" 2>/dev/null || true; }
 
+# The same stack as three processes (as docker compose runs it): every hop is
+# gRPC over loopback TCP, and catalog-service checks tokens with auth-service.
+procs=()
+start_procs() {
+  rm -rf "$work/data"
+  (cd "$work" && RUST_LOG=warn exec "$bin/auth-service" --auth-listen 127.0.0.1:50061) & procs=($!)
+  (cd "$work" && RUST_LOG=warn exec "$bin/catalog-service" --catalog-listen 127.0.0.1:50062 \
+    --catalog-auth-url http://127.0.0.1:50061) & procs+=($!)
+  (cd "$work" && RUST_LOG=warn exec "$bin/gateway" --gateway-listen 127.0.0.1:8001 \
+    --gateway-auth-url http://127.0.0.1:50061 --gateway-catalog-url http://127.0.0.1:50062) & procs+=($!)
+  pids+=("${procs[@]}")
+  for _ in $(seq 1 100); do curl -sf -o /dev/null http://127.0.0.1:8001/readyz && return 0; sleep 0.1; done
+  echo "the three processes never got ready" >&2; exit 1
+}
+stop_procs() { kill "${procs[@]}"; wait "${procs[@]}" 2>/dev/null || true; }
+
 declare -A results
 for round in $(seq 1 "$rounds"); do
-  for case in bare:movies:8100 stack:movies:8000 stack:rating:8000 stack:login:8000; do
+  for case in bare:movies:8100 stack:movies:8000 stack:rating:8000 stack:login:8000 procs:movies:8001; do
     IFS=: read -r target scenario port <<<"$case"
     [ "$target" = stack ] && start_stack
+    [ "$target" = procs ] && start_procs
     out=$("$bin/loadgen" run --url "http://127.0.0.1:$port" --scenario "$scenario" --seconds "$seconds")
     [ "$target" = stack ] && stop_stack
+    [ "$target" = procs ] && stop_procs
     echo "round $round  $target $scenario: $out"
     results[$target-$scenario]+="$(echo "$out" | rate_of) "
   done
 done
 echo "--- medians over $rounds rounds of $seconds s, 64 connections"
 bare=$(echo "${results[bare-movies]}" | tr ' ' '\n' | grep . | median)
-for k in bare-movies stack-movies stack-rating stack-login; do
+for k in bare-movies stack-movies stack-rating stack-login procs-movies; do
   m=$(echo "${results[$k]}" | tr ' ' '\n' | grep . | median)
   printf '%-14s %9.0f req/s  (%.2fx bare)\n' "$k" "$m" "$(echo "$m / $bare" | bc -l)"
 done
