@@ -23,14 +23,25 @@ pub use config::Config;
 pub use extract::BODY_LIMIT;
 use observe::Metrics;
 
-/// What every handler shares.
+/// What every handler shares. Cloned for every request, so one pointer.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The contents of [`AppState`].
+pub struct Shared {
     backends: Backends,
-    metrics: Arc<Metrics>,
-    openapi: Arc<str>,
+    metrics: Metrics,
+    openapi: String,
     /// `GET /api/auth/movies` answers by (limit, offset), kept with the catalog's tag.
-    movie_lists: Arc<list_cache::ListCache<(Option<u32>, u32)>>,
+    movie_lists: list_cache::ListCache<(Option<u32>, u32)>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// The OpenAPI document, generated from the handlers and their types.
@@ -73,12 +84,12 @@ pub fn router(backends: Backends) -> Router {
     let openapi = ApiDoc::openapi()
         .to_json()
         .expect("the OpenAPI document serializes");
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         backends,
-        metrics: Arc::new(Metrics::default()),
-        openapi: openapi.into(),
-        movie_lists: Arc::default(),
-    };
+        metrics: Metrics::default(),
+        openapi,
+        movie_lists: list_cache::ListCache::default(),
+    }));
     Router::new()
         .merge(routes::auth::router())
         .merge(routes::movies::router())
@@ -123,7 +134,7 @@ impl Application {
     }
 
     /// As [`Application::build`], with backends made elsewhere (the
-    /// all-in-one launcher's in-memory channels). Backend URLs are ignored.
+    /// all-in-one launcher's in-process channels). Backend URLs are ignored.
     pub async fn build_with(config: &Config, backends: Backends) -> Result<Self, StartError> {
         let io = |source| StartError::Io {
             addr: config.listen,
