@@ -15,7 +15,8 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::error::ApiError;
 
 /// Clients of auth-service and catalog-service. Cheap to clone: clones share
-/// the HTTP/2 connections, which multiplex concurrent calls.
+/// the HTTP/2 connections, which multiplex concurrent calls (or, in one
+/// process, the in-process servers).
 #[derive(Clone)]
 pub struct Backends {
     /// auth-service.
