@@ -71,7 +71,14 @@ impl Auth {
     ) -> Result<Self> {
         let hasher = PasswordHasher::new()?;
         let users = Projection::start(store.clone(), Users::default()).await?;
-        tracing::info!(users = users.read().user_count(), "auth read model rebuilt");
+        {
+            let model = users.read();
+            tracing::info!(
+                users = model.user_count(),
+                tokens = model.token_count(),
+                "auth read model rebuilt"
+            );
+        }
         Ok(Self {
             store,
             users,

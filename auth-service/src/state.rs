@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use event_store::RecordedEvent;
 use event_store::projection::ReadModel;
 
@@ -28,6 +28,9 @@ struct TokenRecord {
     expires_at: DateTime<Utc>,
 }
 
+/// How often (in event time) every expired token is forgotten.
+const SWEEP_EVERY: TimeDelta = TimeDelta::hours(1);
+
 /// Users by id and by normalized username; tokens by digest.
 #[derive(Debug, Default)]
 pub struct Users {
@@ -35,6 +38,9 @@ pub struct Users {
     by_name: HashMap<String, i64>,
     tokens: HashMap<TokenDigest, TokenRecord>,
     tokens_of: HashMap<i64, Vec<TokenDigest>>,
+    /// When the next sweep of expired tokens is due, in event time, so that
+    /// a rebuild forgets exactly what the live model forgot.
+    next_sweep: Option<DateTime<Utc>>,
 }
 
 impl Users {
@@ -60,7 +66,34 @@ impl Users {
         self.by_id.len()
     }
 
+    /// How many tokens are held (live, or expired since the last sweep).
+    pub fn token_count(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Forgets every token expired by `now`, at most once per [`SWEEP_EVERY`]:
+    /// memory then follows the tokens issued within one lifetime (plus an
+    /// hour), not every login ever made.
+    fn sweep_expired(&mut self, now: DateTime<Utc>) {
+        if self.next_sweep.is_some_and(|due| now < due) {
+            return;
+        }
+        self.next_sweep = Some(now + SWEEP_EVERY);
+        let tokens = &mut self.tokens;
+        self.tokens_of.retain(|_, held| {
+            held.retain(|d| {
+                let live = tokens.get(d).is_some_and(|t| t.expires_at > now);
+                if !live {
+                    tokens.remove(d);
+                }
+                live
+            });
+            !held.is_empty()
+        });
+    }
+
     fn apply_event(&mut self, event: AuthEvent, recorded_at: DateTime<Utc>) {
+        self.sweep_expired(recorded_at);
         match event {
             AuthEvent::UserRegistered {
                 user_id,
@@ -92,19 +125,7 @@ impl Users {
                             expires_at,
                         },
                     );
-                    let held = self.tokens_of.entry(user_id).or_default();
-                    // Forget this user's tokens expired by now (the event's
-                    // time, so a rebuild does the same), so memory follows
-                    // live tokens, not every login ever made.
-                    let tokens = &mut self.tokens;
-                    held.retain(|d| {
-                        let live = tokens.get(d).is_some_and(|t| t.expires_at > recorded_at);
-                        if !live {
-                            tokens.remove(d);
-                        }
-                        live
-                    });
-                    held.push(digest);
+                    self.tokens_of.entry(user_id).or_default().push(digest);
                 }
             }
             AuthEvent::TokenRevoked { user_id, digest } => {
@@ -143,5 +164,40 @@ impl ReadModel for Users {
                 "skipping an event the auth service cannot read"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issue(users: &mut Users, user_id: i64, byte: u8, at: DateTime<Utc>, ttl: TimeDelta) {
+        let event = AuthEvent::TokenIssued {
+            user_id,
+            digest: hex::encode([byte; 32]),
+            expires_at: at + ttl,
+        };
+        users.apply_event(event, at);
+    }
+
+    #[test]
+    fn expired_tokens_are_forgotten_by_the_hourly_sweep() {
+        let t0 = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut users = Users::default();
+        let minute = TimeDelta::minutes(1);
+        // User 1 logs in once and never again; user 2 holds a long token.
+        issue(&mut users, 1, 1, t0, minute);
+        issue(&mut users, 2, 2, t0, TimeDelta::days(1));
+        issue(&mut users, 2, 3, t0 + minute * 30, minute);
+        assert_eq!(users.token_count(), 3, "no sweep within the hour");
+        // The first event an hour later sweeps every expired token, whoever
+        // it belonged to; live ones stay valid.
+        issue(&mut users, 3, 4, t0 + SWEEP_EVERY, minute);
+        assert_eq!(users.token_count(), 2);
+        assert!(!users.tokens_of.contains_key(&1));
+        assert_eq!(users.tokens.get(&[2; 32]).map(|t| t.user_id), Some(2));
+        assert!(users.tokens.contains_key(&[4; 32]));
     }
 }
