@@ -21,6 +21,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 // glibc malloc's arena locks showed up as the top cost under load (futex
@@ -81,7 +82,7 @@ fn movies_json() -> Bytes {
     Bytes::from(serde_json::to_vec(&movies).unwrap())
 }
 
-async fn bare(listen: SocketAddr) {
+async fn bare(listen: SocketAddr) -> Result<(), SetupError> {
     let body = movies_json();
     let app = axum::Router::new().route(
         "/api/auth/movies",
@@ -90,9 +91,13 @@ async fn bare(listen: SocketAddr) {
             async move { ([(hyper::header::CONTENT_TYPE, "application/json")], body) }
         }),
     );
-    let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     eprintln!("bare baseline on {listen}");
-    axum::serve(listener, app).await.unwrap();
+    axum::serve(listener, app)
+        .await
+        .map_err(|e| format!("serving: {e}"))
 }
 
 /// One keep-alive HTTP/1.1 connection.
@@ -101,17 +106,25 @@ struct Conn {
     sender: SendRequest<Full<Bytes>>,
 }
 
+/// Why a setup step failed (the run stops with this message).
+type SetupError = String;
+
 impl Conn {
-    async fn open(addr: &str) -> Self {
-        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        stream.set_nodelay(true).unwrap();
-        let io = hyper_util_io::TokioIo::new(stream);
-        let (sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    async fn open(addr: &str) -> Result<Self, SetupError> {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| format!("TCP_NODELAY: {e}"))?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP handshake with {addr}: {e}"))?;
         tokio::spawn(connection);
-        Self {
+        Ok(Self {
             host: addr.to_owned(),
             sender,
-        }
+        })
     }
 
     async fn send(
@@ -120,7 +133,7 @@ impl Conn {
         path: &str,
         token: Option<&str>,
         body: Option<Value>,
-    ) -> (StatusCode, Bytes) {
+    ) -> Result<(StatusCode, Bytes), hyper::Error> {
         let mut r = Request::builder()
             .method(method)
             .uri(path)
@@ -131,134 +144,93 @@ impl Conn {
         let body = match body {
             Some(b) => {
                 r = r.header("content-type", "application/json");
-                Full::new(Bytes::from(serde_json::to_vec(&b).unwrap()))
+                Full::new(Bytes::from(b.to_string()))
             }
             None => Full::new(Bytes::new()),
         };
-        self.sender.ready().await.expect("connection open");
-        let response = self
-            .sender
-            .send_request(r.body(body).unwrap())
-            .await
-            .expect("response");
+        let request = r.body(body).expect("method, path and headers are valid");
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
         let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
+        let bytes = response.into_body().collect().await?.to_bytes();
+        Ok((status, bytes))
+    }
+
+    /// As [`Conn::send`], for set-up steps: any failure ends the run.
+    async fn setup(
+        &mut self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Bytes), SetupError> {
+        self.send(method, path, token, body)
             .await
-            .expect("body")
-            .to_bytes();
-        (status, bytes)
-    }
-}
-
-/// Tokio I/O for hyper, without pulling in hyper-util.
-mod hyper_util_io {
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
-
-    pub struct TokioIo<T>(T);
-
-    impl<T> TokioIo<T> {
-        pub fn new(inner: T) -> Self {
-            Self(inner)
-        }
-    }
-
-    impl<T: tokio::io::AsyncRead + Unpin> hyper::rt::Read for TokioIo<T> {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            mut buf: hyper::rt::ReadBufCursor<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            // SAFETY: ReadBuf only writes initialized bytes and we advance by
-            // exactly what it filled.
-            let filled = unsafe {
-                let mut tbuf = tokio::io::ReadBuf::uninit(buf.as_mut());
-                match tokio::io::AsyncRead::poll_read(Pin::new(&mut self.0), cx, &mut tbuf) {
-                    Poll::Ready(Ok(())) => tbuf.filled().len(),
-                    other => return other,
-                }
-            };
-            unsafe { buf.advance(filled) };
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    impl<T: tokio::io::AsyncWrite + Unpin> hyper::rt::Write for TokioIo<T> {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<std::io::Result<usize>> {
-            tokio::io::AsyncWrite::poll_write(Pin::new(&mut self.0), cx, buf)
-        }
-        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            tokio::io::AsyncWrite::poll_flush(Pin::new(&mut self.0), cx)
-        }
-        fn poll_shutdown(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            tokio::io::AsyncWrite::poll_shutdown(Pin::new(&mut self.0), cx)
-        }
+            .map_err(|e| format!("{path}: {e}"))
     }
 }
 
 /// Registers a user (or logs in if it exists); returns its token.
-async fn user(conn: &mut Conn, name: &str) -> String {
+async fn user(conn: &mut Conn, name: &str) -> Result<String, SetupError> {
     let body = json!({"username": name, "email": format!("{name}@example.com"), "password": "password123"});
     let (status, bytes) = conn
-        .send(Method::POST, "/api/auth/register", None, Some(body))
-        .await;
+        .setup(Method::POST, "/api/auth/register", None, Some(body))
+        .await?;
     let (status, bytes) = if status == StatusCode::OK {
         (status, bytes)
     } else {
         let login = json!({"username": name, "password": "password123"});
-        conn.send(Method::POST, "/api/auth/login", None, Some(login))
-            .await
+        conn.setup(Method::POST, "/api/auth/login", None, Some(login))
+            .await?
     };
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&bytes)
-    );
-    serde_json::from_slice::<Value>(&bytes).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    let token = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .filter(|_| status == StatusCode::OK)
+        .and_then(|v| v["token"].as_str().map(str::to_owned));
+    token.ok_or_else(|| {
+        format!(
+            "no token for {name}: {status} {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    })
+}
+
+/// The ids of the movies the user `token` sees.
+async fn movie_ids(conn: &mut Conn, token: &str) -> Result<Vec<i64>, SetupError> {
+    let (status, bytes) = conn
+        .setup(Method::GET, "/api/auth/movies", Some(token), None)
+        .await?;
+    let list = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .filter(|_| status == StatusCode::OK);
+    let ids = list.as_ref().and_then(Value::as_array).map(|movies| {
+        movies
+            .iter()
+            .filter_map(|m| m["id"].as_i64())
+            .collect::<Vec<_>>()
+    });
+    ids.ok_or_else(|| format!("GET /api/auth/movies: {status}"))
 }
 
 /// Makes sure the user `token` sees at least `n` movies; returns their ids.
-async fn movies(conn: &mut Conn, token: &str, n: usize) -> Vec<i64> {
-    let (_, bytes) = conn
-        .send(Method::GET, "/api/auth/movies", Some(token), None)
-        .await;
-    let have = serde_json::from_slice::<Value>(&bytes)
-        .unwrap()
-        .as_array()
-        .map_or(0, Vec::len);
-    for i in have..n {
+async fn movies(conn: &mut Conn, token: &str, n: usize) -> Result<Vec<i64>, SetupError> {
+    for i in movie_ids(conn, token).await?.len()..n {
         let body = json!({"title": format!("Movie {i}"), "director": "Director"});
-        let (status, _) = conn
-            .send(Method::POST, "/api/auth/movies", Some(token), Some(body))
-            .await;
-        assert_eq!(status, StatusCode::CREATED);
+        let (status, bytes) = conn
+            .setup(Method::POST, "/api/auth/movies", Some(token), Some(body))
+            .await?;
+        if status != StatusCode::CREATED {
+            return Err(format!(
+                "POST /api/auth/movies: {status} {}",
+                String::from_utf8_lossy(&bytes)
+            ));
+        }
     }
-    let (_, bytes) = conn
-        .send(Method::GET, "/api/auth/movies", Some(token), None)
-        .await;
-    serde_json::from_slice::<Value>(&bytes)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_i64().unwrap())
-        .collect()
+    movie_ids(conn, token).await
 }
 
 struct Worker {
+    addr: String,
     conn: Conn,
     token: String,
     name: String,
@@ -268,16 +240,23 @@ struct Worker {
 
 #[tokio::main]
 async fn main() {
-    match Cli::parse().command {
-        Command::Bare { listen } => bare(listen).await,
+    if let Err(e) = run(Cli::parse().command).await {
+        eprintln!("loadgen: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(command: Command) -> Result<(), SetupError> {
+    match command {
+        Command::Bare { listen } => bare(listen).await?,
         Command::Setup { url } => {
             let addr = url
                 .trim_start_matches("http://")
                 .trim_end_matches('/')
                 .to_owned();
-            let mut conn = Conn::open(&addr).await;
-            let token = user(&mut conn, &format!("wrk{}", std::process::id())).await;
-            movies(&mut conn, &token, 100).await;
+            let mut conn = Conn::open(&addr).await?;
+            let token = user(&mut conn, &format!("wrk{}", std::process::id())).await?;
+            movies(&mut conn, &token, 100).await?;
             println!("{token}");
         }
         Command::Run {
@@ -291,57 +270,60 @@ async fn main() {
                 .trim_start_matches("http://")
                 .trim_end_matches('/')
                 .to_owned();
-            let mut setup = Conn::open(&addr).await;
+            let mut setup = Conn::open(&addr).await?;
             let run_id = std::process::id();
             // The bare baseline answers only GET movies: no setup there.
             let bare =
-                setup.send(Method::GET, "/healthz", None, None).await.0 == StatusCode::NOT_FOUND;
+                setup.setup(Method::GET, "/healthz", None, None).await?.0 == StatusCode::NOT_FOUND;
             let adder = if bare {
                 String::new()
             } else {
-                user(&mut setup, &format!("adder{run_id}")).await
+                user(&mut setup, &format!("adder{run_id}")).await?
             };
             let ids = if bare {
                 vec![]
             } else {
-                movies(&mut setup, &adder, 100).await
+                movies(&mut setup, &adder, 100).await?
             };
             let extra = if scenario == Scenario::Rating {
                 // Enough fresh (user, movie) pairs for the whole run.
                 let want = 100 + (seconds as usize * 20_000).div_ceil(connections);
-                movies(&mut setup, &adder, want).await
+                movies(&mut setup, &adder, want).await?
             } else {
                 ids.clone()
             };
             let extra = Arc::new(extra);
+            // Every worker's connection and user, made before the clock starts.
+            let mut workers = Vec::with_capacity(connections);
+            for w in 0..connections {
+                let mut conn = Conn::open(&addr).await?;
+                let name = format!("w{run_id}x{w}");
+                let token = if bare {
+                    "x".repeat(64)
+                } else {
+                    user(&mut conn, &name).await?
+                };
+                workers.push(Worker {
+                    addr: addr.clone(),
+                    conn,
+                    token,
+                    name,
+                    to_rate: extra.iter().rev().copied().collect(),
+                });
+            }
+            let workers = Arc::new(std::sync::Mutex::new(workers));
             let interval = (rate > 0.0).then(|| Duration::from_secs_f64(connections as f64 / rate));
-            let make = |w: usize| {
-                let (addr, extra) = (addr.clone(), extra.clone());
-                async move {
-                    let mut conn = Conn::open(&addr).await;
-                    let name = format!("w{run_id}x{w}");
-                    let token = if bare {
-                        "x".repeat(64)
-                    } else {
-                        user(&mut conn, &name).await
-                    };
-                    Worker {
-                        conn,
-                        token,
-                        name,
-                        to_rate: extra.iter().rev().copied().collect(),
-                    }
-                }
+            let make = move |_: usize| {
+                let w = workers.lock().expect("unpoisoned").pop();
+                async move { w.expect("one worker per connection") }
             };
             let op = move |mut w: Worker| async move {
-                let ok = match scenario {
-                    Scenario::Movies => {
-                        let (s, b) = w
-                            .conn
-                            .send(Method::GET, "/api/auth/movies", Some(&w.token), None)
-                            .await;
-                        s == StatusCode::OK && b.len() > 1000
-                    }
+                let sent = match scenario {
+                    Scenario::Movies => w
+                        .conn
+                        .send(Method::GET, "/api/auth/movies", Some(&w.token), None)
+                        .await
+                        .map(|(s, b)| s == StatusCode::OK && b.len() > 1000),
                     Scenario::Rating => {
                         let Some(movie) = w.to_rate.pop() else {
                             // Out of fresh pairs: count a failure without spinning.
@@ -352,16 +334,26 @@ async fn main() {
                         w.conn
                             .send(Method::POST, "/api/auth/rating", Some(&w.token), Some(body))
                             .await
-                            .0
-                            == StatusCode::CREATED
+                            .map(|(s, _)| s == StatusCode::CREATED)
                     }
                     Scenario::Login => {
                         let body = json!({"username": w.name, "password": "password123"});
                         w.conn
                             .send(Method::POST, "/api/auth/login", None, Some(body))
                             .await
-                            .0
-                            == StatusCode::OK
+                            .map(|(s, _)| s == StatusCode::OK)
+                    }
+                };
+                let ok = match sent {
+                    Ok(ok) => ok,
+                    Err(_) => {
+                        // The connection broke: count an error, and open a
+                        // new one (pausing if the server is gone).
+                        match Conn::open(&w.addr).await {
+                            Ok(conn) => w.conn = conn,
+                            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                        }
+                        false
                     }
                 };
                 (w, ok)
@@ -378,4 +370,5 @@ async fn main() {
             println!("{}", result.summary());
         }
     }
+    Ok(())
 }
