@@ -56,7 +56,8 @@ pub struct Catalog {
     #[serde(skip)]
     ratings_by_movie: HashMap<i64, BTreeSet<i64>>,
     /// The movie list's tag: SHA-256 chained over every movie added, in
-    /// feed order (derived, so not part of the snapshot).
+    /// feed order (derived, so not part of the snapshot). Any future event
+    /// that changes what a list shows (id, title, director) must extend it.
     #[serde(skip)]
     movies_etag: [u8; 32],
     /// Position of the last event folded in: the checkpoint.

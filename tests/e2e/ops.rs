@@ -84,10 +84,11 @@ async fn a_shutdown_lets_requests_in_flight_finish() {
     let auth_addr = stack.auth_addr();
     let app = TestApp::serve(stack).await;
     app.user("walker").await;
-    // Logins are slow (argon2id on a small pool), so many of these are still
-    // being worked on when the stop comes.
+    // Logins are slow (argon2id, one hash at a time per core): with 32 per
+    // core, many are still being worked on when the stop comes.
     let url = format!("{}/api/auth/login", app.base);
-    let logins: Vec<_> = (0..32)
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let logins: Vec<_> = (0..32 * cores)
         .map(|_| {
             let (http, url) = (app.http.clone(), url.clone());
             tokio::spawn(async move {
@@ -100,7 +101,9 @@ async fn a_shutdown_lets_requests_in_flight_finish() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Long enough for every connection to be accepted, even on a busy
+    // machine; far shorter than the hashing queued up.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let stopping = tokio::spawn(app.stop());
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert!(
