@@ -60,7 +60,11 @@ impl Backends {
     ) -> Self {
         Self {
             auth: AuthServiceClient::new(auth_channel.clone()),
-            catalog: CatalogServiceClient::new(catalog_channel.clone()),
+            // Lists are whole unless the client pages them (the REST
+            // contract), so their answers have no size limit here; tonic's
+            // default (4 MiB) failed a list of ~12,000 long-titled movies.
+            catalog: CatalogServiceClient::new(catalog_channel.clone())
+                .max_decoding_message_size(usize::MAX),
             auth_channel,
             catalog_channel,
             timeout,

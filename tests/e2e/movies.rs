@@ -249,3 +249,59 @@ async fn invalid_movies_are_400_per_field(app: TestApp) {
     );
     assert_eq!(app.get("/api/auth/movies", Some(&t)).await.body, json!([]));
 }
+
+/// Lists are unpaginated unless asked (as in DRF), so one answer from the
+/// catalog can be large: a list beyond tonic's default 4 MiB message limit
+/// must still come back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lists_larger_than_four_mib_come_back_whole() {
+    use std::sync::Arc;
+
+    use catalog_service::domain::{CatalogEvent, movie_stream};
+    use event_store::ExpectedVersion;
+
+    let stores = crate::helpers::Stores::sqlite().await;
+    // ~12,000 movies of ~400 characters: about 5 MiB of protobuf. Written
+    // straight to the store (quicker than through the API); the stack reads
+    // them at start-up like any other events.
+    let store = event_store::open(stores.catalog.url()).await.unwrap();
+    let (movies, writers) = (12_000_i64, 32_i64);
+    let mut appends = tokio::task::JoinSet::new();
+    for w in 0..writers {
+        let store = Arc::clone(&store);
+        appends.spawn(async move {
+            for id in (1..=movies).filter(|id| id % writers == w) {
+                let event = CatalogEvent::MovieAdded {
+                    id,
+                    title: format!("{id:0>200}"),
+                    director: "d".repeat(200),
+                    added_by: 1,
+                };
+                store
+                    .append(
+                        &movie_stream(id),
+                        ExpectedVersion::NoStream,
+                        vec![event.to_new_event()],
+                    )
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    appends.join_all().await;
+    drop(store);
+
+    let app = TestApp::start(&stores, movies::IdentityCheck::InProcess).await;
+    let (token, _) = app.user("reader").await;
+    let a = app.get("/api/auth/movies", Some(&token)).await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        &a.text[..a.text.len().min(300)]
+    );
+    let list = a.body.as_array().expect("a JSON array");
+    assert_eq!(list.len(), movies as usize);
+    assert_eq!(list[41]["id"], 42);
+    assert!(a.text.len() > 4 << 20, "{} bytes", a.text.len());
+}
