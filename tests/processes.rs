@@ -5,7 +5,7 @@
 //! that the read models equal a rebuild from the events.
 //!
 //! Needs the binaries built first and PostgreSQL, so it is `#[ignore]`d in a
-//! plain `cargo test`; `.ci/run` runs `cargo build --bins` and then this
+//! plain `cargo test`; `.ci/run` runs `cargo build --workspace --bins` and then this
 //! test explicitly.
 
 use std::collections::HashMap;
@@ -97,7 +97,7 @@ impl Api {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs the binaries (cargo build --bins) and PostgreSQL; .ci/run runs it"]
+#[ignore = "needs the binaries (cargo build --workspace --bins) and PostgreSQL; .ci/run runs it"]
 async fn three_processes_survive_sigkill_without_losing_or_doubling_writes() {
     let Some(auth_db) = TempDatabase::create("processes").await else {
         return;

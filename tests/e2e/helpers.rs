@@ -35,7 +35,7 @@ macro_rules! on_every_backend {
         mod processes {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                #[ignore = "needs the binaries (cargo build --bins) and PostgreSQL; .ci/run runs it"]
+                #[ignore = "needs the binaries (cargo build --workspace --bins) and PostgreSQL; .ci/run runs it"]
                 async fn $case() {
                     let Some(stores) = $crate::helpers::Stores::postgres(stringify!($case)).await else { return };
                     let app = $crate::helpers::TestApp::processes(&stores).await;

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-/// A built binary of this workspace (`cargo build --bins` first).
+/// A built binary of this workspace (`cargo build --workspace --bins` first).
 pub fn bin(name: &str) -> PathBuf {
     // target/<profile>/deps/<test>-… → target/<profile>/<name>
     let exe = std::env::current_exe().unwrap();
@@ -13,7 +13,7 @@ pub fn bin(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build --bins` first",
+        "{} is missing: run `cargo build --workspace --bins` first",
         path.display()
     );
     path
