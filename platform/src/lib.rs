@@ -2,6 +2,8 @@
 
 pub mod grpc;
 pub mod probe;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 /// Sets up structured logs on stderr, filtered by `RUST_LOG` (default `info`).
 /// Calling it twice is harmless.

@@ -2,11 +2,10 @@ use std::time::Duration;
 
 use event_store::testing::TempStore;
 use movies::{Config, IdentityCheck, Stack};
+use platform::testing::Running;
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 /// Runs each named case once per backend: `sqlite::case` and `postgres::case`.
 #[macro_export]
@@ -88,8 +87,8 @@ pub struct Answer {
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    /// The in-process stack (none in the multi-process variant).
+    server: Option<Running>,
     /// The processes, in the multi-process variant.
     _processes: Option<crate::support::Deployment>,
 }
@@ -115,20 +114,13 @@ impl TestApp {
 
     pub async fn serve(stack: Stack) -> Self {
         let base = format!("http://{}", stack.gateway_addr());
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(async move {
-            stack
-                .run_until_stopped(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("stack runs");
+        let server = Running::spawn(|stopped| async move {
+            stack.run_until_stopped(stopped).await.expect("stack runs");
         });
         Self {
             base,
             http: client(),
-            stop: Some(stop),
-            task: Some(task),
+            server: Some(server),
             _processes: None,
         }
     }
@@ -140,8 +132,7 @@ impl TestApp {
         let app = Self {
             base: deployment.base.clone(),
             http: client(),
-            stop: None,
-            task: None,
+            server: None,
             _processes: Some(deployment),
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -162,12 +153,10 @@ impl TestApp {
         app
     }
 
+    /// Stops the in-process stack and waits until it has stopped.
     pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            t.await.unwrap();
+        if let Some(server) = self.server.take() {
+            server.stop().await;
         }
     }
 
@@ -249,14 +238,6 @@ impl TestApp {
             .await;
         assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
         a.body["id"].as_i64().unwrap()
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
     }
 }
 

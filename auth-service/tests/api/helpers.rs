@@ -7,11 +7,10 @@ use proto::auth::{
     AuthenticateRequest, LoginRequest, LogoutAllRequest, LogoutRequest, RegisterRequest, Session,
     User,
 };
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tonic::Status;
 use tonic::transport::Channel;
-use tonic::{Code, Status};
-use tonic_types::StatusExt;
+
+pub use platform::testing::{Running, assert_code, violations};
 
 /// Runs each named case once per backend: `sqlite::case` and `postgres::case`.
 #[macro_export]
@@ -54,8 +53,7 @@ pub fn config(loc: &Location) -> Config {
 pub struct TestApp {
     pub client: AuthServiceClient<Channel>,
     pub channel: Channel,
-    stop: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<()>>,
+    server: Running,
 }
 
 impl TestApp {
@@ -68,13 +66,8 @@ impl TestApp {
             .await
             .expect("auth-service starts");
         let addr = app.local_addr();
-        let (stop, stopped) = oneshot::channel();
-        let server = tokio::spawn(async move {
-            app.run_until_stopped(async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("server runs");
+        let server = Running::spawn(|stopped| async move {
+            app.run_until_stopped(stopped).await.expect("server runs");
         });
         let channel = Channel::from_shared(format!("http://{addr}"))
             .unwrap()
@@ -85,19 +78,13 @@ impl TestApp {
         Self {
             client: AuthServiceClient::new(channel.clone()),
             channel,
-            stop: Some(stop),
-            server: Some(server),
+            server,
         }
     }
 
     /// Stops the server and waits until it has finished.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            server.await.unwrap();
-        }
+    pub async fn stop(self) {
+        self.server.stop().await;
     }
 
     pub async fn register(
@@ -163,33 +150,5 @@ impl TestApp {
             })
             .await
             .map(|_| ())
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-/// The field violations of an INVALID_ARGUMENT or ALREADY_EXISTS status, as (field, message).
-pub fn violations(status: &Status) -> Vec<(String, String)> {
-    status
-        .get_details_bad_request()
-        .map(|b| {
-            b.field_violations
-                .into_iter()
-                .map(|v| (v.field, v.description))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
-    match result {
-        Err(s) if s.code() == code => s,
-        other => panic!("expected {code:?}, got {other:?}"),
     }
 }

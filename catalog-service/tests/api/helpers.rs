@@ -10,11 +10,10 @@ use proto::catalog::{
     AddMovieRequest, GetMovieRequest, ListMoviesRequest, ListMoviesResponse, ListRatingsRequest,
     ListRatingsResponse, Movie, MovieDetail, RateMovieRequest, Rating,
 };
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
-use tonic_types::StatusExt;
+use tonic::{Request, Status};
+
+pub use platform::testing::{Running, assert_code, violations};
 
 pub const SERVICE_KEY: &str = "test-service-key";
 
@@ -65,42 +64,6 @@ impl Stores {
     }
 }
 
-/// A server task that stops when told (or when dropped).
-pub struct Running {
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Running {
-    fn spawn<F>(run: impl FnOnce(oneshot::Receiver<()>) -> F) -> Self
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        let (stop, stopped) = oneshot::channel();
-        Self {
-            stop: Some(stop),
-            task: Some(tokio::spawn(run(stopped))),
-        }
-    }
-
-    pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            t.await.unwrap();
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-    }
-}
-
 async fn channel(addr: std::net::SocketAddr) -> Channel {
     Channel::from_shared(format!("http://{addr}"))
         .unwrap()
@@ -126,11 +89,7 @@ async fn start_catalog(
     let addr = app.local_addr();
     let movies = app.movies();
     let running = Running::spawn(|stopped| async move {
-        app.run_until_stopped(async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
+        app.run_until_stopped(stopped).await.unwrap();
     });
     (
         running,
@@ -160,11 +119,7 @@ impl Stack {
         .expect("auth-service starts");
         let auth_addr = auth.local_addr();
         let auth_running = Running::spawn(|stopped| async move {
-            auth.run_until_stopped(async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
+            auth.run_until_stopped(stopped).await.unwrap();
         });
         let (catalog, client, movies) = start_catalog(stores, auth_addr).await;
         Self {
@@ -292,23 +247,4 @@ pub fn authed<T>(token: &str, message: T) -> Request<T> {
     r.metadata_mut()
         .insert("authorization", format!("Token {token}").parse().unwrap());
     r
-}
-
-pub fn violations(status: &Status) -> Vec<(String, String)> {
-    status
-        .get_details_bad_request()
-        .map(|b| {
-            b.field_violations
-                .into_iter()
-                .map(|v| (v.field, v.description))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
-    match result {
-        Err(s) if s.code() == code => s,
-        other => panic!("expected {code:?}, got {other:?}"),
-    }
 }

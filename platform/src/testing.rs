@@ -1,0 +1,82 @@
+//! What the services' tests share (feature `testing`): a server run in a task
+//! that stops when told, and assertions on gRPC statuses.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+/// A server task that stops when told, or when dropped.
+pub struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// Resolves when its [`Running`] is told to stop (or is dropped): the
+/// shutdown future to hand the server.
+pub struct StopSignal(oneshot::Receiver<()>);
+
+impl Future for StopSignal {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.0).poll(cx).map(|_| ())
+    }
+}
+
+impl Running {
+    /// Spawns `run`, which serves until the [`StopSignal`] it gets resolves.
+    pub fn spawn<F>(run: impl FnOnce(StopSignal) -> F) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let (stop, stopped) = oneshot::channel();
+        Self {
+            stop: Some(stop),
+            task: Some(tokio::spawn(run(StopSignal(stopped)))),
+        }
+    }
+
+    /// Tells the server to stop and waits until it has (its panics resurface here).
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.expect("the server task ends cleanly");
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// The field violations of a status (`google.rpc.BadRequest`), as (field, message).
+pub fn violations(status: &Status) -> Vec<(String, String)> {
+    status
+        .get_details_bad_request()
+        .map(|b| {
+            b.field_violations
+                .into_iter()
+                .map(|v| (v.field, v.description))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The error status of `result`, which must have `code`.
+pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    match result {
+        Err(s) if s.code() == code => s,
+        other => panic!("expected {code:?}, got {other:?}"),
+    }
+}
