@@ -173,18 +173,16 @@ pub mod in_process {
 
     impl Channel {
         /// Waits until the server serves (or stops), then calls it.
-        async fn when_serving(self, request: Request<Body>) -> Answer {
+        async fn when_serving(mut self, request: Request<Body>) -> Answer {
+            let slot = Arc::clone(&self.0);
             loop {
-                let started = self.0.started.notified();
+                let started = slot.started.notified();
                 tokio::pin!(started);
                 // Registered before the checks, so no wake-up is missed.
                 started.as_mut().enable();
-                if self.0.stopped.load(Ordering::Acquire) {
-                    return Err(not_serving());
-                }
-                if let Some(routes) = self.0.routes.get() {
-                    let answer = routes.clone().call(request).await;
-                    return Ok(answer.unwrap_or_else(|never: Infallible| match never {}));
+                if slot.stopped.load(Ordering::Acquire) || slot.routes.get().is_some() {
+                    // Serving or stopped: `call` answers without waiting.
+                    return self.call(request).await;
                 }
                 started.await;
             }
