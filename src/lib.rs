@@ -4,10 +4,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-
-use async_trait::async_trait;
-use platform::grpc::GrpcChannel;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -31,33 +27,13 @@ pub struct Config {
 
 /// How the services reach each other inside the stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IdentityCheck {
-    /// As one process should: catalog-service asks auth-service's read model
-    /// directly, and the gateway calls both services in-process.
+pub enum Wiring {
+    /// As one process should: every call (gateway to both services, catalog
+    /// to auth's `Authenticate`) goes through the same gRPC services and
+    /// codec, handed over in-process, without HTTP/2 or sockets.
     InProcess,
-    /// As separate processes do: every hop is gRPC over TCP, and the catalog
-    /// calls auth-service's `Authenticate`.
+    /// As separate processes do: every hop is gRPC over loopback TCP.
     Grpc,
-}
-
-/// In one process the catalog asks auth's read model directly: the same
-/// answer as the `Authenticate` RPC (revocations included, at once) without a
-/// gRPC round trip.
-pub struct InProcessIdentity(pub Arc<auth_service::Auth>);
-
-#[async_trait]
-impl catalog_service::Identity for InProcessIdentity {
-    async fn user_id(&self, token: &str) -> Result<i64, catalog_service::domain::CatalogError> {
-        use auth_service::domain::AuthError;
-        use catalog_service::domain::CatalogError;
-        self.0
-            .authenticate(token)
-            .map(|u| u.id)
-            .map_err(|e| match e {
-                AuthError::InvalidToken => CatalogError::InvalidToken,
-                other => CatalogError::IdentityUnavailable(other.to_string()),
-            })
-    }
 }
 
 /// The three services, bound and ready.
@@ -69,19 +45,19 @@ pub struct Stack {
 
 impl Stack {
     /// Opens the stores, rebuilds the read models and binds every address.
-    pub async fn build(config: &Config, identity: IdentityCheck) -> Result<Self, BoxError> {
+    pub async fn build(config: &Config, wiring: Wiring) -> Result<Self, BoxError> {
         let mut auth = auth_service::Application::build(&config.auth).await?;
         let mut catalog_config = config.catalog.clone();
         // Everything is on this machine: following the catalog's events needs
         // no key unless one is set.
         catalog_config.open_subscriptions |= catalog_config.service_key.is_none();
-        let mut catalog = match identity {
-            IdentityCheck::InProcess => {
+        let mut catalog = match wiring {
+            Wiring::InProcess => {
                 let store = event_store::open(&catalog_config.store_url).await?;
-                let identity = Arc::new(InProcessIdentity(auth.auth()));
+                let identity = catalog_service::Identity::over(auth.in_process_channel());
                 catalog_service::Application::build_with(&catalog_config, store, identity).await?
             }
-            IdentityCheck::Grpc => {
+            Wiring::Grpc => {
                 catalog_config.auth_url = format!("http://{}", auth.local_addr());
                 catalog_service::Application::build(&catalog_config).await?
             }
@@ -91,18 +67,16 @@ impl Stack {
             catalog_url: format!("http://{}", catalog.local_addr()),
             ..config.gateway.clone()
         };
-        let gateway = match identity {
-            // In one process the gateway calls the services in-process: the
-            // same gRPC services and codec, without HTTP/2 or sockets.
-            IdentityCheck::InProcess => {
+        let gateway = match wiring {
+            Wiring::InProcess => {
                 let backends = gateway::Backends::with_channels(
-                    GrpcChannel::InProcess(auth.in_process_channel()),
-                    GrpcChannel::InProcess(catalog.in_process_channel()),
+                    auth.in_process_channel(),
+                    catalog.in_process_channel(),
                     gateway_config.grpc_timeout(),
                 );
                 gateway::Application::build_with(&gateway_config, backends).await?
             }
-            IdentityCheck::Grpc => gateway::Application::build(&gateway_config).await?,
+            Wiring::Grpc => gateway::Application::build(&gateway_config).await?,
         };
         Ok(Self {
             auth,
@@ -119,11 +93,6 @@ impl Stack {
     /// Where auth-service listens.
     pub fn auth_addr(&self) -> SocketAddr {
         self.auth.local_addr()
-    }
-
-    /// Where catalog-service listens.
-    pub fn catalog_addr(&self) -> SocketAddr {
-        self.catalog.local_addr()
     }
 
     /// Serves until `shutdown` resolves or a service fails; then stops the

@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use movies::{IdentityCheck, Stack};
+use movies::{Stack, Wiring};
 
 // glibc malloc's arena locks showed up as the top cost under load (futex
 // waits in malloc/free); mimalloc has none of that.
@@ -26,7 +26,7 @@ async fn main() -> ExitCode {
     platform::init_tracing();
     let cli = Cli::parse();
     let result = async {
-        let stack = Stack::build(&cli.config, IdentityCheck::InProcess).await?;
+        let stack = Stack::build(&cli.config, Wiring::InProcess).await?;
         tracing::info!(rest = %stack.gateway_addr(), "movies is up");
         stack.run_until_stopped(platform::shutdown_signal()).await
     }

@@ -184,9 +184,7 @@ async fn three_processes_survive_sigkill_without_losing_or_doubling_writes() {
     // The events, straight from the catalog's store.
     let store = event_store::open(catalog_db.url()).await.unwrap();
     let mut stored: HashMap<(i64, i64), Vec<i64>> = HashMap::new(); // (movie, user) -> rating ids
-    let rebuilt = catalog_service::catalog::rebuild(store.clone())
-        .await
-        .unwrap();
+    let (rebuilt, _) = catalog_service::rebuild(&*store).await.unwrap();
     let all_events = store.read_all(0, usize::MAX).await.unwrap();
     let mut rating_ids = HashMap::new();
     for e in &all_events {
@@ -221,11 +219,9 @@ async fn three_processes_survive_sigkill_without_losing_or_doubling_writes() {
             Outcome::Lost => lost += 1,
         }
     }
+    // Read as raw JSON: a stored 9 would not even decode as a rating.
     let invalid_stored = all_events.iter().any(|e| {
-        matches!(
-            e.decode(),
-            Ok(catalog_service::domain::CatalogEvent::MovieRated { rating: 9, .. })
-        )
+        e.event_type == "MovieRated" && e.decode::<Value>().is_ok_and(|v| v["rating"] == 9)
     });
     assert!(!invalid_stored, "a refused rating was stored");
     eprintln!("ratings: {acked} acknowledged, {refused} refused, {lost} lost in the crash");

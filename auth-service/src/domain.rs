@@ -1,8 +1,19 @@
-//! Users and tokens: value types parsed at the edge, the events, and errors.
+//! The rules of users and tokens: value types parsed at the edge, the
+//! events, and the pure decider of one user's stream. No I/O here: hashing,
+//! randomness and the clock are the caller's, and come in through commands.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use event_store::{EventStoreError, NewEvent};
+use event_store::Event;
+use event_store::decider::Decider;
+use platform::FieldError;
 use serde::{Deserialize, Serialize};
+
+use crate::token::TokenDigest;
+
+/// A user's id: positive, unique, increasing, never reused.
+pub type UserId = i64;
 
 /// Longest username accepted (as Django's `User.username`).
 pub const MAX_USERNAME: usize = 150;
@@ -12,59 +23,6 @@ pub const MAX_EMAIL: usize = 254;
 pub const MIN_PASSWORD: usize = 8;
 /// Longest password accepted anywhere (checked before hashing).
 pub const MAX_PASSWORD: usize = 1024;
-
-/// A field that failed validation and why, in DRF's words.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    /// The request field, as named in the REST API.
-    pub field: &'static str,
-    /// The message shown to the client.
-    pub message: String,
-}
-
-impl FieldError {
-    fn new(field: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            field,
-            message: message.into(),
-        }
-    }
-}
-
-/// What an auth command can fail with.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    /// One or more request fields are invalid.
-    #[error("invalid request: {0:?}")]
-    Invalid(Vec<FieldError>),
-    /// The username is taken (case-insensitively).
-    #[error("username taken")]
-    UsernameTaken,
-    /// Wrong username or password (deliberately the same error for both).
-    #[error("incorrect credentials")]
-    IncorrectCredentials,
-    /// Too many failed logins for this username.
-    #[error("login throttled for {retry_after_secs} s")]
-    Throttled {
-        /// Seconds until a login may be tried again.
-        retry_after_secs: u64,
-    },
-    /// The token is unknown, revoked, expired or malformed.
-    #[error("invalid token")]
-    InvalidToken,
-    /// The change committed but this instance has not applied it in time.
-    #[error("committed, but not yet visible on this instance")]
-    NotYetApplied,
-    /// The event store failed.
-    #[error(transparent)]
-    Store(#[from] EventStoreError),
-    /// Hashing failed (not a client's fault).
-    #[error("password hashing failed: {0}")]
-    Hashing(String),
-}
-
-/// `Result` with [`AuthError`].
-pub type Result<T, E = AuthError> = std::result::Result<T, E>;
 
 /// A username: 1–150 letters, digits and `@.+-_`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +52,31 @@ impl Username {
     /// The username as given.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// A login's fields: the username (only bounded: any name may be tried) and
+/// the password, or every field error at once.
+pub fn parse_login(
+    username: &str,
+    password: String,
+) -> Result<(String, Password), Vec<FieldError>> {
+    let mut errors = Vec::new();
+    if username.is_empty() {
+        errors.push(FieldError::new("username", "This field may not be blank."));
+    } else if username.chars().count() > MAX_USERNAME {
+        errors.push(FieldError::new(
+            "username",
+            "Ensure this field has no more than 150 characters.",
+        ));
+    }
+    match Password::parse_given(password) {
+        Ok(p) if errors.is_empty() => Ok((username.to_owned(), p)),
+        Ok(_) => Err(errors),
+        Err(e) => {
+            errors.push(e);
+            Err(errors)
+        }
     }
 }
 
@@ -214,8 +197,8 @@ impl std::fmt::Debug for Password {
 pub enum AuthEvent {
     /// A user exists. First event of the user's stream.
     UserRegistered {
-        /// Positive, unique, increasing.
-        user_id: i64,
+        /// Its id.
+        user_id: UserId,
         /// As given at registration.
         username: String,
         /// As given at registration.
@@ -226,40 +209,201 @@ pub enum AuthEvent {
     /// A token was issued. Only its SHA-256 digest is stored.
     TokenIssued {
         /// Its owner.
-        user_id: i64,
-        /// Hex SHA-256 of the token's 32 bytes.
-        digest: String,
+        user_id: UserId,
+        /// The digest of the token.
+        digest: TokenDigest,
         /// When it stops being valid.
         expires_at: DateTime<Utc>,
     },
     /// One token was revoked.
     TokenRevoked {
         /// Its owner.
-        user_id: i64,
-        /// Hex SHA-256 of the token's 32 bytes.
-        digest: String,
+        user_id: UserId,
+        /// The digest of the token.
+        digest: TokenDigest,
     },
     /// Every token the user held at that point was revoked.
     AllTokensRevoked {
         /// The user.
-        user_id: i64,
+        user_id: UserId,
     },
 }
 
-impl AuthEvent {
-    /// The stored event type: the variant's name.
-    pub fn event_type(&self) -> &'static str {
+impl Event for AuthEvent {}
+
+/// A token handed out: its digest and its expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// The token's digest.
+    pub digest: TokenDigest,
+    /// When it stops being valid.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What may be asked of one user's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserCommand {
+    /// Create the user, with a first token.
+    Register {
+        /// A freshly allocated id.
+        user_id: UserId,
+        /// The username.
+        username: Username,
+        /// The address.
+        email: Email,
+        /// argon2id PHC string of the password.
+        password_hash: String,
+        /// The first token.
+        grant: Grant,
+    },
+    /// Issue a token (the caller has checked the password).
+    IssueToken(Grant),
+    /// Revoke one token, if it is live at `now`.
+    RevokeToken {
+        /// The token's digest.
+        digest: TokenDigest,
+        /// The time of the request.
+        now: DateTime<Utc>,
+    },
+    /// Revoke every token of the user.
+    RevokeAllTokens,
+}
+
+/// Why a user command is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// The username is taken (case-insensitively).
+    UsernameTaken,
+    /// No user has this username.
+    UnknownUser,
+    /// The token is not a live token of this user.
+    InvalidToken,
+}
+
+/// A registered user, as their stream tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Its id.
+    pub user_id: UserId,
+    /// As registered.
+    pub username: String,
+    /// As registered.
+    pub email: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Tokens issued and not revoked, with their expiry.
+    tokens: HashMap<TokenDigest, DateTime<Utc>>,
+}
+
+/// One user's stream: the decider of registration and tokens.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum User {
+    /// Nobody has this username.
+    #[default]
+    Unregistered,
+    /// The user exists.
+    Registered(Account),
+}
+
+impl User {
+    /// The account, if registered.
+    pub fn account(&self) -> Option<&Account> {
         match self {
-            Self::UserRegistered { .. } => "UserRegistered",
-            Self::TokenIssued { .. } => "TokenIssued",
-            Self::TokenRevoked { .. } => "TokenRevoked",
-            Self::AllTokensRevoked { .. } => "AllTokensRevoked",
+            Self::Unregistered => None,
+            Self::Registered(a) => Some(a),
+        }
+    }
+}
+
+fn issued(user_id: UserId, grant: &Grant) -> AuthEvent {
+    AuthEvent::TokenIssued {
+        user_id,
+        digest: grant.digest,
+        expires_at: grant.expires_at,
+    }
+}
+
+impl Decider for User {
+    type Command = UserCommand;
+    type Event = AuthEvent;
+    type State = User;
+    type Rejection = Rejection;
+
+    fn decide(command: &UserCommand, state: &User) -> Result<Vec<AuthEvent>, Rejection> {
+        match (command, state) {
+            (UserCommand::Register { .. }, User::Registered(_)) => Err(Rejection::UsernameTaken),
+            (
+                UserCommand::Register {
+                    user_id,
+                    username,
+                    email,
+                    password_hash,
+                    grant,
+                },
+                User::Unregistered,
+            ) => Ok(vec![
+                AuthEvent::UserRegistered {
+                    user_id: *user_id,
+                    username: username.as_str().to_owned(),
+                    email: email.as_str().to_owned(),
+                    password_hash: password_hash.clone(),
+                },
+                issued(*user_id, grant),
+            ]),
+            (UserCommand::IssueToken(_), User::Unregistered) => Err(Rejection::UnknownUser),
+            (_, User::Unregistered) => Err(Rejection::InvalidToken),
+            (UserCommand::IssueToken(grant), User::Registered(a)) => {
+                Ok(vec![issued(a.user_id, grant)])
+            }
+            (UserCommand::RevokeToken { digest, now }, User::Registered(a)) => {
+                if a.tokens.get(digest).is_none_or(|expiry| expiry <= now) {
+                    return Err(Rejection::InvalidToken);
+                }
+                Ok(vec![AuthEvent::TokenRevoked {
+                    user_id: a.user_id,
+                    digest: *digest,
+                }])
+            }
+            (UserCommand::RevokeAllTokens, User::Registered(a)) => {
+                Ok(vec![AuthEvent::AllTokensRevoked { user_id: a.user_id }])
+            }
         }
     }
 
-    /// The event ready to append.
-    pub fn to_new_event(&self) -> NewEvent {
-        NewEvent::new(self.event_type(), self).expect("auth events always serialize")
+    fn evolve(state: User, event: &AuthEvent) -> User {
+        match (state, event) {
+            (
+                User::Unregistered,
+                AuthEvent::UserRegistered {
+                    user_id,
+                    username,
+                    email,
+                    password_hash,
+                },
+            ) => User::Registered(Account {
+                user_id: *user_id,
+                username: username.clone(),
+                email: email.clone(),
+                password_hash: password_hash.clone(),
+                tokens: HashMap::new(),
+            }),
+            (User::Registered(mut a), event) => {
+                match event {
+                    AuthEvent::TokenIssued {
+                        digest, expires_at, ..
+                    } => {
+                        a.tokens.insert(*digest, *expires_at);
+                    }
+                    AuthEvent::TokenRevoked { digest, .. } => {
+                        a.tokens.remove(digest);
+                    }
+                    AuthEvent::AllTokensRevoked { .. } => a.tokens.clear(),
+                    AuthEvent::UserRegistered { .. } => {}
+                }
+                User::Registered(a)
+            }
+            (state, _) => state,
+        }
     }
 }
 
@@ -315,11 +459,131 @@ mod tests {
         );
     }
 
+    use chrono::TimeDelta;
+    use event_store::decider::spec::given;
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn grant() -> Grant {
+        let (_, digest) = crate::token::generate().unwrap();
+        Grant {
+            digest,
+            expires_at: t0() + TimeDelta::hours(10),
+        }
+    }
+
+    fn register(grant: Grant) -> UserCommand {
+        UserCommand::Register {
+            user_id: 7,
+            username: Username::parse("Alice").unwrap(),
+            email: Email::parse("a@example.com").unwrap(),
+            password_hash: "$argon2id$x".into(),
+            grant,
+        }
+    }
+
+    fn registered() -> AuthEvent {
+        AuthEvent::UserRegistered {
+            user_id: 7,
+            username: "Alice".into(),
+            email: "a@example.com".into(),
+            password_hash: "$argon2id$x".into(),
+        }
+    }
+
     #[test]
-    fn event_types_match_their_tag() {
-        let e = AuthEvent::AllTokensRevoked { user_id: 3 };
-        let json = serde_json::to_value(&e).unwrap();
-        assert_eq!(json["type"], e.event_type());
-        assert_eq!(serde_json::from_value::<AuthEvent>(json).unwrap(), e);
+    fn registering_records_the_user_and_a_first_token() {
+        let g = grant();
+        given::<User>([])
+            .when(register(g))
+            .then([registered(), issued(7, &g)]);
+    }
+
+    #[test]
+    fn a_taken_username_is_refused() {
+        given::<User>([registered()])
+            .when(register(grant()))
+            .then_rejects(Rejection::UsernameTaken);
+    }
+
+    #[test]
+    fn tokens_are_issued_to_registered_users_only() {
+        let g = grant();
+        given::<User>([registered()])
+            .when(UserCommand::IssueToken(g))
+            .then([issued(7, &g)]);
+        given::<User>([])
+            .when(UserCommand::IssueToken(g))
+            .then_rejects(Rejection::UnknownUser);
+    }
+
+    #[test]
+    fn a_live_token_is_revoked_once() {
+        let g = grant();
+        let revoke = || UserCommand::RevokeToken {
+            digest: g.digest,
+            now: t0(),
+        };
+        let revoked = AuthEvent::TokenRevoked {
+            user_id: 7,
+            digest: g.digest,
+        };
+        given::<User>([registered(), issued(7, &g)])
+            .when(revoke())
+            .then([revoked.clone()]);
+        given::<User>([registered(), issued(7, &g), revoked])
+            .when(revoke())
+            .then_rejects(Rejection::InvalidToken);
+        given::<User>([
+            registered(),
+            issued(7, &g),
+            AuthEvent::AllTokensRevoked { user_id: 7 },
+        ])
+        .when(revoke())
+        .then_rejects(Rejection::InvalidToken);
+    }
+
+    #[test]
+    fn an_expired_or_unknown_token_cannot_be_revoked() {
+        let g = grant();
+        given::<User>([registered(), issued(7, &g)])
+            .when(UserCommand::RevokeToken {
+                digest: g.digest,
+                now: g.expires_at,
+            })
+            .then_rejects(Rejection::InvalidToken);
+        given::<User>([registered()])
+            .when(UserCommand::RevokeToken {
+                digest: g.digest,
+                now: t0(),
+            })
+            .then_rejects(Rejection::InvalidToken);
+        given::<User>([])
+            .when(UserCommand::RevokeAllTokens)
+            .then_rejects(Rejection::InvalidToken);
+    }
+
+    #[test]
+    fn logging_out_everywhere_revokes_every_token() {
+        given::<User>([registered(), issued(7, &grant()), issued(7, &grant())])
+            .when(UserCommand::RevokeAllTokens)
+            .then([AuthEvent::AllTokensRevoked { user_id: 7 }]);
+    }
+
+    #[test]
+    fn events_decode_to_what_was_stored() {
+        let g = grant();
+        for e in [
+            registered(),
+            issued(7, &g),
+            AuthEvent::AllTokensRevoked { user_id: 3 },
+        ] {
+            let json = serde_json::to_string(&e).unwrap();
+            assert_eq!(serde_json::from_str::<AuthEvent>(&json).unwrap(), e);
+        }
     }
 }

@@ -1,14 +1,24 @@
 //! auth-service: users and tokens as events, served over gRPC.
 //!
+//! Where things are:
+//! - [`domain`]: the rules: value types, events, and the pure decider of one
+//!   user's stream (given/when/then tests beside it);
+//! - [`read_model`]: users and live tokens by digest, a pure fold over the
+//!   events: what `Authenticate` answers from;
+//! - [`service`]: the gRPC edge: parsing, hashing, one command or query each;
+//! - [`error`]: the errors and their one mapping to gRPC statuses;
+//! - `password`, `token`, `throttle`: argon2id, tokens and their digests,
+//!   failed-login counting.
+//!
 //! A library with a thin `main`: tests, the all-in-one launcher and the
 //! binary all start the same [`Application`].
 
-pub mod auth;
 mod config;
 pub mod domain;
+pub mod error;
 mod password;
+pub mod read_model;
 mod service;
-pub mod state;
 mod throttle;
 pub mod token;
 
@@ -16,24 +26,27 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use event_store::read_model::Projection;
 use event_store::{EventStore, EventStoreError};
-use platform::grpc::{GrpcListener, ServeError};
+use platform::grpc::{GrpcChannel, GrpcListener, ServeError};
 use proto::auth::auth_service_server::AuthServiceServer;
 
-pub use auth::Auth;
 pub use config::Config;
 pub use service::AuthGrpc;
 pub use throttle::LoginThrottle;
 
+use crate::password::PasswordHasher;
+use crate::read_model::AuthView;
+
 /// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The event store could not be opened.
+    /// The event store could not be opened, or the read model rebuilt.
     #[error("event store: {0}")]
     Store(#[from] EventStoreError),
-    /// The read model could not be rebuilt.
+    /// The hashing threads could not start.
     #[error("auth: {0}")]
-    Auth(#[from] domain::AuthError),
+    Auth(#[from] error::AuthError),
     /// The server could not listen, or failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
@@ -42,7 +55,7 @@ pub enum StartError {
 /// A bound, ready auth-service.
 pub struct Application {
     listener: GrpcListener,
-    auth: Arc<Auth>,
+    service: AuthGrpc,
 }
 
 impl Application {
@@ -58,10 +71,17 @@ impl Application {
         config: &Config,
         store: Arc<dyn EventStore>,
     ) -> Result<Self, StartError> {
+        let hasher = PasswordHasher::new()?;
+        let view = Projection::start(store.clone(), AuthView::default()).await?;
+        tracing::info!(
+            users = view.read().user_count(),
+            tokens = view.read().token_count(),
+            "auth read model rebuilt"
+        );
         let throttle = LoginThrottle::new(config.login_max_failures, config.login_window());
-        let auth = Arc::new(Auth::start(store, config.token_ttl(), throttle).await?);
+        let service = AuthGrpc::new(store, Arc::new(view), hasher, throttle, config.token_ttl());
         let listener = GrpcListener::bind(config.listen).await?;
-        Ok(Self { listener, auth })
+        Ok(Self { listener, service })
     }
 
     /// Where the server listens.
@@ -69,15 +89,10 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// A client of this service for callers in this process: calls run the
-    /// service directly (beside the TCP listener, once running).
-    pub fn in_process_channel(&mut self) -> platform::grpc::in_process::Channel {
-        self.listener.in_process_channel()
-    }
-
-    /// The domain core, for in-process callers.
-    pub fn auth(&self) -> Arc<Auth> {
-        self.auth.clone()
+    /// A client channel to this service for callers in this process: calls
+    /// run the service directly (beside the TCP listener, once running).
+    pub fn in_process_channel(&mut self) -> GrpcChannel {
+        GrpcChannel::InProcess(self.listener.in_process_channel())
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight calls finish.
@@ -85,7 +100,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartError> {
-        let service = AuthServiceServer::new(AuthGrpc::new(self.auth));
+        let service = AuthServiceServer::new(self.service);
         self.listener.serve(service, shutdown).await?;
         Ok(())
     }

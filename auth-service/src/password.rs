@@ -15,7 +15,8 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::{AuthError, Password, Result};
+use crate::domain::Password;
+use crate::error::{AuthError, Result};
 
 /// Hashing jobs waiting beyond this many make callers wait to enqueue.
 const QUEUE: usize = 4096;

@@ -1,64 +1,228 @@
-//! The gRPC face of [`Auth`]: translation only, and the one place where
-//! domain errors become `tonic::Status`.
+//! The gRPC edge of auth-service: requests parsed into domain values, one
+//! command or query each, answers translated back. The rules are in
+//! [`crate::domain`], the token index in [`crate::read_model`], the error
+//! mapping in [`crate::error`].
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+use event_store::EventStore;
+use event_store::decider::{self, Loaded};
+use event_store::ids::IdSequence;
+use event_store::read_model::Projection;
 use proto::auth::auth_service_server::AuthService;
 use proto::auth::{
     AuthenticateRequest, LoginRequest, LogoutAllRequest, LogoutAllResponse, LogoutRequest,
-    LogoutResponse, RegisterRequest, Session, User,
+    LogoutResponse, RegisterRequest, Session, User as UserMessage,
 };
-use tonic::{Code, Request, Response, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::{Request, Response, Status};
 
-use crate::auth::{self, Auth};
-use crate::domain::AuthError;
+use crate::domain::{
+    Email, Grant, Password, USER_IDS_STREAM, User, UserCommand, Username, normalize_username,
+    parse_login, user_stream,
+};
+use crate::error::{AuthError, Result};
+use crate::password::PasswordHasher;
+use crate::read_model::AuthView;
+use crate::throttle::LoginThrottle;
+use crate::token;
 
 /// The `movies.auth.v1.AuthService` implementation.
 pub struct AuthGrpc {
-    auth: Arc<Auth>,
+    store: Arc<dyn EventStore>,
+    view: Arc<Projection<AuthView>>,
+    hasher: PasswordHasher,
+    throttle: LoginThrottle,
+    token_ttl: chrono::Duration,
+    user_ids: IdSequence,
 }
 
 impl AuthGrpc {
-    /// Serves `auth`.
-    pub fn new(auth: Arc<Auth>) -> Self {
-        Self { auth }
+    /// Serves the users in `store`, whose events `view` follows.
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        view: Arc<Projection<AuthView>>,
+        hasher: PasswordHasher,
+        throttle: LoginThrottle,
+        token_ttl: std::time::Duration,
+    ) -> Self {
+        Self {
+            store,
+            view,
+            hasher,
+            throttle,
+            token_ttl: chrono::Duration::from_std(token_ttl).unwrap_or(chrono::Duration::MAX),
+            user_ids: IdSequence::new(USER_IDS_STREAM, "User"),
+        }
+    }
+
+    /// A new token, shown once, and the grant recorded for it.
+    fn new_token(&self) -> Result<(String, Grant)> {
+        let (token, digest) = token::generate().map_err(|e| AuthError::Hashing(e.to_string()))?;
+        let expires_at = Utc::now()
+            .checked_add_signed(self.token_ttl)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        Ok((token, Grant { digest, expires_at }))
+    }
+
+    /// Runs `command` on `stream` from `loaded` and waits until the token
+    /// index shows its effect.
+    async fn execute(
+        &self,
+        stream: &str,
+        loaded: Loaded<User>,
+        command: &UserCommand,
+    ) -> Result<()> {
+        let done = decider::execute::<User>(&*self.store, stream, loaded, command).await?;
+        self.view.wait_for(done.position).await?;
+        Ok(())
+    }
+
+    async fn register(&self, r: RegisterRequest) -> Result<Session> {
+        let (username, email, password) = match (
+            Username::parse(&r.username),
+            Email::parse(&r.email),
+            Password::parse_new(r.password),
+        ) {
+            (Ok(u), Ok(e), Ok(p)) => (u, e, p),
+            (u, e, p) => {
+                return Err(AuthError::Invalid(
+                    [u.err(), e.err(), p.err()].into_iter().flatten().collect(),
+                ));
+            }
+        };
+        let stream = user_stream(&normalize_username(username.as_str()));
+        // A cheap refusal before the costly hash; the store decides.
+        if self.view.read().by_username(username.as_str()).is_some() {
+            return Err(AuthError::UsernameTaken);
+        }
+        let password_hash = self.hasher.hash(password).await?;
+        let (token, grant) = self.new_token()?;
+        let user_id = self.user_ids.next(&self.store).await?;
+        let user = UserMessage {
+            id: user_id,
+            username: username.as_str().to_owned(),
+            email: email.as_str().to_owned(),
+        };
+        let command = UserCommand::Register {
+            user_id,
+            username,
+            email,
+            password_hash,
+            grant,
+        };
+        self.execute(&stream, Loaded::assume_new(), &command)
+            .await?;
+        tracing::info!(user_id, "user registered");
+        Ok(session(user, token, grant))
+    }
+
+    async fn login(&self, r: LoginRequest) -> Result<Session> {
+        let (username, password) =
+            parse_login(&r.username, r.password).map_err(AuthError::Invalid)?;
+        let key = normalize_username(&username);
+        if let Err(retry_after_secs) = self.throttle.check(&key) {
+            return Err(AuthError::Throttled { retry_after_secs });
+        }
+        let stream = user_stream(&key);
+        let loaded = decider::load::<User>(&*self.store, &stream).await?;
+        let hash = loaded.state.account().map(|a| a.password_hash.clone());
+        if !self.hasher.verify(password, hash).await? {
+            self.throttle.record_failure(&key);
+            return Err(AuthError::IncorrectCredentials);
+        }
+        self.throttle.reset(&key);
+        let account = loaded
+            .state
+            .account()
+            .ok_or(AuthError::IncorrectCredentials)?;
+        let user = UserMessage {
+            id: account.user_id,
+            username: account.username.clone(),
+            email: account.email.clone(),
+        };
+        let (token, grant) = self.new_token()?;
+        self.execute(&stream, loaded, &UserCommand::IssueToken(grant))
+            .await?;
+        tracing::info!(user_id = user.id, "token issued");
+        Ok(session(user, token, grant))
+    }
+
+    /// The user a live token belongs to: an in-memory lookup.
+    fn authenticate(&self, token: &str) -> Result<UserMessage> {
+        let digest = token::parse(token).ok_or(AuthError::InvalidToken)?;
+        let view = self.view.read();
+        let user = view
+            .by_token(&digest, Utc::now())
+            .ok_or(AuthError::InvalidToken)?;
+        Ok(UserMessage {
+            id: user.id,
+            username: user.username.clone(),
+            email: user.email.clone(),
+        })
+    }
+
+    /// Runs a command on the stream of `token`'s user.
+    async fn revoke(
+        &self,
+        token: &str,
+        command: impl FnOnce(token::TokenDigest) -> UserCommand,
+    ) -> Result<i64> {
+        let digest = token::parse(token).ok_or(AuthError::InvalidToken)?;
+        let user = self.authenticate(token)?;
+        let stream = user_stream(&normalize_username(&user.username));
+        let loaded = decider::load::<User>(&*self.store, &stream).await?;
+        self.execute(&stream, loaded, &command(digest)).await?;
+        Ok(user.id)
+    }
+}
+
+fn session(user: UserMessage, token: String, grant: Grant) -> Session {
+    Session {
+        user: Some(user),
+        token,
+        expiry: Some(prost_types::Timestamp {
+            seconds: grant.expires_at.timestamp(),
+            nanos: grant.expires_at.timestamp_subsec_nanos() as i32,
+        }),
     }
 }
 
 #[tonic::async_trait]
 impl AuthService for AuthGrpc {
+    #[tracing::instrument(skip_all, fields(username = %request.get_ref().username))]
     async fn register(
         &self,
         request: Request<RegisterRequest>,
     ) -> Result<Response<Session>, Status> {
-        let r = request.into_inner();
-        let session = self
-            .auth
-            .register(&r.username, &r.email, r.password)
-            .await?;
-        Ok(Response::new(session_message(session)))
+        Ok(Response::new(self.register(request.into_inner()).await?))
     }
 
+    #[tracing::instrument(skip_all, fields(username = %request.get_ref().username))]
     async fn login(&self, request: Request<LoginRequest>) -> Result<Response<Session>, Status> {
-        let r = request.into_inner();
-        let session = self.auth.login(&r.username, r.password).await?;
-        Ok(Response::new(session_message(session)))
+        Ok(Response::new(self.login(request.into_inner()).await?))
     }
 
     async fn authenticate(
         &self,
         request: Request<AuthenticateRequest>,
-    ) -> Result<Response<User>, Status> {
-        let user = self.auth.authenticate(&request.get_ref().token)?;
-        Ok(Response::new(user_message(user)))
+    ) -> Result<Response<UserMessage>, Status> {
+        Ok(Response::new(self.authenticate(&request.get_ref().token)?))
     }
 
     async fn logout(
         &self,
         request: Request<LogoutRequest>,
     ) -> Result<Response<LogoutResponse>, Status> {
-        self.auth.logout(&request.get_ref().token).await?;
+        let user_id = self
+            .revoke(&request.get_ref().token, |digest| {
+                UserCommand::RevokeToken {
+                    digest,
+                    now: Utc::now(),
+                }
+            })
+            .await?;
+        tracing::info!(user_id, "token revoked");
         Ok(Response::new(LogoutResponse {}))
     }
 
@@ -66,76 +230,10 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<LogoutAllRequest>,
     ) -> Result<Response<LogoutAllResponse>, Status> {
-        self.auth.logout_all(&request.get_ref().token).await?;
+        let user_id = self
+            .revoke(&request.get_ref().token, |_| UserCommand::RevokeAllTokens)
+            .await?;
+        tracing::info!(user_id, "all tokens revoked");
         Ok(Response::new(LogoutAllResponse {}))
-    }
-}
-
-fn user_message(u: auth::User) -> User {
-    User {
-        id: u.id,
-        username: u.username,
-        email: u.email,
-    }
-}
-
-fn session_message(s: auth::Session) -> Session {
-    Session {
-        user: Some(user_message(s.user)),
-        token: s.token,
-        expiry: Some(prost_types::Timestamp {
-            seconds: s.expiry.timestamp(),
-            nanos: s.expiry.timestamp_subsec_nanos() as i32,
-        }),
-    }
-}
-
-fn bad_request(code: Code, message: &str, violations: &[(&str, &str)]) -> Status {
-    let mut details = ErrorDetails::new();
-    for (field, description) in violations {
-        details.add_bad_request_violation(*field, *description);
-    }
-    Status::with_error_details(code, message, details)
-}
-
-impl From<AuthError> for Status {
-    fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::Invalid(errors) => {
-                let v: Vec<(&str, &str)> = errors
-                    .iter()
-                    .map(|e| (e.field, e.message.as_str()))
-                    .collect();
-                bad_request(Code::InvalidArgument, "invalid request", &v)
-            }
-            AuthError::UsernameTaken => {
-                let message = "A user with that username already exists.";
-                bad_request(Code::AlreadyExists, message, &[("username", message)])
-            }
-            AuthError::IncorrectCredentials => bad_request(
-                Code::InvalidArgument,
-                "Incorrect Credentials",
-                &[("non_field_errors", "Incorrect Credentials")],
-            ),
-            AuthError::Throttled { retry_after_secs } => Status::with_error_details(
-                Code::ResourceExhausted,
-                format!("Request was throttled. Expected available in {retry_after_secs} seconds."),
-                ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(
-                    retry_after_secs,
-                ))),
-            ),
-            AuthError::InvalidToken => Status::unauthenticated("Invalid token."),
-            AuthError::NotYetApplied => {
-                Status::unavailable("the change is stored but not yet visible; retry")
-            }
-            AuthError::Store(e) => {
-                tracing::error!(error = %e, "event store failure");
-                Status::unavailable("storage unavailable")
-            }
-            AuthError::Hashing(e) => {
-                tracing::error!(error = %e, "password hashing failure");
-                Status::internal("internal error")
-            }
-        }
     }
 }

@@ -1,10 +1,30 @@
 //! Bearer tokens: 32 random bytes shown as 64 hex characters; only their
 //! SHA-256 digest is kept.
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-/// The SHA-256 of a token's bytes: what events and memory hold.
-pub type TokenDigest = [u8; 32];
+/// The SHA-256 of a token's bytes: what events (as 64 hex characters) and
+/// memory hold; never the token itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TokenDigest([u8; 32]);
+
+impl TryFrom<String> for TokenDigest {
+    type Error = hex::FromHexError;
+
+    fn try_from(hex_digest: String) -> Result<Self, Self::Error> {
+        let mut d = [0u8; 32];
+        hex::decode_to_slice(hex_digest, &mut d)?;
+        Ok(Self(d))
+    }
+}
+
+impl From<TokenDigest> for String {
+    fn from(d: TokenDigest) -> String {
+        hex::encode(d.0)
+    }
+}
 
 /// A new token from the OS random number generator, and its digest.
 pub fn generate() -> std::io::Result<(String, TokenDigest)> {
@@ -24,7 +44,7 @@ pub fn parse(token: &str) -> Option<TokenDigest> {
 }
 
 fn digest_of(bytes: &[u8; 32]) -> TokenDigest {
-    Sha256::digest(bytes).into()
+    TokenDigest(Sha256::digest(bytes).into())
 }
 
 #[cfg(test)]
@@ -36,6 +56,18 @@ mod tests {
         assert_eq!(super::parse(&token), Some(digest));
         assert_eq!(super::parse(&token.to_uppercase()), Some(digest));
         assert_ne!(super::generate().unwrap().0, token);
+    }
+
+    #[test]
+    fn digests_are_stored_as_hex() {
+        let (_, digest) = super::generate().unwrap();
+        let json = serde_json::to_string(&digest).unwrap();
+        assert_eq!(json.len(), 66);
+        assert_eq!(
+            serde_json::from_str::<super::TokenDigest>(&json).unwrap(),
+            digest
+        );
+        assert!(serde_json::from_str::<super::TokenDigest>("\"zz\"").is_err());
     }
 
     #[test]

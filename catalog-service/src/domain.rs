@@ -1,54 +1,20 @@
-//! Movies and ratings: value types parsed at the edge, events, and errors.
+//! The catalog's rules: value types parsed at the edge, the events, and two
+//! pure deciders (a movie, and one user's rating of one movie). No I/O here.
 
-use event_store::{EventStoreError, NewEvent};
+use event_store::Event;
+use event_store::decider::Decider;
+use platform::FieldError;
 use serde::{Deserialize, Serialize};
+
+/// A movie's id: positive, unique, increasing, never reused.
+pub type MovieId = i64;
+/// A rating's id: positive, unique, increasing, never reused.
+pub type RatingId = i64;
+/// A user's id, as auth-service gives it.
+pub type UserId = i64;
 
 /// Longest title or director accepted.
 pub const MAX_TEXT: usize = 200;
-
-/// A field that failed validation and why, in DRF's words.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    /// The request field, as named in the REST API.
-    pub field: &'static str,
-    /// The message shown to the client.
-    pub message: String,
-}
-
-/// What a catalog command or query can fail with.
-#[derive(Debug, thiserror::Error)]
-pub enum CatalogError {
-    /// One or more request fields are invalid.
-    #[error("invalid request: {0:?}")]
-    Invalid(Vec<FieldError>),
-    /// No credentials were sent.
-    #[error("no credentials")]
-    NoCredentials,
-    /// The token is unknown, revoked, expired or malformed.
-    #[error("invalid token")]
-    InvalidToken,
-    /// The caller may not rate this movie (added it, or rated it already).
-    #[error("rating refused")]
-    CannotRate,
-    /// No such movie.
-    #[error("not found")]
-    NotFound,
-    /// SubscribeEvents without the right service key.
-    #[error("service key required")]
-    ServiceKeyRequired,
-    /// auth-service could not be asked.
-    #[error("identity check unavailable: {0}")]
-    IdentityUnavailable(String),
-    /// The change committed but this instance has not applied it in time.
-    #[error("committed, but not yet visible on this instance")]
-    NotYetApplied,
-    /// The event store failed.
-    #[error(transparent)]
-    Store(#[from] EventStoreError),
-}
-
-/// `Result` with [`CatalogError`].
-pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 
 /// A title or director: 1–200 characters after trimming surrounding white
 /// space (as DRF's `CharField`).
@@ -66,34 +32,29 @@ impl Text {
         } else {
             return Ok(Self(trimmed.to_owned()));
         };
-        Err(FieldError {
-            field,
-            message: message.to_owned(),
-        })
+        Err(FieldError::new(field, message))
     }
 
     /// The text.
-    pub fn into_inner(self) -> String {
-        self.0
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
-/// A rating: an integer from 1 to 5.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A rating: an integer from 1 to 5. Stored as its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
 pub struct Rating(u8);
 
 impl Rating {
-    /// Parses a rating.
-    pub fn parse(raw: i64) -> Result<Self, FieldError> {
+    /// Parses a rating as the API receives it.
+    pub fn parse(raw: i32) -> Result<Self, FieldError> {
         let message = match raw {
             1..=5 => return Ok(Self(raw as u8)),
             ..=0 => "Ensure this value is greater than or equal to 1.",
             _ => "Ensure this value is less than or equal to 5.",
         };
-        Err(FieldError {
-            field: "rating",
-            message: message.to_owned(),
-        })
+        Err(FieldError::new("rating", message))
     }
 
     /// The value, 1..=5.
@@ -102,22 +63,28 @@ impl Rating {
     }
 }
 
-/// The error for a movie id that names no movie, in DRF's words.
-pub fn unknown_movie(id: i64) -> CatalogError {
-    CatalogError::Invalid(vec![FieldError {
-        field: "movie",
-        message: format!("Invalid pk \"{id}\" - object does not exist."),
-    }])
+impl TryFrom<u8> for Rating {
+    type Error = String;
+
+    fn try_from(value: u8) -> Result<Self, String> {
+        Self::parse(i32::from(value)).map_err(|e| e.message)
+    }
 }
 
-/// The stream of one movie; its first event, appended with `NoStream`, is `MovieAdded`.
-pub fn movie_stream(movie: i64) -> String {
+impl From<Rating> for u8 {
+    fn from(r: Rating) -> u8 {
+        r.0
+    }
+}
+
+/// The stream of one movie; its first event is `MovieAdded`.
+pub fn movie_stream(movie: MovieId) -> String {
     format!("movie-{movie}")
 }
 
-/// The stream of one user's rating of one movie: appending with `NoStream`
-/// makes "one rating per user and movie" hold under any concurrency.
-pub fn rating_stream(movie: i64, user: i64) -> String {
+/// The stream of one user's rating of one movie: it admits one `MovieRated`,
+/// so "one rating per user and movie" holds under any concurrency.
+pub fn rating_stream(movie: MovieId, user: UserId) -> String {
     format!("rating-{movie}-{user}")
 }
 
@@ -133,50 +100,235 @@ pub const RATING_IDS_STREAM: &str = "rating-ids";
 pub enum CatalogEvent {
     /// A movie was added.
     MovieAdded {
-        /// Positive, unique, increasing.
-        id: i64,
+        /// Its id.
+        id: MovieId,
         /// 1–200 characters.
         title: String,
         /// 1–200 characters.
         director: String,
         /// The user who added it.
-        added_by: i64,
+        added_by: UserId,
     },
     /// A user rated a movie.
     MovieRated {
-        /// Positive, unique, increasing.
-        id: i64,
+        /// The rating's id.
+        id: RatingId,
         /// The movie.
-        movie: i64,
+        movie: MovieId,
         /// The user.
-        user: i64,
+        user: UserId,
         /// 1..=5.
-        rating: u8,
+        rating: Rating,
     },
 }
 
-impl CatalogEvent {
-    /// The stored event type: the variant's name.
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            Self::MovieAdded { .. } => "MovieAdded",
-            Self::MovieRated { .. } => "MovieRated",
+impl Event for CatalogEvent {}
+
+/// Why the catalog refuses a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// No movie has this id.
+    UnknownMovie(MovieId),
+    /// The user added this movie, or rated it already.
+    CannotRate,
+    /// A movie with this id exists (ids are never reused, so: a bug).
+    MovieExists(MovieId),
+}
+
+/// A movie, as its own stream tells it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Movie {
+    /// No movie with this id.
+    #[default]
+    Unknown,
+    /// The movie exists.
+    Added {
+        /// Who added it.
+        added_by: UserId,
+    },
+}
+
+/// Add a movie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddMovie {
+    /// A freshly allocated id.
+    pub id: MovieId,
+    /// Its title.
+    pub title: Text,
+    /// Its director.
+    pub director: Text,
+    /// Who adds it.
+    pub added_by: UserId,
+}
+
+impl Decider for Movie {
+    type Command = AddMovie;
+    type Event = CatalogEvent;
+    type State = Movie;
+    type Rejection = Rejection;
+
+    fn decide(c: &AddMovie, state: &Movie) -> Result<Vec<CatalogEvent>, Rejection> {
+        match state {
+            Movie::Added { .. } => Err(Rejection::MovieExists(c.id)),
+            Movie::Unknown => Ok(vec![CatalogEvent::MovieAdded {
+                id: c.id,
+                title: c.title.as_str().to_owned(),
+                director: c.director.as_str().to_owned(),
+                added_by: c.added_by,
+            }]),
         }
     }
 
-    /// The event ready to append.
-    pub fn to_new_event(&self) -> NewEvent {
-        NewEvent::new(self.event_type(), self).expect("catalog events always serialize")
+    fn evolve(state: Movie, event: &CatalogEvent) -> Movie {
+        match event {
+            CatalogEvent::MovieAdded { added_by, .. } => Movie::Added {
+                added_by: *added_by,
+            },
+            CatalogEvent::MovieRated { .. } => state,
+        }
+    }
+}
+
+/// One user's rating of one movie: given or not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rated(pub bool);
+
+/// Rate a movie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateMovie {
+    /// A freshly allocated id.
+    pub id: RatingId,
+    /// The movie's id.
+    pub movie_id: MovieId,
+    /// The movie, as its stream tells it.
+    pub movie: Movie,
+    /// Who rates it.
+    pub user: UserId,
+    /// The rating.
+    pub rating: Rating,
+}
+
+/// The decider of one user's rating of one movie.
+pub struct MovieRating;
+
+impl Decider for MovieRating {
+    type Command = RateMovie;
+    type Event = CatalogEvent;
+    type State = Rated;
+    type Rejection = Rejection;
+
+    fn decide(c: &RateMovie, rated: &Rated) -> Result<Vec<CatalogEvent>, Rejection> {
+        match c.movie {
+            Movie::Unknown => Err(Rejection::UnknownMovie(c.movie_id)),
+            Movie::Added { added_by } if added_by == c.user => Err(Rejection::CannotRate),
+            Movie::Added { .. } if rated.0 => Err(Rejection::CannotRate),
+            Movie::Added { .. } => Ok(vec![CatalogEvent::MovieRated {
+                id: c.id,
+                movie: c.movie_id,
+                user: c.user,
+                rating: c.rating,
+            }]),
+        }
+    }
+
+    fn evolve(_: Rated, event: &CatalogEvent) -> Rated {
+        Rated(matches!(event, CatalogEvent::MovieRated { .. }))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use event_store::decider::spec::given;
+
     use super::*;
+
+    const ALICE: UserId = 1;
+    const BOB: UserId = 2;
+
+    fn text(s: &str) -> Text {
+        Text::parse("title", s).unwrap()
+    }
+
+    fn added(id: MovieId, by: UserId) -> CatalogEvent {
+        CatalogEvent::MovieAdded {
+            id,
+            title: "Up".into(),
+            director: "Docter".into(),
+            added_by: by,
+        }
+    }
+
+    fn rate(movie: Movie, user: UserId, rating: u8) -> RateMovie {
+        RateMovie {
+            id: 9,
+            movie_id: 7,
+            movie,
+            user,
+            rating: Rating(rating),
+        }
+    }
+
+    fn alices_movie() -> Movie {
+        Movie::evolve(Movie::Unknown, &added(7, ALICE))
+    }
+
+    #[test]
+    fn a_new_movie_is_added_with_trimmed_texts() {
+        given::<Movie>([])
+            .when(AddMovie {
+                id: 7,
+                title: text("  Up "),
+                director: text("Docter"),
+                added_by: ALICE,
+            })
+            .then([added(7, ALICE)]);
+    }
+
+    #[test]
+    fn a_movie_id_is_never_added_twice() {
+        given::<Movie>([added(7, ALICE)])
+            .when(AddMovie {
+                id: 7,
+                title: text("Up"),
+                director: text("Docter"),
+                added_by: BOB,
+            })
+            .then_rejects(Rejection::MovieExists(7));
+    }
+
+    #[test]
+    fn another_user_rates_a_movie_once() {
+        let rated = CatalogEvent::MovieRated {
+            id: 9,
+            movie: 7,
+            user: BOB,
+            rating: Rating(4),
+        };
+        given::<MovieRating>([])
+            .when(rate(alices_movie(), BOB, 4))
+            .then([rated.clone()]);
+        given::<MovieRating>([rated])
+            .when(rate(alices_movie(), BOB, 5))
+            .then_rejects(Rejection::CannotRate);
+    }
+
+    #[test]
+    fn rating_ones_own_movie_is_refused() {
+        given::<MovieRating>([])
+            .when(rate(alices_movie(), ALICE, 5))
+            .then_rejects(Rejection::CannotRate);
+    }
+
+    #[test]
+    fn rating_an_unknown_movie_names_it() {
+        given::<MovieRating>([])
+            .when(rate(Movie::Unknown, BOB, 3))
+            .then_rejects(Rejection::UnknownMovie(7));
+    }
 
     #[test]
     fn texts_are_trimmed_and_bounded() {
-        assert_eq!(Text::parse("title", "  Up  ").unwrap().into_inner(), "Up");
+        assert_eq!(Text::parse("title", "  Up  ").unwrap().as_str(), "Up");
         assert!(Text::parse("title", "   ").is_err());
         assert!(Text::parse("title", &"é".repeat(200)).is_ok());
         assert_eq!(
@@ -194,6 +346,23 @@ mod tests {
             Rating::parse(6).unwrap_err().message,
             "Ensure this value is less than or equal to 5."
         );
-        assert!(Rating::parse(i64::MIN).is_err());
+        assert!(Rating::parse(i32::MIN).is_err());
+    }
+
+    #[test]
+    fn stored_ratings_are_plain_numbers_and_checked_when_read() {
+        let e = CatalogEvent::MovieRated {
+            id: 1,
+            movie: 2,
+            user: 3,
+            rating: Rating(5),
+        };
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"MovieRated","id":1,"movie":2,"user":3,"rating":5}"#
+        );
+        let bad = json.replace(":5}", ":9}");
+        assert!(serde_json::from_str::<CatalogEvent>(&bad).is_err());
     }
 }

@@ -1,38 +1,45 @@
 //! catalog-service: movies and ratings as events, with read models rebuilt
 //! from the event feed, served over gRPC.
 //!
+//! Where things are:
+//! - [`domain`]: the rules: value types, events, and the pure deciders of a
+//!   movie and of a rating (given/when/then tests beside them);
+//! - [`read_model`]: the views (movie list, rating list, per-movie
+//!   statistics), a pure fold over the events;
+//! - [`service`]: the gRPC edge: caller, parsing, one command or query each;
+//! - [`error`]: the errors and their one mapping to gRPC statuses;
+//! - [`identity`]: the caller's token, checked with auth-service.
+//!
 //! A library with a thin `main`: tests, the all-in-one launcher and the
 //! binary all start the same [`Application`].
 
-pub mod catalog;
 mod config;
 pub mod domain;
+pub mod error;
 pub mod identity;
-pub mod model;
+pub mod read_model;
 mod service;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use event_store::read_model::Projection;
 use event_store::{EventStore, EventStoreError};
-use platform::grpc::{GrpcListener, ServeError};
+use platform::grpc::{GrpcChannel, GrpcListener, ServeError};
 use proto::catalog::catalog_service_server::CatalogServiceServer;
 
-pub use catalog::Movies;
 pub use config::Config;
-pub use identity::{GrpcIdentity, Identity};
+pub use identity::Identity;
+pub use read_model::CatalogView;
 pub use service::{CatalogGrpc, SubscribeAccess};
 
 /// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The event store could not be opened.
+    /// The event store could not be opened, or the read models rebuilt.
     #[error("event store: {0}")]
     Store(#[from] EventStoreError),
-    /// The read models could not be rebuilt.
-    #[error("catalog: {0}")]
-    Catalog(#[from] domain::CatalogError),
     /// The auth-service URL is not usable.
     #[error("auth-service URL: {0}")]
     AuthUrl(tonic::transport::Error),
@@ -44,8 +51,9 @@ pub enum StartError {
 /// A bound, ready catalog-service.
 pub struct Application {
     listener: GrpcListener,
-    movies: Arc<Movies>,
-    identity: Arc<dyn Identity>,
+    store: Arc<dyn EventStore>,
+    view: Arc<Projection<CatalogView>>,
+    identity: Identity,
     subscribe: SubscribeAccess,
 }
 
@@ -53,19 +61,24 @@ impl Application {
     /// Opens the store `config` names, rebuilds the read models, connects
     /// (lazily) to auth-service and binds the listen address.
     pub async fn build(config: &Config) -> Result<Self, StartError> {
-        let identity = GrpcIdentity::new(&config.auth_url).map_err(StartError::AuthUrl)?;
+        let identity = Identity::connect_lazy(&config.auth_url).map_err(StartError::AuthUrl)?;
         let store = event_store::open(&config.store_url).await?;
-        Self::build_with(config, store, Arc::new(identity)).await
+        Self::build_with(config, store, identity).await
     }
 
-    /// As [`Application::build`], on an open store and with another way to
-    /// check identities (the all-in-one launcher asks auth in-process).
+    /// As [`Application::build`], on an open store and with auth-service
+    /// reached another way (the all-in-one launcher: in-process).
     pub async fn build_with(
         config: &Config,
         store: Arc<dyn EventStore>,
-        identity: Arc<dyn Identity>,
+        identity: Identity,
     ) -> Result<Self, StartError> {
-        let movies = Arc::new(Movies::start(store).await?);
+        let view = Projection::start(store.clone(), CatalogView::default()).await?;
+        tracing::info!(
+            movies = view.read().movies(Some(0), 0).count,
+            ratings = view.read().ratings(None, Some(0), 0).count,
+            "catalog read models rebuilt"
+        );
         let listener = GrpcListener::bind(config.listen).await?;
         let subscribe = match (&config.service_key, config.open_subscriptions) {
             (Some(key), _) if !key.is_empty() => SubscribeAccess::Key(key.clone()),
@@ -74,7 +87,8 @@ impl Application {
         };
         Ok(Self {
             listener,
-            movies,
+            store,
+            view: Arc::new(view),
             identity,
             subscribe,
         })
@@ -85,15 +99,15 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// A client of this service for callers in this process: calls run the
-    /// service directly (beside the TCP listener, once running).
-    pub fn in_process_channel(&mut self) -> platform::grpc::in_process::Channel {
-        self.listener.in_process_channel()
+    /// A client channel to this service for callers in this process: calls
+    /// run the service directly (beside the TCP listener, once running).
+    pub fn in_process_channel(&mut self) -> GrpcChannel {
+        GrpcChannel::InProcess(self.listener.in_process_channel())
     }
 
-    /// The domain core, for in-process callers.
-    pub fn movies(&self) -> Arc<Movies> {
-        self.movies.clone()
+    /// The live read models (for tests and tools).
+    pub fn view(&self) -> Arc<Projection<CatalogView>> {
+        self.view.clone()
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight calls finish.
@@ -101,10 +115,17 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartError> {
-        let service = CatalogGrpc::new(self.movies, self.identity, self.subscribe);
+        let service = CatalogGrpc::new(self.store, self.view, self.identity, self.subscribe);
         self.listener
             .serve(CatalogServiceServer::new(service), shutdown)
             .await?;
         Ok(())
     }
+}
+
+/// Rebuilds every read model from scratch: what the `rebuild-projections`
+/// subcommand and the equality tests use. Returns the views and the position
+/// of the last event read.
+pub async fn rebuild(store: &dyn EventStore) -> Result<(CatalogView, u64), EventStoreError> {
+    event_store::read_model::rebuild(store, CatalogView::default()).await
 }

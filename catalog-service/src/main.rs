@@ -78,14 +78,13 @@ async fn rebuild(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let store = event_store::open(&config.store_url).await?;
     let started = std::time::Instant::now();
-    let catalog = catalog_service::catalog::rebuild(store).await?;
+    let (catalog, checkpoint) = catalog_service::rebuild(&*store).await?;
     let elapsed = started.elapsed();
     println!(
-        "rebuilt in {:.3} s: {} movies, {} ratings, checkpoint {}, snapshot sha256 {}",
+        "rebuilt in {:.3} s: {} movies, {} ratings, checkpoint {checkpoint}, snapshot sha256 {}",
         elapsed.as_secs_f64(),
         catalog.movies(Some(0), 0).count,
         catalog.ratings(None, Some(0), 0).count,
-        catalog.checkpoint(),
         catalog.snapshot_digest()
     );
     if let Some(path) = output {

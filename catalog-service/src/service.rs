@@ -1,8 +1,14 @@
-//! The gRPC face of [`Movies`]: caller identity, translation, and the one
-//! place where domain errors become `tonic::Status`.
+//! The gRPC edge of the catalog: who is calling, requests parsed into domain
+//! values, one command or query each, answers translated back. The rules are
+//! in [`crate::domain`], the views in [`crate::read_model`], the error
+//! mapping in [`crate::error`].
 
 use std::sync::Arc;
 
+use event_store::decider::{self, Loaded};
+use event_store::ids::IdSequence;
+use event_store::read_model::Projection;
+use event_store::{EventStore, ids};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use proto::catalog::catalog_service_server::CatalogService;
@@ -11,13 +17,15 @@ use proto::catalog::{
     ListRatingsRequest, ListRatingsResponse, Movie, MovieDetail, RateMovieRequest, Rating,
     SubscribeEventsRequest,
 };
-use tonic::{Code, Request, Response, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::{Request, Response, Status};
 
-use crate::catalog::{MovieListing, Movies};
-use crate::domain::{CatalogError, MOVIE_IDS_STREAM, RATING_IDS_STREAM};
-use crate::identity::{Identity, token_of};
-use crate::model::{MovieRow, RatingRow};
+use crate::domain::{
+    self, AddMovie, MOVIE_IDS_STREAM, MovieRating, RATING_IDS_STREAM, RateMovie, Text,
+    movie_stream, rating_stream,
+};
+use crate::error::{CatalogError, Result};
+use crate::identity::Identity;
+use crate::read_model::{CatalogView, MovieListing, MovieRow, RatingRow};
 
 /// Who may call SubscribeEvents.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,35 +40,43 @@ pub enum SubscribeAccess {
 
 /// The `movies.catalog.v1.CatalogService` implementation.
 pub struct CatalogGrpc {
-    movies: Arc<Movies>,
-    identity: Arc<dyn Identity>,
+    store: Arc<dyn EventStore>,
+    view: Arc<Projection<CatalogView>>,
+    movie_ids: IdSequence,
+    rating_ids: IdSequence,
+    identity: Identity,
     subscribe: SubscribeAccess,
 }
 
 impl CatalogGrpc {
-    /// Serves `movies`, checking callers with `identity`.
+    /// Serves the catalog in `store`, whose events `view` follows, checking
+    /// callers with `identity`.
     pub fn new(
-        movies: Arc<Movies>,
-        identity: Arc<dyn Identity>,
+        store: Arc<dyn EventStore>,
+        view: Arc<Projection<CatalogView>>,
+        identity: Identity,
         subscribe: SubscribeAccess,
     ) -> Self {
         Self {
-            movies,
+            store,
+            view,
+            movie_ids: IdSequence::new(MOVIE_IDS_STREAM, "Movie"),
+            rating_ids: IdSequence::new(RATING_IDS_STREAM, "Rating"),
             identity,
             subscribe,
         }
     }
 
-    async fn caller<T>(&self, request: &Request<T>) -> Result<i64, CatalogError> {
+    async fn caller<T>(&self, request: &Request<T>) -> Result<domain::UserId> {
         let header = request
             .metadata()
             .get("authorization")
             .map(|v| v.to_str().map_err(|_| CatalogError::InvalidToken))
             .transpose()?;
-        self.identity.user_id(token_of(header)?).await
+        self.identity.user_id(header).await
     }
 
-    fn check_service_key<T>(&self, request: &Request<T>) -> Result<(), CatalogError> {
+    fn check_service_key<T>(&self, request: &Request<T>) -> Result<()> {
         let given = request
             .metadata()
             .get("x-service-key")
@@ -72,6 +88,78 @@ impl CatalogGrpc {
             }
             _ => Err(CatalogError::ServiceKeyRequired),
         }
+    }
+
+    async fn add_movie(&self, user: domain::UserId, r: &AddMovieRequest) -> Result<MovieRow> {
+        let (title, director) = match (
+            Text::parse("title", &r.title),
+            Text::parse("director", &r.director),
+        ) {
+            (Ok(t), Ok(d)) => (t, d),
+            (t, d) => {
+                return Err(CatalogError::Invalid(
+                    [t.err(), d.err()].into_iter().flatten().collect(),
+                ));
+            }
+        };
+        let command = AddMovie {
+            id: self.movie_ids.next(&self.store).await?,
+            title,
+            director,
+            added_by: user,
+        };
+        let stream = movie_stream(command.id);
+        let done = decider::execute::<domain::Movie>(
+            &*self.store,
+            &stream,
+            Loaded::assume_new(),
+            &command,
+        )
+        .await?;
+        self.view.wait_for(done.position).await?;
+        tracing::info!(movie = command.id, "movie added");
+        Ok(MovieRow {
+            id: command.id,
+            title: command.title.as_str().to_owned(),
+            director: command.director.as_str().to_owned(),
+            added_by: user,
+            rating_count: 0,
+            rating_sum: 0,
+        })
+    }
+
+    async fn rate_movie(&self, user: domain::UserId, r: &RateMovieRequest) -> Result<RatingRow> {
+        let rating = domain::Rating::parse(r.rating)?;
+        // Ids are positive: anything else names no movie, without a read.
+        let movie = if r.movie > 0 {
+            decider::load::<domain::Movie>(&*self.store, &movie_stream(r.movie))
+                .await?
+                .state
+        } else {
+            domain::Movie::Unknown
+        };
+        let mut command = RateMovie {
+            id: 0,
+            movie_id: r.movie,
+            movie,
+            user,
+            rating,
+        };
+        // Refuse what can be refused before taking an id; the store decides.
+        let stream = rating_stream(r.movie, user);
+        <MovieRating as decider::Decider>::decide(&command, &Default::default())?;
+        command.id = self.rating_ids.next(&self.store).await?;
+        let done =
+            decider::execute::<MovieRating>(&*self.store, &stream, Loaded::assume_new(), &command)
+                .await?;
+        self.view.wait_for(done.position).await?;
+        tracing::info!(rating = command.id, "movie rated");
+        Ok(RatingRow {
+            id: command.id,
+            movie: r.movie,
+            user,
+            rating,
+        })
     }
 }
 
@@ -91,20 +179,20 @@ fn rating_message(r: RatingRow) -> Rating {
     Rating {
         id: r.id,
         movie: r.movie,
-        rating: i32::from(r.rating),
+        rating: i32::from(r.rating.get()),
         user: r.user,
     }
 }
 
 #[tonic::async_trait]
 impl CatalogService for CatalogGrpc {
+    #[tracing::instrument(skip_all)]
     async fn add_movie(
         &self,
         request: Request<AddMovieRequest>,
     ) -> Result<Response<Movie>, Status> {
         let user = self.caller(&request).await?;
-        let r = request.into_inner();
-        let movie = self.movies.add_movie(user, &r.title, &r.director).await?;
+        let movie = self.add_movie(user, request.get_ref()).await?;
         Ok(Response::new(movie_message(movie)))
     }
 
@@ -113,7 +201,12 @@ impl CatalogService for CatalogGrpc {
         request: Request<GetMovieRequest>,
     ) -> Result<Response<MovieDetail>, Status> {
         self.caller(&request).await?;
-        let m = self.movies.movie(request.get_ref().id)?;
+        let m = self
+            .view
+            .read()
+            .movie(request.get_ref().id)
+            .cloned()
+            .ok_or(CatalogError::NotFound)?;
         Ok(Response::new(MovieDetail {
             rating_average: m.rating_average(),
             id: m.id,
@@ -130,37 +223,34 @@ impl CatalogService for CatalogGrpc {
     ) -> Result<Response<ListMoviesResponse>, Status> {
         self.caller(&request).await?;
         let r = request.get_ref();
-        Ok(Response::new(
-            match self
-                .movies
-                .movies_unless(r.limit, r.offset, &r.if_none_match)
-            {
-                MovieListing::NotModified { etag, count } => ListMoviesResponse {
-                    movies: Vec::new(),
-                    count: count as u64,
-                    etag: etag.to_vec(),
-                    not_modified: true,
-                },
-                MovieListing::Page { etag, page } => ListMoviesResponse {
-                    movies: page.items.into_iter().map(movie_message).collect(),
-                    count: page.count as u64,
-                    etag: etag.to_vec(),
-                    not_modified: false,
-                },
+        let listing = self.view.read().movie_list(
+            r.limit.map(|l| l as usize),
+            r.offset as usize,
+            &r.if_none_match,
+        );
+        Ok(Response::new(match listing {
+            MovieListing::NotModified { etag, count } => ListMoviesResponse {
+                movies: Vec::new(),
+                count: count as u64,
+                etag: etag.to_vec(),
+                not_modified: true,
             },
-        ))
+            MovieListing::Page { etag, page } => ListMoviesResponse {
+                movies: page.items.into_iter().map(movie_message).collect(),
+                count: page.count as u64,
+                etag: etag.to_vec(),
+                not_modified: false,
+            },
+        }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn rate_movie(
         &self,
         request: Request<RateMovieRequest>,
     ) -> Result<Response<Rating>, Status> {
         let user = self.caller(&request).await?;
-        let r = request.get_ref();
-        let rating = self
-            .movies
-            .rate_movie(user, r.movie, i64::from(r.rating))
-            .await?;
+        let rating = self.rate_movie(user, request.get_ref()).await?;
         Ok(Response::new(rating_message(rating)))
     }
 
@@ -170,7 +260,10 @@ impl CatalogService for CatalogGrpc {
     ) -> Result<Response<ListRatingsResponse>, Status> {
         self.caller(&request).await?;
         let r = request.get_ref();
-        let page = self.movies.ratings(r.movie, r.limit, r.offset);
+        let page =
+            self.view
+                .read()
+                .ratings(r.movie, r.limit.map(|l| l as usize), r.offset as usize);
         Ok(Response::new(ListRatingsResponse {
             ratings: page.items.into_iter().map(rating_message).collect(),
             count: page.count as u64,
@@ -186,15 +279,9 @@ impl CatalogService for CatalogGrpc {
         self.check_service_key(&request)?;
         let from = request.get_ref().from_position;
         let events = self
-            .movies
-            .store()
+            .store
             .subscribe_all(from)
-            .filter(|e| {
-                let internal = e
-                    .as_ref()
-                    .is_ok_and(|e| e.stream == MOVIE_IDS_STREAM || e.stream == RATING_IDS_STREAM);
-                std::future::ready(!internal)
-            })
+            .filter(|e| std::future::ready(!e.as_ref().is_ok_and(ids::is_allocation)))
             .map(|e| match e {
                 Ok(e) => Ok(CatalogEvent {
                     position: e.position,
@@ -214,39 +301,5 @@ impl CatalogService for CatalogGrpc {
                 }
             });
         Ok(Response::new(events.boxed()))
-    }
-}
-
-impl From<CatalogError> for Status {
-    fn from(e: CatalogError) -> Self {
-        match e {
-            CatalogError::Invalid(errors) => {
-                let mut details = ErrorDetails::new();
-                for e in &errors {
-                    details.add_bad_request_violation(e.field, e.message.clone());
-                }
-                Status::with_error_details(Code::InvalidArgument, "invalid request", details)
-            }
-            CatalogError::NoCredentials => {
-                Status::unauthenticated("Authentication credentials were not provided.")
-            }
-            CatalogError::InvalidToken => Status::unauthenticated("Invalid token."),
-            CatalogError::CannotRate => Status::permission_denied("You cant rate it "),
-            CatalogError::NotFound => Status::not_found("Not found."),
-            CatalogError::ServiceKeyRequired => {
-                Status::permission_denied("a valid x-service-key is required")
-            }
-            CatalogError::IdentityUnavailable(cause) => {
-                tracing::warn!(%cause, "cannot check the caller's token");
-                Status::unavailable("authentication service unavailable")
-            }
-            CatalogError::NotYetApplied => {
-                Status::unavailable("the change is stored but not yet visible; retry")
-            }
-            CatalogError::Store(e) => {
-                tracing::error!(error = %e, "event store failure");
-                Status::unavailable("storage unavailable")
-            }
-        }
     }
 }

@@ -24,6 +24,9 @@ pub enum EventStoreError {
     /// The caller passed something no backend accepts (no events, an empty stream name...).
     #[error("invalid append: {0}")]
     InvalidAppend(&'static str),
+    /// A domain event could not be encoded (a bug: see [`crate::Event`]).
+    #[error("invalid event: {0}")]
+    InvalidEvent(String),
     /// The store URL could not be understood.
     #[error("invalid event store URL {url:?}: {reason}")]
     InvalidUrl {
@@ -68,3 +71,18 @@ impl EventStoreError {
 
 /// `Result` with [`EventStoreError`] as the default error.
 pub type Result<T, E = EventStoreError> = std::result::Result<T, E>;
+
+/// Removes a password from a URL so it can be logged or shown in an error.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        _ => url.to_owned(),
+    }
+}

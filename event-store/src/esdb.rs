@@ -24,7 +24,7 @@ use futures_util::StreamExt;
 use serde_json::value::RawValue;
 
 use crate::decide::validate;
-use crate::open::redact;
+use crate::redact_url;
 use crate::{
     AppendResult, CurrentVersion, EventStore, EventStoreError, EventStream, ExpectedVersion,
     NewEvent, RecordedEvent, Result,
@@ -52,7 +52,7 @@ impl EsdbStore {
     /// server answers.
     pub async fn connect(url: &str) -> Result<Self> {
         let settings: ClientSettings = url.parse().map_err(|e| EventStoreError::InvalidUrl {
-            url: redact(url),
+            url: redact_url(url),
             reason: format!("{e}"),
         })?;
         let client = Client::new(settings).map_err(db_err)?;
@@ -61,7 +61,7 @@ impl EsdbStore {
             known: Arc::default(),
         };
         store.head_position().await?;
-        tracing::info!(url = %redact(url), "connected eventstoredb event store");
+        tracing::info!(url = %redact_url(url), "connected eventstoredb event store");
         Ok(store)
     }
 

@@ -6,7 +6,16 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::{CurrentVersion, EventStore, EventStoreError, ExpectedVersion, NewEvent, Result};
+use crate::{CurrentVersion, EventStore, EventStoreError, NewEvent, RecordedEvent, Result};
+
+/// The end of every allocation event's type (`MovieIdAllocated`...).
+const ALLOCATED: &str = "IdAllocated";
+
+/// Whether `event` is an id allocation: bookkeeping, not a domain event, so
+/// read models and event feeds pass over it.
+pub fn is_allocation(event: &RecordedEvent) -> bool {
+    event.event_type.ends_with(ALLOCATED)
+}
 
 /// A sequence of ids backed by one stream. Each event allocates a range
 /// (`first..first + count`) and is appended with `Exact`, so two allocators
@@ -22,7 +31,7 @@ pub struct IdSequence {
 
 struct Inner {
     stream: String,
-    event_type: &'static str,
+    event_type: String,
     /// Requests waiting for the next batch.
     waiting: Mutex<Vec<oneshot::Sender<Result<i64>>>>,
     /// Whose turn it is to allocate, and what this process last knew of the
@@ -44,12 +53,13 @@ struct Allocated {
 }
 
 impl IdSequence {
-    /// A sequence in `stream`, recording each allocation as an `event_type` event.
-    pub fn new(stream: impl Into<String>, event_type: &'static str) -> Self {
+    /// A sequence of `kind` ids in `stream`, recording each allocation as a
+    /// `{kind}IdAllocated` event.
+    pub fn new(stream: impl Into<String>, kind: &str) -> Self {
         Self {
             inner: Arc::new(Inner {
                 stream: stream.into(),
-                event_type,
+                event_type: format!("{kind}{ALLOCATED}"),
                 waiting: Mutex::new(Vec::new()),
                 turn: tokio::sync::Mutex::new(Known {
                     version: CurrentVersion::NoStream,
@@ -57,11 +67,6 @@ impl IdSequence {
                 }),
             }),
         }
-    }
-
-    /// The stream the sequence lives in (read models can skip it).
-    pub fn stream(&self) -> &str {
-        &self.inner.stream
     }
 
     /// Takes the next id.
@@ -110,11 +115,8 @@ impl Inner {
     async fn allocate(&self, known: &mut Known, store: &dyn EventStore, count: i64) -> Result<i64> {
         loop {
             let first = known.last_id + 1;
-            let expected = match known.version {
-                CurrentVersion::NoStream => ExpectedVersion::NoStream,
-                CurrentVersion::At(v) => ExpectedVersion::Exact(v),
-            };
-            let event = NewEvent::new(self.event_type, &Allocated { first, count })
+            let expected = known.version.expected();
+            let event = NewEvent::new(&*self.event_type, &Allocated { first, count })
                 .expect("an allocation always serializes");
             match store.append(&self.stream, expected, vec![event]).await {
                 Ok(r) => {

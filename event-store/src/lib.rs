@@ -20,22 +20,25 @@
 //! (embedded, the default) or `postgres://user@host/db`.
 
 mod decide;
+pub mod decider;
 mod error;
 #[cfg(feature = "eventstoredb")]
 pub mod esdb;
+mod event;
 mod group;
 pub mod ids;
 mod model;
 mod open;
 pub mod postgres;
-pub mod projection;
+pub mod read_model;
 pub mod sqlite;
 mod subscription;
 
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 
-pub use error::{EventStoreError, Result};
+pub use error::{EventStoreError, Result, redact_url};
+pub use event::Event;
 pub use model::{AppendResult, CurrentVersion, ExpectedVersion, NewEvent, RecordedEvent};
 pub use open::{StoreUrl, open};
 pub use subscription::SUBSCRIPTION_POLL_INTERVAL;

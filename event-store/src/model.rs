@@ -44,6 +44,14 @@ impl CurrentVersion {
         }
     }
 
+    /// What to expect of the stream to append after exactly this version.
+    pub fn expected(self) -> ExpectedVersion {
+        match self {
+            Self::NoStream => ExpectedVersion::NoStream,
+            Self::At(v) => ExpectedVersion::Exact(v),
+        }
+    }
+
     /// Whether an append expecting `expected` may go ahead.
     pub fn satisfies(self, expected: ExpectedVersion) -> bool {
         match (expected, self) {
@@ -91,18 +99,6 @@ impl NewEvent {
             data: serde_json::value::to_raw_value(data)?,
             metadata: empty_object(),
         })
-    }
-
-    /// The same event with another id.
-    pub fn with_id(mut self, id: Uuid) -> Self {
-        self.id = id;
-        self
-    }
-
-    /// The same event with `metadata` serialized as its metadata.
-    pub fn with_metadata(mut self, metadata: &impl Serialize) -> serde_json::Result<Self> {
-        self.metadata = serde_json::value::to_raw_value(metadata)?;
-        Ok(self)
     }
 }
 

@@ -1,7 +1,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::{EventStore, EventStoreError, Result, postgres::PostgresStore, sqlite::SqliteStore};
+use crate::{
+    EventStore, EventStoreError, Result, postgres::PostgresStore, redact_url, sqlite::SqliteStore,
+};
 
 /// A parsed event store URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +22,7 @@ impl StoreUrl {
     /// [`EventStoreError::InvalidUrl`].
     pub fn parse(url: &str) -> Result<Self> {
         let invalid = |reason: &str| EventStoreError::InvalidUrl {
-            url: redact(url),
+            url: redact_url(url),
             reason: reason.to_owned(),
         };
         if let Some(path) = url.strip_prefix("sqlite://") {
@@ -41,21 +43,6 @@ impl StoreUrl {
     }
 }
 
-/// Removes a password from a URL so it can be logged or shown in an error.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}{tail}")
-        }
-        _ => url.to_owned(),
-    }
-}
-
 /// Opens the store `url` names, creating its schema (or file) if needed.
 ///
 /// A bad URL or an unreachable database is an error here, at start-up.
@@ -68,7 +55,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn EventStore>> {
         #[cfg(not(feature = "eventstoredb"))]
         StoreUrl::EventStoreDb(url) => {
             return Err(EventStoreError::InvalidUrl {
-                url: redact(&url),
+                url: redact_url(&url),
                 reason: "this build has no EventStoreDB backend (cargo feature event-store/eventstoredb)"
                     .into(),
             });
@@ -102,10 +89,10 @@ mod tests {
     #[test]
     fn passwords_are_redacted() {
         assert_eq!(
-            redact("postgres://u:secret@h:5432/db"),
+            redact_url("postgres://u:secret@h:5432/db"),
             "postgres://u:***@h:5432/db"
         );
-        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

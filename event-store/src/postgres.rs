@@ -46,7 +46,7 @@ use uuid::Uuid;
 
 use crate::decide::{Decision, StoredId, decide};
 use crate::group::{AppendRequest, MAX_GROUP, Queue, answer, submit};
-use crate::open::redact;
+use crate::redact_url;
 use crate::subscription::{advance, catch_up_then_live};
 use crate::{
     AppendResult, CurrentVersion, EventStore, EventStoreError, EventStream, ExpectedVersion,
@@ -110,7 +110,7 @@ impl PostgresStore {
         let mut config: tokio_postgres::Config =
             url.parse()
                 .map_err(|e: tokio_postgres::Error| EventStoreError::InvalidUrl {
-                    url: redact(url),
+                    url: redact_url(url),
                     reason: e.to_string(),
                 })?;
         if config.get_connect_timeout().is_none() {
@@ -147,7 +147,7 @@ impl PostgresStore {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run_writer(pool.clone(), rx, head_tx.clone()));
         let listener = tokio::spawn(run_listener(config, head_tx));
-        tracing::info!(url = %redact(url), head_position, "connected postgres event store");
+        tracing::info!(url = %redact_url(url), head_position, "connected postgres event store");
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,

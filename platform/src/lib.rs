@@ -46,6 +46,36 @@ pub async fn shutdown_signal() {
     tracing::info!("shutdown requested");
 }
 
+/// A request field that failed validation, and why, in DRF's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field, as named in the REST API (`non_field_errors` for the whole request).
+    pub field: &'static str,
+    /// The message shown to the client.
+    pub message: String,
+}
+
+impl FieldError {
+    /// `field` failed with `message`.
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// A status carrying field errors as `google.rpc.BadRequest` violations,
+/// which the gateway turns into DRF's `{"field": ["message"]}`.
+pub fn field_errors(code: tonic::Code, message: &str, errors: &[FieldError]) -> tonic::Status {
+    use tonic_types::{ErrorDetails, StatusExt};
+    let mut details = ErrorDetails::new();
+    for e in errors {
+        details.add_bad_request_violation(e.field, e.message.clone());
+    }
+    tonic::Status::with_error_details(code, message, details)
+}
+
 /// What an `Authorization` value carries, read as django-rest-knox reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Credentials<'a> {

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use event_store::testing::TempStore;
-use movies::{Config, IdentityCheck, Stack};
+use movies::{Config, Stack, Wiring};
 use platform::testing::Running;
 use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, StatusCode};
@@ -16,7 +16,7 @@ macro_rules! on_every_backend {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
                     let stores = $crate::helpers::Stores::sqlite().await;
-                    let app = $crate::helpers::TestApp::start(&stores, movies::IdentityCheck::InProcess).await;
+                    let app = $crate::helpers::TestApp::start(&stores, movies::Wiring::InProcess).await;
                     super::$case(app).await;
                 }
             )*
@@ -26,7 +26,7 @@ macro_rules! on_every_backend {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
                     let Some(stores) = $crate::helpers::Stores::postgres(stringify!($case)).await else { return };
-                    let app = $crate::helpers::TestApp::start(&stores, movies::IdentityCheck::Grpc).await;
+                    let app = $crate::helpers::TestApp::start(&stores, movies::Wiring::Grpc).await;
                     super::$case(app).await;
                 }
             )*
@@ -105,7 +105,7 @@ pub fn config(stores: &Stores) -> Config {
 }
 
 impl TestApp {
-    pub async fn start(stores: &Stores, identity: IdentityCheck) -> Self {
+    pub async fn start(stores: &Stores, identity: Wiring) -> Self {
         let stack = Stack::build(&config(stores), identity)
             .await
             .expect("stack starts");

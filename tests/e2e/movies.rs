@@ -258,7 +258,7 @@ async fn lists_larger_than_four_mib_come_back_whole() {
     use std::sync::Arc;
 
     use catalog_service::domain::{CatalogEvent, movie_stream};
-    use event_store::ExpectedVersion;
+    use event_store::{Event, ExpectedVersion};
 
     let stores = crate::helpers::Stores::sqlite().await;
     // ~12,000 movies of ~400 characters: about 5 MiB of protobuf. Written
@@ -281,7 +281,7 @@ async fn lists_larger_than_four_mib_come_back_whole() {
                     .append(
                         &movie_stream(id),
                         ExpectedVersion::NoStream,
-                        vec![event.to_new_event()],
+                        vec![event.to_new_event().unwrap()],
                     )
                     .await
                     .unwrap();
@@ -291,7 +291,7 @@ async fn lists_larger_than_four_mib_come_back_whole() {
     appends.join_all().await;
     drop(store);
 
-    let app = TestApp::start(&stores, movies::IdentityCheck::InProcess).await;
+    let app = TestApp::start(&stores, movies::Wiring::InProcess).await;
     let (token, _) = app.user("reader").await;
     let a = app.get("/api/auth/movies", Some(&token)).await;
     assert_eq!(

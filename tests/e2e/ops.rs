@@ -6,7 +6,7 @@ use crate::helpers::{Stores, TestApp, config};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn health_readiness_metrics_and_openapi_answer() {
     let stores = Stores::sqlite().await;
-    let app = TestApp::start(&stores, movies::IdentityCheck::InProcess).await;
+    let app = TestApp::start(&stores, movies::Wiring::InProcess).await;
     let a = app.get("/healthz", None).await;
     assert_eq!(
         (a.status, a.body.clone()),
@@ -53,7 +53,7 @@ async fn health_readiness_metrics_and_openapi_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn request_ids_are_echoed_or_made() {
     let stores = Stores::sqlite().await;
-    let app = TestApp::start(&stores, movies::IdentityCheck::InProcess).await;
+    let app = TestApp::start(&stores, movies::Wiring::InProcess).await;
     let r = app
         .http
         .get(format!("{}/healthz", app.base))
@@ -78,7 +78,7 @@ async fn request_ids_are_echoed_or_made() {
 async fn a_shutdown_lets_requests_in_flight_finish() {
     use std::time::{Duration, Instant};
     let stores = Stores::sqlite().await;
-    let stack = movies::Stack::build(&config(&stores), movies::IdentityCheck::InProcess)
+    let stack = movies::Stack::build(&config(&stores), movies::Wiring::InProcess)
         .await
         .expect("stack starts");
     let auth_addr = stack.auth_addr();

@@ -13,13 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bench::{median, run_for};
-use catalog_service::domain::CatalogEvent;
+use catalog_service::domain::{CatalogEvent, Rating};
 use clap::Parser;
-use event_store::{EventStore, ExpectedVersion};
+use event_store::{Event, EventStore, ExpectedVersion};
 use proto::auth::RegisterRequest;
 use proto::auth::auth_service_client::AuthServiceClient;
-use proto::catalog::ListMoviesRequest;
 use proto::catalog::catalog_service_client::CatalogServiceClient;
+use proto::catalog::{AddMovieRequest, ListMoviesRequest};
 use tonic::transport::Channel;
 
 // glibc malloc's arena locks showed up as the top cost under load (futex
@@ -58,10 +58,10 @@ async fn fill(store: &Arc<dyn EventStore>, events: u64) {
                         id: i as i64,
                         movie: (i / 100 + 1) as i64,
                         user: (i % 100 + 1) as i64,
-                        rating: (i % 5 + 1) as u8,
+                        rating: Rating::parse((i % 5 + 1) as i32).unwrap(),
                     }
                 };
-                e.to_new_event()
+                e.to_new_event().unwrap()
             })
             .collect();
         store
@@ -98,12 +98,15 @@ async fn main() {
     let (mut batch_rates, mut live_rates) = (vec![], vec![]);
     for _ in 0..args.rounds {
         let t = Instant::now();
-        let rebuilt = catalog_service::catalog::rebuild(store.clone())
-            .await
-            .unwrap();
+        let (rebuilt, _) = catalog_service::rebuild(&*store).await.unwrap();
         batch_rates.push(args.events as f64 / t.elapsed().as_secs_f64());
         let t = Instant::now();
-        let live = catalog_service::Movies::start(store.clone()).await.unwrap();
+        let live = event_store::read_model::Projection::start(
+            store.clone(),
+            catalog_service::CatalogView::default(),
+        )
+        .await
+        .unwrap();
         live_rates.push(args.events as f64 / t.elapsed().as_secs_f64());
         assert_eq!(live.read().snapshot_digest(), rebuilt.snapshot_digest());
     }
@@ -116,7 +119,7 @@ async fn main() {
     drop(store);
 
     // ListMovies with 100 movies.
-    let auth = auth_service::Application::build(&auth_service::Config {
+    let mut auth = auth_service::Application::build(&auth_service::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         store_url: format!("sqlite://{}", dir.path().join("auth.db").display()),
         ..Default::default()
@@ -124,7 +127,7 @@ async fn main() {
     .await
     .unwrap();
     let auth_addr = auth.local_addr();
-    let auth_core = auth.auth();
+    let auth_channel = auth.in_process_channel();
     tokio::spawn(auth.run_until_stopped(std::future::pending()));
     let token = AuthServiceClient::new(channel(auth_addr).await)
         .register(RegisterRequest {
@@ -144,19 +147,22 @@ async fn main() {
         ..Default::default()
     };
     let grpc_identity = catalog_service::Application::build(&config).await.unwrap();
-    let movies = grpc_identity.movies();
-    for i in 0..100 {
-        movies
-            .add_movie(1, &format!("Movie {i}"), "Director")
-            .await
-            .unwrap();
-    }
     let grpc_addr = grpc_identity.local_addr();
     tokio::spawn(grpc_identity.run_until_stopped(std::future::pending()));
+    let mut adder = CatalogServiceClient::new(channel(grpc_addr).await);
+    for i in 0..100 {
+        let mut r = tonic::Request::new(AddMovieRequest {
+            title: format!("Movie {i}"),
+            director: "Director".into(),
+        });
+        r.metadata_mut()
+            .insert("authorization", format!("Token {token}").parse().unwrap());
+        adder.add_movie(r).await.unwrap();
+    }
     let in_process = catalog_service::Application::build_with(
         &config,
         event_store::open(&catalog_url).await.unwrap(),
-        Arc::new(movies::InProcessIdentity(auth_core)),
+        catalog_service::Identity::over(auth_channel),
     )
     .await
     .unwrap();

@@ -1,7 +1,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use catalog_service::Movies;
+use catalog_service::CatalogView;
+use event_store::read_model::Projection;
 use event_store::testing::TempStore;
 use proto::auth::RegisterRequest;
 use proto::auth::auth_service_client::AuthServiceClient;
@@ -76,7 +77,11 @@ async fn channel(addr: std::net::SocketAddr) -> Channel {
 async fn start_catalog(
     stores: &Stores,
     auth_addr: std::net::SocketAddr,
-) -> (Running, CatalogServiceClient<Channel>, Arc<Movies>) {
+) -> (
+    Running,
+    CatalogServiceClient<Channel>,
+    Arc<Projection<CatalogView>>,
+) {
     let app = catalog_service::Application::build(&catalog_service::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         store_url: stores.catalog.url().to_owned(),
@@ -87,14 +92,14 @@ async fn start_catalog(
     .await
     .expect("catalog-service starts");
     let addr = app.local_addr();
-    let movies = app.movies();
+    let view = app.view();
     let running = Running::spawn(|stopped| async move {
         app.run_until_stopped(stopped).await.unwrap();
     });
     (
         running,
         CatalogServiceClient::new(channel(addr).await),
-        movies,
+        view,
     )
 }
 
@@ -104,7 +109,7 @@ pub struct Stack {
     pub catalog: Option<Running>,
     pub auth_client: AuthServiceClient<Channel>,
     pub client: CatalogServiceClient<Channel>,
-    pub movies: Arc<Movies>,
+    pub view: Arc<Projection<CatalogView>>,
     auth_addr: std::net::SocketAddr,
 }
 
@@ -121,14 +126,14 @@ impl Stack {
         let auth_running = Running::spawn(|stopped| async move {
             auth.run_until_stopped(stopped).await.unwrap();
         });
-        let (catalog, client, movies) = start_catalog(stores, auth_addr).await;
+        let (catalog, client, view) = start_catalog(stores, auth_addr).await;
         Self {
             auth_client: AuthServiceClient::new(channel(auth_addr).await),
             auth: Some(auth_running),
             auth_addr,
             catalog: Some(catalog),
             client,
-            movies,
+            view,
         }
     }
 
@@ -137,10 +142,10 @@ impl Stack {
         if let Some(c) = self.catalog.take() {
             c.stop().await;
         }
-        let (catalog, client, movies) = start_catalog(stores, self.auth_addr).await;
+        let (catalog, client, view) = start_catalog(stores, self.auth_addr).await;
         self.catalog = Some(catalog);
         self.client = client;
-        self.movies = movies;
+        self.view = view;
     }
 
     /// Registers `name`; returns (token, user id).

@@ -47,9 +47,9 @@ async fn a_restart_keeps_everything(stores: Stores) {
 async fn a_rebuild_from_scratch_equals_the_live_read_models(stores: Stores) {
     let stack = Stack::start(&stores).await;
     populate(&stack).await;
-    let live = stack.movies.read().snapshot();
+    let live = stack.view.read().snapshot();
     let store = event_store::open(stores.catalog.url()).await.unwrap();
-    let rebuilt = catalog_service::catalog::rebuild(store).await.unwrap();
+    let (rebuilt, _) = catalog_service::rebuild(&*store).await.unwrap();
     assert_eq!(rebuilt.snapshot(), live);
     assert!(live.contains("\"title\":\"M4\""));
 }

@@ -4,23 +4,23 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use event_store::RecordedEvent;
-use event_store::projection::ReadModel;
+use event_store::read_model::ReadModel;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::domain::{CatalogEvent, MOVIE_IDS_STREAM, RATING_IDS_STREAM};
+use crate::domain::{CatalogEvent, MovieId, Rating, RatingId, UserId};
 
 /// A movie with its rating statistics.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MovieRow {
     /// Its id.
-    pub id: i64,
+    pub id: MovieId,
     /// Its title.
     pub title: String,
     /// Its director.
     pub director: String,
     /// Who added it.
-    pub added_by: i64,
+    pub added_by: UserId,
     /// How many ratings it has.
     pub rating_count: u64,
     /// The sum of its ratings (the average is derived).
@@ -38,30 +38,28 @@ impl MovieRow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct RatingRow {
     /// Its id.
-    pub id: i64,
+    pub id: RatingId,
     /// The movie rated.
-    pub movie: i64,
+    pub movie: MovieId,
     /// Who rated it.
-    pub user: i64,
+    pub user: UserId,
     /// 1..=5.
-    pub rating: u8,
+    pub rating: Rating,
 }
 
 /// Every read model of the catalog. Ordered maps keep listings by id
 /// ascending and make the snapshot canonical.
 #[derive(Debug, Default, Serialize)]
-pub struct Catalog {
-    movies: BTreeMap<i64, MovieRow>,
-    ratings: BTreeMap<i64, RatingRow>,
+pub struct CatalogView {
+    movies: BTreeMap<MovieId, MovieRow>,
+    ratings: BTreeMap<RatingId, RatingRow>,
     #[serde(skip)]
-    ratings_by_movie: HashMap<i64, BTreeSet<i64>>,
+    ratings_by_movie: HashMap<MovieId, BTreeSet<RatingId>>,
     /// The movie list's tag: SHA-256 chained over every movie added, in
     /// feed order (derived, so not part of the snapshot). Any future event
     /// that changes what a list shows (id, title, director) must extend it.
     #[serde(skip)]
     movies_etag: [u8; 32],
-    /// Position of the last event folded in: the checkpoint.
-    checkpoint: u64,
 }
 
 /// One page of a listing and the size of the whole.
@@ -73,9 +71,9 @@ pub struct Page<T> {
     pub count: usize,
 }
 
-impl Catalog {
+impl CatalogView {
     /// A movie by id.
-    pub fn movie(&self, id: i64) -> Option<&MovieRow> {
+    pub fn movie(&self, id: MovieId) -> Option<&MovieRow> {
         self.movies.get(&id)
     }
 
@@ -102,7 +100,7 @@ impl Catalog {
     /// Ratings by id ascending, optionally of one movie; `limit: None` means all.
     pub fn ratings(
         &self,
-        movie: Option<i64>,
+        movie: Option<MovieId>,
         limit: Option<usize>,
         offset: usize,
     ) -> Page<RatingRow> {
@@ -134,29 +132,21 @@ impl Catalog {
         }
     }
 
-    /// Whether `user` has rated `movie` (a fast pre-check; the store decides).
-    pub fn has_rated(&self, movie: i64, user: i64) -> bool {
-        self.ratings_by_movie
-            .get(&movie)
-            .is_some_and(|ids| ids.iter().any(|id| self.ratings[id].user == user))
-    }
-
-    /// The global position of the last event folded in.
-    pub fn checkpoint(&self) -> u64 {
-        self.checkpoint
-    }
-
     /// Canonical JSON of every read model: equal models give equal bytes.
     pub fn snapshot(&self) -> String {
         serde_json::to_string(self).expect("read models always serialize")
     }
 
-    /// SHA-256 (hex) of [`Catalog::snapshot`].
+    /// SHA-256 (hex) of [`CatalogView::snapshot`].
     pub fn snapshot_digest(&self) -> String {
         hex::encode(Sha256::digest(self.snapshot().as_bytes()))
     }
+}
 
-    fn apply_event(&mut self, event: CatalogEvent) {
+impl ReadModel for CatalogView {
+    type Event = CatalogEvent;
+
+    fn apply(&mut self, event: CatalogEvent, _: &RecordedEvent) {
         match event {
             CatalogEvent::MovieAdded {
                 id,
@@ -185,7 +175,7 @@ impl Catalog {
             } => {
                 if let Some(m) = self.movies.get_mut(&movie) {
                     m.rating_count += 1;
-                    m.rating_sum += u64::from(rating);
+                    m.rating_sum += u64::from(rating.get());
                 }
                 self.ratings.insert(
                     id,
@@ -215,20 +205,136 @@ fn chain_movie(previous: &[u8; 32], id: i64, title: &str, director: &str) -> [u8
     h.finalize().into()
 }
 
-impl ReadModel for Catalog {
-    fn apply(&mut self, event: &RecordedEvent) {
-        self.checkpoint = event.position;
-        if event.stream == MOVIE_IDS_STREAM || event.stream == RATING_IDS_STREAM {
-            return;
+/// What [`CatalogView::movie_list`] answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MovieListing {
+    /// The list still has the tag the caller gave.
+    NotModified {
+        /// The list's tag.
+        etag: [u8; 32],
+        /// How many movies exist.
+        count: usize,
+    },
+    /// The list has changed, or the caller gave no tag.
+    Page {
+        /// The list's tag.
+        etag: [u8; 32],
+        /// The rows asked for.
+        page: Page<MovieRow>,
+    },
+}
+
+impl CatalogView {
+    /// Movies by id ascending with the list's tag, both read at one instant;
+    /// no rows when the list's tag is `if_none_match` (the caller has them).
+    pub fn movie_list(
+        &self,
+        limit: Option<usize>,
+        offset: usize,
+        if_none_match: &[u8],
+    ) -> MovieListing {
+        let etag = self.movies_etag;
+        if if_none_match == etag {
+            MovieListing::NotModified {
+                etag,
+                count: self.movies.len(),
+            }
+        } else {
+            MovieListing::Page {
+                etag,
+                page: self.movies(limit, offset),
+            }
         }
-        match event.decode::<CatalogEvent>() {
-            Ok(e) => self.apply_event(e),
-            Err(e) => tracing::warn!(
-                position = event.position,
-                event_type = %event.event_type,
-                error = %e,
-                "skipping an event the catalog cannot read"
-            ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(events: impl IntoIterator<Item = CatalogEvent>) -> CatalogView {
+        let at = event_store::NewEvent::new("x", &()).unwrap();
+        let recorded = RecordedEvent {
+            position: 1,
+            stream: "s".into(),
+            version: 0,
+            event_type: at.event_type,
+            id: at.id,
+            data: at.data,
+            metadata: at.metadata,
+            recorded_at: chrono::Utc::now(),
+        };
+        let mut v = CatalogView::default();
+        for e in events {
+            v.apply(e, &recorded);
         }
+        v
+    }
+
+    fn added(id: MovieId) -> CatalogEvent {
+        CatalogEvent::MovieAdded {
+            id,
+            title: format!("t{id}"),
+            director: "d".into(),
+            added_by: 1,
+        }
+    }
+
+    fn rated(id: RatingId, movie: MovieId, rating: u8) -> CatalogEvent {
+        CatalogEvent::MovieRated {
+            id,
+            movie,
+            user: 10 + id,
+            rating: Rating::parse(rating.into()).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_movie_shows_its_ratings_count_and_average() {
+        let v = view([added(1), added(2), rated(1, 1, 4), rated(2, 1, 5)]);
+        let m = v.movie(1).unwrap();
+        assert_eq!((m.rating_count, m.rating_average()), (2, Some(4.5)));
+        assert_eq!(v.movie(2).unwrap().rating_average(), None);
+        assert!(v.movie(3).is_none());
+    }
+
+    #[test]
+    fn listings_page_by_id_and_filter_by_movie() {
+        let v = view([
+            added(1),
+            added(2),
+            added(3),
+            rated(1, 2, 3),
+            rated(2, 3, 1),
+            rated(3, 2, 5),
+        ]);
+        let page = v.movies(Some(2), 1);
+        assert_eq!(page.count, 3);
+        assert_eq!(page.items.iter().map(|m| m.id).collect::<Vec<_>>(), [2, 3]);
+        let of_two = v.ratings(Some(2), None, 0);
+        assert_eq!(
+            of_two.items.iter().map(|r| r.id).collect::<Vec<_>>(),
+            [1, 3]
+        );
+        assert_eq!(v.ratings(None, Some(1), 2).items[0].id, 3);
+        assert_eq!(v.ratings(Some(9), None, 0).count, 0);
+    }
+
+    #[test]
+    fn the_list_tag_changes_with_movies_not_ratings() {
+        let one = view([added(1)]);
+        let rated_one = view([added(1), rated(1, 1, 2)]);
+        let two = view([added(1), added(2)]);
+        assert_eq!(one.movies_etag(), rated_one.movies_etag());
+        assert_ne!(one.movies_etag(), two.movies_etag());
+        let tag = *one.movies_etag();
+        assert!(matches!(
+            one.movie_list(None, 0, &tag),
+            MovieListing::NotModified { count: 1, .. }
+        ));
+        assert!(matches!(
+            two.movie_list(None, 0, &tag),
+            MovieListing::Page { .. }
+        ));
     }
 }

@@ -1,19 +1,20 @@
-//! The in-memory read model of users and live tokens, folded from events.
+//! The in-memory read model of users and live tokens, folded from every
+//! user's events: what `Authenticate` answers from, with no store read.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use event_store::RecordedEvent;
-use event_store::projection::ReadModel;
+use event_store::read_model::ReadModel;
 
-use crate::domain::{AuthEvent, USER_IDS_STREAM, normalize_username};
+use crate::domain::{AuthEvent, UserId, normalize_username};
 use crate::token::TokenDigest;
 
 /// A registered user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
     /// Positive, unique, increasing.
-    pub id: i64,
+    pub id: UserId,
     /// As registered.
     pub username: String,
     /// As registered.
@@ -24,7 +25,7 @@ pub struct UserRecord {
 
 #[derive(Debug, Clone, Copy)]
 struct TokenRecord {
-    user_id: i64,
+    user_id: UserId,
     expires_at: DateTime<Utc>,
 }
 
@@ -33,17 +34,17 @@ const SWEEP_EVERY: TimeDelta = TimeDelta::hours(1);
 
 /// Users by id and by normalized username; tokens by digest.
 #[derive(Debug, Default)]
-pub struct Users {
-    by_id: HashMap<i64, UserRecord>,
-    by_name: HashMap<String, i64>,
+pub struct AuthView {
+    by_id: HashMap<UserId, UserRecord>,
+    by_name: HashMap<String, UserId>,
     tokens: HashMap<TokenDigest, TokenRecord>,
-    tokens_of: HashMap<i64, Vec<TokenDigest>>,
+    tokens_of: HashMap<UserId, Vec<TokenDigest>>,
     /// When the next sweep of expired tokens is due, in event time, so that
     /// a rebuild forgets exactly what the live model forgot.
     next_sweep: Option<DateTime<Utc>>,
 }
 
-impl Users {
+impl AuthView {
     /// The user registered under `username`, compared case-insensitively.
     pub fn by_username(&self, username: &str) -> Option<&UserRecord> {
         self.by_name
@@ -91,8 +92,18 @@ impl Users {
             !held.is_empty()
         });
     }
+}
 
-    fn apply_event(&mut self, event: AuthEvent, recorded_at: DateTime<Utc>) {
+impl ReadModel for AuthView {
+    type Event = AuthEvent;
+
+    fn apply(&mut self, event: AuthEvent, recorded: &RecordedEvent) {
+        self.apply_at(event, recorded.recorded_at);
+    }
+}
+
+impl AuthView {
+    fn apply_at(&mut self, event: AuthEvent, recorded_at: DateTime<Utc>) {
         self.sweep_expired(recorded_at);
         match event {
             AuthEvent::UserRegistered {
@@ -117,23 +128,19 @@ impl Users {
                 digest,
                 expires_at,
             } => {
-                if let Some(digest) = decode_digest(&digest) {
-                    self.tokens.insert(
-                        digest,
-                        TokenRecord {
-                            user_id,
-                            expires_at,
-                        },
-                    );
-                    self.tokens_of.entry(user_id).or_default().push(digest);
-                }
+                self.tokens.insert(
+                    digest,
+                    TokenRecord {
+                        user_id,
+                        expires_at,
+                    },
+                );
+                self.tokens_of.entry(user_id).or_default().push(digest);
             }
             AuthEvent::TokenRevoked { user_id, digest } => {
-                if let Some(digest) = decode_digest(&digest) {
-                    self.tokens.remove(&digest);
-                    if let Some(held) = self.tokens_of.get_mut(&user_id) {
-                        held.retain(|d| *d != digest);
-                    }
+                self.tokens.remove(&digest);
+                if let Some(held) = self.tokens_of.get_mut(&user_id) {
+                    held.retain(|d| *d != digest);
                 }
             }
             AuthEvent::AllTokensRevoked { user_id } => {
@@ -145,39 +152,21 @@ impl Users {
     }
 }
 
-fn decode_digest(hex_digest: &str) -> Option<TokenDigest> {
-    let mut d = [0u8; 32];
-    hex::decode_to_slice(hex_digest, &mut d).ok().map(|_| d)
-}
-
-impl ReadModel for Users {
-    fn apply(&mut self, event: &RecordedEvent) {
-        if event.stream == USER_IDS_STREAM {
-            return;
-        }
-        match event.decode::<AuthEvent>() {
-            Ok(e) => self.apply_event(e, event.recorded_at),
-            Err(e) => tracing::warn!(
-                position = event.position,
-                event_type = %event.event_type,
-                error = %e,
-                "skipping an event the auth service cannot read"
-            ),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn issue(users: &mut Users, user_id: i64, byte: u8, at: DateTime<Utc>, ttl: TimeDelta) {
+    fn digest(byte: u8) -> TokenDigest {
+        TokenDigest::try_from(hex::encode([byte; 32])).unwrap()
+    }
+
+    fn issue(users: &mut AuthView, user_id: UserId, byte: u8, at: DateTime<Utc>, ttl: TimeDelta) {
         let event = AuthEvent::TokenIssued {
             user_id,
-            digest: hex::encode([byte; 32]),
+            digest: digest(byte),
             expires_at: at + ttl,
         };
-        users.apply_event(event, at);
+        users.apply_at(event, at);
     }
 
     #[test]
@@ -185,7 +174,7 @@ mod tests {
         let t0 = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
             .unwrap()
             .with_timezone(&Utc);
-        let mut users = Users::default();
+        let mut users = AuthView::default();
         let minute = TimeDelta::minutes(1);
         // User 1 logs in once and never again; user 2 holds a long token.
         issue(&mut users, 1, 1, t0, minute);
@@ -197,7 +186,7 @@ mod tests {
         issue(&mut users, 3, 4, t0 + SWEEP_EVERY, minute);
         assert_eq!(users.token_count(), 2);
         assert!(!users.tokens_of.contains_key(&1));
-        assert_eq!(users.tokens.get(&[2; 32]).map(|t| t.user_id), Some(2));
-        assert!(users.tokens.contains_key(&[4; 32]));
+        assert_eq!(users.tokens.get(&digest(2)).map(|t| t.user_id), Some(2));
+        assert!(users.tokens.contains_key(&digest(4)));
     }
 }

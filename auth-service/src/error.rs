@@ -1,0 +1,104 @@
+//! What an auth call can fail with, and the one place it becomes a
+//! `tonic::Status`.
+
+use event_store::EventStoreError;
+use event_store::decider::CommandError;
+use event_store::read_model::NotApplied;
+use platform::FieldError;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::domain::Rejection;
+
+/// What an auth call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// One or more request fields are invalid.
+    #[error("invalid request: {0:?}")]
+    Invalid(Vec<FieldError>),
+    /// The username is taken (case-insensitively).
+    #[error("username taken")]
+    UsernameTaken,
+    /// Wrong username or password (deliberately the same error for both).
+    #[error("incorrect credentials")]
+    IncorrectCredentials,
+    /// Too many failed logins for this username.
+    #[error("login throttled for {retry_after_secs} s")]
+    Throttled {
+        /// Seconds until a login may be tried again.
+        retry_after_secs: u64,
+    },
+    /// The token is unknown, revoked, expired or malformed.
+    #[error("invalid token")]
+    InvalidToken,
+    /// The change committed but this instance has not applied it in time.
+    #[error(transparent)]
+    NotYetApplied(#[from] NotApplied),
+    /// The event store failed.
+    #[error(transparent)]
+    Store(#[from] EventStoreError),
+    /// Hashing or the random number generator failed (not a client's fault).
+    #[error("password hashing failed: {0}")]
+    Hashing(String),
+}
+
+/// `Result` with [`AuthError`].
+pub type Result<T, E = AuthError> = std::result::Result<T, E>;
+
+impl From<Rejection> for AuthError {
+    fn from(r: Rejection) -> Self {
+        match r {
+            Rejection::UsernameTaken => Self::UsernameTaken,
+            Rejection::UnknownUser => Self::IncorrectCredentials,
+            Rejection::InvalidToken => Self::InvalidToken,
+        }
+    }
+}
+
+impl From<CommandError<Rejection>> for AuthError {
+    fn from(e: CommandError<Rejection>) -> Self {
+        match e {
+            CommandError::Rejected(r) => r.into(),
+            CommandError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Invalid(errors) => {
+                platform::field_errors(Code::InvalidArgument, "invalid request", &errors)
+            }
+            AuthError::UsernameTaken => {
+                let message = "A user with that username already exists.";
+                let taken = [FieldError::new("username", message)];
+                platform::field_errors(Code::AlreadyExists, message, &taken)
+            }
+            AuthError::IncorrectCredentials => {
+                let message = "Incorrect Credentials";
+                let wrong = [FieldError::new("non_field_errors", message)];
+                platform::field_errors(Code::InvalidArgument, message, &wrong)
+            }
+            AuthError::Throttled { retry_after_secs } => Status::with_error_details(
+                Code::ResourceExhausted,
+                format!("Request was throttled. Expected available in {retry_after_secs} seconds."),
+                ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(
+                    retry_after_secs,
+                ))),
+            ),
+            AuthError::InvalidToken => Status::unauthenticated("Invalid token."),
+            AuthError::NotYetApplied(_) => {
+                Status::unavailable("the change is stored but not yet visible; retry")
+            }
+            AuthError::Store(e) => {
+                tracing::error!(error = %e, "event store failure");
+                Status::unavailable("storage unavailable")
+            }
+            AuthError::Hashing(e) => {
+                tracing::error!(error = %e, "password hashing failure");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
