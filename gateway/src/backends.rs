@@ -13,6 +13,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::error::ApiError;
+use crate::routes::Caller;
 
 /// Clients of auth-service and catalog-service. Cheap to clone: clones share
 /// the HTTP/2 connections, which multiplex concurrent calls (or, in one
@@ -71,53 +72,26 @@ impl Backends {
         }
     }
 
-    /// `message` as a request carrying the deadline (and `authorization`, when given).
-    pub fn request<T>(
-        &self,
-        message: T,
-        authorization: Option<&str>,
-    ) -> Result<tonic::Request<T>, ApiError> {
+    /// `message` as a request, carrying the caller's credentials when given.
+    pub fn request<T>(&self, message: T, caller: Option<&Caller>) -> tonic::Request<T> {
         let mut r = tonic::Request::new(message);
-        r.set_timeout(self.timeout);
-        if let Some(value) = authorization {
-            let value = value
-                .parse()
-                .map_err(|_| ApiError::Unauthenticated("Invalid token.".into()))?;
-            r.metadata_mut().insert("authorization", value);
+        if let Some(caller) = caller {
+            r.metadata_mut()
+                .insert("authorization", caller.authorization.clone());
         }
-        Ok(r)
+        r
     }
 
-    /// Awaits a call, giving up at the deadline even if the service hangs.
+    /// Awaits a call within the one deadline of every backend call. It is the
+    /// gateway's own timer, so it holds in-process as well as over HTTP/2,
+    /// and a service that hangs cannot hold a request longer.
     pub async fn call<T>(
         &self,
         call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     ) -> Result<T, ApiError> {
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(response)) => Ok(response.into_inner()),
-            // tonic's own deadline (from `grpc-timeout`) surfaces as CANCELLED.
-            Ok(Err(status))
-                if status.code() == tonic::Code::Cancelled
-                    && status.message() == tonic::TimeoutExpired(()).to_string() =>
-            {
-                Err(ApiError::Timeout)
-            }
-            // A status the client made itself from a broken connection (a
-            // service that died mid-call; the gateway never cancels a call
-            // itself): the service is unavailable, not failing.
-            Ok(Err(status))
-                if status.code() == tonic::Code::Cancelled
-                    || (std::error::Error::source(&status).is_some()
-                        && matches!(
-                            status.code(),
-                            tonic::Code::Unknown | tonic::Code::Internal
-                        )) =>
-            {
-                Err(ApiError::Grpc(tonic::Status::unavailable(
-                    status.message().to_owned(),
-                )))
-            }
-            Ok(Err(status)) => Err(ApiError::Grpc(status)),
+            Ok(Err(status)) => Err(ApiError::from_call(status)),
             Err(_) => Err(ApiError::Timeout),
         }
     }
@@ -132,7 +106,7 @@ impl Backends {
                 token: token.to_owned(),
             },
             None,
-        )?;
+        );
         self.call(self.auth.clone().authenticate(request))
             .await
             .map(|_| ())

@@ -92,6 +92,23 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl ApiError {
+    /// The error for a status a backend call ended with. A status the
+    /// client made itself from a broken connection (a service that died
+    /// mid-call: CANCELLED, or UNKNOWN/INTERNAL with a transport error as
+    /// its source) means the service is unavailable, not failing.
+    pub fn from_call(status: tonic::Status) -> Self {
+        let broken = status.code() == Code::Cancelled
+            || (std::error::Error::source(&status).is_some()
+                && matches!(status.code(), Code::Unknown | Code::Internal));
+        if broken {
+            Self::Grpc(tonic::Status::unavailable(status.message().to_owned()))
+        } else {
+            Self::Grpc(status)
+        }
+    }
+}
+
 /// The one mapping from a gRPC status to the REST error (API.md's table).
 fn from_status(status: tonic::Status) -> ApiError {
     match status.code() {

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use backends::Backends;
 pub use config::Config;
@@ -44,24 +45,23 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// The OpenAPI document, generated from the handlers and their types.
+/// The OpenAPI document's frame; its paths come from the routes themselves
+/// (each module's `router()`), so a route is declared once.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "movies", description = "The movie-rating REST API (Django REST + knox compatible)."),
-    paths(
-        routes::auth::register,
-        routes::auth::login,
-        routes::auth::logout,
-        routes::auth::logout_all,
-        routes::movies::list_movies,
-        routes::movies::add_movie,
-        routes::movies::get_movie,
-        routes::ratings::list_ratings,
-        routes::ratings::rate_movie,
-    ),
     modifiers(&TokenAuth)
 )]
 pub struct ApiDoc;
+
+/// The REST API's routes and the OpenAPI document describing exactly them.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::auth::router())
+        .merge(routes::movies::router())
+        .merge(routes::ratings::router())
+        .split_for_parts()
+}
 
 struct TokenAuth;
 
@@ -81,20 +81,15 @@ impl utoipa::Modify for TokenAuth {
 
 /// The whole router: every route, the 404 fallback, observation.
 pub fn router(backends: Backends) -> Router {
-    let openapi = ApiDoc::openapi()
-        .to_json()
-        .expect("the OpenAPI document serializes");
+    let (api, openapi) = api();
+    let openapi = openapi.to_json().expect("the OpenAPI document serializes");
     let state = AppState(Arc::new(Shared {
         backends,
         metrics: Metrics::default(),
         openapi,
         movie_lists: list_cache::ListCache::default(),
     }));
-    Router::new()
-        .merge(routes::auth::router())
-        .merge(routes::movies::router())
-        .merge(routes::ratings::router())
-        .merge(routes::ops::router())
+    api.merge(routes::ops::router())
         .fallback(observe::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -1,26 +1,28 @@
 //! Register, login, logout, logout-all.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
 use chrono::{DateTime, SecondsFormat};
 use proto::auth::{LoginRequest, LogoutAllRequest, LogoutRequest, RegisterRequest, Session};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Fields, JsonObject};
-use crate::routes::{AuthHeader, Detail, FieldErrors, UserOut};
+use crate::routes::{Caller, Detail, FieldErrors, UserOut};
 
-/// The routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/auth/register", post(register))
-        .route("/api/auth/login", post(login))
-        .route("/api/auth/logout", post(logout))
-        .route("/api/auth/logoutall", post(logout_all))
+/// The routes of this module, each declared once: the router and the
+/// OpenAPI document both come from it.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(logout_all))
 }
 
 /// Registration request.
@@ -102,7 +104,7 @@ pub async fn register(
             password,
         },
         None,
-    )?;
+    );
     let session = b.call(b.auth.clone().register(request)).await?;
     Ok(Json(session_out(session)))
 }
@@ -122,7 +124,7 @@ pub async fn login(
     let (username, password) = (f.string("username"), f.string("password"));
     let (username, password) = f.finish(username.zip(password))?;
     let b = &state.backends;
-    let request = b.request(LoginRequest { username, password }, None)?;
+    let request = b.request(LoginRequest { username, password }, None);
     let session = b.call(b.auth.clone().login(request)).await?;
     Ok(Json(session_out(session)))
 }
@@ -133,12 +135,14 @@ pub async fn login(
         (status = 204, description = "Revoked"),
         (status = 401, description = "Missing or invalid token", body = Detail),
     ))]
-pub async fn logout(
-    State(state): State<AppState>,
-    auth: AuthHeader,
-) -> Result<StatusCode, ApiError> {
+pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<StatusCode, ApiError> {
     let b = &state.backends;
-    let request = b.request(LogoutRequest { token: auth.token }, None)?;
+    let request = b.request(
+        LogoutRequest {
+            token: caller.token,
+        },
+        None,
+    );
     b.call(b.auth.clone().logout(request)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -151,10 +155,15 @@ pub async fn logout(
     ))]
 pub async fn logout_all(
     State(state): State<AppState>,
-    auth: AuthHeader,
+    caller: Caller,
 ) -> Result<StatusCode, ApiError> {
     let b = &state.backends;
-    let request = b.request(LogoutAllRequest { token: auth.token }, None)?;
+    let request = b.request(
+        LogoutAllRequest {
+            token: caller.token,
+        },
+        None,
+    );
     b.call(b.auth.clone().logout_all(request)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -9,6 +9,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use serde::Serialize;
+use tonic::metadata::{Ascii, MetadataValue};
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
@@ -37,41 +38,38 @@ pub struct Detail {
 #[schema(as = FieldErrors)]
 pub struct FieldErrors(pub std::collections::BTreeMap<String, Vec<String>>);
 
-/// The `Authorization: Token <token>` of a request, checked for shape only
-/// (the services judge the token itself). Missing or malformed: 401.
-pub struct AuthHeader {
-    /// The whole header value, forwarded to the services.
-    pub value: String,
-    /// The token alone.
+/// The caller's credentials, read once from `Authorization: Token <token>`
+/// (knox's rules) and checked for shape only: the services judge the token.
+/// Missing or malformed: 401.
+pub struct Caller {
+    /// The token alone (for the calls that take it as a field).
     pub token: String,
+    /// The whole header value, ready to forward as `authorization` metadata.
+    pub authorization: MetadataValue<Ascii>,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for AuthHeader {
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let invalid = || ApiError::Unauthenticated("Invalid token.".into());
         let raw = parts.headers.get(header::AUTHORIZATION);
-        let value = match raw.map(|v| v.to_str()) {
-            None => None,
-            Some(Ok(v)) => Some(v),
-            Some(Err(_)) => return Err(ApiError::Unauthenticated("Invalid token.".into())),
-        };
+        let value = raw.map(|v| v.to_str().map_err(|_| invalid())).transpose()?;
         match platform::credentials(value) {
             platform::Credentials::Missing => Err(ApiError::Unauthenticated(
                 "Authentication credentials were not provided.".into(),
             )),
-            platform::Credentials::Malformed => {
-                Err(ApiError::Unauthenticated("Invalid token.".into()))
-            }
+            platform::Credentials::Malformed => Err(invalid()),
             platform::Credentials::Token(token) => Ok(Self {
                 token: token.to_owned(),
-                value: value.unwrap_or_default().to_owned(),
+                authorization: MetadataValue::try_from(value.unwrap_or_default())
+                    .map_err(|_| invalid())?,
             }),
         }
     }
 }
 
-impl AuthHeader {
+impl Caller {
     /// The fields of `body`, or the error to answer: if the body or its
     /// fields are wrong, a wrong token still takes precedence (as in DRF,
     /// which authenticates before reading the body).

@@ -2,28 +2,30 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use proto::catalog::{AddMovieRequest, GetMovieRequest, ListMoviesRequest, Movie};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Fields, JsonObject};
 use crate::list_cache::CachedList;
 use crate::pagination::{ListQuery, Paginated, RawPage};
-use crate::routes::{AuthHeader, Detail, FieldErrors, absolute_url};
+use crate::routes::{Caller, Detail, FieldErrors, absolute_url};
 
-/// The routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/auth/movies", get(list_movies).post(add_movie))
-        .route("/api/auth/movies/{id}", get(get_movie))
+/// The routes of this module, each declared once: the router and the
+/// OpenAPI document both come from it.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_movies, add_movie))
+        .routes(routes!(get_movie))
 }
 
 /// A movie in a list.
@@ -93,7 +95,7 @@ fn movie_out(m: Movie) -> MovieOut {
     ))]
 pub async fn list_movies(
     State(state): State<AppState>,
-    auth: AuthHeader,
+    caller: Caller,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -107,8 +109,8 @@ pub async fn list_movies(
             offset: key.1,
             if_none_match: kept.as_ref().map(|k| k.etag.clone()).unwrap_or_default(),
         },
-        Some(&auth.value),
-    )?;
+        Some(&caller),
+    );
     let answer = b.call(b.catalog.clone().list_movies(request)).await?;
     let list = match kept {
         Some(kept) if answer.not_modified && answer.etag == kept.etag => kept,
@@ -153,18 +155,18 @@ pub async fn list_movies(
     ))]
 pub async fn add_movie(
     State(state): State<AppState>,
-    auth: AuthHeader,
+    caller: Caller,
     body: Result<JsonObject, ApiError>,
 ) -> Result<(StatusCode, Json<MovieOut>), ApiError> {
     let b = &state.backends;
-    let (title, director) = auth
+    let (title, director) = caller
         .read_body(b, body, |body| {
             let mut f = Fields::new(body);
             let (title, director) = (f.string("title"), f.string("director"));
             f.finish(title.zip(director))
         })
         .await?;
-    let request = b.request(AddMovieRequest { title, director }, Some(&auth.value))?;
+    let request = b.request(AddMovieRequest { title, director }, Some(&caller));
     let movie = b.call(b.catalog.clone().add_movie(request)).await?;
     Ok((StatusCode::CREATED, Json(movie_out(movie))))
 }
@@ -179,7 +181,7 @@ pub async fn add_movie(
     ))]
 pub async fn get_movie(
     State(state): State<AppState>,
-    auth: AuthHeader,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<MovieDetailOut>, ApiError> {
     // Django's `<int:pk>` matches digits only: anything else is not a URL of ours.
@@ -189,7 +191,7 @@ pub async fn get_movie(
         .filter(|_| id.bytes().all(|c| c.is_ascii_digit()))
         .ok_or_else(ApiError::not_found)?;
     let b = &state.backends;
-    let request = b.request(GetMovieRequest { id }, Some(&auth.value))?;
+    let request = b.request(GetMovieRequest { id }, Some(&caller));
     let m = b.call(b.catalog.clone().get_movie(request)).await?;
     Ok(Json(MovieDetailOut {
         id: m.id,

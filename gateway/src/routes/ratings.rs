@@ -1,22 +1,24 @@
 //! Ratings: list (optionally of one movie), rate.
 
+use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::get;
-use axum::{Json, Router};
 use proto::catalog::{ListRatingsRequest, RateMovieRequest, Rating};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Fields, JsonObject};
 use crate::pagination::{ListQuery, Paginated};
-use crate::routes::{AuthHeader, Detail, FieldErrors, absolute_url};
+use crate::routes::{Caller, Detail, FieldErrors, absolute_url};
 
-/// The routes of this module.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/auth/rating", get(list_ratings).post(rate_movie))
+/// The routes of this module, each declared once: the router and the
+/// OpenAPI document both come from it.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_ratings, rate_movie))
 }
 
 /// A rating.
@@ -71,7 +73,7 @@ fn rating_out(r: Rating) -> RatingOut {
     ))]
 pub async fn list_ratings(
     State(state): State<AppState>,
-    auth: AuthHeader,
+    caller: Caller,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Json<RatingList>, ApiError> {
@@ -90,8 +92,8 @@ pub async fn list_ratings(
             limit: q.limit,
             offset: if q.limit.is_some() { q.offset } else { 0 },
         },
-        Some(&auth.value),
-    )?;
+        Some(&caller),
+    );
     let page = b.call(b.catalog.clone().list_ratings(request)).await?;
     let results: Vec<RatingOut> = page.ratings.into_iter().map(rating_out).collect();
     Ok(Json(if q.limit.is_some() {
@@ -118,11 +120,11 @@ pub async fn list_ratings(
     ))]
 pub async fn rate_movie(
     State(state): State<AppState>,
-    auth: AuthHeader,
+    caller: Caller,
     body: Result<JsonObject, ApiError>,
 ) -> Result<(StatusCode, Json<RatingOut>), ApiError> {
     let b = &state.backends;
-    let (movie, rating) = auth
+    let (movie, rating) = caller
         .read_body(b, body, |body| {
             let mut f = Fields::new(body);
             let (movie, rating) = (f.primary_key("movie"), f.integer("rating"));
@@ -131,7 +133,7 @@ pub async fn rate_movie(
         .await?;
     // Out of i32 range is out of 1..=5 as well; keep the sign for the message.
     let rating = rating.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
-    let request = b.request(RateMovieRequest { movie, rating }, Some(&auth.value))?;
+    let request = b.request(RateMovieRequest { movie, rating }, Some(&caller));
     let rating = b.call(b.catalog.clone().rate_movie(request)).await?;
     Ok((StatusCode::CREATED, Json(rating_out(rating))))
 }
