@@ -28,9 +28,9 @@ pub struct Config {
 /// How the services reach each other inside the stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wiring {
-    /// As one process should: every call (gateway to both services, catalog
-    /// to auth's `Authenticate`) goes through the same gRPC services and
-    /// codec, handed over in-process, without HTTP/2 or sockets.
+    /// As one process should: the gateway calls both services through the
+    /// same gRPC services and codec, handed over in-process, without HTTP/2
+    /// or sockets; the catalog reads auth's token index directly.
     InProcess,
     /// As separate processes do: every hop is gRPC over loopback TCP.
     Grpc,
@@ -54,7 +54,7 @@ impl Stack {
         let mut catalog = match wiring {
             Wiring::InProcess => {
                 let store = event_store::open(&catalog_config.store_url).await?;
-                let identity = catalog_service::Identity::over(auth.in_process_channel());
+                let identity = catalog_service::Identity::Local(auth.token_check());
                 catalog_service::Application::build_with(&catalog_config, store, identity).await?
             }
             Wiring::Grpc => {

@@ -8,11 +8,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use movies::{Stack, Wiring};
 
-// glibc malloc's arena locks showed up as the top cost under load (futex
-// waits in malloc/free); mimalloc has none of that.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Runs the movie-rating platform in one process.
 #[derive(Parser)]
 #[command(version, about)]
@@ -31,13 +26,7 @@ async fn main() -> ExitCode {
         stack.run_until_stopped(platform::shutdown_signal()).await
     }
     .await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "movies failed");
-            ExitCode::FAILURE
-        }
-    }
+    platform::exit_code("movies", result)
 }
 
 #[cfg(test)]

@@ -62,13 +62,8 @@ impl Config {
 }
 
 impl Default for Config {
+    /// The defaults the flags declare.
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
-            store_url: "sqlite://data/auth.db".into(),
-            token_ttl_secs: 36_000,
-            login_max_failures: 5,
-            login_window_secs: 900,
-        }
+        platform::defaults()
     }
 }

@@ -56,6 +56,7 @@ pub enum StartError {
 pub struct Application {
     listener: GrpcListener,
     service: AuthGrpc,
+    tokens: read_model::Tokens,
 }
 
 impl Application {
@@ -79,9 +80,15 @@ impl Application {
             "auth read model rebuilt"
         );
         let throttle = LoginThrottle::new(config.login_max_failures, config.login_window());
-        let service = AuthGrpc::new(store, Arc::new(view), hasher, throttle, config.token_ttl());
+        let view = Arc::new(view);
+        let tokens = read_model::Tokens(view.clone());
+        let service = AuthGrpc::new(store, view, hasher, throttle, config.token_ttl());
         let listener = GrpcListener::bind(config.listen).await?;
-        Ok(Self { listener, service })
+        Ok(Self {
+            listener,
+            service,
+            tokens,
+        })
     }
 
     /// Where the server listens.
@@ -93,6 +100,12 @@ impl Application {
     /// run the service directly (beside the TCP listener, once running).
     pub fn in_process_channel(&mut self) -> GrpcChannel {
         GrpcChannel::InProcess(self.listener.in_process_channel())
+    }
+
+    /// The token index `Authenticate` answers from, for services in this
+    /// process (the same answer without a gRPC round trip).
+    pub fn token_check(&self) -> Arc<dyn platform::TokenCheck> {
+        Arc::new(self.tokens.clone())
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight calls finish.

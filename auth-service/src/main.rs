@@ -4,11 +4,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-// glibc malloc's arena locks showed up as the top cost under load (futex
-// waits in malloc/free); mimalloc has none of that.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Users and tokens as events, served over gRPC.
 #[derive(Parser)]
 #[command(version, about)]
@@ -30,27 +25,13 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Healthcheck) = cli.command {
-        let serving =
-            platform::probe::grpc_serving(platform::probe::local(cli.config.listen)).await;
-        return if serving {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        };
+        let listen = platform::probe::local(cli.config.listen);
+        return platform::probe_exit(platform::probe::grpc_serving(listen).await);
     }
     platform::init_tracing();
-    let app = match auth_service::Application::build(&cli.config).await {
-        Ok(app) => app,
-        Err(e) => {
-            tracing::error!(error = %e, "auth-service cannot start");
-            return ExitCode::FAILURE;
-        }
+    let result = async {
+        let app = auth_service::Application::build(&cli.config).await?;
+        app.run_until_stopped(platform::shutdown_signal()).await
     };
-    match app.run_until_stopped(platform::shutdown_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "auth-service failed");
-            ExitCode::FAILURE
-        }
-    }
+    platform::exit_code("auth-service", result.await)
 }

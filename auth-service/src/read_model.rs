@@ -2,10 +2,11 @@
 //! user's events: what `Authenticate` answers from, with no store read.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use event_store::RecordedEvent;
-use event_store::read_model::ReadModel;
+use event_store::read_model::{Projection, ReadModel};
 
 use crate::domain::{AuthEvent, UserId, normalize_username};
 use crate::token::TokenDigest;
@@ -149,6 +150,26 @@ impl AuthView {
                 }
             }
         }
+    }
+}
+
+/// The token index behind `Authenticate`, shareable with other services in
+/// this process.
+#[derive(Clone)]
+pub struct Tokens(pub Arc<Projection<AuthView>>);
+
+impl Tokens {
+    /// The user of a live token: an in-memory lookup, no store read.
+    pub fn user_of(&self, token: &str) -> Option<UserRecord> {
+        let digest = crate::token::parse(token)?;
+        self.0.read().by_token(&digest, Utc::now()).cloned()
+    }
+}
+
+impl platform::TokenCheck for Tokens {
+    fn user_id(&self, token: &str) -> Option<UserId> {
+        let digest = crate::token::parse(token)?;
+        self.0.read().by_token(&digest, Utc::now()).map(|u| u.id)
     }
 }
 

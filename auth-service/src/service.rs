@@ -23,7 +23,7 @@ use crate::domain::{
 };
 use crate::error::{AuthError, Result};
 use crate::password::PasswordHasher;
-use crate::read_model::AuthView;
+use crate::read_model::{AuthView, Tokens};
 use crate::throttle::LoginThrottle;
 use crate::token;
 
@@ -150,15 +150,13 @@ impl AuthGrpc {
 
     /// The user a live token belongs to: an in-memory lookup.
     fn authenticate(&self, token: &str) -> Result<UserMessage> {
-        let digest = token::parse(token).ok_or(AuthError::InvalidToken)?;
-        let view = self.view.read();
-        let user = view
-            .by_token(&digest, Utc::now())
+        let user = Tokens(self.view.clone())
+            .user_of(token)
             .ok_or(AuthError::InvalidToken)?;
         Ok(UserMessage {
             id: user.id,
-            username: user.username.clone(),
-            email: user.email.clone(),
+            username: user.username,
+            email: user.email,
         })
     }
 

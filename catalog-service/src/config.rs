@@ -51,13 +51,8 @@ pub struct Config {
 }
 
 impl Default for Config {
+    /// The defaults the flags declare.
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
-            store_url: "sqlite://data/catalog.db".into(),
-            auth_url: "http://127.0.0.1:50051".into(),
-            service_key: None,
-            open_subscriptions: false,
-        }
+        platform::defaults()
     }
 }

@@ -4,11 +4,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-// glibc malloc's arena locks showed up as the top cost under load (futex
-// waits in malloc/free); mimalloc has none of that.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Movies and ratings as events, served over gRPC.
 #[derive(Parser)]
 #[command(version, about)]
@@ -40,13 +35,8 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Healthcheck) => {
-            let serving =
-                platform::probe::grpc_serving(platform::probe::local(cli.config.listen)).await;
-            return if serving {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            };
+            let listen = platform::probe::local(cli.config.listen);
+            return platform::probe_exit(platform::probe::grpc_serving(listen).await);
         }
         Some(Command::RebuildProjections { output }) => {
             platform::init_tracing();
@@ -57,13 +47,7 @@ async fn main() -> ExitCode {
             serve(&cli.config).await
         }
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "catalog-service failed");
-            ExitCode::FAILURE
-        }
-    }
+    platform::exit_code("catalog-service", result)
 }
 
 async fn serve(config: &catalog_service::Config) -> Result<(), Box<dyn std::error::Error>> {

@@ -49,12 +49,8 @@ impl Config {
 }
 
 impl Default for Config {
+    /// The defaults the flags declare.
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
-            auth_url: "http://127.0.0.1:50051".into(),
-            catalog_url: "http://127.0.0.1:50052".into(),
-            grpc_timeout_ms: 5_000,
-        }
+        platform::defaults()
     }
 }

@@ -19,11 +19,6 @@ use proto::auth::auth_service_client::AuthServiceClient;
 use proto::auth::{AuthenticateRequest, LoginRequest, RegisterRequest};
 use tonic::transport::Channel;
 
-// glibc malloc's arena locks showed up as the top cost under load (futex
-// waits in malloc/free); mimalloc has none of that.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 struct Args {
     /// Seconds each measurement runs.

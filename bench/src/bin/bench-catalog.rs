@@ -22,11 +22,6 @@ use proto::catalog::catalog_service_client::CatalogServiceClient;
 use proto::catalog::{AddMovieRequest, ListMoviesRequest};
 use tonic::transport::Channel;
 
-// glibc malloc's arena locks showed up as the top cost under load (futex
-// waits in malloc/free); mimalloc has none of that.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 struct Args {
     /// Events stored for the rebuild measurement.
@@ -119,7 +114,7 @@ async fn main() {
     drop(store);
 
     // ListMovies with 100 movies.
-    let mut auth = auth_service::Application::build(&auth_service::Config {
+    let auth = auth_service::Application::build(&auth_service::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         store_url: format!("sqlite://{}", dir.path().join("auth.db").display()),
         ..Default::default()
@@ -127,7 +122,7 @@ async fn main() {
     .await
     .unwrap();
     let auth_addr = auth.local_addr();
-    let auth_channel = auth.in_process_channel();
+    let token_check = auth.token_check();
     tokio::spawn(auth.run_until_stopped(std::future::pending()));
     let token = AuthServiceClient::new(channel(auth_addr).await)
         .register(RegisterRequest {
@@ -162,7 +157,7 @@ async fn main() {
     let in_process = catalog_service::Application::build_with(
         &config,
         event_store::open(&catalog_url).await.unwrap(),
-        catalog_service::Identity::over(auth_channel),
+        catalog_service::Identity::Local(token_check),
     )
     .await
     .unwrap();
