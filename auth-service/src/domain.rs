@@ -370,6 +370,15 @@ impl Decider for User {
         }
     }
 
+    /// Issuing a token and revoking every token only add to a registered
+    /// user's stream: concurrent logins of one user must not conflict.
+    fn commutes(command: &UserCommand) -> bool {
+        matches!(
+            command,
+            UserCommand::IssueToken(_) | UserCommand::RevokeAllTokens
+        )
+    }
+
     fn evolve(state: User, event: &AuthEvent) -> User {
         match (state, event) {
             (

@@ -8,7 +8,7 @@
 
 use std::fmt::Debug;
 
-use crate::{CurrentVersion, Event, EventStore, EventStoreError, Result};
+use crate::{CurrentVersion, Event, EventStore, EventStoreError, ExpectedVersion, Result};
 
 /// One aggregate's rules: pure, synchronous, no store.
 pub trait Decider {
@@ -29,6 +29,17 @@ pub trait Decider {
 
     /// `state` after `event`.
     fn evolve(state: Self::State, event: &Self::Event) -> Self::State;
+
+    /// Whether `command`'s events, once decided, stay right whatever else is
+    /// appended to the stream meanwhile (they only add, and what the decision
+    /// read never changes: a registered user stays registered). Such events
+    /// are appended expecting any version, so concurrent commands of this
+    /// kind never conflict. By default, none: decisions are checked against
+    /// the version they were made on.
+    fn commutes(command: &Self::Command) -> bool {
+        let _ = command;
+        false
+    }
 }
 
 /// An aggregate's state and the stream version it was folded up to.
@@ -107,7 +118,12 @@ pub async fn execute<D: Decider>(
             .iter()
             .map(Event::to_new_event)
             .collect::<Result<Vec<_>>>()?;
-        match store.append(stream, loaded.version.expected(), new).await {
+        let expected = if D::commutes(command) && loaded.version != CurrentVersion::NoStream {
+            ExpectedVersion::Any
+        } else {
+            loaded.version.expected()
+        };
+        match store.append(stream, expected, new).await {
             Ok(done) => {
                 return Ok(Executed {
                     events,
@@ -236,5 +252,48 @@ mod tests {
         let full = execute::<Tally>(&*store, "tally", Loaded::assume_new(), &1).await;
         assert!(matches!(full, Err(CommandError::Rejected("full"))));
         assert_eq!(store.read_stream("tally", 0).await.unwrap().len(), 2);
+    }
+
+    /// A log: any number of lines, each independent of the others.
+    struct Log;
+
+    impl Decider for Log {
+        type Command = ();
+        type Event = Counted;
+        type State = u64;
+        type Rejection = &'static str;
+
+        fn decide(_: &(), n: &u64) -> Result<Vec<Counted>, &'static str> {
+            Ok(vec![Counted::Counted { n: n + 1 }])
+        }
+
+        fn evolve(n: u64, _: &Counted) -> u64 {
+            n + 1
+        }
+
+        fn commutes(_: &()) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commuting_commands_never_conflict_however_many_race() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = crate::open(&url).await.unwrap();
+        execute::<Log>(&*store, "log", Loaded::assume_new(), &())
+            .await
+            .unwrap();
+        let stale = load::<Log>(&*store, "log").await.unwrap();
+        let racers = 4 * MAX_ATTEMPTS;
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..racers {
+            let (store, stale) = (store.clone(), stale.clone());
+            tasks.spawn(async move { execute::<Log>(&*store, "log", stale, &()).await });
+        }
+        for done in tasks.join_all().await {
+            done.unwrap();
+        }
+        assert_eq!(store.read_stream("log", 0).await.unwrap().len(), racers + 1);
     }
 }
