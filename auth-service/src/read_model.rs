@@ -159,17 +159,20 @@ impl AuthView {
 pub struct Tokens(pub Arc<Projection<AuthView>>);
 
 impl Tokens {
-    /// The user of a live token: an in-memory lookup, no store read.
-    pub fn user_of(&self, token: &str) -> Option<UserRecord> {
-        let digest = crate::token::parse(token)?;
-        self.0.read().by_token(&digest, Utc::now()).cloned()
+    /// `read` of the user of a live token, now: an in-memory lookup, no
+    /// store read.
+    pub fn user_of<T>(
+        &self,
+        digest: &TokenDigest,
+        read: impl FnOnce(&UserRecord) -> T,
+    ) -> Option<T> {
+        self.0.read().by_token(digest, Utc::now()).map(read)
     }
 }
 
 impl platform::TokenCheck for Tokens {
     fn user_id(&self, token: &str) -> Option<UserId> {
-        let digest = crate::token::parse(token)?;
-        self.0.read().by_token(&digest, Utc::now()).map(|u| u.id)
+        self.user_of(&crate::token::parse(token)?, |u| u.id)
     }
 }
 

@@ -18,8 +18,8 @@ use proto::auth::{
 use tonic::{Request, Response, Status};
 
 use crate::domain::{
-    Email, Grant, Password, USER_IDS_STREAM, User, UserCommand, Username, normalize_username,
-    parse_login, user_stream,
+    Email, Grant, Password, USER_IDS_STREAM, User, UserCommand, UserId, Username,
+    normalize_username, parse_login, user_stream,
 };
 use crate::error::{AuthError, Result};
 use crate::password::PasswordHasher;
@@ -31,6 +31,7 @@ use crate::token;
 pub struct AuthGrpc {
     store: Arc<dyn EventStore>,
     view: Arc<Projection<AuthView>>,
+    tokens: Tokens,
     hasher: PasswordHasher,
     throttle: LoginThrottle,
     token_ttl: chrono::Duration,
@@ -48,6 +49,7 @@ impl AuthGrpc {
     ) -> Self {
         Self {
             store,
+            tokens: Tokens(view.clone()),
             view,
             hasher,
             throttle,
@@ -150,14 +152,18 @@ impl AuthGrpc {
 
     /// The user a live token belongs to: an in-memory lookup.
     fn authenticate(&self, token: &str) -> Result<UserMessage> {
-        let user = Tokens(self.view.clone())
-            .user_of(token)
-            .ok_or(AuthError::InvalidToken)?;
-        Ok(UserMessage {
-            id: user.id,
-            username: user.username,
-            email: user.email,
-        })
+        let digest = token::parse(token).ok_or(AuthError::InvalidToken)?;
+        self.user_of(&digest)
+    }
+
+    fn user_of(&self, digest: &token::TokenDigest) -> Result<UserMessage> {
+        self.tokens
+            .user_of(digest, |u| UserMessage {
+                id: u.id,
+                username: u.username.clone(),
+                email: u.email.clone(),
+            })
+            .ok_or(AuthError::InvalidToken)
     }
 
     /// Runs a command on the stream of `token`'s user.
@@ -165,9 +171,9 @@ impl AuthGrpc {
         &self,
         token: &str,
         command: impl FnOnce(token::TokenDigest) -> UserCommand,
-    ) -> Result<i64> {
+    ) -> Result<UserId> {
         let digest = token::parse(token).ok_or(AuthError::InvalidToken)?;
-        let user = self.authenticate(token)?;
+        let user = self.user_of(&digest)?;
         let stream = user_stream(&normalize_username(&user.username));
         let loaded = decider::load::<User>(&*self.store, &stream).await?;
         self.execute(&stream, loaded, &command(digest)).await?;

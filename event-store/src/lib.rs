@@ -37,7 +37,8 @@ mod subscription;
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 
-pub use error::{EventStoreError, Result, redact_url};
+pub(crate) use error::redact_url;
+pub use error::{EventStoreError, Result};
 pub use event::Event;
 pub use model::{AppendResult, CurrentVersion, ExpectedVersion, NewEvent, RecordedEvent};
 pub use open::{StoreUrl, open};
