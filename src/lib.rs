@@ -25,6 +25,19 @@ pub struct Config {
     pub gateway: gateway::Config,
 }
 
+impl Config {
+    /// Whether every listener of the stack is on a loopback address.
+    pub fn loopback_only(&self) -> bool {
+        [
+            self.auth.auth_listen,
+            self.catalog.catalog_listen,
+            self.gateway.gateway_listen,
+        ]
+        .iter()
+        .all(|addr| addr.ip().is_loopback())
+    }
+}
+
 /// How the services reach each other inside the stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wiring {
@@ -48,23 +61,24 @@ impl Stack {
     pub async fn build(config: &Config, wiring: Wiring) -> Result<Self, BoxError> {
         let mut auth = auth_service::Application::build(&config.auth).await?;
         let mut catalog_config = config.catalog.clone();
-        // Everything is on this machine: following the catalog's events needs
-        // no key unless one is set.
-        catalog_config.open_subscriptions |= catalog_config.service_key.is_none();
+        // Following the catalog's events needs no key only while nobody but
+        // this machine can reach any of the stack's ports.
+        catalog_config.catalog_open_subscriptions |=
+            catalog_config.catalog_service_key.is_none() && config.loopback_only();
         let mut catalog = match wiring {
             Wiring::InProcess => {
-                let store = event_store::open(&catalog_config.store_url).await?;
+                let store = event_store::open(&catalog_config.catalog_store_url).await?;
                 let identity = catalog_service::Identity::Local(auth.token_check());
                 catalog_service::Application::build_with(&catalog_config, store, identity).await?
             }
             Wiring::Grpc => {
-                catalog_config.auth_url = format!("http://{}", auth.local_addr());
+                catalog_config.catalog_auth_url = format!("http://{}", auth.local_addr());
                 catalog_service::Application::build(&catalog_config).await?
             }
         };
         let gateway_config = gateway::Config {
-            auth_url: format!("http://{}", auth.local_addr()),
-            catalog_url: format!("http://{}", catalog.local_addr()),
+            gateway_auth_url: format!("http://{}", auth.local_addr()),
+            gateway_catalog_url: format!("http://{}", catalog.local_addr()),
             ..config.gateway.clone()
         };
         let gateway = match wiring {
@@ -178,5 +192,21 @@ fn report(ended: Ended) -> bool {
             tracing::error!(error = %e, "a service panicked");
             true
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    #[test]
+    fn subscriptions_open_only_while_every_listener_is_on_loopback() {
+        let mut config = Config::default();
+        assert!(config.loopback_only());
+        config.gateway.gateway_listen = "0.0.0.0:8000".parse().unwrap();
+        assert!(!config.loopback_only());
+        config.gateway.gateway_listen = "[::1]:8000".parse().unwrap();
+        config.catalog.catalog_listen = "192.168.1.10:50052".parse().unwrap();
+        assert!(!config.loopback_only());
     }
 }

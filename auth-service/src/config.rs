@@ -8,56 +8,36 @@ use std::time::Duration;
 #[command(next_help_heading = "auth-service")]
 pub struct Config {
     /// Address the gRPC server listens on (port 0: any free port).
-    #[arg(
-        id = "auth-listen",
-        long = "auth-listen",
-        env = "AUTH_LISTEN",
-        default_value = "127.0.0.1:50051"
-    )]
-    pub listen: SocketAddr,
+    #[arg(long, env, default_value = "127.0.0.1:50051")]
+    pub auth_listen: SocketAddr,
     /// Event store URL: sqlite://path/to/file.db or postgres://user@host/db.
     #[arg(
-        id = "auth-store-url",
-        long = "auth-store-url",
-        env = "AUTH_STORE_URL",
+        long,
+        env,
+        hide_env_values = true,
         default_value = "sqlite://data/auth.db"
     )]
-    pub store_url: String,
+    pub auth_store_url: String,
     /// How long a token lives, in seconds.
-    #[arg(
-        id = "auth-token-ttl-secs",
-        long = "auth-token-ttl-secs",
-        env = "AUTH_TOKEN_TTL_SECS",
-        default_value_t = 36_000
-    )]
-    pub token_ttl_secs: u64,
+    #[arg(long, env, default_value_t = 36_000)]
+    pub auth_token_ttl_secs: u64,
     /// Failed logins for one username within the window before logins are refused.
-    #[arg(
-        id = "auth-login-max-failures",
-        long = "auth-login-max-failures",
-        env = "AUTH_LOGIN_MAX_FAILURES",
-        default_value_t = 5
-    )]
-    pub login_max_failures: u32,
+    #[arg(long, env, default_value_t = 5)]
+    pub auth_login_max_failures: u32,
     /// The login throttling window, in seconds.
-    #[arg(
-        id = "auth-login-window-secs",
-        long = "auth-login-window-secs",
-        env = "AUTH_LOGIN_WINDOW_SECS",
-        default_value_t = 900
-    )]
-    pub login_window_secs: u64,
+    #[arg(long, env, default_value_t = 900)]
+    pub auth_login_window_secs: u64,
 }
 
 impl Config {
     /// The token lifetime.
     pub fn token_ttl(&self) -> Duration {
-        Duration::from_secs(self.token_ttl_secs)
+        Duration::from_secs(self.auth_token_ttl_secs)
     }
 
     /// The login throttling window.
     pub fn login_window(&self) -> Duration {
-        Duration::from_secs(self.login_window_secs)
+        Duration::from_secs(self.auth_login_window_secs)
     }
 }
 

@@ -63,7 +63,7 @@ impl Application {
     /// Opens the store `config` names, rebuilds the read model and binds the
     /// listen address (port 0 picks a free port).
     pub async fn build(config: &Config) -> Result<Self, StartError> {
-        let store = event_store::open(&config.store_url).await?;
+        let store = event_store::open(&config.auth_store_url).await?;
         Self::build_with_store(config, store).await
     }
 
@@ -79,11 +79,11 @@ impl Application {
             tokens = view.read().token_count(),
             "auth read model rebuilt"
         );
-        let throttle = LoginThrottle::new(config.login_max_failures, config.login_window());
+        let throttle = LoginThrottle::new(config.auth_login_max_failures, config.login_window());
         let view = Arc::new(view);
         let tokens = read_model::Tokens(view.clone());
         let service = AuthGrpc::new(store, view, hasher, throttle, config.token_ttl());
-        let listener = GrpcListener::bind(config.listen).await?;
+        let listener = GrpcListener::bind(config.auth_listen).await?;
         Ok(Self {
             listener,
             service,

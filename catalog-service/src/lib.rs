@@ -61,8 +61,9 @@ impl Application {
     /// Opens the store `config` names, rebuilds the read models, connects
     /// (lazily) to auth-service and binds the listen address.
     pub async fn build(config: &Config) -> Result<Self, StartError> {
-        let identity = Identity::connect_lazy(&config.auth_url).map_err(StartError::AuthUrl)?;
-        let store = event_store::open(&config.store_url).await?;
+        let identity =
+            Identity::connect_lazy(&config.catalog_auth_url).map_err(StartError::AuthUrl)?;
+        let store = event_store::open(&config.catalog_store_url).await?;
         Self::build_with(config, store, identity).await
     }
 
@@ -79,8 +80,11 @@ impl Application {
             ratings = view.read().ratings(None, Some(0), 0).count,
             "catalog read models rebuilt"
         );
-        let listener = GrpcListener::bind(config.listen).await?;
-        let subscribe = match (&config.service_key, config.open_subscriptions) {
+        let listener = GrpcListener::bind(config.catalog_listen).await?;
+        let subscribe = match (
+            &config.catalog_service_key,
+            config.catalog_open_subscriptions,
+        ) {
             (Some(key), _) if !key.is_empty() => SubscribeAccess::Key(key.clone()),
             (_, true) => SubscribeAccess::Open,
             _ => SubscribeAccess::Closed,

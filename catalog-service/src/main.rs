@@ -35,7 +35,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Healthcheck) => {
-            let listen = platform::probe::local(cli.config.listen);
+            let listen = platform::probe::local(cli.config.catalog_listen);
             return platform::probe_exit(platform::probe::grpc_serving(listen).await);
         }
         Some(Command::RebuildProjections { output }) => {
@@ -60,7 +60,7 @@ async fn rebuild(
     config: &catalog_service::Config,
     output: Option<std::path::PathBuf>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let store = event_store::open(&config.store_url).await?;
+    let store = event_store::open(&config.catalog_store_url).await?;
     let started = std::time::Instant::now();
     let (catalog, checkpoint) = catalog_service::rebuild(&*store).await?;
     let elapsed = started.elapsed();

@@ -8,43 +8,23 @@ use std::time::Duration;
 #[command(next_help_heading = "gateway")]
 pub struct Config {
     /// Address the REST API listens on (port 0: any free port).
-    #[arg(
-        id = "gateway-listen",
-        long = "gateway-listen",
-        env = "GATEWAY_LISTEN",
-        default_value = "127.0.0.1:8000"
-    )]
-    pub listen: SocketAddr,
+    #[arg(long, env, default_value = "127.0.0.1:8000")]
+    pub gateway_listen: SocketAddr,
     /// Where auth-service listens.
-    #[arg(
-        id = "gateway-auth-url",
-        long = "gateway-auth-url",
-        env = "GATEWAY_AUTH_URL",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    pub auth_url: String,
+    #[arg(long, env, default_value = "http://127.0.0.1:50051")]
+    pub gateway_auth_url: String,
     /// Where catalog-service listens.
-    #[arg(
-        id = "gateway-catalog-url",
-        long = "gateway-catalog-url",
-        env = "GATEWAY_CATALOG_URL",
-        default_value = "http://127.0.0.1:50052"
-    )]
-    pub catalog_url: String,
+    #[arg(long, env, default_value = "http://127.0.0.1:50052")]
+    pub gateway_catalog_url: String,
     /// Deadline of every gRPC call, in milliseconds; past it the client gets 504.
-    #[arg(
-        id = "gateway-grpc-timeout-ms",
-        long = "gateway-grpc-timeout-ms",
-        env = "GATEWAY_GRPC_TIMEOUT_MS",
-        default_value_t = 5_000
-    )]
-    pub grpc_timeout_ms: u64,
+    #[arg(long, env, default_value_t = 5_000)]
+    pub gateway_grpc_timeout_ms: u64,
 }
 
 impl Config {
     /// The deadline of every gRPC call.
     pub fn grpc_timeout(&self) -> Duration {
-        Duration::from_millis(self.grpc_timeout_ms.max(1))
+        Duration::from_millis(self.gateway_grpc_timeout_ms.max(1))
     }
 }
 

@@ -124,7 +124,11 @@ pub struct Application {
 impl Application {
     /// Binds the listen address; the backends are connected on first use.
     pub async fn build(config: &Config) -> Result<Self, StartError> {
-        let backends = Backends::new(&config.auth_url, &config.catalog_url, config.grpc_timeout())?;
+        let backends = Backends::new(
+            &config.gateway_auth_url,
+            &config.gateway_catalog_url,
+            config.grpc_timeout(),
+        )?;
         Self::build_with(config, backends).await
     }
 
@@ -132,10 +136,10 @@ impl Application {
     /// all-in-one launcher's in-process channels). Backend URLs are ignored.
     pub async fn build_with(config: &Config, backends: Backends) -> Result<Self, StartError> {
         let io = |source| StartError::Io {
-            addr: config.listen,
+            addr: config.gateway_listen,
             source,
         };
-        let listener = tokio::net::TcpListener::bind(config.listen)
+        let listener = tokio::net::TcpListener::bind(config.gateway_listen)
             .await
             .map_err(io)?;
         let local_addr = listener.local_addr().map_err(io)?;

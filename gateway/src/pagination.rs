@@ -69,6 +69,17 @@ impl ListQuery {
         (next, previous)
     }
 
+    /// The page of `results` out of `count` rows, linked like DRF's from `base`.
+    pub fn page<R>(&self, base: &str, count: u64, results: R) -> Paginated<R> {
+        let (next, previous) = self.links(base, count);
+        Paginated {
+            count,
+            next,
+            previous,
+            results,
+        }
+    }
+
     /// `base` with this query, `limit` and `offset` replaced, keys sorted (as
     /// DRF's `replace_query_param`).
     fn url(&self, base: &str, limit: u64, offset: Option<u64>) -> String {
@@ -91,8 +102,10 @@ impl ListQuery {
 }
 
 /// A page of results.
+// `R`, the rows, is typed (`Vec<T>`) or already JSON (`&RawValue`, written
+// without touching the rows): the body is the same.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Paginated<T> {
+pub struct Paginated<R> {
     /// How many rows the whole list has.
     pub count: u64,
     /// The next page, if any.
@@ -100,21 +113,7 @@ pub struct Paginated<T> {
     /// The previous page, if any.
     pub previous: Option<String>,
     /// The rows of this page.
-    pub results: Vec<T>,
-}
-
-/// A [`Paginated`] whose rows are already JSON: the same body, written
-/// without touching the rows.
-#[derive(Debug, Serialize)]
-pub struct RawPage<'a> {
-    /// How many rows the whole list has.
-    pub count: u64,
-    /// The next page, if any.
-    pub next: Option<String>,
-    /// The previous page, if any.
-    pub previous: Option<String>,
-    /// The rows of this page, a JSON array.
-    pub results: &'a serde_json::value::RawValue,
+    pub results: R,
 }
 
 #[cfg(test)]
@@ -135,11 +134,11 @@ mod tests {
                 previous: previous.clone(),
                 results: rows.clone(),
             };
-            let raw_page = RawPage {
+            let raw_page = Paginated {
                 count: 7,
                 next,
                 previous,
-                results: &raw,
+                results: &*raw,
             };
             assert_eq!(
                 serde_json::to_string(&raw_page).unwrap(),

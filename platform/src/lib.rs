@@ -1,6 +1,7 @@
 //! What every binary of the platform shares at start-up and shutdown.
 
 use std::fmt::Display;
+use std::future::Future;
 use std::process::ExitCode;
 
 pub mod grpc;
@@ -35,6 +36,41 @@ pub fn exit_code(binary: &str, result: Result<(), impl Display>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Parses the command line of a service binary: its configuration (flags
+/// and environment variables), and whether the `healthcheck` subcommand
+/// was given. Exits with clap's message on bad input, `--help`, `--version`.
+pub fn parse_cli<C: clap::Args + clap::FromArgMatches>(
+    name: &'static str,
+    about: &'static str,
+) -> (C, bool) {
+    let healthcheck = clap::Command::new("healthcheck").about(
+        "Exit 0 if the service at the listen address answers its health check, else 1 \
+         (for container health checks)",
+    );
+    let command = C::augment_args(clap::Command::new(name))
+        .about(about)
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand(healthcheck);
+    let matches = command.get_matches();
+    let config = C::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    (config, matches.subcommand_name() == Some("healthcheck"))
+}
+
+/// The `main` of a service binary: given a health `probe` (the
+/// `healthcheck` subcommand), its verdict as the exit code; otherwise logs
+/// set up, then `serve` until it ends, logged if it failed.
+pub async fn run_binary<E: Display>(
+    binary: &str,
+    probe: Option<impl Future<Output = bool>>,
+    serve: impl Future<Output = Result<(), E>>,
+) -> ExitCode {
+    if let Some(probe) = probe {
+        return probe_exit(probe.await);
+    }
+    init_tracing();
+    exit_code(binary, serve.await)
 }
 
 /// How a `healthcheck` subcommand ends: 0 if the probe passed, else 1.

@@ -164,10 +164,10 @@ async fn backends_down_or_silent_are_503_or_504() {
         (format!("http://{silent_addr}"), StatusCode::GATEWAY_TIMEOUT),
     ] {
         let gw = gateway::Application::build(&gateway::Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            auth_url: url.clone(),
-            catalog_url: url,
-            grpc_timeout_ms: 500,
+            gateway_listen: "127.0.0.1:0".parse().unwrap(),
+            gateway_auth_url: url.clone(),
+            gateway_catalog_url: url,
+            gateway_grpc_timeout_ms: 500,
         })
         .await
         .unwrap();

@@ -96,11 +96,11 @@ pub struct TestApp {
 pub fn config(stores: &Stores) -> Config {
     let any = "127.0.0.1:0".parse().unwrap();
     let mut c = Config::default();
-    c.auth.listen = any;
-    c.auth.store_url = stores.auth.url().to_owned();
-    c.catalog.listen = any;
-    c.catalog.store_url = stores.catalog.url().to_owned();
-    c.gateway.listen = any;
+    c.auth.auth_listen = any;
+    c.auth.auth_store_url = stores.auth.url().to_owned();
+    c.catalog.catalog_listen = any;
+    c.catalog.catalog_store_url = stores.catalog.url().to_owned();
+    c.gateway.gateway_listen = any;
     c
 }
 

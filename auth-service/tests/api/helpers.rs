@@ -43,8 +43,8 @@ pub type Location = TempStore;
 /// auth-service settings for a test on `loc`: any free port, defaults otherwise.
 pub fn config(loc: &Location) -> Config {
     Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        store_url: loc.url().to_owned(),
+        auth_listen: "127.0.0.1:0".parse().unwrap(),
+        auth_store_url: loc.url().to_owned(),
         ..Config::default()
     }
 }

@@ -58,7 +58,7 @@ async fn logout_all_revokes_every_token_of_the_user(loc: Location) {
 
 async fn tokens_expire_after_their_lifetime(loc: Location) {
     let app = TestApp::start_with(Config {
-        token_ttl_secs: 1,
+        auth_token_ttl_secs: 1,
         ..crate::helpers::config(&loc)
     })
     .await;

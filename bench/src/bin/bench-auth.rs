@@ -72,9 +72,9 @@ async fn main() {
     let warm = Duration::from_millis(500);
     let dir = tempfile::tempdir().unwrap();
     let app = auth_service::Application::build(&auth_service::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        store_url: format!("sqlite://{}", dir.path().join("auth.db").display()),
-        login_max_failures: 1_000_000,
+        auth_listen: "127.0.0.1:0".parse().unwrap(),
+        auth_store_url: format!("sqlite://{}", dir.path().join("auth.db").display()),
+        auth_login_max_failures: 1_000_000,
         ..Default::default()
     })
     .await

@@ -115,8 +115,8 @@ async fn main() {
 
     // ListMovies with 100 movies.
     let auth = auth_service::Application::build(&auth_service::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        store_url: format!("sqlite://{}", dir.path().join("auth.db").display()),
+        auth_listen: "127.0.0.1:0".parse().unwrap(),
+        auth_store_url: format!("sqlite://{}", dir.path().join("auth.db").display()),
         ..Default::default()
     })
     .await
@@ -136,9 +136,9 @@ async fn main() {
         .token;
     let catalog_url = format!("sqlite://{}", dir.path().join("catalog.db").display());
     let config = catalog_service::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        store_url: catalog_url.clone(),
-        auth_url: format!("http://{auth_addr}"),
+        catalog_listen: "127.0.0.1:0".parse().unwrap(),
+        catalog_store_url: catalog_url.clone(),
+        catalog_auth_url: format!("http://{auth_addr}"),
         ..Default::default()
     };
     let grpc_identity = catalog_service::Application::build(&config).await.unwrap();

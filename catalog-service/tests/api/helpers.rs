@@ -83,11 +83,11 @@ async fn start_catalog(
     Arc<Projection<CatalogView>>,
 ) {
     let app = catalog_service::Application::build(&catalog_service::Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        store_url: stores.catalog.url().to_owned(),
-        auth_url: format!("http://{auth_addr}"),
-        service_key: Some(SERVICE_KEY.into()),
-        open_subscriptions: false,
+        catalog_listen: "127.0.0.1:0".parse().unwrap(),
+        catalog_store_url: stores.catalog.url().to_owned(),
+        catalog_auth_url: format!("http://{auth_addr}"),
+        catalog_service_key: Some(SERVICE_KEY.into()),
+        catalog_open_subscriptions: false,
     })
     .await
     .expect("catalog-service starts");
@@ -116,8 +116,8 @@ pub struct Stack {
 impl Stack {
     pub async fn start(stores: &Stores) -> Self {
         let auth = auth_service::Application::build(&auth_service::Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            store_url: stores.auth.url().to_owned(),
+            auth_listen: "127.0.0.1:0".parse().unwrap(),
+            auth_store_url: stores.auth.url().to_owned(),
             ..Default::default()
         })
         .await

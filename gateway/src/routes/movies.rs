@@ -17,7 +17,7 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Fields, JsonObject};
 use crate::list_cache::CachedList;
-use crate::pagination::{ListQuery, Paginated, RawPage};
+use crate::pagination::{ListQuery, Paginated};
 use crate::routes::{Caller, Detail, FieldErrors, absolute_url};
 
 /// The routes of this module, each declared once: the router and the
@@ -72,7 +72,7 @@ pub enum MovieList {
     /// Without `limit`.
     All(Vec<MovieOut>),
     /// With `limit` (and `offset`).
-    Page(Paginated<MovieOut>),
+    Page(Paginated<Vec<MovieOut>>),
 }
 
 fn movie_out(m: Movie) -> MovieOut {
@@ -131,13 +131,8 @@ pub async fn list_movies(
         }
     };
     let body = if q.limit.is_some() {
-        let (next, previous) = q.links(&absolute_url(&headers, "/api/auth/movies"), list.count);
-        let page = RawPage {
-            count: list.count,
-            next,
-            previous,
-            results: &list.results,
-        };
+        let base = absolute_url(&headers, "/api/auth/movies");
+        let page = q.page(&base, list.count, &*list.results);
         Bytes::from(serde_json::to_vec(&page).expect("pages always serialize"))
     } else {
         list.results_body()

@@ -48,7 +48,7 @@ pub enum RatingList {
     /// Without `limit`.
     All(Vec<RatingOut>),
     /// With `limit` (and `offset`).
-    Page(Paginated<RatingOut>),
+    Page(Paginated<Vec<RatingOut>>),
 }
 
 fn rating_out(r: Rating) -> RatingOut {
@@ -97,13 +97,8 @@ pub async fn list_ratings(
     let page = b.call(b.catalog.clone().list_ratings(request)).await?;
     let results: Vec<RatingOut> = page.ratings.into_iter().map(rating_out).collect();
     Ok(Json(if q.limit.is_some() {
-        let (next, previous) = q.links(&absolute_url(&headers, "/api/auth/rating"), page.count);
-        RatingList::Page(Paginated {
-            count: page.count,
-            next,
-            previous,
-            results,
-        })
+        let base = absolute_url(&headers, "/api/auth/rating");
+        RatingList::Page(q.page(&base, page.count, results))
     } else {
         RatingList::All(results)
     }))
