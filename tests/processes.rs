@@ -348,3 +348,83 @@ async fn three_processes_survive_sigkill_without_losing_or_doubling_writes() {
     );
     assert!(users > 0);
 }
+
+/// With `RUST_LOG=debug` on PostgreSQL, no password hash, token, token
+/// digest or e-mail address reaches the logs (tokio_postgres prints every
+/// statement's parameters at debug: it is held at info).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the binaries (cargo build --workspace --bins) and PostgreSQL; .ci/run runs it"]
+async fn debug_logs_hold_no_secrets() {
+    use proto::auth::auth_service_client::AuthServiceClient;
+    use proto::auth::{LoginRequest, LogoutRequest, RegisterRequest};
+    use sha2::Digest;
+
+    let Some(db) = TempDatabase::create("debug_logs").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("auth.log");
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let mut child = std::process::Command::new(support::bin("auth-service"))
+        .env("AUTH_LISTEN", &addr)
+        .env("AUTH_STORE_URL", db.url())
+        .env("RUST_LOG", "debug")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let channel = async {
+        for _ in 0..300 {
+            if let Ok(c) = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+            {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("auth-service never listened on {addr}");
+    }
+    .await;
+    let mut auth = AuthServiceClient::new(channel);
+    let email = "leak-check@example.com";
+    let session = auth
+        .register(RegisterRequest {
+            username: "leakcheck".into(),
+            email: email.into(),
+            password: "correct horse battery".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let login = auth
+        .login(LoginRequest {
+            username: "leakcheck".into(),
+            password: "correct horse battery".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    auth.logout(LogoutRequest {
+        token: login.token.clone(),
+    })
+    .await
+    .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(logs.contains("DEBUG"), "debug logging was on:\n{logs}");
+    for token in [&session.token, &login.token] {
+        let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+        assert!(!logs.contains(token.as_str()), "a token is in the logs");
+        assert!(!logs.contains(&digest), "a token digest is in the logs");
+    }
+    assert!(
+        !logs.contains("$argon2id$"),
+        "a password hash is in the logs"
+    );
+    assert!(!logs.contains(email), "an e-mail address is in the logs");
+    assert!(!logs.contains("correct horse"), "a password is in the logs");
+}

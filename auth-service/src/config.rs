@@ -21,12 +21,21 @@ pub struct Config {
     /// How long a token lives, in seconds.
     #[arg(long, env, default_value_t = 36_000)]
     pub auth_token_ttl_secs: u64,
-    /// Failed logins for one username within the window before logins are refused.
+    /// Failed logins for one username from one client address before each
+    /// further attempt waits (1 s, doubling with each failure).
     #[arg(long, env, default_value_t = 5)]
     pub auth_login_max_failures: u32,
-    /// The login throttling window, in seconds.
+    /// Failed logins for one username from all addresses together before
+    /// each further attempt waits.
+    #[arg(long, env, default_value_t = 20)]
+    pub auth_login_max_failures_per_user: u32,
+    /// The longest wait between attempts, and how long failures are remembered, in seconds.
     #[arg(long, env, default_value_t = 900)]
     pub auth_login_window_secs: u64,
+    /// Password hashes (logins, registrations) waiting for a hashing thread
+    /// beyond which requests are refused at once with UNAVAILABLE.
+    #[arg(long, env, default_value_t = 64)]
+    pub auth_hash_queue: usize,
 }
 
 impl Config {
@@ -35,9 +44,14 @@ impl Config {
         Duration::from_secs(self.auth_token_ttl_secs)
     }
 
-    /// The login throttling window.
-    pub fn login_window(&self) -> Duration {
-        Duration::from_secs(self.auth_login_window_secs)
+    /// The login throttle's limits.
+    pub fn login_limits(&self) -> crate::throttle::Limits {
+        crate::throttle::Limits {
+            per_client: self.auth_login_max_failures,
+            per_user: self.auth_login_max_failures_per_user,
+            base_pause: Duration::from_secs(1),
+            window: Duration::from_secs(self.auth_login_window_secs),
+        }
     }
 }
 

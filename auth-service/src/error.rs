@@ -37,6 +37,9 @@ pub enum AuthError {
     /// The event store failed.
     #[error(transparent)]
     Store(#[from] EventStoreError),
+    /// Every hashing thread is busy and the queue is full: try again shortly.
+    #[error("password hashing is saturated")]
+    Busy,
     /// Hashing or the random number generator failed (not a client's fault).
     #[error("password hashing failed: {0}")]
     Hashing(String),
@@ -95,6 +98,11 @@ impl From<AuthError> for Status {
                 tracing::error!(error = %e, "event store failure");
                 Status::unavailable("storage unavailable")
             }
+            AuthError::Busy => Status::with_error_details(
+                Code::Unavailable,
+                "too many logins and registrations at once; retry shortly",
+                ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(1))),
+            ),
             AuthError::Hashing(e) => {
                 tracing::error!(error = %e, "password hashing failure");
                 Status::internal("internal error")

@@ -72,14 +72,14 @@ impl Application {
         config: &Config,
         store: Arc<dyn EventStore>,
     ) -> Result<Self, StartError> {
-        let hasher = PasswordHasher::new()?;
+        let hasher = PasswordHasher::new(config.auth_hash_queue)?;
         let view = Projection::start(store.clone(), AuthView::default()).await?;
         tracing::info!(
             users = view.read().user_count(),
             tokens = view.read().token_count(),
             "auth read model rebuilt"
         );
-        let throttle = LoginThrottle::new(config.auth_login_max_failures, config.login_window());
+        let throttle = LoginThrottle::new(config.login_limits());
         let view = Arc::new(view);
         let tokens = read_model::Tokens(view.clone());
         let service = AuthGrpc::new(store, view, hasher, throttle, config.token_ttl());
@@ -113,7 +113,8 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartError> {
-        let service = AuthServiceServer::new(self.service);
+        let service = AuthServiceServer::new(self.service)
+            .max_decoding_message_size(platform::grpc::MAX_REQUEST_BYTES);
         self.listener.serve(service, shutdown).await?;
         Ok(())
     }

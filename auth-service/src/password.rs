@@ -18,9 +18,6 @@ use tokio::sync::{mpsc, oneshot};
 use crate::domain::Password;
 use crate::error::{AuthError, Result};
 
-/// Hashing jobs waiting beyond this many make callers wait to enqueue.
-const QUEUE: usize = 4096;
-
 type Job = Box<dyn FnOnce() + Send>;
 
 /// Hashes and verifies passwords with argon2id and OWASP's parameters
@@ -34,11 +31,13 @@ pub struct PasswordHasher {
 }
 
 impl PasswordHasher {
-    /// A hasher with one low-priority thread per available core. The threads
+    /// A hasher with one low-priority thread per available core, and room
+    /// for `queue` jobs waiting: past that, a hash is refused at once with
+    /// [`AuthError::Busy`] instead of queueing behind a flood. The threads
     /// stop when every clone of the hasher is dropped.
-    pub fn new() -> Result<Self> {
+    pub fn new(queue: usize) -> Result<Self> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let (jobs, queue) = mpsc::channel::<Job>(QUEUE);
+        let (jobs, queue) = mpsc::channel::<Job>(queue.max(1));
         let queue = Arc::new(Mutex::new(queue));
         for i in 0..cores {
             let queue = queue.clone();
@@ -100,7 +99,10 @@ impl PasswordHasher {
             let _ = reply.send(work());
         });
         let gone = || AuthError::Hashing("the hashing threads are gone".into());
-        self.jobs.send(job).await.map_err(|_| gone())?;
+        self.jobs.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => AuthError::Busy,
+            mpsc::error::TrySendError::Closed(_) => gone(),
+        })?;
         answer.await.map_err(|_| gone())?
     }
 }
@@ -129,7 +131,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashes_verify_and_unknown_users_never_do() {
-        let h = PasswordHasher::new().unwrap();
+        let h = PasswordHasher::new(8).unwrap();
         let pw = || Password::parse_given("correct horse".into()).unwrap();
         let phc = h.hash(pw()).await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));

@@ -119,21 +119,26 @@ impl AuthGrpc {
         Ok(session(user, token, grant))
     }
 
-    async fn login(&self, r: LoginRequest) -> Result<Session> {
+    async fn login(&self, r: LoginRequest, client: &str) -> Result<Session> {
         let (username, password) =
             parse_login(&r.username, r.password).map_err(AuthError::Invalid)?;
         let key = normalize_username(&username);
-        if let Err(retry_after_secs) = self.throttle.check(&key) {
-            return Err(AuthError::Throttled { retry_after_secs });
-        }
+        // Counted before the password is checked: parallel guesses all count.
+        let attempt = self
+            .throttle
+            .reserve(&key, client)
+            .map_err(|retry_after_secs| {
+                tracing::warn!(username = %key, client, retry_after_secs, "login throttled");
+                AuthError::Throttled { retry_after_secs }
+            })?;
         let stream = user_stream(&key);
         let loaded = decider::load::<User>(&*self.store, &stream).await?;
         let hash = loaded.state.account().map(|a| a.password_hash.clone());
         if !self.hasher.verify(password, hash).await? {
-            self.throttle.record_failure(&key);
+            tracing::warn!(username = %key, client, "login failed");
             return Err(AuthError::IncorrectCredentials);
         }
-        self.throttle.reset(&key);
+        attempt.succeeded();
         let account = loaded
             .state
             .account()
@@ -204,7 +209,10 @@ impl AuthService for AuthGrpc {
 
     #[tracing::instrument(skip_all, fields(username = %request.get_ref().username))]
     async fn login(&self, request: Request<LoginRequest>) -> Result<Response<Session>, Status> {
-        Ok(Response::new(self.login(request.into_inner()).await?))
+        let client = platform::client_address(&request);
+        Ok(Response::new(
+            self.login(request.into_inner(), &client).await?,
+        ))
     }
 
     async fn authenticate(

@@ -29,6 +29,10 @@ impl Text {
             "This field may not be blank."
         } else if trimmed.chars().count() > MAX_TEXT {
             "Ensure this field has no more than 200 characters."
+        } else if trimmed.contains('\0') {
+            "Null characters are not allowed."
+        } else if trimmed.chars().any(disguises_text) {
+            "Control characters and invisible formatting characters are not allowed."
         } else {
             return Ok(Self(trimmed.to_owned()));
         };
@@ -39,6 +43,26 @@ impl Text {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Whether `c` is a control character (Unicode Cc: NUL, ESC of ANSI
+/// sequences, ...) or an invisible character that can make text read
+/// otherwise than it is stored: bidi marks, embeddings, overrides and
+/// isolates, zero-width space, word joiner, BOM. The zero-width joiner and
+/// non-joiner (U+200D, U+200C), which real scripts and emoji need, pass.
+fn disguises_text(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200B}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{FEFF}'
+        )
 }
 
 /// A rating: an integer from 1 to 5. Stored as its number.
@@ -335,6 +359,24 @@ mod tests {
             Text::parse("director", &"é".repeat(201)).unwrap_err().field,
             "director"
         );
+    }
+
+    #[test]
+    fn texts_refuse_control_and_disguising_characters() {
+        let refused = |t: &str| Text::parse("title", t).unwrap_err().message;
+        assert_eq!(refused("a\0b"), "Null characters are not allowed.");
+        for t in [
+            "\u{1b}[31mred",
+            "evil\u{202E}txt.exe",
+            "a\u{200B}b",
+            "\u{FEFF}a",
+            "a\u{2066}b",
+        ] {
+            assert!(refused(t).starts_with("Control characters"), "{t:?}");
+        }
+        for t in ["👩\u{200D}💻", "می\u{200C}خواهم", "Amélie", "東京物語"] {
+            assert!(Text::parse("title", t).is_ok(), "{t:?}");
+        }
     }
 
     #[test]

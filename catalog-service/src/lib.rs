@@ -121,7 +121,11 @@ impl Application {
     ) -> Result<(), StartError> {
         let service = CatalogGrpc::new(self.store, self.view, self.identity, self.subscribe);
         self.listener
-            .serve(CatalogServiceServer::new(service), shutdown)
+            .serve(
+                CatalogServiceServer::new(service)
+                    .max_decoding_message_size(platform::grpc::MAX_REQUEST_BYTES),
+                shutdown,
+            )
             .await?;
         Ok(())
     }

@@ -19,12 +19,49 @@ pub struct Config {
     /// Deadline of every gRPC call, in milliseconds; past it the client gets 504.
     #[arg(long, env, default_value_t = 5_000)]
     pub gateway_grpc_timeout_ms: u64,
+    /// Open connections at most; one more is answered 503 and closed. Never
+    /// more than the open-file limit allows (less 64 for everything else).
+    #[arg(long, env, default_value_t = 10_000)]
+    pub gateway_max_connections: usize,
+    /// Seconds a connection may take to send a request's head, and may stay
+    /// idle between two requests.
+    #[arg(long, env, default_value_t = 10)]
+    pub gateway_header_timeout_secs: u64,
+    /// Seconds to answer a request, its body read included; past it, 408.
+    #[arg(long, env, default_value_t = 30)]
+    pub gateway_request_timeout_secs: u64,
+    /// Logins and registrations one client address may start per minute
+    /// (bursts of up to a sixth of it at once); past it, 429.
+    #[arg(long, env, default_value_t = 300)]
+    pub gateway_auth_per_minute: u32,
+    /// Addresses of the reverse proxies in front of the gateway, comma
+    /// separated: only from these is `X-Forwarded-For` believed.
+    #[arg(long, env, value_delimiter = ',')]
+    pub gateway_trusted_proxies: Vec<std::net::IpAddr>,
+    /// The public base URL of the API (e.g. https://movies.example), from
+    /// which pagination links are built; without it, links are relative
+    /// (never built from the request's Host header).
+    #[arg(long, env)]
+    pub gateway_public_url: Option<String>,
 }
 
 impl Config {
     /// The deadline of every gRPC call.
     pub fn grpc_timeout(&self) -> Duration {
         Duration::from_millis(self.gateway_grpc_timeout_ms.max(1))
+    }
+}
+
+impl Config {
+    /// The HTTP server's limits, within the process's open-file limit.
+    pub fn server_limits(&self, open_files: u64) -> crate::server::Limits {
+        let room = usize::try_from(open_files.saturating_sub(64)).unwrap_or(usize::MAX);
+        crate::server::Limits {
+            max_connections: self.gateway_max_connections.min(room).max(1),
+            header_timeout: Duration::from_secs(self.gateway_header_timeout_secs.max(1)),
+            request_timeout: Duration::from_secs(self.gateway_request_timeout_secs.max(1)),
+            drain_timeout: Duration::from_secs(30),
+        }
     }
 }
 

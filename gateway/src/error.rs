@@ -30,6 +30,9 @@ pub enum ApiError {
     /// 429 with `Retry-After`.
     #[error("throttled for {0} s")]
     Throttled(u64),
+    /// 503 with `Retry-After`: a backend is down or saturated.
+    #[error("unavailable; retry in {0} s")]
+    Unavailable(u64),
     /// A backend call failed.
     #[error("backend: {0}")]
     Grpc(#[from] tonic::Status),
@@ -82,6 +85,14 @@ impl IntoResponse for ApiError {
                     .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
                 r
             }
+            Self::Unavailable(seconds) => {
+                let detail = "Service temporarily unavailable, try again later.";
+                let mut r =
+                    json_response(StatusCode::SERVICE_UNAVAILABLE, json!({ "detail": detail }));
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+                r
+            }
             Self::Grpc(status) => from_status(status).into_response(),
             Self::Timeout => Self::detail(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -130,19 +141,10 @@ fn from_status(status: tonic::Status) -> ApiError {
         Code::Unauthenticated => ApiError::Unauthenticated(status.message().to_owned()),
         Code::PermissionDenied => ApiError::detail(StatusCode::FORBIDDEN, status.message()),
         Code::NotFound => ApiError::not_found(),
-        Code::ResourceExhausted => {
-            let wait = status
-                .get_details_retry_info()
-                .and_then(|r| r.retry_delay)
-                .unwrap_or(Duration::from_secs(1));
-            ApiError::Throttled(wait.as_secs_f64().ceil().max(1.0) as u64)
-        }
+        Code::ResourceExhausted => ApiError::Throttled(retry_after(&status)),
         Code::Unavailable => {
             tracing::warn!(message = status.message(), "backend unavailable");
-            ApiError::detail(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Service temporarily unavailable, try again later.",
-            )
+            ApiError::Unavailable(retry_after(&status))
         }
         Code::DeadlineExceeded => ApiError::Timeout,
         code => {
@@ -153,6 +155,15 @@ fn from_status(status: tonic::Status) -> ApiError {
             )
         }
     }
+}
+
+/// Whole seconds to wait before retrying: the status's retry info, else 1.
+fn retry_after(status: &tonic::Status) -> u64 {
+    let wait = status
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .unwrap_or(Duration::from_secs(1));
+    wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! to auth-service and catalog-service. It holds no state and no rules.
 
 mod backends;
+pub mod client;
 mod config;
 pub mod error;
 mod extract;
@@ -10,6 +11,7 @@ mod list_cache;
 mod observe;
 mod pagination;
 pub mod routes;
+mod server;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,6 +37,13 @@ pub struct Shared {
     openapi: String,
     /// `GET /api/auth/movies` answers by (limit, offset), kept with the catalog's tag.
     movie_lists: list_cache::ListCache<(Option<u32>, u32)>,
+    /// Where pagination links point: the configured public URL, else the
+    /// listen address (never the request's `Host`).
+    public_url: String,
+    /// Peers whose `X-Forwarded-For` is believed.
+    trusted_proxies: Vec<std::net::IpAddr>,
+    /// Logins and registrations per client address.
+    auth_limit: client::RateLimit,
 }
 
 impl std::ops::Deref for AppState {
@@ -80,7 +89,8 @@ impl utoipa::Modify for TokenAuth {
 }
 
 /// The whole router: every route, the 404 fallback, observation.
-pub fn router(backends: Backends) -> Router {
+/// `public_url` is where pagination links point.
+pub fn router(backends: Backends, config: &Config, public_url: String) -> Router {
     let (api, openapi) = api();
     let openapi = openapi.to_json().expect("the OpenAPI document serializes");
     let state = AppState(Arc::new(Shared {
@@ -88,6 +98,9 @@ pub fn router(backends: Backends) -> Router {
         metrics: Metrics::default(),
         openapi,
         movie_lists: list_cache::ListCache::default(),
+        public_url: public_url.trim_end_matches('/').to_owned(),
+        trusted_proxies: config.gateway_trusted_proxies.clone(),
+        auth_limit: client::RateLimit::per_minute(config.gateway_auth_per_minute),
     }));
     api.merge(routes::ops::router())
         .fallback(observe::not_found)
@@ -119,6 +132,7 @@ pub struct Application {
     listener: tokio::net::TcpListener,
     local_addr: SocketAddr,
     router: Router,
+    limits: server::Limits,
 }
 
 impl Application {
@@ -143,10 +157,15 @@ impl Application {
             .await
             .map_err(io)?;
         let local_addr = listener.local_addr().map_err(io)?;
+        let public_url = config
+            .gateway_public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local_addr}"));
         Ok(Self {
             listener,
             local_addr,
-            router: router(backends),
+            router: router(backends, config, public_url),
+            limits: config.server_limits(platform::raise_open_file_limit()),
         })
     }
 
@@ -160,14 +179,8 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
-        tracing::info!(addr = %self.local_addr, "gateway listening");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|source| StartError::Io {
-                addr: self.local_addr,
-                source,
-            })?;
+        tracing::info!(addr = %self.local_addr, limits = ?self.limits, "gateway listening");
+        server::serve(self.listener, self.router, self.limits, shutdown).await;
         tracing::info!("gateway stopped");
         Ok(())
     }

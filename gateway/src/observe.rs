@@ -21,7 +21,7 @@ const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Series {
     count: u64,
     sum: f64,
@@ -45,9 +45,15 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of everything observed.
+    /// The Prometheus text exposition of everything observed. The lock
+    /// every request takes is held only to copy the (few, bounded) series;
+    /// the text is written without it.
     pub fn render(&self) -> String {
-        let series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let series = self
+            .series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut keys: Vec<_> = series.keys().cloned().collect();
         keys.sort_by_key(|k| (k.1, k.0, k.2));
         let mut out = String::new();

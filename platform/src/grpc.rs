@@ -6,12 +6,25 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tonic::body::Body;
 use tonic::codegen::Service;
 use tonic::codegen::http::Request;
 use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
+
+/// Calls one HTTP/2 connection may have in flight; past it, new calls are
+/// refused at once with UNAVAILABLE (load shedding) rather than queued.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
+/// The longest a unary call may take to answer (a server-streaming call
+/// only to start its stream).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest request message a service decodes: our requests are a few
+/// KiB at most (a 1,024-character password, 200-character titles).
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
 /// Why serving failed.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +110,12 @@ impl GrpcListener {
             c.serve(routes.clone());
         }
         let served = tonic::transport::Server::builder()
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+            .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
+            .load_shed(true)
+            .timeout(CALL_TIMEOUT)
+            .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_routes(routes)
             .serve_with_incoming_shutdown(self.incoming, shutdown)
             .await;

@@ -70,7 +70,41 @@ pub async fn run_binary<E: Display>(
         return probe_exit(probe.await);
     }
     init_tracing();
+    let open_files = raise_open_file_limit();
+    tracing::debug!(open_files, "open-file limit");
     exit_code(binary, serve.await)
+}
+
+/// Raises this process's soft limit on open files to its hard limit (a
+/// server holds a file descriptor per connection), and answers the limit
+/// now in force (`u64::MAX` where there is none to read).
+pub fn raise_open_file_limit() -> u64 {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read and write the struct given.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return u64::MAX;
+            }
+            if limit.rlim_cur < limit.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: limit.rlim_max,
+                    ..limit
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    limit = raised;
+                }
+            }
+        }
+        #[allow(clippy::useless_conversion)] // rlim_t is not u64 on every unix
+        u64::try_from(limit.rlim_cur).unwrap_or(u64::MAX)
+    }
+    #[cfg(not(unix))]
+    u64::MAX
 }
 
 /// How a `healthcheck` subcommand ends: 0 if the probe passed, else 1.
@@ -82,15 +116,40 @@ pub fn probe_exit(passed: bool) -> ExitCode {
     }
 }
 
-/// Sets up structured logs on stderr, filtered by `RUST_LOG` (default `info`).
-/// Calling it twice is harmless.
+/// Dependencies whose debug or trace logs print what must never reach a
+/// log: `tokio_postgres` every statement's parameters (password hashes,
+/// emails, token digests), `h2`/`hyper` request frames and heads (the
+/// `Authorization` header). They log at `info` at most, whatever `RUST_LOG`
+/// asks for.
+const LEAKY_LOGGERS: [&str; 3] = ["tokio_postgres", "h2", "hyper"];
+
+fn is_leaky(target: &str) -> bool {
+    LEAKY_LOGGERS.iter().any(|t| {
+        target
+            .strip_prefix(t)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
+}
+
+/// Sets up structured logs on stderr, filtered by `RUST_LOG` (default
+/// `info`), with [`LEAKY_LOGGERS`] capped at `info`. Calling it twice is
+/// harmless.
 pub fn init_tracing() {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let no_secrets = tracing_subscriber::filter::filter_fn(|meta| {
+        *meta.level() <= tracing::Level::INFO || !is_leaky(meta.target())
+    });
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(no_secrets);
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(logs)
         .try_init();
 }
 
@@ -153,6 +212,24 @@ pub fn field_errors(code: tonic::Code, message: &str, errors: &[FieldError]) -> 
     tonic::Status::with_error_details(code, message, details)
 }
 
+/// The metadata key in which the gateway tells the services the end
+/// client's address (the services' gRPC ports are internal: see the
+/// README's Security section).
+pub const CLIENT_ADDRESS_KEY: &str = "x-client-address";
+
+/// The address of the end client of a gRPC request: the one the gateway
+/// passed on, else the peer's IP, else `unknown` (in-process calls).
+pub fn client_address<T>(request: &tonic::Request<T>) -> String {
+    request
+        .metadata()
+        .get(CLIENT_ADDRESS_KEY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64)
+        .map(str::to_owned)
+        .or_else(|| request.remote_addr().map(|a| a.ip().to_string()))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
 /// Resolves a token to its user, inside one process: auth-service's token
 /// index, lent to catalog-service by the all-in-one launcher. (Separate
 /// processes ask auth-service's `Authenticate` RPC, which answers from the
@@ -191,7 +268,16 @@ pub fn credentials(authorization: Option<&str>) -> Credentials<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Credentials, credentials};
+    use super::{Credentials, credentials, is_leaky};
+
+    #[test]
+    fn leaky_loggers_are_matched_by_crate() {
+        assert!(is_leaky("tokio_postgres"));
+        assert!(is_leaky("tokio_postgres::query"));
+        assert!(is_leaky("h2::codec"));
+        assert!(!is_leaky("hyper_util::client"));
+        assert!(!is_leaky("auth_service::service"));
+    }
 
     #[test]
     fn authorization_values_read_like_knox() {

@@ -168,6 +168,7 @@ async fn backends_down_or_silent_are_503_or_504() {
             gateway_auth_url: url.clone(),
             gateway_catalog_url: url,
             gateway_grpc_timeout_ms: 500,
+            ..gateway::Config::default()
         })
         .await
         .unwrap();

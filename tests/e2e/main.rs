@@ -11,5 +11,6 @@ mod helpers;
 mod movies;
 mod ops;
 mod ratings;
+mod security;
 #[path = "../support/processes.rs"]
 mod support;

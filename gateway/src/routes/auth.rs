@@ -11,6 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
+use crate::client::ClientAddr;
 use crate::error::ApiError;
 use crate::extract::{Fields, JsonObject};
 use crate::routes::{Caller, Detail, FieldErrors, UserOut};
@@ -79,11 +80,14 @@ fn session_out(s: Session) -> SessionOut {
     responses(
         (status = 200, description = "Registered", body = SessionOut),
         (status = 400, description = "Invalid or taken fields", body = FieldErrors),
+        (status = 429, description = "Too many from this address; see Retry-After", body = Detail),
     ))]
 pub async fn register(
     State(state): State<AppState>,
+    client: ClientAddr,
     JsonObject(body): JsonObject,
 ) -> Result<Json<SessionOut>, ApiError> {
+    state.auth_limit.take(client)?;
     let mut f = Fields::new(&body);
     let (username, email, password) = (
         f.string("username"),
@@ -97,14 +101,14 @@ pub async fn register(
             .map(|((u, e), p)| (u, e, p)),
     )?;
     let b = &state.backends;
-    let request = b.request(
+    let request = client.tag(b.request(
         RegisterRequest {
             username,
             email,
             password,
         },
         None,
-    );
+    ));
     let session = b.call(b.auth.clone().register(request)).await?;
     Ok(Json(session_out(session)))
 }
@@ -118,13 +122,15 @@ pub async fn register(
     ))]
 pub async fn login(
     State(state): State<AppState>,
+    client: ClientAddr,
     JsonObject(body): JsonObject,
 ) -> Result<Json<SessionOut>, ApiError> {
+    state.auth_limit.take(client)?;
     let mut f = Fields::new(&body);
     let (username, password) = (f.string("username"), f.string("password"));
     let (username, password) = f.finish(username.zip(password))?;
     let b = &state.backends;
-    let request = b.request(LoginRequest { username, password }, None);
+    let request = client.tag(b.request(LoginRequest { username, password }, None));
     let session = b.call(b.auth.clone().login(request)).await?;
     Ok(Json(session_out(session)))
 }

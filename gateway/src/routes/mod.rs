@@ -6,8 +6,8 @@ pub mod ops;
 pub mod ratings;
 
 use axum::extract::FromRequestParts;
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
 use serde::Serialize;
 use tonic::metadata::{Ascii, MetadataValue};
 use utoipa::ToSchema;
@@ -89,12 +89,8 @@ impl Caller {
     }
 }
 
-/// `http://<host><path>`: the absolute URL DRF builds for pagination links.
-pub fn absolute_url(headers: &HeaderMap, path: &str) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| !h.is_empty() && !h.contains(['/', ' ', '?', '#']))
-        .unwrap_or("localhost");
-    format!("http://{host}{path}")
+/// The absolute URL of `path` on this API, from its public base URL (never
+/// from the request's `Host`, which the client chooses).
+pub fn absolute_url(state: &crate::AppState, path: &str) -> String {
+    format!("{}{path}", state.public_url)
 }

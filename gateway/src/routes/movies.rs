@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use proto::catalog::{AddMovieRequest, GetMovieRequest, ListMoviesRequest, Movie};
 use serde::{Deserialize, Serialize};
@@ -96,7 +96,6 @@ fn movie_out(m: Movie) -> MovieOut {
 pub async fn list_movies(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = ListQuery::parse(query.as_deref());
@@ -131,7 +130,7 @@ pub async fn list_movies(
         }
     };
     let body = if q.limit.is_some() {
-        let base = absolute_url(&headers, "/api/auth/movies");
+        let base = absolute_url(&state, "/api/auth/movies");
         let page = q.page(&base, list.count, &*list.results);
         Bytes::from(serde_json::to_vec(&page).expect("pages always serialize"))
     } else {

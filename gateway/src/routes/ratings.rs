@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use proto::catalog::{ListRatingsRequest, RateMovieRequest, Rating};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -74,7 +74,6 @@ fn rating_out(r: Rating) -> RatingOut {
 pub async fn list_ratings(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Json<RatingList>, ApiError> {
     let q = ListQuery::parse(query.as_deref());
@@ -97,7 +96,7 @@ pub async fn list_ratings(
     let page = b.call(b.catalog.clone().list_ratings(request)).await?;
     let results: Vec<RatingOut> = page.ratings.into_iter().map(rating_out).collect();
     Ok(Json(if q.limit.is_some() {
-        let base = absolute_url(&headers, "/api/auth/rating");
+        let base = absolute_url(&state, "/api/auth/rating");
         RatingList::Page(q.page(&base, page.count, results))
     } else {
         RatingList::All(results)

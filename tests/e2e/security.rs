@@ -1,0 +1,171 @@
+//! What an attacker on the network can make the gateway hold: connections
+//! that never finish, connections past the file limit, metric series. Each
+//! runs a real gateway on loopback (its backends are not needed: nothing
+//! here reaches them).
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A gateway with `config`'s limits and no backends.
+async fn gateway(config: gateway::Config) -> (String, tokio::task::JoinHandle<()>) {
+    let gw = gateway::Application::build(&gateway::Config {
+        gateway_listen: "127.0.0.1:0".parse().unwrap(),
+        gateway_auth_url: "http://127.0.0.1:9".into(),
+        gateway_catalog_url: "http://127.0.0.1:9".into(),
+        ..config
+    })
+    .await
+    .unwrap();
+    let addr = gw.local_addr().to_string();
+    let server = tokio::spawn(async move {
+        gw.run_until_stopped(std::future::pending()).await.unwrap();
+    });
+    (addr, server)
+}
+
+async fn healthz(http: &reqwest::Client, addr: &str) -> StatusCode {
+    http.get(format!("http://{addr}/healthz"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .map(|r| r.status())
+        .unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+}
+
+/// Whether the server closed `s` (EOF or reset) within `within`, reading
+/// whatever it sent first.
+async fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// 500 slowloris connections (a byte, then silence) and idle ones are all
+/// closed by the server at the header timeout, while /healthz answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_and_idle_connections_are_closed_at_the_header_timeout() {
+    let (addr, _server) = gateway(gateway::Config {
+        gateway_header_timeout_secs: 1,
+        ..gateway::Config::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let mut held = vec![];
+    for i in 0..500 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        if i % 2 == 0 {
+            s.write_all(b"G").await.unwrap(); // slowloris: a head never finished
+        }
+        held.push(s);
+    }
+    assert_eq!(healthz(&http, &addr).await, StatusCode::OK);
+    let started = Instant::now();
+    for (i, s) in held.iter_mut().enumerate() {
+        assert!(
+            closed_by_server(s, Duration::from_secs(5)).await,
+            "connection {i} outlived the header timeout"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(healthz(&http, &addr).await, StatusCode::OK);
+}
+
+/// Past the connection cap a new connection gets 503 with Retry-After and
+/// is closed; once others close, connections are accepted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_past_the_cap_are_refused_with_503() {
+    let (addr, _server) = gateway(gateway::Config {
+        gateway_max_connections: 20,
+        ..gateway::Config::default()
+    })
+    .await;
+    let mut held = vec![];
+    for _ in 0..20 {
+        held.push(TcpStream::connect(&addr).await.unwrap());
+    }
+    // Let the server accept them all.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = TcpStream::connect(&addr).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), extra.read_to_string(&mut answer))
+        .await
+        .expect("the refusal comes at once")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1"), "{answer}");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        healthz(&reqwest::Client::new(), &addr).await,
+        StatusCode::OK
+    );
+}
+
+/// 5,000 made-up methods leave /metrics small (they share the `other`
+/// label), and /metrics keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn made_up_methods_do_not_grow_the_metrics() {
+    let (addr, _server) = gateway(gateway::Config::default()).await;
+    let http = reqwest::Client::new();
+    let mut sent = tokio::task::JoinSet::new();
+    for worker in 0..10 {
+        let (http, addr) = (http.clone(), addr.clone());
+        sent.spawn(async move {
+            for i in 0..500 {
+                let method = Method::from_bytes(format!("M{worker}X{i}").as_bytes()).unwrap();
+                let path = format!("http://{addr}/api/auth/movies/{i}");
+                http.request(method, path).send().await.unwrap();
+            }
+        });
+    }
+    while let Some(done) = sent.join_next().await {
+        done.unwrap();
+    }
+    let metrics = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.len() < 100_000, "{} bytes", metrics.len());
+    assert!(metrics.contains("method=\"other\""), "{metrics}");
+}
+
+/// Pagination links come from the API's own address, never from the
+/// `Host` header a client sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pagination_links_ignore_the_host_header() {
+    let stores = crate::helpers::Stores::sqlite().await;
+    let app = crate::helpers::TestApp::start(&stores, movies::Wiring::InProcess).await;
+    let (token, _) = app.user("u").await;
+    app.movie(&token, "One").await;
+    app.movie(&token, "Two").await;
+    let page: serde_json::Value = app
+        .http
+        .get(format!("{}/api/auth/movies?limit=1", app.base))
+        .header("authorization", format!("Token {token}"))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let next = page["next"].as_str().unwrap();
+    assert_eq!(
+        next,
+        format!("{}/api/auth/movies?limit=1&offset=1", app.base)
+    );
+}
