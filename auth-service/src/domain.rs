@@ -29,8 +29,10 @@ pub const MAX_PASSWORD: usize = 1024;
 pub struct Username(String);
 
 impl Username {
-    /// Parses a username for registration.
+    /// Parses a username for registration, NFKC-normalised first (as
+    /// Django does).
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let raw = &nfkc(raw);
         let f = |m: &str| FieldError::new("username", m);
         if raw.is_empty() {
             return Err(f("This field may not be blank."));
@@ -81,14 +83,39 @@ pub fn parse_login(
 }
 
 /// The key under which usernames are unique: case-folded.
+/// A username as Django stores it: NFKC-normalised, so `ａｄｍｉｎ`
+/// (fullwidth) is `admin` and `ﬁle` is `file`.
+pub fn nfkc(raw: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    raw.nfkc().collect()
+}
+
+/// The key of a user's stream: the NFKC form, lowercased. (ASCII names
+/// keep the key they always had.)
 pub fn normalize_username(raw: &str) -> String {
-    raw.to_lowercase()
+    nfkc(raw).to_lowercase()
+}
+
+/// What two usernames share when a reader could take one for the other:
+/// the Unicode TR39 skeleton of the name's NFKC form under full case
+/// folding. `Admin`, `аdmin` (Cyrillic а), `admіn` (Ukrainian і) and `ａｄｍｉｎ` have one;
+/// so have `straße` and `STRASSE`. Registration refuses a name whose
+/// skeleton is taken.
+pub fn username_skeleton(raw: &str) -> String {
+    let folded = nfkc(&caseless::default_case_fold_str(&nfkc(raw)));
+    unicode_security::skeleton(&folded).collect()
 }
 
 /// The event stream of one user, keyed by the normalized username, so that
 /// appending its first event with `NoStream` claims the name.
 pub fn user_stream(normalized: &str) -> String {
     format!("user-{normalized}")
+}
+
+/// The stream that claims a username's skeleton: its first event names the
+/// one username that may register with that skeleton.
+pub fn claim_stream(skeleton: &str) -> String {
+    format!("username-{skeleton}")
 }
 
 /// The stream whose versions allocate user ids (see `event_store::ids`).
@@ -226,6 +253,12 @@ pub enum AuthEvent {
     AllTokensRevoked {
         /// The user.
         user_id: UserId,
+    },
+    /// A username skeleton is claimed by one username (normalized). First
+    /// event of a claim stream.
+    UsernameClaimed {
+        /// The normalized username that holds the claim.
+        username: String,
     },
 }
 
@@ -407,9 +440,57 @@ impl Decider for User {
                         a.tokens.remove(digest);
                     }
                     AuthEvent::AllTokensRevoked { .. } => a.tokens.clear(),
-                    AuthEvent::UserRegistered { .. } => {}
+                    AuthEvent::UserRegistered { .. } | AuthEvent::UsernameClaimed { .. } => {}
                 }
                 User::Registered(a)
+            }
+            (state, _) => state,
+        }
+    }
+}
+
+/// Claim a skeleton for a normalized username.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimUsername {
+    /// The normalized username.
+    pub username: String,
+}
+
+/// A claim stream: which username holds a skeleton. Registration claims the
+/// skeleton first, then creates the user: two confusable names registered
+/// at once, on any replica, cannot both get through, since both claims go
+/// to one stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum UsernameClaim {
+    /// Nobody holds it.
+    #[default]
+    Free,
+    /// This normalized username holds it.
+    ClaimedBy(String),
+}
+
+impl Decider for UsernameClaim {
+    type Command = ClaimUsername;
+    type Event = AuthEvent;
+    type State = UsernameClaim;
+    type Rejection = Rejection;
+
+    fn decide(command: &ClaimUsername, state: &Self) -> Result<Vec<AuthEvent>, Rejection> {
+        match state {
+            Self::Free => Ok(vec![AuthEvent::UsernameClaimed {
+                username: command.username.clone(),
+            }]),
+            // The same name again (a registration retried after a crash
+            // between its two appends): already claimed, nothing to add.
+            Self::ClaimedBy(holder) if *holder == command.username => Ok(vec![]),
+            Self::ClaimedBy(_) => Err(Rejection::UsernameTaken),
+        }
+    }
+
+    fn evolve(state: Self, event: &AuthEvent) -> Self {
+        match (state, event) {
+            (Self::Free, AuthEvent::UsernameClaimed { username }) => {
+                Self::ClaimedBy(username.clone())
             }
             (state, _) => state,
         }
@@ -429,6 +510,50 @@ mod tests {
         assert!(Username::parse("has space").is_err());
         assert!(Username::parse(&"x".repeat(150)).is_ok());
         assert!(Username::parse(&"x".repeat(151)).is_err());
+    }
+
+    #[test]
+    fn usernames_are_nfkc_and_confusables_share_a_skeleton() {
+        assert_eq!(Username::parse("ａｄｍｉｎ").unwrap().as_str(), "admin");
+        assert_eq!(Username::parse("ﬁle").unwrap().as_str(), "file");
+        assert_eq!(normalize_username("Admin"), "admin");
+        let admin = username_skeleton("admin");
+        for confusable in [
+            "Admin",
+            "ADMIN",
+            "\u{0430}dmin",
+            "ａｄｍｉｎ",
+            "adm\u{0456}n",
+        ] {
+            assert_eq!(username_skeleton(confusable), admin, "{confusable}");
+        }
+        assert_eq!(username_skeleton("straße"), username_skeleton("STRASSE"));
+        assert_eq!(username_skeleton("ﬁle"), username_skeleton("file"));
+        assert_ne!(username_skeleton("alice"), username_skeleton("bob"));
+        assert_ne!(username_skeleton("admin1"), username_skeleton("admin2"));
+    }
+
+    #[test]
+    fn a_skeleton_is_claimed_once_and_again_only_by_the_same_name() {
+        let claim = |name: &str| ClaimUsername {
+            username: name.to_owned(),
+        };
+        given::<UsernameClaim>(vec![])
+            .when(claim("admin"))
+            .then(vec![AuthEvent::UsernameClaimed {
+                username: "admin".into(),
+            }]);
+        let claimed = || {
+            vec![AuthEvent::UsernameClaimed {
+                username: "admin".into(),
+            }]
+        };
+        given::<UsernameClaim>(claimed())
+            .when(claim("admin"))
+            .then(vec![]);
+        given::<UsernameClaim>(claimed())
+            .when(claim("\u{0430}dmin"))
+            .then_rejects(Rejection::UsernameTaken);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use event_store::RecordedEvent;
 use event_store::read_model::{Projection, ReadModel};
 
-use crate::domain::{AuthEvent, UserId, normalize_username};
+use crate::domain::{AuthEvent, UserId, normalize_username, username_skeleton};
 use crate::token::TokenDigest;
 
 /// A registered user.
@@ -38,6 +38,9 @@ const SWEEP_EVERY: TimeDelta = TimeDelta::hours(1);
 pub struct AuthView {
     by_id: HashMap<UserId, UserRecord>,
     by_name: HashMap<String, UserId>,
+    /// Users by the skeleton of their username (see `username_skeleton`),
+    /// for the names registered before skeletons were claimed.
+    by_skeleton: HashMap<String, UserId>,
     tokens: HashMap<TokenDigest, TokenRecord>,
     tokens_of: HashMap<UserId, Vec<TokenDigest>>,
     /// When the next sweep of expired tokens is due, in event time, so that
@@ -50,6 +53,13 @@ impl AuthView {
     pub fn by_username(&self, username: &str) -> Option<&UserRecord> {
         self.by_name
             .get(&normalize_username(username))
+            .and_then(|id| self.by_id.get(id))
+    }
+
+    /// The user whose username a reader could take for `username`.
+    pub fn by_skeleton(&self, username: &str) -> Option<&UserRecord> {
+        self.by_skeleton
+            .get(&username_skeleton(username))
             .and_then(|id| self.by_id.get(id))
     }
 
@@ -114,6 +124,9 @@ impl AuthView {
                 password_hash,
             } => {
                 self.by_name.insert(normalize_username(&username), user_id);
+                self.by_skeleton
+                    .entry(username_skeleton(&username))
+                    .or_insert(user_id);
                 self.by_id.insert(
                     user_id,
                     UserRecord {
@@ -149,6 +162,7 @@ impl AuthView {
                     self.tokens.remove(&digest);
                 }
             }
+            AuthEvent::UsernameClaimed { .. } => {}
         }
     }
 }

@@ -18,8 +18,8 @@ use proto::auth::{
 use tonic::{Request, Response, Status};
 
 use crate::domain::{
-    Email, Grant, Password, USER_IDS_STREAM, User, UserCommand, UserId, Username,
-    normalize_username, parse_login, user_stream,
+    ClaimUsername, Email, Grant, Password, USER_IDS_STREAM, User, UserCommand, UserId, Username,
+    UsernameClaim, claim_stream, normalize_username, parse_login, user_stream, username_skeleton,
 };
 use crate::error::{AuthError, Result};
 use crate::password::PasswordHasher;
@@ -93,9 +93,19 @@ impl AuthGrpc {
                 ));
             }
         };
-        let stream = user_stream(&normalize_username(username.as_str()));
-        // A cheap refusal before the costly hash; the store decides.
-        if self.view.read().by_username(username.as_str()).is_some() {
+        let normalized = normalize_username(username.as_str());
+        let stream = user_stream(&normalized);
+        let skeleton = claim_stream(&username_skeleton(username.as_str()));
+        // A cheap refusal before the costly hash; the store decides. Names
+        // registered before skeletons were claimed are found by the view.
+        let taken = {
+            let view = self.view.read();
+            let confusable = view
+                .by_skeleton(username.as_str())
+                .is_some_and(|u| normalize_username(&u.username) != normalized);
+            confusable || view.by_username(username.as_str()).is_some()
+        };
+        if taken {
             return Err(AuthError::UsernameTaken);
         }
         let password_hash = self.hasher.hash(password).await?;
@@ -113,6 +123,13 @@ impl AuthGrpc {
             password_hash,
             grant,
         };
+        // The skeleton first: of two confusable names registered at once,
+        // only one gets the claim.
+        let claim = ClaimUsername {
+            username: normalized,
+        };
+        decider::execute::<UsernameClaim>(&*self.store, &skeleton, Loaded::assume_new(), &claim)
+            .await?;
         self.execute(&stream, Loaded::assume_new(), &command)
             .await?;
         tracing::info!(user_id, "user registered");

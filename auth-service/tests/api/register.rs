@@ -11,6 +11,8 @@ crate::on_every_backend!(
     bad_input_is_invalid_argument_naming_each_field,
     twenty_concurrent_registrations_of_one_name_yield_one_user,
     user_ids_are_positive_unique_and_increasing,
+    names_a_reader_could_confuse_are_taken,
+    concurrent_confusable_names_yield_one_user,
 );
 
 async fn registration_returns_the_user_and_a_working_token(loc: Location) {
@@ -189,4 +191,83 @@ async fn user_ids_are_positive_unique_and_increasing(loc: Location) {
     let ids: HashSet<i64> = tasks.join_all().await.into_iter().collect();
     assert_eq!(ids.len(), 16);
     assert!(ids.iter().all(|&id| id > last));
+}
+
+async fn names_a_reader_could_confuse_are_taken(loc: Location) {
+    let app = TestApp::start(&loc).await;
+    let admin = app.user("admin").await.user.unwrap();
+    app.user("file").await;
+    app.user("straße").await;
+    // Cyrillic а, Ukrainian і, fullwidth, a ligature, full case folding.
+    for name in [
+        "\u{0430}dmin",
+        "adm\u{0456}n",
+        "ａｄｍｉｎ",
+        "ADMIN",
+        "ﬁle",
+        "STRASSE",
+    ] {
+        let s = assert_code(
+            app.register(name, "a@b.co", "password123").await,
+            Code::AlreadyExists,
+        );
+        assert_eq!(
+            violations(&s),
+            [(
+                "username".into(),
+                "A user with that username already exists.".into()
+            )],
+            "{name}"
+        );
+    }
+    // Django stores the NFKC form: a fullwidth name registers as ASCII.
+    let s = app
+        .register("ｂｏｂ", "b@b.co", "password123")
+        .await
+        .unwrap();
+    assert_eq!(s.user.unwrap().username, "bob");
+    assert_eq!(
+        app.login("ａｄｍｉｎ", "password123")
+            .await
+            .unwrap()
+            .user
+            .unwrap(),
+        admin,
+        "a login is NFKC-normalised too"
+    );
+}
+
+async fn concurrent_confusable_names_yield_one_user(loc: Location) {
+    let app = TestApp::start(&loc).await;
+    let names = [
+        "paypal",
+        "\u{0440}aypal",
+        "payp\u{0430}l",
+        "PAYPAL",
+        "ｐａｙｐａｌ",
+    ];
+    let mut tasks = JoinSet::new();
+    for i in 0..20 {
+        let client = app.client.clone();
+        let name = names[i % names.len()].to_owned();
+        tasks.spawn(async move {
+            client
+                .clone()
+                .register(proto::auth::RegisterRequest {
+                    username: name,
+                    email: "r@example.com".into(),
+                    password: "password123".into(),
+                })
+                .await
+        });
+    }
+    let (mut won, mut taken) = (0, 0);
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap() {
+            Ok(_) => won += 1,
+            Err(s) if s.code() == Code::AlreadyExists => taken += 1,
+            Err(s) => panic!("unexpected {s:?}"),
+        }
+    }
+    assert_eq!((won, taken), (1, 19));
 }
