@@ -175,12 +175,22 @@ fn movie_message(m: MovieRow) -> Movie {
     }
 }
 
+/// The caller's own rating, with its user.
 fn rating_message(r: RatingRow) -> Rating {
+    Rating {
+        user: r.user,
+        ..listed_rating_message(r)
+    }
+}
+
+/// Anyone's rating, as a list shows it: who rated is not told (REST never
+/// showed it either).
+fn listed_rating_message(r: RatingRow) -> Rating {
     Rating {
         id: r.id,
         movie: r.movie,
         rating: i32::from(r.rating.get()),
-        user: r.user,
+        user: 0,
     }
 }
 
@@ -265,7 +275,7 @@ impl CatalogService for CatalogGrpc {
                 .read()
                 .ratings(r.movie, r.limit.map(|l| l as usize), r.offset as usize);
         Ok(Response::new(ListRatingsResponse {
-            ratings: page.items.into_iter().map(rating_message).collect(),
+            ratings: page.items.into_iter().map(listed_rating_message).collect(),
             count: page.count as u64,
         }))
     }

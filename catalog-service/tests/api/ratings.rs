@@ -1,3 +1,4 @@
+use proto::catalog::Rating;
 use tokio::task::JoinSet;
 use tonic::Code;
 
@@ -27,8 +28,11 @@ async fn another_user_rates_a_movie_and_stats_follow(stores: Stores) {
     let all = stack.list_ratings(&adder, None, None, 0).await.unwrap();
     assert_eq!(all.count, 3);
     assert!(all.ratings.windows(2).all(|w| w[0].id < w[1].id));
+    // Lists do not tell who rated (the answer to RateMovie, the caller's
+    // own rating, does).
+    assert!(all.ratings.iter().all(|r| r.user == 0), "{all:?}");
     let of_m2 = stack.list_ratings(&adder, Some(m2), None, 0).await.unwrap();
-    assert_eq!(of_m2.ratings, [r3]);
+    assert_eq!(of_m2.ratings, [Rating { user: 0, ..r3 }]);
     assert_eq!(
         stack
             .list_ratings(&adder, Some(999), None, 0)
