@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The three service binaries in one small image (pick one with the container's
 # command). Built with the EventStoreDB backend compiled in.
 #
