@@ -8,11 +8,13 @@
 //!   statistics), a pure fold over the events;
 //! - [`service`]: the gRPC edge: caller, parsing, one command or query each;
 //! - [`error`]: the errors and their one mapping to gRPC statuses;
-//! - [`identity`]: the caller's token, checked with auth-service.
+//! - [`identity`]: the caller's token, checked with auth-service by
+//!   `authenticated`, before the call's message is decoded.
 //!
 //! A library with a thin `main`: tests, the all-in-one launcher and the
 //! binary all start the same [`Application`].
 
+mod authenticated;
 mod config;
 pub mod domain;
 pub mod error;
@@ -28,6 +30,8 @@ use event_store::read_model::Projection;
 use event_store::{EventStore, EventStoreError};
 use platform::grpc::{GrpcChannel, GrpcListener, ServeError};
 use proto::catalog::catalog_service_server::CatalogServiceServer;
+
+use crate::authenticated::Authenticated;
 
 pub use config::Config;
 pub use identity::Identity;
@@ -119,13 +123,11 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartError> {
-        let service = CatalogGrpc::new(self.store, self.view, self.identity, self.subscribe);
+        let service = CatalogGrpc::new(self.store, self.view, self.subscribe);
+        let server = CatalogServiceServer::new(service)
+            .max_decoding_message_size(platform::grpc::MAX_REQUEST_BYTES);
         self.listener
-            .serve(
-                CatalogServiceServer::new(service)
-                    .max_decoding_message_size(platform::grpc::MAX_REQUEST_BYTES),
-                shutdown,
-            )
+            .serve(Authenticated::new(server, self.identity), shutdown)
             .await?;
         Ok(())
     }

@@ -19,12 +19,12 @@ use proto::catalog::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::authenticated::Caller;
 use crate::domain::{
     self, AddMovie, MOVIE_IDS_STREAM, MovieRating, RATING_IDS_STREAM, RateMovie, Text,
     movie_stream, rating_stream,
 };
 use crate::error::{CatalogError, Result};
-use crate::identity::Identity;
 use crate::read_model::{CatalogView, MovieListing, MovieRow, RatingRow};
 
 /// Who may call SubscribeEvents.
@@ -44,17 +44,15 @@ pub struct CatalogGrpc {
     view: Arc<Projection<CatalogView>>,
     movie_ids: IdSequence,
     rating_ids: IdSequence,
-    identity: Identity,
     subscribe: SubscribeAccess,
 }
 
 impl CatalogGrpc {
-    /// Serves the catalog in `store`, whose events `view` follows, checking
-    /// callers with `identity`.
+    /// Serves the catalog in `store`, whose events `view` follows (behind
+    /// [`Authenticated`](crate::authenticated::Authenticated), which checks the callers).
     pub fn new(
         store: Arc<dyn EventStore>,
         view: Arc<Projection<CatalogView>>,
-        identity: Identity,
         subscribe: SubscribeAccess,
     ) -> Self {
         Self {
@@ -62,18 +60,18 @@ impl CatalogGrpc {
             view,
             movie_ids: IdSequence::new(MOVIE_IDS_STREAM, "Movie"),
             rating_ids: IdSequence::new(RATING_IDS_STREAM, "Rating"),
-            identity,
             subscribe,
         }
     }
 
-    async fn caller<T>(&self, request: &Request<T>) -> Result<domain::UserId> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .map(|v| v.to_str().map_err(|_| CatalogError::InvalidToken))
-            .transpose()?;
-        self.identity.user_id(header).await
+    /// The user [`Authenticated`](crate::authenticated::Authenticated) checked this call's token for, before
+    /// its message was decoded.
+    fn caller<T>(&self, request: &Request<T>) -> Result<domain::UserId> {
+        request
+            .extensions()
+            .get::<Caller>()
+            .map(|c| c.0)
+            .ok_or(CatalogError::NoCredentials)
     }
 
     fn check_service_key<T>(&self, request: &Request<T>) -> Result<()> {
@@ -201,7 +199,7 @@ impl CatalogService for CatalogGrpc {
         &self,
         request: Request<AddMovieRequest>,
     ) -> Result<Response<Movie>, Status> {
-        let user = self.caller(&request).await?;
+        let user = self.caller(&request)?;
         let movie = self.add_movie(user, request.get_ref()).await?;
         Ok(Response::new(movie_message(movie)))
     }
@@ -210,7 +208,7 @@ impl CatalogService for CatalogGrpc {
         &self,
         request: Request<GetMovieRequest>,
     ) -> Result<Response<MovieDetail>, Status> {
-        self.caller(&request).await?;
+        self.caller(&request)?;
         let m = self
             .view
             .read()
@@ -231,7 +229,7 @@ impl CatalogService for CatalogGrpc {
         &self,
         request: Request<ListMoviesRequest>,
     ) -> Result<Response<ListMoviesResponse>, Status> {
-        self.caller(&request).await?;
+        self.caller(&request)?;
         let r = request.get_ref();
         let listing = self.view.read().movie_list(
             r.limit.map(|l| l as usize),
@@ -259,7 +257,7 @@ impl CatalogService for CatalogGrpc {
         &self,
         request: Request<RateMovieRequest>,
     ) -> Result<Response<Rating>, Status> {
-        let user = self.caller(&request).await?;
+        let user = self.caller(&request)?;
         let rating = self.rate_movie(user, request.get_ref()).await?;
         Ok(Response::new(rating_message(rating)))
     }
@@ -268,7 +266,7 @@ impl CatalogService for CatalogGrpc {
         &self,
         request: Request<ListRatingsRequest>,
     ) -> Result<Response<ListRatingsResponse>, Status> {
-        self.caller(&request).await?;
+        self.caller(&request)?;
         let r = request.get_ref();
         let page =
             self.view

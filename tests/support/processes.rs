@@ -91,6 +91,11 @@ impl Service {
         panic!("{name} could not start on any port");
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL, then start again on the same address and store.
     pub fn crash_and_restart(&mut self) {
         self.child.kill().unwrap(); // SIGKILL on Unix
