@@ -493,3 +493,68 @@ async fn unauthenticated_megabytes_leave_catalog_memory_flat() {
         after / 1_000_000
     );
 }
+
+/// Two auth-service replicas on one PostgreSQL database share the login
+/// throttle: 60 parallel guesses spread over both, the right password at
+/// #21, check at most the 5 free attempts, as one replica would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the binaries (cargo build --workspace --bins) and PostgreSQL; .ci/run runs it"]
+async fn parallel_guesses_across_replicas_are_counted_once() {
+    use proto::auth::auth_service_client::AuthServiceClient;
+    use proto::auth::{LoginRequest, RegisterRequest};
+
+    let Some(db) = TempDatabase::create("throttle_replicas").await else {
+        return;
+    };
+    let mut replicas = vec![];
+    for _ in 0..2 {
+        let (service, addr) = Service::start_listening("auth-service", |listen| {
+            support::env(&[("AUTH_LISTEN", listen), ("AUTH_STORE_URL", db.url())])
+        })
+        .await;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        replicas.push((service, AuthServiceClient::new(channel)));
+    }
+    replicas[0]
+        .1
+        .clone()
+        .register(RegisterRequest {
+            username: "target".into(),
+            email: "t@example.com".into(),
+            password: "password123".into(),
+        })
+        .await
+        .unwrap();
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let mut client = replicas[i % 2].1.clone();
+        let password = if i == 20 {
+            "password123"
+        } else {
+            "wrong-guess"
+        };
+        let request = LoginRequest {
+            username: "target".into(),
+            password: password.into(),
+        };
+        guesses.spawn(async move { (i, client.login(request).await) });
+    }
+    let mut checked = vec![];
+    while let Some(answer) = guesses.join_next().await {
+        match answer.unwrap() {
+            (_, Err(s)) if s.code() == tonic::Code::ResourceExhausted => {}
+            (i, answer) => checked.push((i, answer.map(|_| ()).map_err(|s| s.code()))),
+        }
+    }
+    assert!(checked.len() <= 5, "{} checked: {checked:?}", checked.len());
+    assert!(
+        checked
+            .iter()
+            .all(|(_, a)| matches!(a, Ok(()) | Err(tonic::Code::InvalidArgument))),
+        "{checked:?}"
+    );
+}

@@ -40,6 +40,9 @@ pub enum AuthError {
     /// Every hashing thread is busy and the queue is full: try again shortly.
     #[error("password hashing is saturated")]
     Busy,
+    /// The login throttle's books could not be read or written.
+    #[error("login throttle: {0}")]
+    Throttle(String),
     /// Hashing or the random number generator failed (not a client's fault).
     #[error("password hashing failed: {0}")]
     Hashing(String),
@@ -103,6 +106,10 @@ impl From<AuthError> for Status {
                 "too many logins and registrations at once; retry shortly",
                 ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(1))),
             ),
+            AuthError::Throttle(e) => {
+                tracing::error!(error = %e, "login throttle failure");
+                Status::unavailable("storage unavailable")
+            }
             AuthError::Hashing(e) => {
                 tracing::error!(error = %e, "password hashing failure");
                 Status::internal("internal error")

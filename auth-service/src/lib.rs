@@ -44,7 +44,7 @@ pub enum StartError {
     /// The event store could not be opened, or the read model rebuilt.
     #[error("event store: {0}")]
     Store(#[from] EventStoreError),
-    /// The hashing threads could not start.
+    /// The hashing threads or the login throttle could not start.
     #[error("auth: {0}")]
     Auth(#[from] error::AuthError),
     /// The server could not listen, or failed.
@@ -79,7 +79,7 @@ impl Application {
             tokens = view.read().token_count(),
             "auth read model rebuilt"
         );
-        let throttle = LoginThrottle::new(config.login_limits());
+        let throttle = LoginThrottle::open(&config.auth_store_url, config.login_limits()).await?;
         let view = Arc::new(view);
         let tokens = read_model::Tokens(view.clone());
         let service = AuthGrpc::new(store, view, hasher, throttle, config.token_ttl());

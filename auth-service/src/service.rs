@@ -141,21 +141,24 @@ impl AuthGrpc {
             parse_login(&r.username, r.password).map_err(AuthError::Invalid)?;
         let key = normalize_username(&username);
         // Counted before the password is checked: parallel guesses all count.
-        let attempt = self
-            .throttle
-            .reserve(&key, client)
-            .map_err(|retry_after_secs| {
-                tracing::warn!(username = %key, client, retry_after_secs, "login throttled");
-                AuthError::Throttled { retry_after_secs }
-            })?;
+        let attempt = match self.throttle.reserve(&key, client).await {
+            Ok(attempt) => attempt,
+            Err(e) => {
+                if let AuthError::Throttled { retry_after_secs } = e {
+                    tracing::warn!(username = %key, client, retry_after_secs, "login throttled");
+                }
+                return Err(e);
+            }
+        };
         let stream = user_stream(&key);
         let loaded = decider::load::<User>(&*self.store, &stream).await?;
         let hash = loaded.state.account().map(|a| a.password_hash.clone());
         if !self.hasher.verify(password, hash).await? {
             tracing::warn!(username = %key, client, "login failed");
+            attempt.failed().await?;
             return Err(AuthError::IncorrectCredentials);
         }
-        attempt.succeeded();
+        attempt.succeeded().await?;
         let account = loaded
             .state
             .account()

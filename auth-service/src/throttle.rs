@@ -1,5 +1,5 @@
 //! Login throttling. An attempt is *reserved* before its password is
-//! checked, under one lock, and counts against the limits while it runs, so
+//! checked, atomically, and counts against the limits while it runs, so
 //! parallel guesses cannot all slip past one check.
 //!
 //! Two books are kept:
@@ -10,20 +10,31 @@
 //!   ceiling, so guesses spread over many addresses slow down too. A success
 //!   does not clear it (it is the attackers' book as much as the owner's).
 //!
-//! A guesser from one address can no longer lock the owner out for the whole
-//! window: the owner's address has its own book, and the username ceiling
-//! only slows every address down, with pauses that start short.
+//! A guesser from one address cannot lock the owner out for long: the
+//! owner's address has its own book, and the username ceiling only slows
+//! every address down, with pauses that start short. Failures are forgotten
+//! `window` after the last one.
 //!
-//! Failures are forgotten `window` after the last one. The books live in this
-//! process's memory: a restart starts clean, and each replica of
-//! auth-service keeps its own (the README's Security section says so).
+//! Where the books live follows the event store: on PostgreSQL, in a table
+//! beside the events, each reservation one transaction holding both rows,
+//! so every replica of auth-service shares them; otherwise (SQLite: one
+//! process) in memory. A reservation whose process died before settling it
+//! counts as a failure once its lease is over.
 
 use std::collections::HashMap;
-use std::hash::Hash;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-/// Past this many records in a book, records with nothing to remember are
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::error::{AuthError, Result};
+
+/// How long a reservation may run unsettled before it counts as a failure
+/// (longer than any call may take).
+const LEASE: TimeDelta = TimeDelta::seconds(60);
+
+/// Past this many records in memory, records with nothing to remember are
 /// dropped before a new one is added.
 const PRUNE_ABOVE: usize = 100_000;
 
@@ -41,25 +52,42 @@ pub struct Limits {
     pub window: Duration,
 }
 
+impl Limits {
+    fn window(&self) -> TimeDelta {
+        TimeDelta::from_std(self.window).unwrap_or(TimeDelta::MAX)
+    }
+}
+
 /// Failed and running attempts of one key.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Record {
     failures: u32,
     running: u32,
-    last_failure: Option<Instant>,
+    last_failure: Option<DateTime<Utc>>,
+    lease_until: Option<DateTime<Utc>>,
 }
 
 impl Record {
-    /// How long an attempt must wait now, if it must, with `free` attempts
-    /// allowed before pauses start.
-    fn wait(&mut self, free: u32, limits: &Limits, now: Instant) -> Option<Duration> {
+    /// Brings the record to `now`: reservations past their lease (their
+    /// process died) become failures; failures a window old are forgotten.
+    fn catch_up(&mut self, limits: &Limits, now: DateTime<Utc>) {
+        if let Some(lease) = self.lease_until.filter(|l| *l <= now && self.running > 0) {
+            self.failures = self.failures.saturating_add(self.running);
+            self.running = 0;
+            self.last_failure = Some(lease);
+        }
         if self
             .last_failure
-            .is_some_and(|t| now.duration_since(t) >= limits.window)
+            .is_some_and(|t| now - t >= limits.window())
         {
             self.failures = 0;
             self.last_failure = None;
         }
+    }
+
+    /// How long an attempt must wait now, if it must, with `free` attempts
+    /// allowed before pauses start.
+    fn wait(&self, free: u32, limits: &Limits, now: DateTime<Utc>) -> Option<Duration> {
         if self.failures + self.running < free {
             return None;
         }
@@ -72,151 +100,393 @@ impl Record {
             .base_pause
             .saturating_mul(1 << doublings)
             .min(limits.window);
+        let pause = TimeDelta::from_std(pause).unwrap_or(TimeDelta::MAX);
         let until = self.last_failure.map_or(now, |t| t + pause);
-        (now < until).then(|| until - now)
+        (now < until).then(|| (until - now).to_std().unwrap_or_default())
     }
 
-    fn forgettable(&self, window: Duration, now: Instant) -> bool {
-        self.running == 0
-            && self
-                .last_failure
-                .is_none_or(|t| now.duration_since(t) >= window)
-    }
-}
-
-#[derive(Debug)]
-struct Book<K>(HashMap<K, Record>);
-
-impl<K: Hash + Eq + Clone> Book<K> {
-    fn record(&mut self, key: &K, window: Duration, now: Instant) -> &mut Record {
-        if self.0.len() > PRUNE_ABOVE && !self.0.contains_key(key) {
-            self.0.retain(|_, r| !r.forgettable(window, now));
-        }
-        self.0.entry(key.clone()).or_default()
+    fn start(&mut self, now: DateTime<Utc>) {
+        self.running += 1;
+        self.lease_until = Some(now + LEASE);
     }
 
     /// Ends a running attempt: a failure is recorded; a success clears the
     /// failures if `success_clears`.
-    fn settle(&mut self, key: &K, failed: bool, success_clears: bool, now: Instant) {
-        if let Some(r) = self.0.get_mut(key) {
-            r.running = r.running.saturating_sub(1);
-            if failed {
-                r.failures = r.failures.saturating_add(1);
-                r.last_failure = Some(now);
-            } else if success_clears {
-                r.failures = 0;
-                r.last_failure = None;
-            }
+    fn settle(&mut self, failed: bool, success_clears: bool, now: DateTime<Utc>) {
+        self.running = self.running.saturating_sub(1);
+        if failed {
+            self.failures = self.failures.saturating_add(1);
+            self.last_failure = Some(now);
+        } else if success_clears {
+            self.failures = 0;
+            self.last_failure = None;
+        }
+    }
+
+    fn forgettable(&self, limits: &Limits, now: DateTime<Utc>) -> bool {
+        self.running == 0 && self.last_failure.is_none_or(|t| now - t >= limits.window())
+    }
+}
+
+/// The keys of the two books an attempt counts in, in lock order.
+#[derive(Debug, Clone)]
+struct Keys {
+    client: String,
+    user: String,
+}
+
+impl Keys {
+    fn new(user: &str, client: &str) -> Self {
+        Self {
+            client: format!("c:{user}\n{client}"),
+            user: format!("u:{user}"),
         }
     }
 }
 
+/// The rule, on the two records: reserve an attempt, or say how long to wait.
+fn reserve(
+    client: &mut Record,
+    user: &mut Record,
+    limits: &Limits,
+    now: DateTime<Utc>,
+) -> Result<(), Duration> {
+    client.catch_up(limits, now);
+    user.catch_up(limits, now);
+    let by_client = client.wait(limits.per_client, limits, now);
+    let by_user = user.wait(limits.per_user, limits, now);
+    if let Some(wait) = by_client.max(by_user) {
+        return Err(wait);
+    }
+    client.start(now);
+    user.start(now);
+    Ok(())
+}
+
+/// The rule, on the two records: end an attempt.
+fn settle(client: &mut Record, user: &mut Record, failed: bool, now: DateTime<Utc>) {
+    client.settle(failed, true, now);
+    user.settle(failed, false, now);
+}
+
+/// Where the records are kept.
+#[async_trait]
+trait Books: Send + Sync {
+    /// Applies [`reserve`] to the records of `keys`, atomically.
+    async fn reserve(
+        &self,
+        keys: &Keys,
+        limits: &Limits,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), Duration>>;
+    /// Applies [`settle`] to the records of `keys`, atomically.
+    async fn settle(&self, keys: &Keys, failed: bool, now: DateTime<Utc>) -> Result<()>;
+}
+
+/// The books in this process's memory.
 #[derive(Debug)]
-struct Books {
-    clients: Book<(String, String)>,
-    users: Book<String>,
+struct MemoryBooks {
+    limits: Limits,
+    records: Mutex<HashMap<String, Record>>,
+}
+
+impl MemoryBooks {
+    fn with_two<T>(
+        &self,
+        keys: &Keys,
+        now: DateTime<Utc>,
+        f: impl FnOnce(&mut Record, &mut Record) -> T,
+    ) -> T {
+        let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        if records.len() > PRUNE_ABOVE {
+            records.retain(|_, r| !r.forgettable(&self.limits, now));
+        }
+        let mut client = records.remove(&keys.client).unwrap_or_default();
+        let mut user = records.remove(&keys.user).unwrap_or_default();
+        let answer = f(&mut client, &mut user);
+        records.insert(keys.client.clone(), client);
+        records.insert(keys.user.clone(), user);
+        answer
+    }
+}
+
+#[async_trait]
+impl Books for MemoryBooks {
+    async fn reserve(
+        &self,
+        keys: &Keys,
+        limits: &Limits,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), Duration>> {
+        Ok(self.with_two(keys, now, |c, u| reserve(c, u, limits, now)))
+    }
+
+    async fn settle(&self, keys: &Keys, failed: bool, now: DateTime<Utc>) -> Result<()> {
+        self.with_two(keys, now, |c, u| settle(c, u, failed, now));
+        Ok(())
+    }
+}
+
+/// The books in a PostgreSQL table, shared by every replica.
+struct PostgresBooks {
+    pool: deadpool_postgres::Pool,
+    sweeper: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PostgresBooks {
+    fn drop(&mut self) {
+        self.sweeper.abort();
+    }
+}
+
+fn db_err(e: impl std::fmt::Display) -> AuthError {
+    AuthError::Throttle(e.to_string())
+}
+
+const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS login_throttle (
+    key text PRIMARY KEY,
+    failures integer NOT NULL DEFAULT 0,
+    running integer NOT NULL DEFAULT 0,
+    last_failure timestamptz,
+    lease_until timestamptz
+)";
+
+/// An arbitrary constant: serializes the table's creation between replicas.
+const CREATE_LOCK: i64 = 0x6c6f_6769_6e5f_7468;
+
+impl PostgresBooks {
+    async fn open(url: &str, limits: Limits) -> Result<Self> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(db_err)?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        let manager = deadpool_postgres::Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .max_size(8)
+            .build()
+            .map_err(db_err)?;
+        let mut client = pool.get().await.map_err(db_err)?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CREATE_LOCK])
+            .await
+            .map_err(db_err)?;
+        tx.batch_execute(CREATE_TABLE).await.map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        drop(client);
+        let sweeper = tokio::spawn(sweep(pool.clone(), limits));
+        Ok(Self { pool, sweeper })
+    }
+
+    /// Locks the two records of `keys` (creating them), lets `f` change
+    /// them, and writes them back, in one transaction.
+    async fn with_two<T>(
+        &self,
+        keys: &Keys,
+        f: impl FnOnce(&mut Record, &mut Record) -> T + Send,
+    ) -> Result<T> {
+        let mut client = self.pool.get().await.map_err(db_err)?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        // Both rows in one order everywhere: no deadlock between replicas.
+        let mut ordered = [keys.client.as_str(), keys.user.as_str()];
+        ordered.sort_unstable();
+        tx.execute(
+            "INSERT INTO login_throttle (key) VALUES ($1), ($2) ON CONFLICT DO NOTHING",
+            &[&ordered[0], &ordered[1]],
+        )
+        .await
+        .map_err(db_err)?;
+        let rows = tx
+            .query(
+                "SELECT key, failures, running, last_failure, lease_until FROM login_throttle \
+                 WHERE key = $1 OR key = $2 ORDER BY key FOR UPDATE",
+                &[&ordered[0], &ordered[1]],
+            )
+            .await
+            .map_err(db_err)?;
+        let mut found: HashMap<String, Record> = rows
+            .iter()
+            .map(|r| {
+                let record = Record {
+                    failures: u32::try_from(r.get::<_, i32>(1)).unwrap_or(0),
+                    running: u32::try_from(r.get::<_, i32>(2)).unwrap_or(0),
+                    last_failure: r.get(3),
+                    lease_until: r.get(4),
+                };
+                (r.get::<_, String>(0), record)
+            })
+            .collect();
+        let mut client_record = found.remove(&keys.client).unwrap_or_default();
+        let mut user_record = found.remove(&keys.user).unwrap_or_default();
+        let answer = f(&mut client_record, &mut user_record);
+        for (key, r) in [(&keys.client, &client_record), (&keys.user, &user_record)] {
+            let failures = i32::try_from(r.failures).unwrap_or(i32::MAX);
+            let running = i32::try_from(r.running).unwrap_or(i32::MAX);
+            tx.execute(
+                "UPDATE login_throttle SET failures = $2, running = $3, last_failure = $4, \
+                 lease_until = $5 WHERE key = $1",
+                &[key, &failures, &running, &r.last_failure, &r.lease_until],
+            )
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(answer)
+    }
+}
+
+/// Deletes, once a minute, the rows with nothing left to remember.
+async fn sweep(pool: deadpool_postgres::Pool, limits: Limits) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        every.tick().await;
+        let forgotten = Utc::now() - limits.window();
+        let deleted = async {
+            let client = pool.get().await.map_err(db_err)?;
+            client
+                .execute(
+                    "DELETE FROM login_throttle WHERE running = 0 \
+                     AND (last_failure IS NULL OR last_failure <= $1)",
+                    &[&forgotten],
+                )
+                .await
+                .map_err(db_err)
+        }
+        .await;
+        if let Err(e) = deleted {
+            tracing::warn!(error = %e, "login throttle sweep failed");
+        }
+    }
+}
+
+#[async_trait]
+impl Books for PostgresBooks {
+    async fn reserve(
+        &self,
+        keys: &Keys,
+        limits: &Limits,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), Duration>> {
+        let limits = *limits;
+        self.with_two(keys, move |c, u| reserve(c, u, &limits, now))
+            .await
+    }
+
+    async fn settle(&self, keys: &Keys, failed: bool, now: DateTime<Utc>) -> Result<()> {
+        self.with_two(keys, move |c, u| settle(c, u, failed, now))
+            .await
+    }
 }
 
 /// Failed-login bookkeeping by normalized username and client address.
-#[derive(Debug)]
+#[derive(Clone)]
 pub struct LoginThrottle {
     limits: Limits,
-    books: Mutex<Books>,
-}
-
-/// A reserved login attempt: counted as running until settled. Dropped
-/// without [`Attempt::succeeded`] (a wrong password, an error, a cancelled
-/// request), it counts as a failure.
-#[derive(Debug)]
-#[must_use = "an attempt not settled counts as a failure"]
-pub struct Attempt<'a> {
-    throttle: &'a LoginThrottle,
-    user: String,
-    client: String,
-    settled: bool,
-}
-
-impl Attempt<'_> {
-    /// The password was right: the address's failures are cleared.
-    pub fn succeeded(mut self) {
-        self.settle(false, Instant::now());
-    }
-
-    #[cfg(test)]
-    fn failed_at(mut self, now: Instant) {
-        self.settle(true, now);
-    }
-
-    fn settle(&mut self, failed: bool, now: Instant) {
-        if std::mem::replace(&mut self.settled, true) {
-            return;
-        }
-        let mut books = self.throttle.lock();
-        let key = (
-            std::mem::take(&mut self.user),
-            std::mem::take(&mut self.client),
-        );
-        books.clients.settle(&key, failed, true, now);
-        books.users.settle(&key.0, failed, false, now);
-    }
-}
-
-impl Drop for Attempt<'_> {
-    fn drop(&mut self) {
-        self.settle(true, Instant::now());
-    }
+    books: Arc<dyn Books>,
 }
 
 impl LoginThrottle {
-    /// A throttle with these limits (each at least one free attempt).
-    pub fn new(limits: Limits) -> Self {
+    /// A throttle keeping its books in this process's memory.
+    pub fn in_memory(limits: Limits) -> Self {
+        let limits = Self::sane(limits);
         Self {
-            limits: Limits {
-                per_client: limits.per_client.max(1),
-                per_user: limits.per_user.max(limits.per_client).max(1),
-                ..limits
-            },
-            books: Mutex::new(Books {
-                clients: Book(HashMap::new()),
-                users: Book(HashMap::new()),
+            limits,
+            books: Arc::new(MemoryBooks {
+                limits,
+                records: Mutex::new(HashMap::new()),
             }),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Books> {
-        self.books.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Reserves an attempt to log in as `user` from `client`, or says how
-    /// long to wait (whole seconds, at least one).
-    pub fn reserve(&self, user: &str, client: &str) -> Result<Attempt<'_>, u64> {
-        self.reserve_at(user, client, Instant::now())
-    }
-
-    fn reserve_at(&self, user: &str, client: &str, now: Instant) -> Result<Attempt<'_>, u64> {
-        let l = self.limits;
-        let key = (user.to_owned(), client.to_owned());
-        let mut books = self.lock();
-        let by_client = books
-            .clients
-            .record(&key, l.window, now)
-            .wait(l.per_client, &l, now);
-        let by_user = books
-            .users
-            .record(&key.0, l.window, now)
-            .wait(l.per_user, &l, now);
-        if let Some(wait) = by_client.max(by_user) {
-            return Err(wait.as_secs_f64().ceil().max(1.0) as u64);
+    /// A throttle whose books follow the event store at `store_url`: in
+    /// PostgreSQL for `postgres://` (shared by every replica), else in memory.
+    pub async fn open(store_url: &str, limits: Limits) -> Result<Self> {
+        if !store_url.starts_with("postgres://") && !store_url.starts_with("postgresql://") {
+            return Ok(Self::in_memory(limits));
         }
-        books.clients.record(&key, l.window, now).running += 1;
-        books.users.record(&key.0, l.window, now).running += 1;
-        drop(books);
-        Ok(Attempt {
-            throttle: self,
-            user: key.0,
-            client: key.1,
-            settled: false,
+        let limits = Self::sane(limits);
+        Ok(Self {
+            limits,
+            books: Arc::new(PostgresBooks::open(store_url, limits).await?),
         })
+    }
+
+    /// Each limit at least one free attempt; the username's at least the address's.
+    fn sane(limits: Limits) -> Limits {
+        Limits {
+            per_client: limits.per_client.max(1),
+            per_user: limits.per_user.max(limits.per_client).max(1),
+            ..limits
+        }
+    }
+
+    /// Reserves an attempt to log in as `user` from `client`, or answers
+    /// [`AuthError::Throttled`] with how long to wait (whole seconds, at
+    /// least one).
+    pub async fn reserve(&self, user: &str, client: &str) -> Result<Attempt> {
+        self.reserve_at(user, client, Utc::now()).await
+    }
+
+    async fn reserve_at(&self, user: &str, client: &str, now: DateTime<Utc>) -> Result<Attempt> {
+        let keys = Keys::new(user, client);
+        match self.books.reserve(&keys, &self.limits, now).await? {
+            Ok(()) => Ok(Attempt {
+                books: Some(self.books.clone()),
+                keys,
+            }),
+            Err(wait) => Err(AuthError::Throttled {
+                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+            }),
+        }
+    }
+}
+
+/// A reserved login attempt, counted as running until settled. Dropped
+/// unsettled (an error, a cancelled request), it is settled as a failure in
+/// the background.
+#[must_use = "an attempt not settled counts as a failure"]
+pub struct Attempt {
+    books: Option<Arc<dyn Books>>,
+    keys: Keys,
+}
+
+impl Attempt {
+    /// The password was right: the address's failures are cleared.
+    pub async fn succeeded(self) -> Result<()> {
+        self.settle(false, Utc::now()).await
+    }
+
+    /// The password was wrong.
+    pub async fn failed(self) -> Result<()> {
+        self.settle(true, Utc::now()).await
+    }
+
+    async fn settle(mut self, failed: bool, now: DateTime<Utc>) -> Result<()> {
+        match self.books.take() {
+            Some(books) => books.settle(&self.keys, failed, now).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        let Some(books) = self.books.take() else {
+            return;
+        };
+        let keys = self.keys.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = books.settle(&keys, true, Utc::now()).await {
+                    tracing::warn!(error = %e, "an abandoned login attempt was not settled");
+                }
+            });
+        }
     }
 }
 
@@ -225,7 +495,7 @@ mod tests {
     use super::*;
 
     fn throttle(per_client: u32, per_user: u32) -> LoginThrottle {
-        LoginThrottle::new(Limits {
+        LoginThrottle::in_memory(Limits {
             per_client,
             per_user,
             base_pause: Duration::from_secs(1),
@@ -233,72 +503,113 @@ mod tests {
         })
     }
 
-    #[test]
-    fn running_attempts_count_against_the_limit() {
-        let t = throttle(3, 10);
-        let running: Vec<_> = (0..3).map(|_| t.reserve("a", "ip").unwrap()).collect();
-        assert!(t.reserve("a", "ip").is_err(), "a fourth while three run");
-        assert!(
-            t.reserve("a", "other-ip").is_ok(),
-            "another address has its own book"
-        );
-        drop(running);
-        assert!(t.reserve("a", "ip").is_err(), "three failures: now a pause");
+    fn wait_of(answer: Result<Attempt>) -> u64 {
+        match answer {
+            Err(AuthError::Throttled { retry_after_secs }) => retry_after_secs,
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("not throttled"),
+        }
     }
 
-    #[test]
-    fn pauses_double_after_the_free_attempts_and_stop_at_the_window() {
+    async fn fail(t: &LoginThrottle, user: &str, client: &str, now: DateTime<Utc>) {
+        let attempt = t.reserve_at(user, client, now).await.unwrap();
+        attempt.settle(true, now).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn running_attempts_count_against_the_limit() {
+        let t = throttle(3, 10);
+        let mut running = vec![];
+        for _ in 0..3 {
+            running.push(t.reserve("a", "ip").await.unwrap());
+        }
+        assert!(
+            t.reserve("a", "ip").await.is_err(),
+            "a fourth while three run"
+        );
+        assert!(t.reserve("a", "other-ip").await.is_ok(), "another address");
+        for attempt in running {
+            attempt.failed().await.unwrap();
+        }
+        assert!(
+            t.reserve("a", "ip").await.is_err(),
+            "three failures: a pause"
+        );
+    }
+
+    #[tokio::test]
+    async fn pauses_double_after_the_free_attempts_and_stop_at_the_window() {
         let t = throttle(2, 100);
-        let start = Instant::now();
+        let start = Utc::now();
         for _ in 0..2 {
-            t.reserve_at("a", "ip", start).unwrap().failed_at(start);
+            fail(&t, "a", "ip", start).await;
         }
         let mut now = start;
         let mut pauses = vec![];
         for _ in 0..10 {
-            let wait = t.reserve_at("a", "ip", now).unwrap_err();
+            let wait = wait_of(t.reserve_at("a", "ip", now).await);
             pauses.push(wait);
-            now += Duration::from_secs(wait);
-            t.reserve_at("a", "ip", now).unwrap().failed_at(now);
+            now += TimeDelta::seconds(wait as i64);
+            fail(&t, "a", "ip", now).await;
         }
         assert_eq!(pauses, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]);
         assert_eq!(
-            t.reserve_at("a", "ip", now).unwrap_err(),
+            wait_of(t.reserve_at("a", "ip", now).await),
             900,
-            "the longest pause"
+            "the longest"
         );
         // A whole window without a failure: the failures are forgotten.
-        now += Duration::from_secs(900);
-        let free: Vec<_> = (0..2)
-            .map(|_| t.reserve_at("a", "ip", now).unwrap())
-            .collect();
-        drop(free);
+        now += TimeDelta::seconds(900);
+        for _ in 0..2 {
+            fail(&t, "a", "ip", now).await;
+        }
     }
 
-    #[test]
-    fn a_success_clears_the_address_but_not_the_username() {
+    #[tokio::test]
+    async fn a_success_clears_the_address_but_not_the_username() {
         let t = throttle(2, 3);
-        drop(t.reserve("a", "ip").unwrap());
-        t.reserve("a", "ip").unwrap().succeeded();
-        drop(t.reserve("a", "ip").unwrap());
-        drop(
-            t.reserve("a", "ip")
-                .unwrap_or_else(|w| panic!("the address was cleared: {w}")),
-        );
+        t.reserve("a", "ip").await.unwrap().failed().await.unwrap();
+        t.reserve("a", "ip")
+            .await
+            .unwrap()
+            .succeeded()
+            .await
+            .unwrap();
+        t.reserve("a", "ip").await.unwrap().failed().await.unwrap();
+        let attempt = t.reserve("a", "ip").await.expect("the address was cleared");
+        attempt.failed().await.unwrap();
         assert!(
-            t.reserve("a", "ip3").is_err(),
-            "three failures: the username's ceiling"
+            t.reserve("a", "ip3").await.is_err(),
+            "the username's ceiling"
         );
-        assert!(t.reserve("b", "ip3").is_ok());
+        assert!(t.reserve("b", "ip3").await.is_ok());
     }
 
-    #[test]
-    fn failures_are_forgotten_after_the_window() {
-        let t = throttle(1, 1);
-        let start = Instant::now();
-        t.reserve_at("a", "ip", start).unwrap().failed_at(start);
-        assert!(t.reserve_at("a", "ip", start).is_err());
-        let later = start + Duration::from_secs(900);
-        t.reserve_at("a", "ip", later).unwrap().failed_at(later);
+    #[tokio::test]
+    async fn an_attempt_whose_process_died_counts_as_a_failure_after_its_lease() {
+        let t = throttle(1, 10);
+        let start = Utc::now();
+        let attempt = t.reserve_at("a", "ip", start).await.unwrap();
+        std::mem::forget(attempt); // the process died: never settled
+        assert!(
+            t.reserve_at("a", "ip", start).await.is_err(),
+            "still running"
+        );
+        let after_lease = start + LEASE;
+        // Counted as a failure at the end of its lease: a pause from then.
+        assert_eq!(wait_of(t.reserve_at("a", "ip", after_lease).await), 1);
+        assert!(
+            t.reserve_at("a", "ip", after_lease + TimeDelta::seconds(1))
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_attempt_is_settled_as_a_failure() {
+        let t = throttle(1, 10);
+        drop(t.reserve("a", "ip").await.unwrap());
+        tokio::task::yield_now().await;
+        assert_eq!(wait_of(t.reserve("a", "ip").await), 1);
     }
 }
