@@ -412,6 +412,13 @@ async fn debug_logs_hold_no_secrets() {
     })
     .await
     .unwrap();
+    let wrong = auth
+        .login(LoginRequest {
+            username: "leakcheck".into(),
+            password: "a wrong guess".into(),
+        })
+        .await;
+    assert!(wrong.is_err());
     child.kill().unwrap();
     child.wait().unwrap();
     let logs = std::fs::read_to_string(&log_path).unwrap();
@@ -427,6 +434,40 @@ async fn debug_logs_hold_no_secrets() {
     );
     assert!(!logs.contains(email), "an e-mail address is in the logs");
     assert!(!logs.contains("correct horse"), "a password is in the logs");
+    assert!(!logs.contains("a wrong guess"), "a password is in the logs");
+    // The security log: the failed login, its username and client address.
+    let failed = logs
+        .lines()
+        .find(|l| l.contains("login failed"))
+        .unwrap_or_else(|| panic!("no failed login logged:\n{logs}"));
+    assert!(failed.contains("WARN"), "{failed}");
+    assert!(
+        failed.contains("leakcheck") && failed.contains("127.0.0.1"),
+        "{failed}"
+    );
+}
+
+/// `--help` never prints a store URL's password, whatever the environment
+/// holds (clap shows environment values beside each flag otherwise).
+#[test]
+#[ignore = "needs the binaries (cargo build --workspace --bins); .ci/run runs it"]
+fn help_hides_secrets() {
+    for binary in ["auth-service", "catalog-service", "gateway", "movies"] {
+        let out = std::process::Command::new(support::bin(binary))
+            .arg("--help")
+            .env("AUTH_STORE_URL", "postgres://u:hunter2-auth@h/db")
+            .env("CATALOG_STORE_URL", "postgres://u:hunter2-catalog@h/db")
+            .env("CATALOG_SERVICE_KEY", "hunter2-key")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{binary}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("Usage"), "{binary}: {help}");
+        assert!(
+            !help.contains("hunter2"),
+            "{binary} prints a secret:\n{help}"
+        );
+    }
 }
 
 /// Resident memory of a process, in bytes (Linux).

@@ -169,3 +169,45 @@ async fn pagination_links_ignore_the_host_header() {
         format!("{}/api/auth/movies?limit=1&offset=1", app.base)
     );
 }
+
+/// A flood of logins for made-up names from one address: that address is
+/// refused past its per-minute allowance (429), the hashing queue stays
+/// short (503 past it, at once), and a real user logging in from another
+/// address meanwhile gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_login_flood_from_one_address_does_not_lock_out_others() {
+    let stores = crate::helpers::Stores::sqlite().await;
+    let app = crate::helpers::TestApp::start(&stores, movies::Wiring::InProcess).await;
+    app.user("owner").await;
+    let url = format!("{}/api/auth/login", app.base);
+    let flood = reqwest::Client::new();
+    let mut attacks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let (flood, url) = (flood.clone(), url.clone());
+        attacks.spawn(async move {
+            let body =
+                serde_json::json!({"username": format!("nobody{i}"), "password": "guess-guess"});
+            flood.post(url).json(&body).send().await.unwrap().status()
+        });
+    }
+    let owner = reqwest::Client::builder()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let answer = owner
+        .post(&url)
+        .json(&serde_json::json!({"username": "owner", "password": "password123"}))
+        .send()
+        .await
+        .unwrap();
+    let owner_took = started.elapsed();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let mut seen = std::collections::BTreeMap::new();
+    while let Some(status) = attacks.join_next().await {
+        *seen.entry(status.unwrap().as_u16()).or_insert(0) += 1;
+    }
+    eprintln!("owner's login took {owner_took:?} during the flood; flood answers: {seen:?}");
+    assert!(seen.get(&429).copied().unwrap_or(0) >= 100, "{seen:?}");
+    assert!(seen.keys().all(|s| [400, 429, 503].contains(s)), "{seen:?}");
+}
