@@ -211,3 +211,48 @@ async fn a_login_flood_from_one_address_does_not_lock_out_others() {
     assert!(seen.get(&429).copied().unwrap_or(0) >= 100, "{seen:?}");
     assert!(seen.keys().all(|s| [400, 429, 503].contains(s)), "{seen:?}");
 }
+
+/// Titles and directors with control characters or invisible formatting
+/// characters are refused with a field error; joiners real scripts need pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn text_that_disguises_itself_is_refused() {
+    let stores = crate::helpers::Stores::sqlite().await;
+    let app = crate::helpers::TestApp::start(&stores, movies::Wiring::InProcess).await;
+    let (token, _) = app.user("u").await;
+    for (title, message) in [
+        ("a\u{0}b", "Null characters are not allowed."),
+        (
+            "\u{1b}[31mred",
+            "Control characters and invisible formatting characters are not allowed.",
+        ),
+        (
+            "evil\u{202E}txt.exe",
+            "Control characters and invisible formatting characters are not allowed.",
+        ),
+        (
+            "zero\u{200B}width",
+            "Control characters and invisible formatting characters are not allowed.",
+        ),
+    ] {
+        let a = app
+            .post(
+                "/api/auth/movies",
+                Some(&token),
+                serde_json::json!({"title": title, "director": "d"}),
+            )
+            .await;
+        crate::helpers::assert_answer(
+            &a,
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"title": [message]}),
+        );
+    }
+    let a = app
+        .post(
+            "/api/auth/movies",
+            Some(&token),
+            serde_json::json!({"title": "👩\u{200D}💻", "director": "d"}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+}
