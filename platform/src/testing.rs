@@ -80,3 +80,38 @@ pub fn assert_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) ->
         other => panic!("expected {code:?}, got {other:?}"),
     }
 }
+
+/// Sends `guesses` logins as `username` at once, the i-th through
+/// `clients[i % clients.len()]`, each with a wrong password but the one at
+/// `right_at`, which has `password`. Answers the attempts that were checked
+/// (not refused as throttled), by index, with their outcome.
+pub async fn parallel_guesses(
+    clients: &[proto::auth::auth_service_client::AuthServiceClient<tonic::transport::Channel>],
+    username: &str,
+    password: &str,
+    right_at: usize,
+    guesses: usize,
+) -> Vec<(usize, Result<(), Code>)> {
+    let mut sent = tokio::task::JoinSet::new();
+    for i in 0..guesses {
+        let mut client = clients[i % clients.len()].clone();
+        let request = proto::auth::LoginRequest {
+            username: username.to_owned(),
+            password: if i == right_at {
+                password
+            } else {
+                "wrong-guess"
+            }
+            .to_owned(),
+        };
+        sent.spawn(async move { (i, client.login(request).await) });
+    }
+    let mut checked = vec![];
+    while let Some(answer) = sent.join_next().await {
+        match answer.expect("a guess task ends") {
+            (_, Err(s)) if s.code() == Code::ResourceExhausted => {}
+            (i, answer) => checked.push((i, answer.map(|_| ()).map_err(|s| s.code()))),
+        }
+    }
+    checked
+}

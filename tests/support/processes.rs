@@ -28,6 +28,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A gRPC channel to `addr` (`host:port`), connected.
+pub async fn channel(addr: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"))
+}
+
 /// Environment variables from pairs.
 pub fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs

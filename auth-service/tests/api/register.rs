@@ -125,38 +125,43 @@ async fn bad_input_is_invalid_argument_naming_each_field(loc: Location) {
     app.user("still-serving").await;
 }
 
+/// Registers the names `name_of(0..20)` at once: how many registrations
+/// succeeded, and how many were refused as taken.
+async fn race(app: &TestApp, name_of: impl Fn(usize) -> String) -> (usize, usize) {
+    let mut tasks = JoinSet::new();
+    for i in 0..20 {
+        let mut client = app.client.clone();
+        let request = proto::auth::RegisterRequest {
+            username: name_of(i),
+            email: "r@example.com".into(),
+            password: "password123".into(),
+        };
+        tasks.spawn(async move { client.register(request).await });
+    }
+    let (mut won, mut taken) = (0, 0);
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap() {
+            Ok(_) => won += 1,
+            Err(s) if s.code() == Code::AlreadyExists => taken += 1,
+            Err(s) => panic!("unexpected {s:?}"),
+        }
+    }
+    (won, taken)
+}
+
 async fn twenty_concurrent_registrations_of_one_name_yield_one_user(loc: Location) {
     let app = TestApp::start(&loc).await;
     for round in 0..3 {
-        let mut tasks = JoinSet::new();
-        for i in 0..20 {
-            let client = app.client.clone();
-            // Mixed case: one name, case-insensitively.
-            let name = if i % 2 == 0 {
+        // Mixed case: one name, case-insensitively.
+        let outcome = race(&app, |i| {
+            if i % 2 == 0 {
                 format!("racer{round}")
             } else {
                 format!("RACER{round}")
-            };
-            tasks.spawn(async move {
-                client
-                    .clone()
-                    .register(proto::auth::RegisterRequest {
-                        username: name,
-                        email: "r@example.com".into(),
-                        password: "password123".into(),
-                    })
-                    .await
-            });
-        }
-        let (mut won, mut taken) = (0, 0);
-        while let Some(r) = tasks.join_next().await {
-            match r.unwrap() {
-                Ok(_) => won += 1,
-                Err(s) if s.code() == Code::AlreadyExists => taken += 1,
-                Err(s) => panic!("unexpected {s:?}"),
             }
-        }
-        assert_eq!((won, taken), (1, 19), "round {round}");
+        })
+        .await;
+        assert_eq!(outcome, (1, 19), "round {round}");
     }
 }
 
@@ -246,28 +251,6 @@ async fn concurrent_confusable_names_yield_one_user(loc: Location) {
         "PAYPAL",
         "ｐａｙｐａｌ",
     ];
-    let mut tasks = JoinSet::new();
-    for i in 0..20 {
-        let client = app.client.clone();
-        let name = names[i % names.len()].to_owned();
-        tasks.spawn(async move {
-            client
-                .clone()
-                .register(proto::auth::RegisterRequest {
-                    username: name,
-                    email: "r@example.com".into(),
-                    password: "password123".into(),
-                })
-                .await
-        });
-    }
-    let (mut won, mut taken) = (0, 0);
-    while let Some(r) = tasks.join_next().await {
-        match r.unwrap() {
-            Ok(_) => won += 1,
-            Err(s) if s.code() == Code::AlreadyExists => taken += 1,
-            Err(s) => panic!("unexpected {s:?}"),
-        }
-    }
-    assert_eq!((won, taken), (1, 19));
+    let outcome = race(&app, |i| names[i % names.len()].to_owned()).await;
+    assert_eq!(outcome, (1, 19));
 }
