@@ -569,3 +569,178 @@ async fn parallel_guesses_across_replicas_are_counted_once() {
         platform::testing::parallel_guesses(&clients, "target", "password123", 20, 60).await;
     assert!(checked.len() <= 5, "{} checked: {checked:?}", checked.len());
 }
+
+/// Two auth-service and two catalog-service replicas on one PostgreSQL,
+/// behind two gateways: gateway A talks to auth A and catalog A, gateway B
+/// to auth B and catalog B (each catalog asks both auth replicas). Every
+/// check writes through one side and reads through the other, many times
+/// over: what one replica acknowledged, the other shows at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the binaries (cargo build --workspace --bins) and PostgreSQL; .ci/run runs it"]
+async fn replicas_show_each_others_writes_at_once() {
+    let Some(auth_db) = TempDatabase::create("replicas").await else {
+        return;
+    };
+    let Some(catalog_db) = TempDatabase::create("replicas").await else {
+        return;
+    };
+    let mut auth = vec![];
+    for _ in 0..2 {
+        auth.push(
+            Service::start_listening("auth-service", |listen| {
+                support::env(&[("AUTH_LISTEN", listen), ("AUTH_STORE_URL", auth_db.url())])
+            })
+            .await,
+        );
+    }
+    let auth_urls = format!("http://{},http://{}", auth[0].1, auth[1].1);
+    let mut catalog = vec![];
+    for _ in 0..2 {
+        catalog.push(
+            Service::start_listening("catalog-service", |listen| {
+                support::env(&[
+                    ("CATALOG_LISTEN", listen),
+                    ("CATALOG_STORE_URL", catalog_db.url()),
+                    ("CATALOG_AUTH_URL", &auth_urls),
+                ])
+            })
+            .await,
+        );
+    }
+    let mut sides = vec![];
+    let mut gateways = vec![];
+    for i in 0..2 {
+        let (gateway, addr) = Service::start_listening("gateway", |listen| {
+            support::env(&[
+                ("GATEWAY_LISTEN", listen),
+                ("GATEWAY_AUTH_URL", &format!("http://{}", auth[i].1)),
+                ("GATEWAY_CATALOG_URL", &format!("http://{}", catalog[i].1)),
+                ("GATEWAY_AUTH_PER_MINUTE", "1000000"),
+            ])
+        })
+        .await;
+        gateways.push(gateway);
+        let api = Api {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+        };
+        api.wait_ready().await;
+        sides.push(api);
+    }
+    let (a, b) = (&sides[0], &sides[1]);
+    let adder = a.user("adder").await;
+    for round in 0..20 {
+        let (w, r) = if round % 2 == 0 { (a, b) } else { (b, a) };
+        // A token issued through one side works at once through the other.
+        let token = w.user(&format!("user{round}")).await;
+        assert_eq!(
+            r.get("/api/auth/movies", &token).await.0,
+            StatusCode::OK,
+            "round {round}"
+        );
+        // A movie added through one side is there at once through the other:
+        // item, list, and the ratings filter.
+        let title = format!("Movie {round}");
+        let Outcome::Acked(movie) = w
+            .post(
+                "/api/auth/movies",
+                Some(&adder),
+                json!({"title": title, "director": "D"}),
+            )
+            .await
+        else {
+            panic!("round {round}: adding a movie failed")
+        };
+        let id = movie["id"].as_i64().unwrap();
+        let (status, item) = r.get(&format!("/api/auth/movies/{id}"), &adder).await;
+        assert_eq!(
+            (status, item["title"].as_str()),
+            (StatusCode::OK, Some(title.as_str()))
+        );
+        let (_, list) = r.get("/api/auth/movies", &adder).await;
+        assert!(
+            list.as_array().unwrap().iter().any(|m| m["id"] == id),
+            "round {round}"
+        );
+        let rated = w
+            .post(
+                "/api/auth/rating",
+                Some(&token),
+                json!({"movie": id, "rating": 3}),
+            )
+            .await;
+        assert!(
+            matches!(rated, Outcome::Acked(_)),
+            "round {round}: {rated:?}"
+        );
+        let (_, ratings) = r.get(&format!("/api/auth/rating?movie={id}"), &adder).await;
+        assert_eq!(ratings.as_array().unwrap().len(), 1, "round {round}");
+        // A logout through one side is refused at once through the other.
+        let logout = w.post("/api/auth/logout", Some(&token), json!({})).await;
+        assert!(
+            matches!(logout, Outcome::Acked(_)),
+            "round {round}: {logout:?}"
+        );
+        assert_eq!(
+            r.get("/api/auth/movies", &token).await.0,
+            StatusCode::UNAUTHORIZED,
+            "round {round}: a logged-out token still worked on the other side"
+        );
+    }
+
+    // Five failed logins spread over both auth replicas: throttled on both.
+    a.user("victim").await;
+    for i in 0..5 {
+        let side = &sides[i % 2];
+        let body = json!({"username": "victim", "password": "wrong-guess"});
+        let answer = side.post("/api/auth/login", None, body).await;
+        assert_eq!(
+            answer,
+            Outcome::Refused(StatusCode::BAD_REQUEST),
+            "guess {i}"
+        );
+    }
+    for side in &sides {
+        let body = json!({"username": "victim", "password": "password123"});
+        let answer = side.post("/api/auth/login", None, body).await;
+        assert_eq!(answer, Outcome::Refused(StatusCode::TOO_MANY_REQUESTS));
+    }
+
+    // One user rates one movie 20 times at once, through both sides: one wins.
+    let rater = b.user("racer").await;
+    let Outcome::Acked(movie) = a
+        .post(
+            "/api/auth/movies",
+            Some(&adder),
+            json!({"title": "Race", "director": "D"}),
+        )
+        .await
+    else {
+        panic!("adding the race movie failed")
+    };
+    let id = movie["id"].as_i64().unwrap();
+    let sides = Arc::new(sides);
+    let mut race = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let (sides, rater) = (sides.clone(), rater.clone());
+        race.spawn(async move {
+            sides[i % 2]
+                .post(
+                    "/api/auth/rating",
+                    Some(&rater),
+                    json!({"movie": id, "rating": 5}),
+                )
+                .await
+        });
+    }
+    let mut won = 0;
+    while let Some(answer) = race.join_next().await {
+        match answer.unwrap() {
+            Outcome::Acked(_) => won += 1,
+            Outcome::Refused(StatusCode::FORBIDDEN) => {}
+            other => panic!("a rating in the race ended {other:?}"),
+        }
+    }
+    assert_eq!(won, 1);
+    drop((auth, catalog, gateways));
+}

@@ -3,7 +3,7 @@
 
 use event_store::EventStoreError;
 use event_store::decider::CommandError;
-use event_store::read_model::NotApplied;
+use event_store::read_model::{NotApplied, StaleRead};
 use platform::FieldError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -46,6 +46,15 @@ pub enum AuthError {
     /// Hashing or the random number generator failed (not a client's fault).
     #[error("password hashing failed: {0}")]
     Hashing(String),
+}
+
+impl From<StaleRead> for AuthError {
+    fn from(e: StaleRead) -> Self {
+        match e {
+            StaleRead::Store(e) => Self::Store(e),
+            StaleRead::NotApplied(e) => Self::NotYetApplied(e),
+        }
+    }
 }
 
 /// `Result` with [`AuthError`].

@@ -23,7 +23,7 @@ use crate::domain::{
 };
 use crate::error::{AuthError, Result};
 use crate::password::PasswordHasher;
-use crate::read_model::{AuthView, Tokens};
+use crate::read_model::AuthView;
 use crate::throttle::LoginThrottle;
 use crate::token;
 
@@ -31,7 +31,6 @@ use crate::token;
 pub struct AuthGrpc {
     store: Arc<dyn EventStore>,
     view: Arc<Projection<AuthView>>,
-    tokens: Tokens,
     hasher: PasswordHasher,
     throttle: LoginThrottle,
     token_ttl: chrono::Duration,
@@ -49,7 +48,6 @@ impl AuthGrpc {
     ) -> Self {
         Self {
             store,
-            tokens: Tokens(view.clone()),
             view,
             hasher,
             throttle,
@@ -175,15 +173,18 @@ impl AuthGrpc {
         Ok(session(user, token, grant))
     }
 
-    /// The user a live token belongs to: an in-memory lookup.
-    fn authenticate(&self, token: &str) -> Result<UserMessage> {
+    /// The user a live token belongs to: an in-memory lookup, once the
+    /// token index holds every change acknowledged anywhere before the call
+    /// (a logout through another replica counts at once).
+    async fn authenticate(&self, token: &str) -> Result<UserMessage> {
         let digest = token::parse(token).ok_or(AuthError::InvalidToken)?;
-        self.user_of(&digest)
+        self.user_of(&digest).await
     }
 
-    fn user_of(&self, digest: &token::TokenDigest) -> Result<UserMessage> {
-        self.tokens
-            .user_of(digest, |u| UserMessage {
+    async fn user_of(&self, digest: &token::TokenDigest) -> Result<UserMessage> {
+        let view = self.view.read_linearizable().await?;
+        view.by_token(digest, Utc::now())
+            .map(|u| UserMessage {
                 id: u.id,
                 username: u.username.clone(),
                 email: u.email.clone(),
@@ -198,7 +199,7 @@ impl AuthGrpc {
         command: impl FnOnce(token::TokenDigest) -> UserCommand,
     ) -> Result<UserId> {
         let digest = token::parse(token).ok_or(AuthError::InvalidToken)?;
-        let user = self.user_of(&digest)?;
+        let user = self.user_of(&digest).await?;
         let stream = user_stream(&normalize_username(&user.username));
         let loaded = decider::load::<User>(&*self.store, &stream).await?;
         self.execute(&stream, loaded, &command(digest)).await?;
@@ -239,7 +240,9 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<AuthenticateRequest>,
     ) -> Result<Response<UserMessage>, Status> {
-        Ok(Response::new(self.authenticate(&request.get_ref().token)?))
+        Ok(Response::new(
+            self.authenticate(&request.get_ref().token).await?,
+        ))
     }
 
     async fn logout(

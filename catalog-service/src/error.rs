@@ -3,7 +3,7 @@
 
 use event_store::EventStoreError;
 use event_store::decider::CommandError;
-use event_store::read_model::NotApplied;
+use event_store::read_model::{NotApplied, StaleRead};
 use platform::FieldError;
 use tonic::{Code, Status};
 
@@ -39,6 +39,15 @@ pub enum CatalogError {
     /// The event store failed.
     #[error(transparent)]
     Store(#[from] EventStoreError),
+}
+
+impl From<StaleRead> for CatalogError {
+    fn from(e: StaleRead) -> Self {
+        match e {
+            StaleRead::Store(e) => Self::Store(e),
+            StaleRead::NotApplied(e) => Self::NotYetApplied(e),
+        }
+    }
 }
 
 /// `Result` with [`CatalogError`].

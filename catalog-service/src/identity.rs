@@ -9,7 +9,6 @@ use platform::grpc::GrpcChannel;
 use proto::auth::AuthenticateRequest;
 use proto::auth::auth_service_client::AuthServiceClient;
 use tonic::Code;
-use tonic::transport::Endpoint;
 
 use crate::domain::UserId;
 use crate::error::{CatalogError, Result};
@@ -31,16 +30,12 @@ pub enum Identity {
 }
 
 impl Identity {
-    /// A client for auth-service at `url`; connects lazily, so the catalog can
-    /// start before auth-service.
-    pub fn connect_lazy(url: &str) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(url.to_owned())?
-            .connect_timeout(AUTHENTICATE_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect_lazy();
-        Ok(Self::Grpc(AuthServiceClient::new(GrpcChannel::Remote(
-            channel,
-        ))))
+    /// A client for auth-service at `urls` (a comma-separated list of
+    /// replicas, or a host name naming several); connects lazily, so the
+    /// catalog can start before auth-service.
+    pub fn connect_lazy(urls: &str) -> Result<Self, platform::replicas::BadUrl> {
+        let channel = GrpcChannel::connect_lazy(urls, AUTHENTICATE_TIMEOUT)?;
+        Ok(Self::Grpc(AuthServiceClient::new(channel)))
     }
 
     /// The id of the user whose token an `authorization` value carries:

@@ -46,7 +46,7 @@ pub enum StartError {
     Store(#[from] EventStoreError),
     /// The auth-service URL is not usable.
     #[error("auth-service URL: {0}")]
-    AuthUrl(tonic::transport::Error),
+    AuthUrl(platform::replicas::BadUrl),
     /// The server could not listen, or failed.
     #[error(transparent)]
     Serve(#[from] ServeError),

@@ -211,7 +211,9 @@ impl CatalogService for CatalogGrpc {
         self.caller(&request)?;
         let m = self
             .view
-            .read()
+            .read_linearizable()
+            .await
+            .map_err(CatalogError::from)?
             .movie(request.get_ref().id)
             .cloned()
             .ok_or(CatalogError::NotFound)?;
@@ -231,11 +233,16 @@ impl CatalogService for CatalogGrpc {
     ) -> Result<Response<ListMoviesResponse>, Status> {
         self.caller(&request)?;
         let r = request.get_ref();
-        let listing = self.view.read().movie_list(
-            r.limit.map(|l| l as usize),
-            r.offset as usize,
-            &r.if_none_match,
-        );
+        let listing = self
+            .view
+            .read_linearizable()
+            .await
+            .map_err(CatalogError::from)?
+            .movie_list(
+                r.limit.map(|l| l as usize),
+                r.offset as usize,
+                &r.if_none_match,
+            );
         Ok(Response::new(match listing {
             MovieListing::NotModified { etag, count } => ListMoviesResponse {
                 movies: Vec::new(),
@@ -268,10 +275,12 @@ impl CatalogService for CatalogGrpc {
     ) -> Result<Response<ListRatingsResponse>, Status> {
         self.caller(&request)?;
         let r = request.get_ref();
-        let page =
-            self.view
-                .read()
-                .ratings(r.movie, r.limit.map(|l| l as usize), r.offset as usize);
+        let page = self
+            .view
+            .read_linearizable()
+            .await
+            .map_err(CatalogError::from)?
+            .ratings(r.movie, r.limit.map(|l| l as usize), r.offset as usize);
         Ok(Response::new(ListRatingsResponse {
             ratings: page.items.into_iter().map(listed_rating_message).collect(),
             count: page.count as u64,

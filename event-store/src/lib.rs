@@ -80,6 +80,15 @@ pub trait EventStore: Send + Sync + 'static {
     /// The global position of the last committed event (0 when empty).
     async fn head_position(&self) -> Result<u64>;
 
+    /// Whether other processes may append to this store (true unless the
+    /// backend says otherwise). A read model fed by a shared store can lag
+    /// a write acknowledged elsewhere, so its linearizable reads ask the
+    /// store for its head first (see `read_model::Projection`); a store only
+    /// this process writes needs no such question.
+    fn shared(&self) -> bool {
+        true
+    }
+
     /// Follows the global feed from `from_position` (inclusive): first every
     /// stored event, then each new one as it commits.
     fn subscribe_all(&self, from_position: u64) -> EventStream;

@@ -1,14 +1,15 @@
 //! The one read-model path: a pure fold over a store's global feed, kept in
 //! memory, current from start-up on, and a bounded wait for a position.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::{Event, EventStore, RecordedEvent, Result, ids};
+use crate::{Event, EventStore, EventStoreError, RecordedEvent, Result, ids};
 
 /// A read model: a pure fold over one service's events (no I/O in `apply`).
 pub trait ReadModel: Send + Sync + 'static {
@@ -29,6 +30,66 @@ pub const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct NotApplied {
     /// The position waited for.
     pub position: u64,
+}
+
+/// How long [`Projection::read_linearizable`] may take in all (asking the
+/// head, waiting for it to be applied) before it gives up rather than
+/// answer from a model that may be stale.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a linearizable read could not be served (never: a stale answer).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StaleRead {
+    /// The store could not say where its head is.
+    #[error("cannot read the store's head: {0}")]
+    Store(#[from] EventStoreError),
+    /// The head was not applied within [`READ_TIMEOUT`].
+    #[error(transparent)]
+    NotApplied(#[from] NotApplied),
+}
+
+/// Readers waiting for the store's head, served in batches: a reader joins
+/// the next head query that starts after it asked (etcd's ReadIndex), so
+/// the store sees at most one query in flight per projection however many
+/// readers wait, and no reader gets a head older than its question.
+struct ReadIndex {
+    questions: mpsc::Sender<oneshot::Sender<Result<u64>>>,
+    queries: Arc<AtomicU64>,
+    task: JoinHandle<()>,
+}
+
+/// Readers that may wait for one head query at once; more wait to ask.
+const READ_INDEX_QUEUE: usize = 65_536;
+
+impl ReadIndex {
+    fn start(store: Arc<dyn EventStore>) -> Self {
+        let (questions, mut waiting) =
+            mpsc::channel::<oneshot::Sender<Result<u64>>>(READ_INDEX_QUEUE);
+        let queries = Arc::new(AtomicU64::new(0));
+        let counted = queries.clone();
+        let task = tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while waiting.recv_many(&mut batch, READ_INDEX_QUEUE).await > 0 {
+                counted.fetch_add(1, Ordering::Relaxed);
+                let head = store.head_position().await;
+                for reader in batch.drain(..) {
+                    let _ = reader.send(head.clone());
+                }
+            }
+        });
+        Self {
+            questions,
+            queries,
+            task,
+        }
+    }
+
+    async fn head(&self) -> Result<u64> {
+        let (answer, answered) = oneshot::channel();
+        let gone = || EventStoreError::Closed;
+        self.questions.send(answer).await.map_err(|_| gone())?;
+        answered.await.map_err(|_| gone())?
+    }
 }
 
 /// Folds one stored event into `model`: id allocations are not the model's
@@ -65,11 +126,16 @@ pub struct Projection<M> {
     model: Arc<RwLock<M>>,
     applied: watch::Receiver<u64>,
     task: JoinHandle<()>,
+    /// For a shared store only (see [`EventStore::shared`]).
+    read_index: Option<ReadIndex>,
 }
 
 impl<M> Drop for Projection<M> {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(index) = &self.read_index {
+            index.task.abort();
+        }
     }
 }
 
@@ -78,6 +144,7 @@ impl<M: ReadModel> Projection<M> {
     /// every event committed before the call is applied.
     pub async fn start(store: Arc<dyn EventStore>, model: M) -> Result<Self> {
         let head = store.head_position().await?;
+        let read_index = store.shared().then(|| ReadIndex::start(store.clone()));
         let model = Arc::new(RwLock::new(model));
         let (applied_tx, applied) = watch::channel(0);
         let task = tokio::spawn(follow(store, model.clone(), applied_tx));
@@ -88,18 +155,53 @@ impl<M: ReadModel> Projection<M> {
             model,
             applied,
             task,
+            read_index,
         })
     }
 
-    /// Reads the model. Hold the guard briefly: the follower waits for it.
+    /// Reads the model as it is here now: it holds every write this process
+    /// acknowledged, but a write acknowledged by another process on a
+    /// shared store may not have arrived yet (see
+    /// [`Projection::read_linearizable`]). Hold the guard briefly: the
+    /// follower waits for it.
     pub fn read(&self) -> RwLockReadGuard<'_, M> {
         self.model.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Reads the model once it holds every write acknowledged anywhere
+    /// before this call: on a shared store, it asks the store's head
+    /// (batched with concurrent readers) and waits until that is applied,
+    /// within [`READ_TIMEOUT`] in all; on a store only this process writes,
+    /// it is [`Projection::read`].
+    pub async fn read_linearizable(&self) -> Result<RwLockReadGuard<'_, M>, StaleRead> {
+        if let Some(index) = &self.read_index {
+            let started = tokio::time::Instant::now();
+            let head = match tokio::time::timeout(READ_TIMEOUT, index.head()).await {
+                Ok(head) => head?,
+                Err(_) => return Err(NotApplied { position: 0 }.into()),
+            };
+            let left = READ_TIMEOUT.saturating_sub(started.elapsed());
+            self.wait_within(head, left).await?;
+        }
+        Ok(self.read())
+    }
+
+    /// How many head queries linearizable reads have made (for benchmarks:
+    /// it should stay far below the number of reads).
+    pub fn head_queries(&self) -> u64 {
+        self.read_index
+            .as_ref()
+            .map_or(0, |i| i.queries.load(Ordering::Relaxed))
+    }
+
     /// Waits, at most [`APPLY_TIMEOUT`], until the event at `position` is applied.
     pub async fn wait_for(&self, position: u64) -> Result<(), NotApplied> {
+        self.wait_within(position, APPLY_TIMEOUT).await
+    }
+
+    async fn wait_within(&self, position: u64, timeout: Duration) -> Result<(), NotApplied> {
         let mut applied = self.applied.clone();
-        match tokio::time::timeout(APPLY_TIMEOUT, applied.wait_for(|&p| p >= position)).await {
+        match tokio::time::timeout(timeout, applied.wait_for(|&p| p >= position)).await {
             Ok(Ok(_)) => Ok(()),
             _ => {
                 tracing::error!(

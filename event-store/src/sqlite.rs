@@ -346,6 +346,11 @@ impl EventStore for SqliteStore {
         .await
     }
 
+    /// One process owns an SQLite store: every write goes through it.
+    fn shared(&self) -> bool {
+        false
+    }
+
     fn subscribe_all(&self, from_position: u64) -> EventStream {
         catch_up_then_live(self.clone(), from_position, self.inner.head.clone())
     }

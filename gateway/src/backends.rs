@@ -7,7 +7,6 @@ use std::time::Duration;
 use platform::grpc::GrpcChannel;
 use proto::auth::auth_service_client::AuthServiceClient;
 use proto::catalog::catalog_service_client::CatalogServiceClient;
-use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -29,26 +28,19 @@ pub struct Backends {
     timeout: Duration,
 }
 
-fn channel(url: &str, timeout: Duration) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_secs(2).min(timeout))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true)
-        .connect_lazy())
-}
-
 impl Backends {
-    /// Clients for the services at these URLs; they connect on first use (and
-    /// reconnect after a failure), so the gateway can start first.
+    /// Clients for the services at these URLs (each a comma-separated list
+    /// of replicas, or a host name naming several); they connect on first
+    /// use (and reconnect after a failure), so the gateway can start first.
     pub fn new(
-        auth_url: &str,
-        catalog_url: &str,
+        auth_urls: &str,
+        catalog_urls: &str,
         timeout: Duration,
-    ) -> Result<Self, tonic::transport::Error> {
+    ) -> Result<Self, platform::replicas::BadUrl> {
+        let connect_timeout = Duration::from_secs(2).min(timeout);
         Ok(Self::with_channels(
-            GrpcChannel::Remote(channel(auth_url, timeout)?),
-            GrpcChannel::Remote(channel(catalog_url, timeout)?),
+            GrpcChannel::connect_lazy(auth_urls, connect_timeout)?,
+            GrpcChannel::connect_lazy(catalog_urls, connect_timeout)?,
             timeout,
         ))
     }

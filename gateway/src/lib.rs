@@ -115,8 +115,8 @@ pub fn router(backends: Backends, config: &Config, public_url: String) -> Router
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A backend URL is not usable.
-    #[error("backend URL: {0}")]
-    BackendUrl(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    BackendUrl(#[from] platform::replicas::BadUrl),
     /// The listen address could not be bound, or serving failed.
     #[error("cannot serve on {addr}: {source}")]
     Io {

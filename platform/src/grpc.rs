@@ -258,10 +258,55 @@ pub mod in_process {
 /// How a client reaches a service: over the network, or inside this process.
 #[derive(Clone, Debug)]
 pub enum GrpcChannel {
-    /// An HTTP/2 channel (reconnects by itself).
+    /// An HTTP/2 channel to one address (reconnects by itself).
     Remote(tonic::transport::Channel),
+    /// Several replicas, or a host name that may name several.
+    Replicas(crate::replicas::Replicas),
     /// A server in this process.
     InProcess(in_process::Channel),
+}
+
+impl GrpcChannel {
+    /// A client of the service at `urls` (comma separated): one
+    /// `http://<ip>:<port>` is one HTTP/2 channel; several URLs, or a host
+    /// name (which may resolve to several replicas), are balanced
+    /// [`crate::replicas::Replicas`]. Connects lazily: the service may start later.
+    pub fn connect_lazy(
+        urls: &str,
+        connect_timeout: Duration,
+    ) -> Result<Self, crate::replicas::BadUrl> {
+        let single_ip = !urls.contains(',')
+            && urls
+                .trim()
+                .parse::<tonic::codegen::http::Uri>()
+                .ok()
+                .and_then(|u| {
+                    u.host().map(|h| {
+                        h.trim_matches(['[', ']'])
+                            .parse::<std::net::IpAddr>()
+                            .is_ok()
+                    })
+                })
+                .unwrap_or(false);
+        if !single_ip {
+            return crate::replicas::Replicas::new(urls, connect_timeout).map(Self::Replicas);
+        }
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(urls.trim().to_owned()).map_err(|e| {
+                crate::replicas::BadUrl {
+                    url: urls.to_owned(),
+                    reason: e.to_string(),
+                }
+            })?;
+        Ok(Self::Remote(
+            endpoint
+                .connect_timeout(connect_timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_while_idle(true)
+                .connect_lazy(),
+        ))
+    }
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -278,6 +323,7 @@ impl Service<Request<Body>> for GrpcChannel {
     ) -> std::task::Poll<Result<(), BoxError>> {
         match self {
             Self::Remote(c) => c.poll_ready(cx).map_err(Into::into),
+            Self::Replicas(c) => c.poll_ready(cx),
             Self::InProcess(c) => c.poll_ready(cx).map_err(Into::into),
         }
     }
@@ -288,6 +334,7 @@ impl Service<Request<Body>> for GrpcChannel {
                 let call = c.call(request);
                 Box::pin(async move { call.await.map_err(Into::into) })
             }
+            Self::Replicas(c) => c.call(request),
             Self::InProcess(c) => {
                 let call = c.call(request);
                 Box::pin(async move { call.await.map_err(Into::into) })

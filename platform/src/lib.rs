@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 pub mod grpc;
 pub mod probe;
+pub mod replicas;
 #[cfg(feature = "testing")]
 pub mod testing;
 
