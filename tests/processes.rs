@@ -744,3 +744,175 @@ async fn replicas_show_each_others_writes_at_once() {
     assert_eq!(won, 1);
     drop((auth, catalog, gateways));
 }
+
+/// A machine lost: under 8 concurrent writers through a gateway that lists
+/// both replicas of each service, one auth-service and one catalog-service
+/// are SIGKILLed together. Every acknowledged rating is stored exactly once,
+/// nothing refused is stored, and from 3 s after the kill at least 99% of
+/// the requests succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the binaries (cargo build --workspace --bins) and PostgreSQL; .ci/run runs it"]
+async fn losing_a_replica_of_each_service_loses_no_acknowledged_write() {
+    let Some(auth_db) = TempDatabase::create("machine_lost").await else {
+        return;
+    };
+    let Some(catalog_db) = TempDatabase::create("machine_lost").await else {
+        return;
+    };
+    let mut auth = vec![];
+    for _ in 0..2 {
+        auth.push(
+            Service::start_listening("auth-service", |listen| {
+                support::env(&[("AUTH_LISTEN", listen), ("AUTH_STORE_URL", auth_db.url())])
+            })
+            .await,
+        );
+    }
+    let auth_urls = format!("http://{},http://{}", auth[0].1, auth[1].1);
+    let mut catalog = vec![];
+    for _ in 0..2 {
+        catalog.push(
+            Service::start_listening("catalog-service", |listen| {
+                support::env(&[
+                    ("CATALOG_LISTEN", listen),
+                    ("CATALOG_STORE_URL", catalog_db.url()),
+                    ("CATALOG_AUTH_URL", &auth_urls),
+                ])
+            })
+            .await,
+        );
+    }
+    let catalog_urls = format!("http://{},http://{}", catalog[0].1, catalog[1].1);
+    let (_gateway, addr) = Service::start_listening("gateway", |listen| {
+        support::env(&[
+            ("GATEWAY_LISTEN", listen),
+            ("GATEWAY_AUTH_URL", &auth_urls),
+            ("GATEWAY_CATALOG_URL", &catalog_urls),
+            ("GATEWAY_AUTH_PER_MINUTE", "1000000"),
+            ("GATEWAY_GRPC_TIMEOUT_MS", "2000"),
+        ])
+    })
+    .await;
+    let api = Arc::new(Api {
+        base: format!("http://{addr}"),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+    });
+    api.wait_ready().await;
+    let adder = api.user("adder").await;
+    let mut movies = vec![];
+    for i in 0..300 {
+        let body = json!({"title": format!("M{i}"), "director": "D"});
+        match api.post("/api/auth/movies", Some(&adder), body).await {
+            Outcome::Acked(v) => movies.push(v["id"].as_i64().unwrap()),
+            other => panic!("add movie: {other:?}"),
+        }
+    }
+    let mut raters = vec![];
+    for i in 0..8 {
+        raters.push(api.user(&format!("rater{i}")).await);
+    }
+    // Each writer rates every movie once as its own user, every 7th rating
+    // invalid, until the movies or the time run out.
+    let killed_at: Arc<std::sync::OnceLock<Instant>> = Arc::default();
+    let done = Arc::new(AtomicUsize::new(0));
+    let movies = Arc::new(movies);
+    let mut writers = tokio::task::JoinSet::new();
+    for (u, token) in raters.iter().cloned().enumerate() {
+        let (api, movies, done, killed_at) =
+            (api.clone(), movies.clone(), done.clone(), killed_at.clone());
+        writers.spawn(async move {
+            let mut outcomes = vec![];
+            for (j, movie) in movies.iter().enumerate() {
+                if killed_at
+                    .get()
+                    .is_some_and(|k| k.elapsed() > Duration::from_secs(8))
+                {
+                    break;
+                }
+                let rating = if (u + j) % 7 == 0 {
+                    9
+                } else {
+                    (j % 5 + 1) as i64
+                };
+                let sent = Instant::now();
+                let o = api
+                    .post(
+                        "/api/auth/rating",
+                        Some(&token),
+                        json!({"movie": movie, "rating": rating}),
+                    )
+                    .await;
+                outcomes.push((sent, *movie, rating, o));
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            outcomes
+        });
+    }
+    while done.load(Ordering::Relaxed) < 200 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    auth[0].0.kill();
+    catalog[0].0.kill();
+    let _ = killed_at.set(Instant::now());
+    let killed = *killed_at.get().unwrap();
+    let outcomes: Vec<_> = writers.join_all().await.into_iter().flatten().collect();
+
+    let store = event_store::open(catalog_db.url()).await.unwrap();
+    let all_events = store.read_all(0, usize::MAX).await.unwrap();
+    let mut stored: HashMap<i64, (i64, i64)> = HashMap::new(); // rating id -> (movie, rating)
+    let mut pairs: HashMap<(i64, i64), usize> = HashMap::new();
+    for e in &all_events {
+        if e.event_type == "MovieRated" {
+            let v: Value = e.decode().unwrap();
+            let (id, movie, user) = (
+                v["id"].as_i64().unwrap(),
+                v["movie"].as_i64().unwrap(),
+                v["user"].as_i64().unwrap(),
+            );
+            stored.insert(id, (movie, v["rating"].as_i64().unwrap()));
+            *pairs.entry((movie, user)).or_default() += 1;
+        }
+    }
+    assert!(
+        pairs.values().all(|n| *n == 1),
+        "a (movie, user) pair stored twice"
+    );
+    assert!(
+        stored.values().all(|(_, r)| (1..=5).contains(r)),
+        "a refused rating was stored"
+    );
+    let (mut after, mut failed_after) = (0, 0);
+    for (sent, movie, rating, outcome) in &outcomes {
+        match outcome {
+            Outcome::Acked(v) => {
+                let id = v["id"].as_i64().unwrap();
+                assert_eq!(
+                    stored.get(&id),
+                    Some(&(*movie, *rating)),
+                    "acknowledged {id} missing"
+                );
+            }
+            Outcome::Refused(s) => assert_eq!(*rating, 9, "a valid rating was refused: {s}"),
+            Outcome::Lost => {}
+        }
+        if *sent > killed + Duration::from_secs(3) {
+            after += 1;
+            failed_after += usize::from(*outcome == Outcome::Lost);
+        }
+    }
+    eprintln!(
+        "{} requests; from 3 s after the kill: {after}, {failed_after} failed",
+        outcomes.len()
+    );
+    assert!(
+        after >= 100,
+        "too few requests after the kill to judge: {after}"
+    );
+    assert!(
+        failed_after * 100 <= after,
+        "{failed_after} of {after} failed"
+    );
+}

@@ -105,6 +105,13 @@ impl Service {
         self.child.id()
     }
 
+    /// SIGKILL, as a lost machine would end it.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL on Unix
+        self.child.wait().unwrap();
+        eprintln!("{} killed", self.name);
+    }
+
     /// SIGKILL, then start again on the same address and store.
     pub fn crash_and_restart(&mut self) {
         self.child.kill().unwrap(); // SIGKILL on Unix
