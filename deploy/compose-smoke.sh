@@ -4,8 +4,11 @@
 #   2. SIGKILL of each container's process (postgres, auth-service,
 #      catalog-service, gateway), each back to healthy by its restart
 #      policy, the smoke test passing after each;
-#   3. `--scale catalog-service=2`: both replicas healthy, smoke test;
-#   4. `down -v` (also on failure).
+#   3. `--scale auth-service=2 --scale catalog-service=2`: every replica
+#      healthy, the smoke test passing (the gateway and catalog-service
+#      resolve the service names to every replica);
+#   4. `docker kill` of one replica of each: the others serve;
+#   5. `down -v` (also on failure).
 #
 # Usage, from anywhere: deploy/compose-smoke.sh
 # Needs Docker with compose v2, curl and python3; the SIGKILL checks need a
@@ -106,11 +109,22 @@ for svc in postgres auth-service catalog-service gateway; do
   smoke
 done
 
-step "--scale catalog-service=2"
-"${C[@]}" up -d --wait --scale catalog-service=2
-echo "catalog-service replicas healthy: $("${C[@]}" ps -q catalog-service | wc -l)"
-[ "$("${C[@]}" ps -q catalog-service | wc -l)" = 2 ] || { echo "FAIL: not two replicas" >&2; exit 1; }
-smoke
+step "--scale auth-service=2 --scale catalog-service=2"
+"${C[@]}" up -d --wait --scale auth-service=2 --scale catalog-service=2
+for svc in auth-service catalog-service; do
+  n=$("${C[@]}" ps -q "$svc" | wc -l)
+  echo "$svc replicas healthy: $n"
+  [ "$n" = 2 ] || { echo "FAIL: not two $svc replicas" >&2; exit 1; }
+done
+# Host names are resolved again every 5 s: let the clients find the new replicas.
+sleep 6
+for _ in 1 2 3; do smoke; done
+
+step "docker kill one replica of auth-service and of catalog-service (a lost machine)"
+docker kill "$("${C[@]}" ps -q auth-service | head -n1)" "$("${C[@]}" ps -q catalog-service | head -n1)" >/dev/null
+# Out of rotation at their first failed call or health check (1 s).
+sleep 2
+for _ in 1 2 3; do smoke; done
 
 step "down -v"
 "${C[@]}" down -v

@@ -116,6 +116,11 @@ impl Application {
         let service = AuthServiceServer::new(self.service)
             .max_decoding_message_size(platform::grpc::MAX_REQUEST_BYTES);
         self.listener.serve(service, shutdown).await?;
+        let head_queries = self.tokens.0.head_queries();
+        tracing::info!(
+            head_queries,
+            "store head queries made for linearizable reads"
+        );
         Ok(())
     }
 }

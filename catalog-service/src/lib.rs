@@ -123,12 +123,21 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartError> {
+        let view = self.view.clone();
         let service = CatalogGrpc::new(self.store, self.view, self.subscribe);
         let server = CatalogServiceServer::new(service)
             .max_decoding_message_size(platform::grpc::MAX_REQUEST_BYTES);
         self.listener
-            .serve(Authenticated::new(server, self.identity), shutdown)
+            .serve(
+                Authenticated::new(server, self.identity, view.clone()),
+                shutdown,
+            )
             .await?;
+        let head_queries = view.head_queries();
+        tracing::info!(
+            head_queries,
+            "store head queries made for linearizable reads"
+        );
         Ok(())
     }
 }

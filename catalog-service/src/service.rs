@@ -26,6 +26,7 @@ use crate::domain::{
 };
 use crate::error::{CatalogError, Result};
 use crate::read_model::{CatalogView, MovieListing, MovieRow, RatingRow};
+use event_store::read_model::ReadPoint;
 
 /// Who may call SubscribeEvents.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +63,19 @@ impl CatalogGrpc {
             rating_ids: IdSequence::new(RATING_IDS_STREAM, "Rating"),
             subscribe,
         }
+    }
+
+    /// The view as of the read point [`Authenticated`](crate::authenticated::Authenticated)
+    /// asked while it checked the caller (or, without one, as of now).
+    async fn view_for<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<std::sync::RwLockReadGuard<'_, CatalogView>> {
+        let point = match request.extensions().get::<ReadPoint>() {
+            Some(point) => *point,
+            None => self.view.read_point().await?,
+        };
+        Ok(self.view.read_at(point).await?)
     }
 
     /// The user [`Authenticated`](crate::authenticated::Authenticated) checked this call's token for, before
@@ -210,10 +224,8 @@ impl CatalogService for CatalogGrpc {
     ) -> Result<Response<MovieDetail>, Status> {
         self.caller(&request)?;
         let m = self
-            .view
-            .read_linearizable()
-            .await
-            .map_err(CatalogError::from)?
+            .view_for(&request)
+            .await?
             .movie(request.get_ref().id)
             .cloned()
             .ok_or(CatalogError::NotFound)?;
@@ -233,16 +245,11 @@ impl CatalogService for CatalogGrpc {
     ) -> Result<Response<ListMoviesResponse>, Status> {
         self.caller(&request)?;
         let r = request.get_ref();
-        let listing = self
-            .view
-            .read_linearizable()
-            .await
-            .map_err(CatalogError::from)?
-            .movie_list(
-                r.limit.map(|l| l as usize),
-                r.offset as usize,
-                &r.if_none_match,
-            );
+        let listing = self.view_for(&request).await?.movie_list(
+            r.limit.map(|l| l as usize),
+            r.offset as usize,
+            &r.if_none_match,
+        );
         Ok(Response::new(match listing {
             MovieListing::NotModified { etag, count } => ListMoviesResponse {
                 movies: Vec::new(),
@@ -275,12 +282,11 @@ impl CatalogService for CatalogGrpc {
     ) -> Result<Response<ListRatingsResponse>, Status> {
         self.caller(&request)?;
         let r = request.get_ref();
-        let page = self
-            .view
-            .read_linearizable()
-            .await
-            .map_err(CatalogError::from)?
-            .ratings(r.movie, r.limit.map(|l| l as usize), r.offset as usize);
+        let page = self.view_for(&request).await?.ratings(
+            r.movie,
+            r.limit.map(|l| l as usize),
+            r.offset as usize,
+        );
         Ok(Response::new(ListRatingsResponse {
             ratings: page.items.into_iter().map(listed_rating_message).collect(),
             count: page.count as u64,

@@ -192,9 +192,12 @@ async fn migrate(client: &mut deadpool_postgres::Object) -> Result<()> {
     tx.commit().await.map_err(db_err)
 }
 
+/// The last committed position (positions become visible in order).
+const HEAD_SQL: &str = "SELECT coalesce(max(position), 0) FROM es_events";
+
 async fn query_head(client: &tokio_postgres::Client) -> Result<u64> {
     let head: i64 = client
-        .query_one("SELECT coalesce(max(position), 0) FROM es_events", &[])
+        .query_one(HEAD_SQL, &[])
         .await
         .map_err(db_err)?
         .get(0);
@@ -498,7 +501,11 @@ impl EventStore for PostgresStore {
     }
 
     async fn head_position(&self) -> Result<u64> {
-        query_head(&*self.client().await?).await
+        // Prepared once per connection: linearizable reads ask this often.
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(HEAD_SQL).await.map_err(db_err)?;
+        let head: i64 = client.query_one(&stmt, &[]).await.map_err(db_err)?.get(0);
+        Ok(head as u64)
     }
 
     fn subscribe_all(&self, from_position: u64) -> EventStream {
