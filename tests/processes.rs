@@ -39,6 +39,19 @@ enum Outcome {
 }
 
 impl Api {
+    /// A client of the REST API at `base`, once it is ready.
+    async fn ready(base: String) -> Self {
+        let api = Self {
+            base,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        };
+        api.wait_ready().await;
+        api
+    }
+
     async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Outcome {
         let mut r = self.http.post(format!("{}{path}", self.base)).json(&body);
         if let Some(t) = token {
@@ -106,14 +119,7 @@ async fn three_processes_survive_sigkill_without_losing_or_doubling_writes() {
         return;
     };
     let mut deployment = Deployment::start(auth_db.url(), catalog_db.url()).await;
-    let api = Arc::new(Api {
-        base: deployment.base.clone(),
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap(),
-    });
-    api.wait_ready().await;
+    let api = Arc::new(Api::ready(deployment.base.clone()).await);
 
     // --- catalog-service killed in the middle of a stream of ratings.
     let adder = api.user("adder").await;
@@ -570,6 +576,54 @@ async fn parallel_guesses_across_replicas_are_counted_once() {
     assert!(checked.len() <= 5, "{} checked: {checked:?}", checked.len());
 }
 
+/// Two replicas of auth-service and two of catalog-service (which asks
+/// both auth replicas), each service on a fresh database of its own.
+struct Replicated {
+    /// The auth-service replicas and their addresses.
+    auth: Vec<(Service, String)>,
+    /// `http://<auth 0>,http://<auth 1>`.
+    auth_urls: String,
+    /// The catalog-service replicas and their addresses.
+    catalog: Vec<(Service, String)>,
+    _dbs: (TempDatabase, TempDatabase),
+}
+
+impl Replicated {
+    async fn start(test: &str) -> Option<Self> {
+        let auth_db = TempDatabase::create(test).await?;
+        let catalog_db = TempDatabase::create(test).await?;
+        let mut auth = vec![];
+        for _ in 0..2 {
+            auth.push(
+                Service::start_listening("auth-service", |listen| {
+                    support::env(&[("AUTH_LISTEN", listen), ("AUTH_STORE_URL", auth_db.url())])
+                })
+                .await,
+            );
+        }
+        let auth_urls = format!("http://{},http://{}", auth[0].1, auth[1].1);
+        let mut catalog = vec![];
+        for _ in 0..2 {
+            catalog.push(
+                Service::start_listening("catalog-service", |listen| {
+                    support::env(&[
+                        ("CATALOG_LISTEN", listen),
+                        ("CATALOG_STORE_URL", catalog_db.url()),
+                        ("CATALOG_AUTH_URL", &auth_urls),
+                    ])
+                })
+                .await,
+            );
+        }
+        Some(Self {
+            auth,
+            auth_urls,
+            catalog,
+            _dbs: (auth_db, catalog_db),
+        })
+    }
+}
+
 /// Two auth-service and two catalog-service replicas on one PostgreSQL,
 /// behind two gateways: gateway A talks to auth A and catalog A, gateway B
 /// to auth B and catalog B (each catalog asks both auth replicas). Every
@@ -578,35 +632,15 @@ async fn parallel_guesses_across_replicas_are_counted_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs the binaries (cargo build --workspace --bins) and PostgreSQL; .ci/run runs it"]
 async fn replicas_show_each_others_writes_at_once() {
-    let Some(auth_db) = TempDatabase::create("replicas").await else {
+    let Some(Replicated {
+        auth,
+        auth_urls: _,
+        catalog,
+        _dbs,
+    }) = Replicated::start("replicas").await
+    else {
         return;
     };
-    let Some(catalog_db) = TempDatabase::create("replicas").await else {
-        return;
-    };
-    let mut auth = vec![];
-    for _ in 0..2 {
-        auth.push(
-            Service::start_listening("auth-service", |listen| {
-                support::env(&[("AUTH_LISTEN", listen), ("AUTH_STORE_URL", auth_db.url())])
-            })
-            .await,
-        );
-    }
-    let auth_urls = format!("http://{},http://{}", auth[0].1, auth[1].1);
-    let mut catalog = vec![];
-    for _ in 0..2 {
-        catalog.push(
-            Service::start_listening("catalog-service", |listen| {
-                support::env(&[
-                    ("CATALOG_LISTEN", listen),
-                    ("CATALOG_STORE_URL", catalog_db.url()),
-                    ("CATALOG_AUTH_URL", &auth_urls),
-                ])
-            })
-            .await,
-        );
-    }
     let mut sides = vec![];
     let mut gateways = vec![];
     for i in 0..2 {
@@ -620,12 +654,7 @@ async fn replicas_show_each_others_writes_at_once() {
         })
         .await;
         gateways.push(gateway);
-        let api = Api {
-            base: format!("http://{addr}"),
-            http: reqwest::Client::new(),
-        };
-        api.wait_ready().await;
-        sides.push(api);
+        sides.push(Api::ready(format!("http://{addr}")).await);
     }
     let (a, b) = (&sides[0], &sides[1]);
     let adder = a.user("adder").await;
@@ -753,35 +782,15 @@ async fn replicas_show_each_others_writes_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs the binaries (cargo build --workspace --bins) and PostgreSQL; .ci/run runs it"]
 async fn losing_a_replica_of_each_service_loses_no_acknowledged_write() {
-    let Some(auth_db) = TempDatabase::create("machine_lost").await else {
+    let Some(Replicated {
+        mut auth,
+        auth_urls,
+        mut catalog,
+        _dbs: (_auth_db, catalog_db),
+    }) = Replicated::start("machine_lost").await
+    else {
         return;
     };
-    let Some(catalog_db) = TempDatabase::create("machine_lost").await else {
-        return;
-    };
-    let mut auth = vec![];
-    for _ in 0..2 {
-        auth.push(
-            Service::start_listening("auth-service", |listen| {
-                support::env(&[("AUTH_LISTEN", listen), ("AUTH_STORE_URL", auth_db.url())])
-            })
-            .await,
-        );
-    }
-    let auth_urls = format!("http://{},http://{}", auth[0].1, auth[1].1);
-    let mut catalog = vec![];
-    for _ in 0..2 {
-        catalog.push(
-            Service::start_listening("catalog-service", |listen| {
-                support::env(&[
-                    ("CATALOG_LISTEN", listen),
-                    ("CATALOG_STORE_URL", catalog_db.url()),
-                    ("CATALOG_AUTH_URL", &auth_urls),
-                ])
-            })
-            .await,
-        );
-    }
     let catalog_urls = format!("http://{},http://{}", catalog[0].1, catalog[1].1);
     let (_gateway, addr) = Service::start_listening("gateway", |listen| {
         support::env(&[
@@ -793,14 +802,7 @@ async fn losing_a_replica_of_each_service_loses_no_acknowledged_write() {
         ])
     })
     .await;
-    let api = Arc::new(Api {
-        base: format!("http://{addr}"),
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap(),
-    });
-    api.wait_ready().await;
+    let api = Arc::new(Api::ready(format!("http://{addr}")).await);
     let adder = api.user("adder").await;
     let mut movies = vec![];
     for i in 0..300 {
