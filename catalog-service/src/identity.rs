@@ -55,8 +55,21 @@ impl Identity {
         let request = AuthenticateRequest {
             token: token.to_owned(),
         };
-        let mut client = client.clone();
-        let call = client.authenticate(request);
+        // A replica that is gone answers UNAVAILABLE (or breaks the call):
+        // asked once more, the next replica in rotation answers.
+        let call = async {
+            match client.clone().authenticate(request.clone()).await {
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        Code::Unavailable | Code::Cancelled | Code::Unknown
+                    ) =>
+                {
+                    client.clone().authenticate(request).await
+                }
+                answer => answer,
+            }
+        };
         match tokio::time::timeout(AUTHENTICATE_TIMEOUT, call).await {
             Ok(Ok(user)) => Ok(user.into_inner().id),
             Ok(Err(s)) if s.code() == Code::Unauthenticated => Err(CatalogError::InvalidToken),

@@ -88,20 +88,38 @@ impl Backends {
         }
     }
 
+    /// As [`Backends::call`], for a call that changes nothing: if it fails
+    /// because its replica is not there (UNAVAILABLE, a broken connection),
+    /// it is made once more, which goes to the next replica in rotation,
+    /// within the same deadline.
+    pub async fn read<T, F, Fut>(&self, call: F) -> Result<T, ApiError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call(async {
+            match call().await {
+                Err(status) if crate::error::unavailable(&status) => call().await,
+                answer => answer,
+            }
+        })
+        .await
+    }
+
     /// Whether `token` is valid: `Ok` if so, else the error to answer (401,
     /// or 503/504 if auth-service cannot say). DRF authenticates before it
     /// reads a body, so a request with both a bad token and a bad body is a
     /// 401: handlers ask this only on their error path.
     pub async fn confirm_token(&self, token: &str) -> Result<(), ApiError> {
-        let request = self.request(
-            proto::auth::AuthenticateRequest {
-                token: token.to_owned(),
-            },
-            None,
-        );
-        self.call(self.auth.clone().authenticate(request))
-            .await
-            .map(|_| ())
+        let request = proto::auth::AuthenticateRequest {
+            token: token.to_owned(),
+        };
+        self.read(|| {
+            let (mut auth, request) = (self.auth.clone(), request.clone());
+            async move { auth.authenticate(request).await }
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Which services do not answer their health check as serving (empty: all ready).

@@ -109,15 +109,25 @@ impl ApiError {
     /// mid-call: CANCELLED, or UNKNOWN/INTERNAL with a transport error as
     /// its source) means the service is unavailable, not failing.
     pub fn from_call(status: tonic::Status) -> Self {
-        let broken = status.code() == Code::Cancelled
-            || (std::error::Error::source(&status).is_some()
-                && matches!(status.code(), Code::Unknown | Code::Internal));
-        if broken {
+        if broken_call(&status) {
             Self::Grpc(tonic::Status::unavailable(status.message().to_owned()))
         } else {
             Self::Grpc(status)
         }
     }
+}
+
+/// Whether `status` is one a client made itself from a broken connection.
+fn broken_call(status: &tonic::Status) -> bool {
+    status.code() == Code::Cancelled
+        || (std::error::Error::source(status).is_some()
+            && matches!(status.code(), Code::Unknown | Code::Internal))
+}
+
+/// Whether a call ended because its service (replica) was not there:
+/// UNAVAILABLE, or a broken connection.
+pub fn unavailable(status: &tonic::Status) -> bool {
+    status.code() == Code::Unavailable || broken_call(status)
 }
 
 /// The one mapping from a gRPC status to the REST error (API.md's table).

@@ -98,12 +98,18 @@ impl GrpcListener {
     {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<S>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        // Both versions of reflection: grpcurl speaks v1, older tools
+        // (grpcio-reflection, Postman) v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        let reflection_v1alpha = reflection().build_v1alpha()?;
         tracing::info!(addr = %self.local_addr, service = S::NAME, "listening");
         let routes = tonic::service::Routes::new(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(service)
             .prepare();
         if let Some(c) = &self.in_process {

@@ -44,4 +44,34 @@ async fn health_and_reflection_answer_stock_tools() {
         names.contains(&"movies.auth.v1.AuthService".to_owned()),
         "{names:?}"
     );
+
+    // The older v1alpha protocol too (grpcio-reflection, Postman).
+    use tonic_reflection::pb::v1alpha;
+    let mut reflection =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(app.channel.clone());
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let answer = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answer.message_response
+    else {
+        panic!("unexpected v1alpha reflection answer");
+    };
+    assert!(
+        list.service
+            .iter()
+            .any(|s| s.name == "movies.auth.v1.AuthService")
+    );
 }

@@ -102,15 +102,18 @@ pub async fn list_movies(
     let key = (q.limit, if q.limit.is_some() { q.offset } else { 0 });
     let kept = state.movie_lists.get(&key);
     let b = &state.backends;
-    let request = b.request(
-        ListMoviesRequest {
-            limit: key.0,
-            offset: key.1,
-            if_none_match: kept.as_ref().map(|k| k.etag.clone()).unwrap_or_default(),
-        },
-        Some(&caller),
-    );
-    let answer = b.call(b.catalog.clone().list_movies(request)).await?;
+    let message = ListMoviesRequest {
+        limit: key.0,
+        offset: key.1,
+        if_none_match: kept.as_ref().map(|k| k.etag.clone()).unwrap_or_default(),
+    };
+    let answer = b
+        .read(|| {
+            let (mut catalog, request) =
+                (b.catalog.clone(), b.request(message.clone(), Some(&caller)));
+            async move { catalog.list_movies(request).await }
+        })
+        .await?;
     let list = match kept {
         Some(kept) if answer.not_modified && answer.etag == kept.etag => kept,
         _ if answer.not_modified => {
@@ -185,8 +188,15 @@ pub async fn get_movie(
         .filter(|_| id.bytes().all(|c| c.is_ascii_digit()))
         .ok_or_else(ApiError::not_found)?;
     let b = &state.backends;
-    let request = b.request(GetMovieRequest { id }, Some(&caller));
-    let m = b.call(b.catalog.clone().get_movie(request)).await?;
+    let m = b
+        .read(|| {
+            let (mut catalog, request) = (
+                b.catalog.clone(),
+                b.request(GetMovieRequest { id }, Some(&caller)),
+            );
+            async move { catalog.get_movie(request).await }
+        })
+        .await?;
     Ok(Json(MovieDetailOut {
         id: m.id,
         title: m.title,

@@ -85,15 +85,17 @@ pub async fn list_ratings(
         ),
     };
     let b = &state.backends;
-    let request = b.request(
-        ListRatingsRequest {
-            movie,
-            limit: q.limit,
-            offset: if q.limit.is_some() { q.offset } else { 0 },
-        },
-        Some(&caller),
-    );
-    let page = b.call(b.catalog.clone().list_ratings(request)).await?;
+    let message = ListRatingsRequest {
+        movie,
+        limit: q.limit,
+        offset: if q.limit.is_some() { q.offset } else { 0 },
+    };
+    let page = b
+        .read(|| {
+            let (mut catalog, request) = (b.catalog.clone(), b.request(message, Some(&caller)));
+            async move { catalog.list_ratings(request).await }
+        })
+        .await?;
     let results: Vec<RatingOut> = page.ratings.into_iter().map(rating_out).collect();
     Ok(Json(if q.limit.is_some() {
         let base = absolute_url(&state, "/api/auth/rating");
