@@ -18,6 +18,11 @@ pub struct Config {
         default_value = "sqlite://data/auth.db"
     )]
     pub auth_store_url: String,
+    /// Address of a plain HTTP listener serving `GET /metrics` (Prometheus:
+    /// gRPC calls by method and status, the read model's lag behind the
+    /// store). Unset: no metrics listener.
+    #[arg(long, env)]
+    pub auth_metrics_listen: Option<SocketAddr>,
     /// How long a token lives, in seconds.
     #[arg(long, env, default_value_t = 36_000)]
     pub auth_token_ttl_secs: u64,

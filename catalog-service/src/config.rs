@@ -17,6 +17,11 @@ pub struct Config {
         default_value = "sqlite://data/catalog.db"
     )]
     pub catalog_store_url: String,
+    /// Address of a plain HTTP listener serving `GET /metrics` (Prometheus:
+    /// gRPC calls by method and status, the read model's lag behind the
+    /// store). Unset: no metrics listener.
+    #[arg(long, env)]
+    pub catalog_metrics_listen: Option<SocketAddr>,
     /// Where auth-service answers `Authenticate`.
     #[arg(long, env, default_value = "http://127.0.0.1:50051")]
     pub catalog_auth_url: String,

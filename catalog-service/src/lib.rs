@@ -59,6 +59,7 @@ pub struct Application {
     view: Arc<Projection<CatalogView>>,
     identity: Identity,
     subscribe: SubscribeAccess,
+    metrics: Option<tokio::net::TcpListener>,
 }
 
 impl Application {
@@ -93,18 +94,25 @@ impl Application {
             (_, true) => SubscribeAccess::Open,
             _ => SubscribeAccess::Closed,
         };
+        let metrics = platform::grpc::bind_metrics(config.catalog_metrics_listen).await?;
         Ok(Self {
             listener,
             store,
             view: Arc::new(view),
             identity,
             subscribe,
+            metrics,
         })
     }
 
     /// Where the server listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr()
+    }
+
+    /// Where `GET /metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// A client channel to this service for callers in this process: calls
@@ -124,15 +132,33 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartError> {
         let view = self.view.clone();
+        let (calls, store) = (self.listener.metrics(), self.store.clone());
+        let render: platform::metrics::Render = Arc::new({
+            let view = view.clone();
+            move || {
+                let (calls, view, store) = (calls.clone(), view.clone(), store.clone());
+                Box::pin(
+                    async move { calls.render() + &view.metrics_text("catalog", &*store).await },
+                )
+            }
+        });
+        let metrics = self
+            .metrics
+            .map(|l| tokio::spawn(platform::metrics::serve(l, render)));
         let service = CatalogGrpc::new(self.store, self.view, self.subscribe);
         let server = CatalogServiceServer::new(service)
             .max_decoding_message_size(platform::grpc::MAX_REQUEST_BYTES);
-        self.listener
+        let served = self
+            .listener
             .serve(
                 Authenticated::new(server, self.identity, view.clone()),
                 shutdown,
             )
-            .await?;
+            .await;
+        if let Some(m) = metrics {
+            m.abort();
+        }
+        served?;
         let head_queries = view.head_queries();
         tracing::info!(
             head_queries,

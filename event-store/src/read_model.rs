@@ -234,6 +234,36 @@ impl<M: ReadModel> Projection<M> {
         Ok(self.read())
     }
 
+    /// The position of the last event applied.
+    pub fn applied_position(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// This projection's gauges in the Prometheus text format, labelled
+    /// `model="<model>"`: the position applied, the store's head, how far
+    /// behind the head the model is (in positions), and the head queries
+    /// made for linearizable reads. The head is read now (one query).
+    pub async fn metrics_text(&self, model: &str, store: &dyn EventStore) -> String {
+        let applied = self.applied_position();
+        let mut out = format!(
+            "# TYPE projection_applied_position gauge\n\
+             projection_applied_position{{model=\"{model}\"}} {applied}\n\
+             # TYPE read_index_head_queries_total counter\n\
+             read_index_head_queries_total{{model=\"{model}\"}} {}\n",
+            self.head_queries()
+        );
+        if let Ok(head) = store.head_position().await {
+            out.push_str(&format!(
+                "# TYPE store_head_position gauge\n\
+                 store_head_position{{model=\"{model}\"}} {head}\n\
+                 # TYPE projection_lag_positions gauge\n\
+                 projection_lag_positions{{model=\"{model}\"}} {}\n",
+                head.saturating_sub(applied)
+            ));
+        }
+        out
+    }
+
     /// How many head queries linearizable reads have made (for benchmarks:
     /// it should stay far below the number of reads).
     pub fn head_queries(&self) -> u64 {

@@ -1,9 +1,6 @@
 //! Per-request observation: a request id, one structured log line, metrics
 //! by route and status, and DRF bodies for the router's own 404 and 405.
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::sync::{Mutex, RwLock};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -16,83 +13,28 @@ use tracing::Instrument;
 use crate::AppState;
 use crate::error::ApiError;
 
-/// Latency histogram bucket bounds, in seconds.
-const BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
-
-#[derive(Default, Clone)]
-struct Series {
-    count: u64,
-    sum: f64,
-    buckets: [u64; BUCKETS.len()],
-}
-
 /// Request counts and latency histograms by method, route and status.
-#[derive(Default)]
-pub struct Metrics {
-    series: Mutex<HashMap<(&'static str, &'static str, u16), Series>>,
+pub struct Metrics(platform::metrics::Histograms);
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self(platform::metrics::Histograms::new(
+            "http",
+            ["method", "route", "status"],
+        ))
+    }
 }
 
 impl Metrics {
     fn observe(&self, method: &'static str, route: &'static str, status: u16, seconds: f64) {
-        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        let s = series.entry((method, route, status)).or_default();
-        s.count += 1;
-        s.sum += seconds;
-        if let Some(i) = BUCKETS.iter().position(|&b| seconds <= b) {
-            s.buckets[i] += 1;
-        }
+        // hyper answers only codes 100 to 999: a bounded set.
+        let status = platform::metrics::intern(&status.to_string());
+        self.0.observe([method, route, status], seconds);
     }
 
-    /// The Prometheus text exposition of everything observed. The lock
-    /// every request takes is held only to copy the (few, bounded) series;
-    /// the text is written without it.
+    /// The Prometheus text exposition of everything observed.
     pub fn render(&self) -> String {
-        let series = self
-            .series
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let mut keys: Vec<_> = series.keys().cloned().collect();
-        keys.sort_by_key(|k| (k.1, k.0, k.2));
-        let mut out = String::new();
-        out.push_str("# HELP http_requests_total HTTP requests answered.\n");
-        out.push_str("# TYPE http_requests_total counter\n");
-        for k in &keys {
-            let labels = format!("method=\"{}\",route=\"{}\",status=\"{}\"", k.0, k.1, k.2);
-            let _ = writeln!(out, "http_requests_total{{{labels}}} {}", series[k].count);
-        }
-        out.push_str("# HELP http_request_duration_seconds Time to answer HTTP requests.\n");
-        out.push_str("# TYPE http_request_duration_seconds histogram\n");
-        for k in &keys {
-            let s = &series[k];
-            let labels = format!("method=\"{}\",route=\"{}\",status=\"{}\"", k.0, k.1, k.2);
-            let mut cumulative = 0;
-            for (bound, n) in BUCKETS.iter().zip(s.buckets) {
-                cumulative += n;
-                let _ = writeln!(
-                    out,
-                    "http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                s.count
-            );
-            let _ = writeln!(
-                out,
-                "http_request_duration_seconds_sum{{{labels}}} {}",
-                s.sum
-            );
-            let _ = writeln!(
-                out,
-                "http_request_duration_seconds_count{{{labels}}} {}",
-                s.count
-            );
-        }
-        out
+        self.0.render()
     }
 }
 
@@ -100,22 +42,11 @@ impl Metrics {
 /// [`MatchedPath`]), or `unmatched`: a bounded set of labels, whatever the
 /// paths clients send.
 fn route_of(req: &Request) -> &'static str {
-    let Some(matched) = req.extensions().get::<MatchedPath>() else {
-        return "unmatched";
-    };
-    // The router's paths are few and fixed: each is interned once.
-    static ROUTES: RwLock<Vec<&'static str>> = RwLock::new(Vec::new());
-    let path = matched.as_str();
-    let known = |routes: &[&'static str]| routes.iter().find(|r| **r == path).copied();
-    if let Some(r) = known(&ROUTES.read().unwrap_or_else(|p| p.into_inner())) {
-        return r;
+    match req.extensions().get::<MatchedPath>() {
+        // The router's paths are few and fixed.
+        Some(matched) => platform::metrics::intern(matched.as_str()),
+        None => "unmatched",
     }
-    let mut routes = ROUTES.write().unwrap_or_else(|p| p.into_inner());
-    known(&routes).unwrap_or_else(|| {
-        let r: &'static str = Box::leak(path.into());
-        routes.push(r);
-        r
-    })
 }
 
 /// The method as a metrics label: the standard ones by name, any other
@@ -210,21 +141,5 @@ mod tests {
                 "other"
             );
         }
-    }
-
-    #[test]
-    fn metrics_render_counts_and_cumulative_buckets() {
-        let m = Metrics::default();
-        m.observe("GET", "/healthz", 200, 0.0007);
-        m.observe("GET", "/healthz", 200, 0.02);
-        let text = m.render();
-        assert!(
-            text.contains(
-                "http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 2"
-            )
-        );
-        assert!(text.contains("le=\"0.001\"} 1"));
-        assert!(text.contains("le=\"0.025\"} 2"));
-        assert!(text.contains("le=\"+Inf\"} 2"));
     }
 }

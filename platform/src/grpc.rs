@@ -45,11 +45,25 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// Binds the metrics listener at `addr`, if one is asked for.
+pub async fn bind_metrics(
+    addr: Option<SocketAddr>,
+) -> Result<Option<tokio::net::TcpListener>, ServeError> {
+    match addr {
+        None => Ok(None),
+        Some(addr) => tokio::net::TcpListener::bind(addr)
+            .await
+            .map(Some)
+            .map_err(|source| ServeError::Bind { addr, source }),
+    }
+}
+
 /// A bound gRPC listener (and, if asked for, in-process clients beside it).
 pub struct GrpcListener {
     incoming: TcpIncoming,
     local_addr: SocketAddr,
     in_process: Option<in_process::Channel>,
+    metrics: std::sync::Arc<crate::metrics::Histograms>,
 }
 
 impl GrpcListener {
@@ -62,7 +76,17 @@ impl GrpcListener {
             incoming: TcpIncoming::from(listener).with_nodelay(Some(true)),
             local_addr,
             in_process: None,
+            metrics: std::sync::Arc::new(crate::metrics::Histograms::new(
+                "grpc",
+                ["service", "method", "code"],
+            )),
         })
+    }
+
+    /// Counts and latencies of the calls served over TCP, by service,
+    /// method and status code.
+    pub fn metrics(&self) -> std::sync::Arc<crate::metrics::Histograms> {
+        self.metrics.clone()
     }
 
     /// A client of this server for callers in the same process: calls run
@@ -122,6 +146,7 @@ impl GrpcListener {
             .timeout(CALL_TIMEOUT)
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .layer(observed::Layer(self.metrics.clone()))
             .add_routes(routes)
             .serve_with_incoming_shutdown(self.incoming, shutdown)
             .await;
@@ -131,6 +156,110 @@ impl GrpcListener {
         served?;
         tracing::info!(service = S::NAME, "stopped");
         Ok(())
+    }
+}
+
+/// Every call counted and timed, by service, method and status code.
+mod observed {
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+    use std::time::Instant;
+
+    use tonic::codegen::Service;
+    use tonic::codegen::http::{Request, Response};
+
+    use crate::metrics::{Histograms, intern};
+
+    /// Wraps the routes in [`Observed`].
+    #[derive(Clone)]
+    pub struct Layer(pub Arc<Histograms>);
+
+    impl<S> tower::Layer<S> for Layer {
+        type Service = Observed<S>;
+
+        fn layer(&self, inner: S) -> Observed<S> {
+            Observed {
+                inner,
+                metrics: self.0.clone(),
+            }
+        }
+    }
+
+    #[derive(Clone)]
+    pub struct Observed<S> {
+        inner: S,
+        metrics: Arc<Histograms>,
+    }
+
+    /// gRPC status code names, by number.
+    const CODES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+
+    impl<S, B, R> Service<Request<B>> for Observed<S>
+    where
+        S: Service<Request<B>, Response = Response<R>>,
+        S::Future: Send + 'static,
+        S::Error: Send + 'static,
+        R: Send + 'static,
+    {
+        type Response = Response<R>;
+        type Error = S::Error;
+        type Future = std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Response<R>, S::Error>> + Send>,
+        >;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, request: Request<B>) -> Self::Future {
+            let started = Instant::now();
+            let path = request.uri().path().to_owned();
+            let metrics = self.metrics.clone();
+            let answer = self.inner.call(request);
+            Box::pin(async move {
+                let answer = answer.await;
+                // Errors and trailers-only answers carry the code in the
+                // headers; a success carries it in trailers: OK.
+                let code = match &answer {
+                    Ok(r) => r
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .and_then(|n| CODES.get(n).copied())
+                        .unwrap_or("OK"),
+                    Err(_) => "UNAVAILABLE",
+                };
+                // Only implemented methods are labelled by name: a path a
+                // client made up must not add series.
+                let (service, method) = match path.trim_start_matches('/').split_once('/') {
+                    Some((service, method)) if code != "UNIMPLEMENTED" => {
+                        (intern(service), intern(method))
+                    }
+                    _ => ("unknown", "unknown"),
+                };
+                metrics.observe([service, method, code], started.elapsed().as_secs_f64());
+                answer
+            })
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::process::ExitCode;
 
 pub mod grpc;
+pub mod metrics;
 pub mod probe;
 pub mod replicas;
 #[cfg(feature = "testing")]

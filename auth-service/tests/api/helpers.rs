@@ -53,6 +53,7 @@ pub fn config(loc: &Location) -> Config {
 pub struct TestApp {
     pub client: AuthServiceClient<Channel>,
     pub channel: Channel,
+    pub metrics_addr: Option<std::net::SocketAddr>,
     server: Running,
 }
 
@@ -66,6 +67,7 @@ impl TestApp {
             .await
             .expect("auth-service starts");
         let addr = app.local_addr();
+        let metrics_addr = app.metrics_addr();
         let server = Running::spawn(|stopped| async move {
             app.run_until_stopped(stopped).await.expect("server runs");
         });
@@ -78,6 +80,7 @@ impl TestApp {
         Self {
             client: AuthServiceClient::new(channel.clone()),
             channel,
+            metrics_addr,
             server,
         }
     }

@@ -75,3 +75,38 @@ async fn health_and_reflection_answer_stock_tools() {
             .any(|s| s.name == "movies.auth.v1.AuthService")
     );
 }
+
+/// `GET /metrics` on the metrics listener: gRPC calls by method and code,
+/// and the read model's lag behind the store.
+#[tokio::test]
+async fn metrics_show_calls_and_the_read_models_lag() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let loc = Location::sqlite();
+    let mut config = crate::helpers::config(&loc);
+    config.auth_metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    let app = TestApp::start_with(config).await;
+    let metrics_addr = app.metrics_addr.expect("a metrics listener");
+    app.user("counted").await;
+    let mut raw = tokio::net::TcpStream::connect(metrics_addr).await.unwrap();
+    raw.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    raw.read_to_string(&mut text).await.unwrap();
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+    assert!(
+        text.contains(
+            "grpc_requests_total{service=\"movies.auth.v1.AuthService\",method=\"Register\",code=\"OK\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("projection_lag_positions{model=\"auth\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("store_head_position{model=\"auth\"}"),
+        "{text}"
+    );
+}

@@ -88,6 +88,7 @@ async fn start_catalog(
         catalog_auth_url: format!("http://{auth_addr}"),
         catalog_service_key: Some(SERVICE_KEY.into()),
         catalog_open_subscriptions: false,
+        catalog_metrics_listen: None,
     })
     .await
     .expect("catalog-service starts");

@@ -1,0 +1,183 @@
+//! Request counts and latency histograms in the Prometheus text format,
+//! labelled from fixed sets only (the caller's job: no label value may come
+//! from what a client sends), rendered from a copy so that a scrape never
+//! holds the lock every request takes.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Mutex, RwLock};
+
+/// Latency histogram bucket bounds, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Default, Clone)]
+struct Series {
+    count: u64,
+    sum: f64,
+    buckets: [u64; BUCKETS.len()],
+}
+
+/// `<prefix>_requests_total` and `<prefix>_request_duration_seconds`, by
+/// three labels.
+pub struct Histograms {
+    prefix: &'static str,
+    labels: [&'static str; 3],
+    series: Mutex<HashMap<[&'static str; 3], Series>>,
+}
+
+impl Histograms {
+    /// Series named `<prefix>_…`, labelled `labels`.
+    pub fn new(prefix: &'static str, labels: [&'static str; 3]) -> Self {
+        Self {
+            prefix,
+            labels,
+            series: Mutex::default(),
+        }
+    }
+
+    /// Counts one request with these label values, answered in `seconds`.
+    pub fn observe(&self, values: [&'static str; 3], seconds: f64) {
+        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let s = series.entry(values).or_default();
+        s.count += 1;
+        s.sum += seconds;
+        if let Some(i) = BUCKETS.iter().position(|&b| seconds <= b) {
+            s.buckets[i] += 1;
+        }
+    }
+
+    /// The text exposition of everything observed.
+    pub fn render(&self) -> String {
+        let series = self
+            .series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut keys: Vec<_> = series.keys().copied().collect();
+        keys.sort_unstable();
+        let [a, b, c] = self.labels;
+        let label_text =
+            |k: &[&str; 3]| format!("{a}=\"{}\",{b}=\"{}\",{c}=\"{}\"", k[0], k[1], k[2]);
+        let p = self.prefix;
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP {p}_requests_total Requests answered.");
+        let _ = writeln!(out, "# TYPE {p}_requests_total counter");
+        for k in &keys {
+            let _ = writeln!(
+                out,
+                "{p}_requests_total{{{}}} {}",
+                label_text(k),
+                series[k].count
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP {p}_request_duration_seconds Time to answer requests."
+        );
+        let _ = writeln!(out, "# TYPE {p}_request_duration_seconds histogram");
+        for k in &keys {
+            let s = &series[k];
+            let labels = label_text(k);
+            let mut cumulative = 0;
+            for (bound, n) in BUCKETS.iter().zip(s.buckets) {
+                cumulative += n;
+                let _ = writeln!(
+                    out,
+                    "{p}_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{p}_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                s.count
+            );
+            let _ = writeln!(
+                out,
+                "{p}_request_duration_seconds_sum{{{labels}}} {}",
+                s.sum
+            );
+            let _ = writeln!(
+                out,
+                "{p}_request_duration_seconds_count{{{labels}}} {}",
+                s.count
+            );
+        }
+        out
+    }
+}
+
+/// `value` as a `&'static str`, stored once. Only for values from a small
+/// fixed set (declared routes, status codes, implemented methods): every
+/// distinct value is kept for the life of the process.
+pub fn intern(value: &str) -> &'static str {
+    static KNOWN: RwLock<Vec<&'static str>> = RwLock::new(Vec::new());
+    let find = |known: &[&'static str]| known.iter().find(|k| **k == value).copied();
+    if let Some(k) = find(&KNOWN.read().unwrap_or_else(|p| p.into_inner())) {
+        return k;
+    }
+    let mut known = KNOWN.write().unwrap_or_else(|p| p.into_inner());
+    find(&known).unwrap_or_else(|| {
+        let k: &'static str = Box::leak(value.into());
+        known.push(k);
+        k
+    })
+}
+
+/// What a `/metrics` scrape answers, made anew for each scrape.
+pub type Render = std::sync::Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>> + Send + Sync,
+>;
+
+/// Serves `GET /metrics` on `listener` (the Prometheus text `render` makes)
+/// until the task running it is dropped or aborted.
+pub async fn serve(listener: tokio::net::TcpListener, render: Render) {
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let render = render.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    render().await,
+                )
+            }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "the metrics listener failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_cumulative_buckets() {
+        let m = Histograms::new("http", ["method", "route", "status"]);
+        m.observe(["GET", "/healthz", "200"], 0.0007);
+        m.observe(["GET", "/healthz", "200"], 0.02);
+        let text = m.render();
+        assert!(
+            text.contains(
+                "http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 2"
+            )
+        );
+        assert!(text.contains("le=\"0.001\"} 1"));
+        assert!(text.contains("le=\"0.025\"} 2"));
+        assert!(text.contains("le=\"+Inf\"} 2"));
+    }
+
+    #[test]
+    fn interned_values_are_stored_once() {
+        let a = intern(&String::from("/x"));
+        let b = intern(&String::from("/x"));
+        assert!(std::ptr::eq(a, b));
+    }
+}
