@@ -43,6 +43,10 @@ pub struct Config {
     /// (never built from the request's Host header).
     #[arg(long, env)]
     pub gateway_public_url: Option<String>,
+    /// Origins of browser apps allowed to call the API (CORS), comma
+    /// separated, e.g. https://app.example. Empty: no CORS headers at all.
+    #[arg(long, env, value_delimiter = ',')]
+    pub gateway_cors_origins: Vec<String>,
 }
 
 impl Config {

@@ -88,6 +88,32 @@ impl utoipa::Modify for TokenAuth {
     }
 }
 
+/// CORS for the configured origins: preflights answered with the methods
+/// and headers the API uses, `ETag` and `Retry-After` readable by scripts.
+/// (Applied only when origins are configured: otherwise no CORS header,
+/// not even `Vary`, is ever sent.)
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .map(|o| o.trim().trim_end_matches('/'))
+        .filter(|o| !o.is_empty())
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_NONE_MATCH,
+            HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([header::ETAG, header::RETRY_AFTER])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
 /// The whole router: every route, the 404 fallback, observation.
 /// `public_url` is where pagination links point.
 pub fn router(backends: Backends, config: &Config, public_url: String) -> Router {
@@ -102,13 +128,17 @@ pub fn router(backends: Backends, config: &Config, public_url: String) -> Router
         trusted_proxies: config.gateway_trusted_proxies.clone(),
         auth_limit: client::RateLimit::per_minute(config.gateway_auth_per_minute),
     }));
-    api.merge(routes::ops::router())
-        .fallback(observe::not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            observe::observe,
-        ))
-        .with_state(state)
+    let mut api = api
+        .merge(routes::ops::router())
+        .fallback(observe::not_found);
+    if !config.gateway_cors_origins.is_empty() {
+        api = api.layer(cors(&config.gateway_cors_origins));
+    }
+    api.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        observe::observe,
+    ))
+    .with_state(state)
 }
 
 /// Why the gateway could not start or stopped with an error.

@@ -259,3 +259,84 @@ async fn text_that_disguises_itself_is_refused() {
         .await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
 }
+
+/// Answers that carry a token tell caches not to keep them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn answers_with_a_token_are_not_stored_by_caches() {
+    let stores = crate::helpers::Stores::sqlite().await;
+    let app = crate::helpers::TestApp::start(&stores, movies::Wiring::InProcess).await;
+    let body = serde_json::json!({"username": "cached", "email": "c@example.com", "password": "password123"});
+    let a = app.post("/api/auth/register", None, body).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.headers["cache-control"], "no-store");
+    let body = serde_json::json!({"username": "cached", "password": "password123"});
+    let a = app.post("/api/auth/login", None, body).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.headers["cache-control"], "no-store");
+}
+
+/// CORS only for the configured origins; none configured, no CORS header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cors_answers_only_the_configured_origins() {
+    let preflight = |addr: &str, origin: &str| {
+        reqwest::Client::new()
+            .request(Method::OPTIONS, format!("http://{addr}/api/auth/movies"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let (addr, _server) = gateway(gateway::Config {
+        gateway_cors_origins: vec!["https://app.example".into()],
+        ..gateway::Config::default()
+    })
+    .await;
+    let allowed = preflight(&addr, "https://app.example").await.unwrap();
+    assert_eq!(allowed.status(), StatusCode::OK);
+    let h = allowed.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://app.example");
+    assert!(
+        h["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("authorization")
+    );
+    assert!(
+        h["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    let other = preflight(&addr, "https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    let get = reqwest::Client::new()
+        .get(format!("http://{addr}/healthz"))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        get.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert!(
+        get.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("etag")
+    );
+
+    let (plain, _server) = gateway(gateway::Config::default()).await;
+    let get = reqwest::Client::new()
+        .get(format!("http://{plain}/healthz"))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        get.headers()
+            .keys()
+            .all(|k| !k.as_str().starts_with("access-control-"))
+    );
+    assert!(get.headers().get("vary").is_none());
+}

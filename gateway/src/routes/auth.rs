@@ -57,6 +57,21 @@ pub struct SessionOut {
     pub expiry: String,
 }
 
+/// An answer that carries a token: `Cache-Control: no-store`, so that no
+/// cache on the way keeps it.
+pub struct NoStore<T>(T);
+
+impl<T: axum::response::IntoResponse> axum::response::IntoResponse for NoStore<T> {
+    fn into_response(self) -> axum::response::Response {
+        let mut response = self.0.into_response();
+        response.headers_mut().insert(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        );
+        response
+    }
+}
+
 fn session_out(s: Session) -> SessionOut {
     let user = s.user.unwrap_or_default();
     let expiry = s
@@ -86,7 +101,7 @@ pub async fn register(
     State(state): State<AppState>,
     client: ClientAddr,
     JsonObject(body): JsonObject,
-) -> Result<Json<SessionOut>, ApiError> {
+) -> Result<NoStore<Json<SessionOut>>, ApiError> {
     state.auth_limit.take(client)?;
     let mut f = Fields::new(&body);
     let (username, email, password) = (
@@ -110,7 +125,7 @@ pub async fn register(
         None,
     ));
     let session = b.call(b.auth.clone().register(request)).await?;
-    Ok(Json(session_out(session)))
+    Ok(NoStore(Json(session_out(session))))
 }
 
 /// Returns a new token for a correct username and password.
@@ -124,7 +139,7 @@ pub async fn login(
     State(state): State<AppState>,
     client: ClientAddr,
     JsonObject(body): JsonObject,
-) -> Result<Json<SessionOut>, ApiError> {
+) -> Result<NoStore<Json<SessionOut>>, ApiError> {
     state.auth_limit.take(client)?;
     let mut f = Fields::new(&body);
     let (username, password) = (f.string("username"), f.string("password"));
@@ -132,7 +147,7 @@ pub async fn login(
     let b = &state.backends;
     let request = client.tag(b.request(LoginRequest { username, password }, None));
     let session = b.call(b.auth.clone().login(request)).await?;
-    Ok(Json(session_out(session)))
+    Ok(NoStore(Json(session_out(session))))
 }
 
 /// Revokes the token of this request.
