@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, MatchedPath, State};
 use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, Method};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -92,10 +93,11 @@ impl RateLimit {
         }
     }
 
-    /// Takes one request's token for `client`, or answers 429 with how long
-    /// to wait. Requests without an address are not limited.
-    pub fn take(&self, client: ClientAddr) -> Result<(), ApiError> {
-        let Some(addr) = client.0 else { return Ok(()) };
+    /// Takes one request's token for `client`: whether it may go on, and
+    /// where the client stands (for the `RateLimit` fields). Requests
+    /// without an address are not limited.
+    pub fn take(&self, client: ClientAddr) -> Option<Taken> {
+        let addr = client.0?;
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() > PRUNE_ABOVE && !buckets.contains_key(&addr) {
@@ -108,16 +110,90 @@ impl RateLimit {
         *tokens =
             (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
         *at = now;
-        if *tokens >= 1.0 {
+        let allowed = *tokens >= 1.0;
+        if allowed {
             *tokens -= 1.0;
-            return Ok(());
+        } else {
+            tracing::warn!(client = %addr, "login/register rate limit reached");
         }
-        let wait = Duration::from_secs_f64((1.0 - *tokens) / self.per_second);
-        tracing::warn!(client = %addr, "login/register rate limit reached");
-        Err(ApiError::Throttled(
-            wait.as_secs_f64().ceil().max(1.0) as u64
-        ))
+        let secs = |t: f64| t.ceil().max(0.0) as u64;
+        Some(Taken {
+            allowed,
+            remaining: tokens.floor() as u64,
+            reset_secs: secs((self.burst - *tokens) / self.per_second),
+            retry_after_secs: secs((1.0 - *tokens) / self.per_second).max(1),
+            quota: self.burst as u64,
+            window_secs: secs(self.burst / self.per_second),
+        })
     }
+}
+
+/// One request's turn at a [`RateLimit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    /// Whether it may go on.
+    pub allowed: bool,
+    /// Requests left now.
+    pub remaining: u64,
+    /// Seconds until the allowance is whole again.
+    pub reset_secs: u64,
+    /// Seconds until the next request may go (when refused).
+    pub retry_after_secs: u64,
+    /// The allowance: this many requests...
+    pub quota: u64,
+    /// ...per this many seconds.
+    pub window_secs: u64,
+}
+
+impl Taken {
+    /// The IETF `RateLimit-Policy` and `RateLimit` fields
+    /// (draft-ietf-httpapi-ratelimit-headers) for this turn.
+    pub fn headers(&self) -> [(HeaderName, HeaderValue); 2] {
+        let value = |s: String| HeaderValue::from_str(&s).expect("digits and quotes");
+        [
+            (
+                HeaderName::from_static("ratelimit-policy"),
+                value(format!("\"auth\";q={};w={}", self.quota, self.window_secs)),
+            ),
+            (
+                HeaderName::from_static("ratelimit"),
+                value(format!(
+                    "\"auth\";r={};t={}",
+                    self.remaining, self.reset_secs
+                )),
+            ),
+        ]
+    }
+}
+
+/// The routes the per-address limit covers: the ones that cost a hash.
+const LIMITED_ROUTES: [&str; 2] = ["/api/auth/login", "/api/auth/register"];
+
+/// Middleware: logins and registrations past the client address's
+/// allowance are answered 429; each answer on those routes carries the
+/// `RateLimit` fields.
+pub async fn limit(
+    State(state): State<AppState>,
+    client: ClientAddr,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let limited = request.method() == Method::POST
+        && request
+            .extensions()
+            .get::<MatchedPath>()
+            .is_some_and(|p| LIMITED_ROUTES.contains(&p.as_str()));
+    let Some(taken) = limited.then(|| state.auth_limit.take(client)).flatten() else {
+        return next.run(request).await;
+    };
+    let mut response = if taken.allowed {
+        next.run(request).await
+    } else {
+        ApiError::Throttled(taken.retry_after_secs).into_response()
+    };
+    response.headers_mut().extend(taken.headers());
+    response
 }
 
 #[cfg(test)]
@@ -157,11 +233,18 @@ mod tests {
         let limit = RateLimit::per_minute(60); // bursts of 10
         let a = ClientAddr(Some("127.0.0.2".parse().unwrap()));
         let b = ClientAddr(Some("127.0.0.3".parse().unwrap()));
-        for _ in 0..10 {
-            limit.take(a).unwrap();
+        for i in 0..10 {
+            let taken = limit.take(a).unwrap();
+            assert!(taken.allowed);
+            assert_eq!(taken.remaining, 9 - i);
         }
-        assert!(matches!(limit.take(a), Err(ApiError::Throttled(1))));
-        limit.take(b).unwrap();
-        limit.take(ClientAddr(None)).unwrap();
+        let refused = limit.take(a).unwrap();
+        assert!(!refused.allowed);
+        assert_eq!(
+            (refused.retry_after_secs, refused.quota, refused.window_secs),
+            (1, 10, 10)
+        );
+        assert!(limit.take(b).unwrap().allowed);
+        assert!(limit.take(ClientAddr(None)).is_none());
     }
 }

@@ -130,7 +130,11 @@ pub fn router(backends: Backends, config: &Config, public_url: String) -> Router
     }));
     let mut api = api
         .merge(routes::ops::router())
-        .fallback(observe::not_found);
+        .fallback(observe::not_found)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            client::limit,
+        ));
     if !config.gateway_cors_origins.is_empty() {
         api = api.layer(cors(&config.gateway_cors_origins));
     }

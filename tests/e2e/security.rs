@@ -340,3 +340,43 @@ async fn cors_answers_only_the_configured_origins() {
     );
     assert!(get.headers().get("vary").is_none());
 }
+
+/// Logins and registrations carry the IETF `RateLimit` fields: the policy
+/// and what is left of it for this client address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn logins_carry_the_rate_limit_fields() {
+    let stores = crate::helpers::Stores::sqlite().await;
+    let app = crate::helpers::TestApp::start(&stores, movies::Wiring::InProcess).await;
+    // Ten at once (refused by the field checks: no hashing, no waiting).
+    let mut sent = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let (http, url) = (app.http.clone(), format!("{}/api/auth/login", app.base));
+        sent.spawn(async move {
+            http.post(url)
+                .json(&serde_json::json!({}))
+                .send()
+                .await
+                .unwrap()
+        });
+    }
+    let mut remaining = vec![];
+    while let Some(answer) = sent.join_next().await {
+        let answer = answer.unwrap();
+        assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+        let h = answer.headers();
+        assert_eq!(h["ratelimit-policy"], "\"auth\";q=50;w=10");
+        let value = h["ratelimit"].to_str().unwrap();
+        assert!(
+            value.starts_with("\"auth\";r=") && value.contains(";t="),
+            "{value}"
+        );
+        let r = value.split(';').find_map(|p| p.strip_prefix("r=")).unwrap();
+        remaining.push(r.parse::<u64>().unwrap());
+    }
+    // Each took one of the 50: the last saw at most 40 left, plus what a
+    // second refills (5).
+    assert!(remaining.iter().min().unwrap() <= &45, "{remaining:?}");
+    // Other routes do not carry them.
+    let movies = app.get("/api/auth/movies", None).await;
+    assert!(movies.headers.get("ratelimit").is_none());
+}
