@@ -26,9 +26,9 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    fn observe(&self, method: &'static str, route: &'static str, status: u16, seconds: f64) {
+    fn observe(&self, method: &'static str, route: &'static str, status: StatusCode, seconds: f64) {
         // hyper answers only codes 100 to 999: a bounded set.
-        let status = platform::metrics::intern(&status.to_string());
+        let status = platform::metrics::intern(status.as_str());
         self.0.observe([method, route, status], seconds);
     }
 
@@ -101,7 +101,7 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         response.headers_mut().extend(body_parts.headers);
     }
     response.headers_mut().insert("x-request-id", id.clone());
-    let status = response.status().as_u16();
+    let status = response.status();
     let seconds = started.elapsed().as_secs_f64();
     state
         .metrics
@@ -109,7 +109,7 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     tracing::info!(
         %method,
         route,
-        status,
+        status = status.as_u16(),
         latency_ms = seconds * 1000.0,
         request_id = ?id,
         "request"

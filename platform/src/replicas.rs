@@ -134,15 +134,14 @@ impl Replicas {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let n = self.inner.next.fetch_add(1, Ordering::Relaxed);
-        let healthy: Vec<&Arc<Member>> = members
-            .values()
-            .filter(|m| m.healthy.load(Ordering::Relaxed))
-            .collect();
-        if !healthy.is_empty() {
-            return Some(healthy[n % healthy.len()].clone());
-        }
-        let all: Vec<&Arc<Member>> = members.values().collect();
-        (!all.is_empty()).then(|| all[n % all.len()].clone())
+        let healthy = |m: &&Arc<Member>| m.healthy.load(Ordering::Relaxed);
+        let up = members.values().filter(healthy).count();
+        let chosen = if up > 0 {
+            members.values().filter(healthy).nth(n % up)
+        } else {
+            members.values().nth(n % members.len().max(1))
+        };
+        chosen.cloned()
     }
 }
 
