@@ -58,7 +58,6 @@ pub struct Application {
     service: AuthGrpc,
     tokens: read_model::Tokens,
     store: Arc<dyn EventStore>,
-    metrics: Option<tokio::net::TcpListener>,
 }
 
 impl Application {
@@ -85,14 +84,12 @@ impl Application {
         let view = Arc::new(view);
         let tokens = read_model::Tokens(view.clone());
         let service = AuthGrpc::new(store.clone(), view, hasher, throttle, config.token_ttl());
-        let listener = GrpcListener::bind(config.auth_listen).await?;
-        let metrics = platform::grpc::bind_metrics(config.auth_metrics_listen).await?;
+        let listener = GrpcListener::bind(config.auth_listen, config.auth_metrics_listen).await?;
         Ok(Self {
             listener,
             service,
             tokens,
             store,
-            metrics,
         })
     }
 
@@ -103,7 +100,7 @@ impl Application {
 
     /// Where `GET /metrics` is served, if it is.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+        self.listener.metrics_addr()
     }
 
     /// A client channel to this service for callers in this process: calls
@@ -125,24 +122,10 @@ impl Application {
     ) -> Result<(), StartError> {
         let service = AuthServiceServer::new(self.service)
             .max_decoding_message_size(platform::grpc::MAX_REQUEST_BYTES);
-        let (calls, view, store) = (self.listener.metrics(), self.tokens.0.clone(), self.store);
-        let render: platform::metrics::Render = Arc::new(move || {
-            let (calls, view, store) = (calls.clone(), view.clone(), store.clone());
-            Box::pin(async move { calls.render() + &view.metrics_text("auth", &*store).await })
-        });
-        let metrics = self
-            .metrics
-            .map(|l| tokio::spawn(platform::metrics::serve(l, render)));
-        let served = self.listener.serve(service, shutdown).await;
-        if let Some(m) = metrics {
-            m.abort();
-        }
-        served?;
-        let head_queries = self.tokens.0.head_queries();
-        tracing::info!(
-            head_queries,
-            "store head queries made for linearizable reads"
-        );
+        let view = self.tokens.0;
+        let metrics = Arc::new(view.metrics_source("auth", self.store));
+        self.listener.serve(service, shutdown, metrics).await?;
+        view.log_totals();
         Ok(())
     }
 }

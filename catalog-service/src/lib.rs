@@ -59,7 +59,6 @@ pub struct Application {
     view: Arc<Projection<CatalogView>>,
     identity: Identity,
     subscribe: SubscribeAccess,
-    metrics: Option<tokio::net::TcpListener>,
 }
 
 impl Application {
@@ -85,7 +84,8 @@ impl Application {
             ratings = view.read().ratings(None, Some(0), 0).count,
             "catalog read models rebuilt"
         );
-        let listener = GrpcListener::bind(config.catalog_listen).await?;
+        let listener =
+            GrpcListener::bind(config.catalog_listen, config.catalog_metrics_listen).await?;
         let subscribe = match (
             &config.catalog_service_key,
             config.catalog_open_subscriptions,
@@ -94,14 +94,12 @@ impl Application {
             (_, true) => SubscribeAccess::Open,
             _ => SubscribeAccess::Closed,
         };
-        let metrics = platform::grpc::bind_metrics(config.catalog_metrics_listen).await?;
         Ok(Self {
             listener,
             store,
             view: Arc::new(view),
             identity,
             subscribe,
-            metrics,
         })
     }
 
@@ -112,7 +110,7 @@ impl Application {
 
     /// Where `GET /metrics` is served, if it is.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+        self.listener.metrics_addr()
     }
 
     /// A client channel to this service for callers in this process: calls
@@ -132,19 +130,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartError> {
         let view = self.view.clone();
-        let (calls, store) = (self.listener.metrics(), self.store.clone());
-        let render: platform::metrics::Render = Arc::new({
-            let view = view.clone();
-            move || {
-                let (calls, view, store) = (calls.clone(), view.clone(), store.clone());
-                Box::pin(
-                    async move { calls.render() + &view.metrics_text("catalog", &*store).await },
-                )
-            }
-        });
-        let metrics = self
-            .metrics
-            .map(|l| tokio::spawn(platform::metrics::serve(l, render)));
+        let metrics = Arc::new(view.metrics_source("catalog", self.store.clone()));
         let service = CatalogGrpc::new(self.store, self.view, self.subscribe);
         let server = CatalogServiceServer::new(service)
             .max_decoding_message_size(platform::grpc::MAX_REQUEST_BYTES);
@@ -153,17 +139,11 @@ impl Application {
             .serve(
                 Authenticated::new(server, self.identity, view.clone()),
                 shutdown,
+                metrics,
             )
             .await;
-        if let Some(m) = metrics {
-            m.abort();
-        }
         served?;
-        let head_queries = view.head_queries();
-        tracing::info!(
-            head_queries,
-            "store head queries made for linearizable reads"
-        );
+        view.log_totals();
         Ok(())
     }
 }

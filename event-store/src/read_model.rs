@@ -1,6 +1,8 @@
 //! The one read-model path: a pure fold over a store's global feed, kept in
 //! memory, current from start-up on, and a bounded wait for a position.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
@@ -262,6 +264,28 @@ impl<M: ReadModel> Projection<M> {
             ));
         }
         out
+    }
+
+    /// [`Projection::metrics_text`] as a function to call for each scrape.
+    pub fn metrics_source(
+        self: &Arc<Self>,
+        model: &'static str,
+        store: Arc<dyn EventStore>,
+    ) -> impl Fn() -> Pin<Box<dyn Future<Output = String> + Send>> + Send + Sync + 'static {
+        let view = Arc::clone(self);
+        move || {
+            let (view, store) = (view.clone(), store.clone());
+            Box::pin(async move { view.metrics_text(model, &*store).await })
+        }
+    }
+
+    /// Logs what a service reports of its read model when it stops.
+    pub fn log_totals(&self) {
+        let head_queries = self.head_queries();
+        tracing::info!(
+            head_queries,
+            "store head queries made for linearizable reads"
+        );
     }
 
     /// How many head queries linearizable reads have made (for benchmarks:

@@ -45,33 +45,31 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Binds the metrics listener at `addr`, if one is asked for.
-pub async fn bind_metrics(
-    addr: Option<SocketAddr>,
-) -> Result<Option<tokio::net::TcpListener>, ServeError> {
-    match addr {
-        None => Ok(None),
-        Some(addr) => tokio::net::TcpListener::bind(addr)
-            .await
-            .map(Some)
-            .map_err(|source| ServeError::Bind { addr, source }),
-    }
-}
-
 /// A bound gRPC listener (and, if asked for, in-process clients beside it).
 pub struct GrpcListener {
     incoming: TcpIncoming,
     local_addr: SocketAddr,
     in_process: Option<in_process::Channel>,
     metrics: std::sync::Arc<crate::metrics::Histograms>,
+    metrics_listener: Option<tokio::net::TcpListener>,
 }
 
 impl GrpcListener {
-    /// Binds `addr` (port 0 picks a free port).
-    pub async fn bind(addr: SocketAddr) -> Result<Self, ServeError> {
-        let bind = |source| ServeError::Bind { addr, source };
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(bind)?;
-        let local_addr = listener.local_addr().map_err(bind)?;
+    /// Binds `addr` (port 0 picks a free port) and, if given, `metrics_addr`
+    /// for a plain HTTP listener serving `GET /metrics`.
+    pub async fn bind(
+        addr: SocketAddr,
+        metrics_addr: Option<SocketAddr>,
+    ) -> Result<Self, ServeError> {
+        let bind = |addr| move |source| ServeError::Bind { addr, source };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(bind(addr))?;
+        let local_addr = listener.local_addr().map_err(bind(addr))?;
+        let metrics_listener = match metrics_addr {
+            None => None,
+            Some(m) => Some(tokio::net::TcpListener::bind(m).await.map_err(bind(m))?),
+        };
         Ok(Self {
             incoming: TcpIncoming::from(listener).with_nodelay(Some(true)),
             local_addr,
@@ -80,13 +78,8 @@ impl GrpcListener {
                 "grpc",
                 ["service", "method", "code"],
             )),
+            metrics_listener,
         })
-    }
-
-    /// Counts and latencies of the calls served over TCP, by service,
-    /// method and status code.
-    pub fn metrics(&self) -> std::sync::Arc<crate::metrics::Histograms> {
-        self.metrics.clone()
     }
 
     /// A client of this server for callers in the same process: calls run
@@ -103,12 +96,22 @@ impl GrpcListener {
         self.local_addr
     }
 
+    /// Where `GET /metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves `service` (reported serving to health checks) with reflection,
-    /// until `shutdown` resolves; in-flight calls then finish.
+    /// until `shutdown` resolves; in-flight calls then finish. The metrics
+    /// listener, if bound, serves the calls' metrics followed by
+    /// `more_metrics` (the service's own).
     pub async fn serve<S>(
         self,
         service: S,
         shutdown: impl Future<Output = ()> + Send,
+        more_metrics: crate::metrics::Render,
     ) -> Result<(), ServeError>
     where
         S: Service<Request<Body>, Error = Infallible>
@@ -139,6 +142,14 @@ impl GrpcListener {
         if let Some(c) = &self.in_process {
             c.serve(routes.clone());
         }
+        let calls = self.metrics.clone();
+        let render: crate::metrics::Render = std::sync::Arc::new(move || {
+            let (calls, more) = (calls.clone(), more_metrics());
+            Box::pin(async move { calls.render() + &more.await })
+        });
+        let metrics_server = self
+            .metrics_listener
+            .map(|l| tokio::spawn(crate::metrics::serve(l, render)));
         let served = tonic::transport::Server::builder()
             .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
             .concurrency_limit_per_connection(MAX_STREAMS_PER_CONNECTION as usize)
@@ -152,6 +163,9 @@ impl GrpcListener {
             .await;
         if let Some(c) = &self.in_process {
             c.stop();
+        }
+        if let Some(m) = metrics_server {
+            m.abort();
         }
         served?;
         tracing::info!(service = S::NAME, "stopped");
@@ -521,7 +535,7 @@ mod tests {
 
     #[tokio::test]
     async fn in_process_calls_wait_for_the_server_and_fail_once_it_stopped() {
-        let mut listener = GrpcListener::bind("127.0.0.1:0".parse().unwrap())
+        let mut listener = GrpcListener::bind("127.0.0.1:0".parse().unwrap(), None)
             .await
             .unwrap();
         let channel = GrpcChannel::InProcess(listener.in_process_channel());
@@ -530,9 +544,13 @@ mod tests {
         assert!(!early.is_finished(), "a call before serving waits");
 
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(listener.serve(Nothing, async {
-            let _ = stopped.await;
-        }));
+        let server = tokio::spawn(listener.serve(
+            Nothing,
+            async {
+                let _ = stopped.await;
+            },
+            crate::metrics::nothing_more(),
+        ));
         let serving = ServingStatus::Serving as i32;
         assert_eq!(early.await.unwrap().unwrap(), serving);
         assert_eq!(health(channel.clone()).await.unwrap(), serving);

@@ -130,6 +130,11 @@ pub type Render = std::sync::Arc<
     dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>> + Send + Sync,
 >;
 
+/// A [`Render`] with nothing to add.
+pub fn nothing_more() -> Render {
+    std::sync::Arc::new(|| Box::pin(std::future::ready(String::new())))
+}
+
 /// Serves `GET /metrics` on `listener` (the Prometheus text `render` makes)
 /// until the task running it is dropped or aborted.
 pub async fn serve(listener: tokio::net::TcpListener, render: Render) {
