@@ -4,7 +4,10 @@
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/auth.proto", "proto/catalog.proto"];
+    let files = [
+        "proto/movies/auth/v1/auth.proto",
+        "proto/movies/catalog/v1/catalog.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -12,8 +12,9 @@ use event_store::ids::IdSequence;
 use event_store::read_model::Projection;
 use proto::auth::auth_service_server::AuthService;
 use proto::auth::{
-    AuthenticateRequest, LoginRequest, LogoutAllRequest, LogoutAllResponse, LogoutRequest,
-    LogoutResponse, RegisterRequest, Session, User as UserMessage,
+    AuthenticateRequest, AuthenticateResponse, LoginRequest, LoginResponse, LogoutAllRequest,
+    LogoutAllResponse, LogoutRequest, LogoutResponse, RegisterRequest, RegisterResponse, Session,
+    User as UserMessage,
 };
 use tonic::{Request, Response, Status};
 
@@ -224,24 +225,29 @@ impl AuthService for AuthGrpc {
     async fn register(
         &self,
         request: Request<RegisterRequest>,
-    ) -> Result<Response<Session>, Status> {
-        Ok(Response::new(self.register(request.into_inner()).await?))
+    ) -> Result<Response<RegisterResponse>, Status> {
+        Ok(Response::new(
+            self.register(request.into_inner()).await?.into(),
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(username = %request.get_ref().username))]
-    async fn login(&self, request: Request<LoginRequest>) -> Result<Response<Session>, Status> {
+    async fn login(
+        &self,
+        request: Request<LoginRequest>,
+    ) -> Result<Response<LoginResponse>, Status> {
         let client = platform::client_address(&request);
         Ok(Response::new(
-            self.login(request.into_inner(), &client).await?,
+            self.login(request.into_inner(), &client).await?.into(),
         ))
     }
 
     async fn authenticate(
         &self,
         request: Request<AuthenticateRequest>,
-    ) -> Result<Response<UserMessage>, Status> {
+    ) -> Result<Response<AuthenticateResponse>, Status> {
         Ok(Response::new(
-            self.authenticate(&request.get_ref().token).await?,
+            self.authenticate(&request.get_ref().token).await?.into(),
         ))
     }
 

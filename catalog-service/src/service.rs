@@ -13,9 +13,9 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use proto::catalog::catalog_service_server::CatalogService;
 use proto::catalog::{
-    AddMovieRequest, CatalogEvent, GetMovieRequest, ListMoviesRequest, ListMoviesResponse,
-    ListRatingsRequest, ListRatingsResponse, Movie, MovieDetail, RateMovieRequest, Rating,
-    SubscribeEventsRequest,
+    AddMovieRequest, AddMovieResponse, GetMovieRequest, GetMovieResponse, ListMoviesRequest,
+    ListMoviesResponse, ListRatingsRequest, ListRatingsResponse, Movie, RateMovieRequest,
+    RateMovieResponse, Rating, SubscribeEventsRequest, SubscribeEventsResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -188,11 +188,12 @@ fn movie_message(m: MovieRow) -> Movie {
 }
 
 /// The caller's own rating, with its user.
-fn rating_message(r: RatingRow) -> Rating {
+fn rating_message(r: RatingRow) -> RateMovieResponse {
     Rating {
         user: r.user,
         ..listed_rating_message(r)
     }
+    .into()
 }
 
 /// Anyone's rating, as a list shows it: who rated is not told (REST never
@@ -212,16 +213,16 @@ impl CatalogService for CatalogGrpc {
     async fn add_movie(
         &self,
         request: Request<AddMovieRequest>,
-    ) -> Result<Response<Movie>, Status> {
+    ) -> Result<Response<AddMovieResponse>, Status> {
         let user = self.caller(&request)?;
         let movie = self.add_movie(user, request.get_ref()).await?;
-        Ok(Response::new(movie_message(movie)))
+        Ok(Response::new(movie_message(movie).into()))
     }
 
     async fn get_movie(
         &self,
         request: Request<GetMovieRequest>,
-    ) -> Result<Response<MovieDetail>, Status> {
+    ) -> Result<Response<GetMovieResponse>, Status> {
         self.caller(&request)?;
         let m = self
             .view_for(&request)
@@ -229,7 +230,7 @@ impl CatalogService for CatalogGrpc {
             .movie(request.get_ref().id)
             .cloned()
             .ok_or(CatalogError::NotFound)?;
-        Ok(Response::new(MovieDetail {
+        Ok(Response::new(GetMovieResponse {
             rating_average: m.rating_average(),
             id: m.id,
             title: m.title,
@@ -270,7 +271,7 @@ impl CatalogService for CatalogGrpc {
     async fn rate_movie(
         &self,
         request: Request<RateMovieRequest>,
-    ) -> Result<Response<Rating>, Status> {
+    ) -> Result<Response<RateMovieResponse>, Status> {
         let user = self.caller(&request)?;
         let rating = self.rate_movie(user, request.get_ref()).await?;
         Ok(Response::new(rating_message(rating)))
@@ -293,7 +294,7 @@ impl CatalogService for CatalogGrpc {
         }))
     }
 
-    type SubscribeEventsStream = BoxStream<'static, Result<CatalogEvent, Status>>;
+    type SubscribeEventsStream = BoxStream<'static, Result<SubscribeEventsResponse, Status>>;
 
     async fn subscribe_events(
         &self,
@@ -306,7 +307,7 @@ impl CatalogService for CatalogGrpc {
             .subscribe_all(from)
             .filter(|e| std::future::ready(!e.as_ref().is_ok_and(ids::is_allocation)))
             .map(|e| match e {
-                Ok(e) => Ok(CatalogEvent {
+                Ok(e) => Ok(SubscribeEventsResponse {
                     position: e.position,
                     stream: e.stream,
                     version: e.version,

@@ -1,15 +1,89 @@
-//! The gRPC contracts of the platform, generated from `proto/*.proto`.
+//! The gRPC contracts of the platform, generated from
+//! `proto/movies/*/v1/*.proto`.
+//!
+//! Each RPC answers its own `<Rpc>Response` type (buf's standard style);
+//! where two of them carry the same fields, at the same numbers, a plain
+//! type here names what they share and converts both ways, so code handles
+//! them alike.
+
+/// Conversions between two messages with the same fields.
+macro_rules! same_fields {
+    ($a:ty, $b:ty { $($field:ident),* }) => {
+        impl From<$a> for $b {
+            fn from(m: $a) -> Self {
+                Self { $($field: m.$field),* }
+            }
+        }
+        impl From<$b> for $a {
+            fn from(m: $b) -> Self {
+                Self { $($field: m.$field),* }
+            }
+        }
+    };
+}
 
 /// `movies.auth.v1`: users and tokens.
 pub mod auth {
     #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("movies.auth.v1");
+
+    /// A new token for a user: what `Register` and `Login` both answer.
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct Session {
+        pub user: Option<User>,
+        /// 64 hex characters; shown once, never stored.
+        pub token: String,
+        pub expiry: Option<prost_types::Timestamp>,
+    }
+
+    same_fields!(
+        Session,
+        RegisterResponse {
+            user,
+            token,
+            expiry
+        }
+    );
+    same_fields!(
+        Session,
+        LoginResponse {
+            user,
+            token,
+            expiry
+        }
+    );
+    same_fields!(
+        User,
+        AuthenticateResponse {
+            id,
+            username,
+            email
+        }
+    );
 }
 
 /// `movies.catalog.v1`: movies and ratings.
 pub mod catalog {
     #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("movies.catalog.v1");
+
+    same_fields!(
+        Movie,
+        AddMovieResponse {
+            id,
+            title,
+            director
+        }
+    );
+    same_fields!(
+        Rating,
+        RateMovieResponse {
+            id,
+            movie,
+            rating,
+            user
+        }
+    );
 }
 
 /// The encoded file descriptor set of every service, for server reflection.

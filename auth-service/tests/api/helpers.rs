@@ -104,7 +104,7 @@ impl TestApp {
                 password: password.into(),
             })
             .await
-            .map(|r| r.into_inner())
+            .map(|r| r.into_inner().into())
     }
 
     /// Registers `username` with a valid e-mail and password, or panics.
@@ -122,7 +122,7 @@ impl TestApp {
                 password: password.into(),
             })
             .await
-            .map(|r| r.into_inner())
+            .map(|r| r.into_inner().into())
     }
 
     pub async fn authenticate(&self, token: &str) -> Result<User, Status> {
@@ -132,7 +132,7 @@ impl TestApp {
                 token: token.into(),
             })
             .await
-            .map(|r| r.into_inner())
+            .map(|r| r.into_inner().into())
     }
 
     pub async fn logout(&self, token: &str) -> Result<(), Status> {

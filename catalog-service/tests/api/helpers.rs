@@ -8,8 +8,8 @@ use proto::auth::RegisterRequest;
 use proto::auth::auth_service_client::AuthServiceClient;
 use proto::catalog::catalog_service_client::CatalogServiceClient;
 use proto::catalog::{
-    AddMovieRequest, GetMovieRequest, ListMoviesRequest, ListMoviesResponse, ListRatingsRequest,
-    ListRatingsResponse, Movie, MovieDetail, RateMovieRequest, Rating,
+    AddMovieRequest, GetMovieRequest, GetMovieResponse as MovieDetail, ListMoviesRequest,
+    ListMoviesResponse, ListRatingsRequest, ListRatingsResponse, Movie, RateMovieRequest, Rating,
 };
 use tonic::transport::Channel;
 use tonic::{Request, Status};
@@ -179,7 +179,7 @@ impl Stack {
             .clone()
             .add_movie(authed(token, req))
             .await
-            .map(|r| r.into_inner())
+            .map(|r| r.into_inner().into())
     }
 
     pub async fn get_movie(&self, token: &str, id: i64) -> Result<MovieDetail, Status> {
@@ -224,7 +224,7 @@ impl Stack {
             .clone()
             .rate_movie(authed(token, RateMovieRequest { movie, rating }))
             .await
-            .map(|r| r.into_inner())
+            .map(|r| r.into_inner().into())
     }
 
     pub async fn list_ratings(

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use proto::catalog::{CatalogEvent, SubscribeEventsRequest};
+use proto::catalog::{SubscribeEventsRequest, SubscribeEventsResponse as CatalogEvent};
 use tonic::{Code, Request};
 
 use crate::helpers::{SERVICE_KEY, Stack, Stores};

@@ -124,7 +124,7 @@ pub async fn register(
         None,
     ));
     let session = b.call(b.auth.clone().register(request)).await?;
-    Ok(NoStore(Json(session_out(session))))
+    Ok(NoStore(Json(session_out(session.into()))))
 }
 
 /// Returns a new token for a correct username and password.
@@ -145,7 +145,7 @@ pub async fn login(
     let b = &state.backends;
     let request = client.tag(b.request(LoginRequest { username, password }, None));
     let session = b.call(b.auth.clone().login(request)).await?;
-    Ok(NoStore(Json(session_out(session))))
+    Ok(NoStore(Json(session_out(session.into()))))
 }
 
 /// Revokes the token of this request.

@@ -165,7 +165,7 @@ pub async fn add_movie(
         .await?;
     let request = b.request(AddMovieRequest { title, director }, Some(&caller));
     let movie = b.call(b.catalog.clone().add_movie(request)).await?;
-    Ok((StatusCode::CREATED, Json(movie_out(movie))))
+    Ok((StatusCode::CREATED, Json(movie_out(movie.into()))))
 }
 
 /// One movie with its statistics.

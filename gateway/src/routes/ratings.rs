@@ -131,5 +131,5 @@ pub async fn rate_movie(
     let rating = rating.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
     let request = b.request(RateMovieRequest { movie, rating }, Some(&caller));
     let rating = b.call(b.catalog.clone().rate_movie(request)).await?;
-    Ok((StatusCode::CREATED, Json(rating_out(rating))))
+    Ok((StatusCode::CREATED, Json(rating_out(rating.into()))))
 }
