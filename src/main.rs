@@ -18,14 +18,15 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    platform::init_tracing();
     let cli = Cli::parse();
+    platform::init_tracing("movies");
     let result = async {
         let stack = Stack::build(&cli.config, Wiring::InProcess).await?;
         tracing::info!(rest = %stack.gateway_addr(), "movies is up");
         stack.run_until_stopped(platform::shutdown_signal()).await
     }
     .await;
+    platform::telemetry::shutdown().await;
     platform::exit_code("movies", result)
 }
 

@@ -918,3 +918,255 @@ async fn losing_a_replica_of_each_service_loses_no_acknowledged_write() {
         "{failed_after} of {after} failed"
     );
 }
+
+/// An OTLP trace receiver (gRPC), keeping every span it is sent, with the
+/// `service.name` of the process that sent it.
+mod otlp {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::trace::v1::Span;
+
+    #[derive(Clone, Default)]
+    pub struct Receiver(Arc<Mutex<Vec<(String, Span)>>>);
+
+    #[tonic::async_trait]
+    impl TraceService for Receiver {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let mut spans = self.0.lock().unwrap();
+            for batch in request.into_inner().resource_spans {
+                let service = batch
+                    .resource
+                    .iter()
+                    .flat_map(|r| &r.attributes)
+                    .find(|a| a.key == "service.name")
+                    .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+                        Value::StringValue(s) => Some(s.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                for scope in batch.scope_spans {
+                    spans.extend(scope.spans.into_iter().map(|s| (service.clone(), s)));
+                }
+            }
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    impl Receiver {
+        /// Starts receiving on a free loopback port, over `protocol` (`grpc`
+        /// or `http/protobuf`); returns its endpoint URL.
+        pub async fn start(protocol: &str) -> (Self, String) {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let receiver = Self::default();
+            if protocol == "grpc" {
+                let service = TraceServiceServer::new(receiver.clone());
+                tokio::spawn(
+                    tonic::transport::Server::builder()
+                        .add_service(service)
+                        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+                );
+            } else {
+                let keep = receiver.clone();
+                let app = axum::Router::new().route(
+                    "/v1/traces",
+                    axum::routing::post(move |body: axum::body::Bytes| async move {
+                        let request =
+                            <ExportTraceServiceRequest as prost::Message>::decode(body).unwrap();
+                        let _ = keep.export(tonic::Request::new(request)).await;
+                        [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")]
+                    }),
+                );
+                tokio::spawn(async move { axum::serve(listener, app).await });
+            }
+            (receiver, format!("http://{addr}"))
+        }
+
+        /// Every span received so far of the trace `trace_id`, or linked to it.
+        pub fn trace(&self, trace_id: &[u8]) -> Vec<(String, Span)> {
+            let spans = self.0.lock().unwrap();
+            spans
+                .iter()
+                .filter(|(_, s)| {
+                    s.trace_id == trace_id || s.links.iter().any(|l| l.trace_id == trace_id)
+                })
+                .cloned()
+                .collect()
+        }
+    }
+}
+
+/// One request with a known `traceparent` is followed through all three
+/// processes: the gateway continues the client's trace, catalog-service
+/// continues the gateway's, auth-service (asked by catalog-service who the
+/// caller is) continues catalog-service's; the stored event names the span
+/// that appended it, and applying it to the read model is linked to that span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the binaries (cargo build --workspace --bins); .ci/run runs it"]
+async fn one_trace_runs_through_all_three_services_and_into_the_event() {
+    trace_through_three_processes("grpc", false).await;
+}
+
+/// The same, exported over OTLP/HTTP (protobuf), with batches due only
+/// after a minute: the spans arrive because each process flushes them when
+/// it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the binaries (cargo build --workspace --bins); .ci/run runs it"]
+async fn traces_go_over_http_too_and_are_flushed_on_shutdown() {
+    trace_through_three_processes("http/protobuf", true).await;
+}
+
+async fn trace_through_three_processes(protocol: &str, flushed_on_stop: bool) {
+    let (receiver, endpoint) = otlp::Receiver::start(protocol).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = |name: &str| format!("sqlite://{}", dir.path().join(name).display());
+    let (auth_store, catalog_store) = (store("auth.db"), store("catalog.db"));
+    let mut stack = Deployment::start_with(
+        &auth_store,
+        &catalog_store,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+            (
+                "OTEL_BSP_SCHEDULE_DELAY",
+                if flushed_on_stop { "60000" } else { "100" },
+            ),
+        ],
+    )
+    .await;
+    let api = Api::ready(stack.base.clone()).await;
+    let token = api.user("tracer").await;
+
+    let trace_hex = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let client_span = "00f067aa0ba902b7";
+    let added = api
+        .http
+        .post(format!("{}/api/auth/movies", api.base))
+        .header("authorization", format!("Token {token}"))
+        .header("traceparent", format!("00-{trace_hex}-{client_span}-01"))
+        .json(&json!({"title": "Traced", "director": "D"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), StatusCode::CREATED);
+    if flushed_on_stop {
+        // Let the read model apply the event, then stop everything.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stack.gateway.stop();
+        stack.catalog.stop();
+        stack.auth.stop();
+    }
+
+    // Every span of the trace (or linked to it), once all three services
+    // have sent theirs.
+    let trace_id = hex::decode(trace_hex).unwrap();
+    let from = |spans: &[(String, otlp_span::Span)], service: &str| -> Vec<otlp_span::Span> {
+        spans
+            .iter()
+            .filter(|(s, _)| s == service)
+            .map(|(_, span)| span.clone())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let spans = loop {
+        let spans = receiver.trace(&trace_id);
+        let applied = from(&spans, "catalog-service")
+            .iter()
+            .any(|s| s.name == "apply");
+        if applied
+            && ["gateway", "auth-service"]
+                .iter()
+                .all(|s| !from(&spans, s).is_empty())
+        {
+            break spans;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spans of the trace after 20 s: {:?}",
+            spans
+                .iter()
+                .map(|(s, span)| (s, &span.name))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ids = |spans: &[otlp_span::Span]| -> Vec<Vec<u8>> {
+        spans
+            .iter()
+            .filter(|s| s.trace_id == trace_id)
+            .map(|s| s.span_id.clone())
+            .collect()
+    };
+    let (gateway, catalog, auth) = (
+        from(&spans, "gateway"),
+        from(&spans, "catalog-service"),
+        from(&spans, "auth-service"),
+    );
+
+    // The gateway's request span is the client's span's child.
+    let request = gateway
+        .iter()
+        .find(|s| s.name == "POST /api/auth/movies")
+        .unwrap_or_else(|| panic!("no request span: {gateway:?}"));
+    assert_eq!(request.parent_span_id, hex::decode(client_span).unwrap());
+    // catalog-service's AddMovie continues a gateway span.
+    let add_movie = catalog
+        .iter()
+        .find(|s| s.name == "movies.catalog.v1.CatalogService/AddMovie")
+        .unwrap_or_else(|| panic!("no AddMovie span: {catalog:?}"));
+    assert!(
+        ids(&gateway).contains(&add_movie.parent_span_id),
+        "{add_movie:?}"
+    );
+    // auth-service's Authenticate continues a catalog-service span.
+    let authenticate = auth
+        .iter()
+        .find(|s| s.name == "movies.auth.v1.AuthService/Authenticate")
+        .unwrap_or_else(|| panic!("no Authenticate span: {auth:?}"));
+    assert!(
+        ids(&catalog).contains(&authenticate.parent_span_id),
+        "{authenticate:?}"
+    );
+
+    // The stored MovieAdded names a catalog-service span of this trace...
+    stack.catalog.stop();
+    let events = event_store::open(&catalog_store)
+        .await
+        .unwrap()
+        .read_all(1, 100)
+        .await
+        .unwrap();
+    let added = events
+        .iter()
+        .find(|e| e.event_type == "MovieAdded")
+        .expect("the movie's event");
+    let meta: Value = serde_json::from_str(added.metadata.get()).unwrap();
+    let traceparent = meta["traceparent"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{meta}"));
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts[1], trace_hex, "{traceparent}");
+    let appender = hex::decode(parts[2]).unwrap();
+    assert!(ids(&catalog).contains(&appender), "{traceparent}");
+    // ...and applying it to the read model is linked to that span.
+    let apply = catalog.iter().find(|s| s.name == "apply").unwrap();
+    assert!(
+        apply
+            .links
+            .iter()
+            .any(|l| l.trace_id == trace_id && l.span_id == appender),
+        "{apply:?}"
+    );
+}
+
+use opentelemetry_proto::tonic::trace::v1 as otlp_span;

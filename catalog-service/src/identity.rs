@@ -58,14 +58,15 @@ impl Identity {
         // A replica that is gone answers UNAVAILABLE (or breaks the call):
         // asked once more, the next replica in rotation answers.
         let call = async {
-            match client.clone().authenticate(request.clone()).await {
+            let traced = || platform::telemetry::traced(request.clone());
+            match client.clone().authenticate(traced()).await {
                 Err(s)
                     if matches!(
                         s.code(),
                         Code::Unavailable | Code::Cancelled | Code::Unknown
                     ) =>
                 {
-                    client.clone().authenticate(request).await
+                    client.clone().authenticate(traced()).await
                 }
                 answer => answer,
             }

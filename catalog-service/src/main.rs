@@ -39,12 +39,14 @@ async fn main() -> ExitCode {
             return platform::probe_exit(platform::probe::grpc_serving(listen).await);
         }
         Some(Command::RebuildProjections { output }) => {
-            platform::init_tracing();
+            platform::init_tracing("catalog-service");
             rebuild(&cli.config, output).await
         }
         None => {
-            platform::init_tracing();
-            serve(&cli.config).await
+            platform::init_tracing("catalog-service");
+            let served = serve(&cli.config).await;
+            platform::telemetry::shutdown().await;
+            served
         }
     };
     platform::exit_code("catalog-service", result)

@@ -307,17 +307,20 @@ impl CatalogService for CatalogGrpc {
             .subscribe_all(from)
             .filter(|e| std::future::ready(!e.as_ref().is_ok_and(ids::is_allocation)))
             .map(|e| match e {
-                Ok(e) => Ok(SubscribeEventsResponse {
-                    position: e.position,
-                    stream: e.stream,
-                    version: e.version,
-                    event_type: e.event_type,
-                    event_id: e.id.to_string(),
-                    data_json: e.data.get().to_owned(),
-                    recorded_at: Some(prost_types::Timestamp {
-                        seconds: e.recorded_at.timestamp(),
-                        nanos: e.recorded_at.timestamp_subsec_nanos() as i32,
-                    }),
+                Ok(e) => Ok({
+                    let _span = event_store::trace::linked("forward", &e).map(|s| s.entered());
+                    SubscribeEventsResponse {
+                        position: e.position,
+                        stream: e.stream,
+                        version: e.version,
+                        event_type: e.event_type,
+                        event_id: e.id.to_string(),
+                        data_json: e.data.get().to_owned(),
+                        recorded_at: Some(prost_types::Timestamp {
+                            seconds: e.recorded_at.timestamp(),
+                            nanos: e.recorded_at.timestamp_subsec_nanos() as i32,
+                        }),
+                    }
                 }),
                 Err(e) => {
                     tracing::warn!(error = %e, "event subscription failed");

@@ -9,13 +9,13 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::model::empty_object;
 use crate::{EventStoreError, NewEvent, RecordedEvent, Result};
 
 /// An enum of domain events with `#[serde(tag = "type")]`: the tag (the
 /// variant's name unless renamed) is the stored event type, stable forever.
 pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
-    /// The event ready to append, with a fresh id; its type is its serde tag.
+    /// The event ready to append, with a fresh id; its type is its serde tag,
+    /// its metadata the current trace context (see [`crate::trace`]).
     fn to_new_event(&self) -> Result<NewEvent> {
         let data = serde_json::value::to_raw_value(self)
             .map_err(|e| EventStoreError::InvalidEvent(e.to_string()))?;
@@ -24,7 +24,7 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
             id: Uuid::new_v4(),
             event_type,
             data,
-            metadata: empty_object(),
+            metadata: crate::trace::metadata(),
         })
     }
 

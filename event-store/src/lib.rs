@@ -33,6 +33,7 @@ pub mod postgres;
 pub mod read_model;
 pub mod sqlite;
 mod subscription;
+pub mod trace;
 
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;

@@ -177,7 +177,7 @@ impl<M: ReadModel> Projection<M> {
         let read_index = store.shared().then(|| ReadIndex::start(store.clone()));
         let model = Arc::new(RwLock::new(model));
         let (applied_tx, applied) = watch::channel(0);
-        let task = tokio::spawn(follow(store, model.clone(), applied_tx));
+        let task = tokio::spawn(follow(store, model.clone(), applied_tx, head));
         let mut caught_up = applied.clone();
         // Fails only if the follower task died, which it does not by itself.
         let _ = caught_up.wait_for(|&p| p >= head).await;
@@ -316,10 +316,14 @@ impl<M: ReadModel> Projection<M> {
     }
 }
 
+/// Applies the feed from the beginning. Events after `head` (new ones, not
+/// the history replayed at start) are applied in a span linked to the
+/// request that appended them, when traces are on.
 async fn follow<M: ReadModel>(
     store: Arc<dyn EventStore>,
     model: Arc<RwLock<M>>,
     applied: watch::Sender<u64>,
+    head: u64,
 ) {
     loop {
         let from = *applied.borrow() + 1;
@@ -327,6 +331,10 @@ async fn follow<M: ReadModel>(
         while let Some(next) = events.next().await {
             match next {
                 Ok(recorded) => {
+                    let _span = (recorded.position > head)
+                        .then(|| crate::trace::linked("apply", &recorded))
+                        .flatten()
+                        .map(tracing::Span::entered);
                     fold(
                         &mut *model.write().unwrap_or_else(|p| p.into_inner()),
                         &recorded,

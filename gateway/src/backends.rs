@@ -64,9 +64,10 @@ impl Backends {
         }
     }
 
-    /// `message` as a request, carrying the caller's credentials when given.
+    /// `message` as a request, carrying the caller's credentials when given,
+    /// and the trace context.
     pub fn request<T>(&self, message: T, caller: Option<&Caller>) -> tonic::Request<T> {
-        let mut r = tonic::Request::new(message);
+        let mut r = platform::telemetry::traced(message);
         if let Some(caller) = caller {
             r.metadata_mut()
                 .insert("authorization", caller.authorization.clone());
@@ -115,7 +116,7 @@ impl Backends {
             token: token.to_owned(),
         };
         self.read(|| {
-            let (mut auth, request) = (self.auth.clone(), request.clone());
+            let (mut auth, request) = (self.auth.clone(), self.request(request.clone(), None));
             async move { auth.authenticate(request).await }
         })
         .await

@@ -86,7 +86,16 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     let method = req.method().clone();
     let route = route_of(&req);
     let id = request_id(&req);
-    let span = tracing::info_span!("request", %method, route, request_id = ?id);
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        %method,
+        route,
+        request_id = ?id
+    );
+    // Continues a client's W3C `traceparent`, when traces are exported.
+    platform::telemetry::continue_trace(&span, req.headers());
     let mut response = next.run(req).instrument(span).await;
     if response.status() == StatusCode::METHOD_NOT_ALLOWED && is_empty(response.body()) {
         // axum's own 405 (with its `Allow` header): give it DRF's body.

@@ -181,6 +181,7 @@ mod observed {
 
     use tonic::codegen::Service;
     use tonic::codegen::http::{Request, Response};
+    use tracing::Instrument as _;
 
     use crate::metrics::{Histograms, intern};
 
@@ -247,9 +248,11 @@ mod observed {
             let started = Instant::now();
             let path = request.uri().path().to_owned();
             let metrics = self.metrics.clone();
-            let answer = self.inner.call(request);
+            // Continues the caller's trace (a disabled span if none is exported).
+            let span = crate::telemetry::server_span(&path, request.headers());
+            let answer = span.in_scope(|| self.inner.call(request));
             Box::pin(async move {
-                let answer = answer.await;
+                let answer = answer.instrument(span).await;
                 // Errors and trailers-only answers carry the code in the
                 // headers; a success carries it in trailers: OK.
                 let code = match &answer {

@@ -8,6 +8,7 @@ pub mod grpc;
 pub mod metrics;
 pub mod probe;
 pub mod replicas;
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -64,17 +65,19 @@ pub fn parse_cli<C: clap::Args + clap::FromArgMatches>(
 /// `healthcheck` subcommand), its verdict as the exit code; otherwise logs
 /// set up, then `serve` until it ends, logged if it failed.
 pub async fn run_binary<E: Display>(
-    binary: &str,
+    binary: &'static str,
     probe: Option<impl Future<Output = bool>>,
     serve: impl Future<Output = Result<(), E>>,
 ) -> ExitCode {
     if let Some(probe) = probe {
         return probe_exit(probe.await);
     }
-    init_tracing();
+    init_tracing(binary);
     let open_files = raise_open_file_limit();
     tracing::debug!(open_files, "open-file limit");
-    exit_code(binary, serve.await)
+    let ended = serve.await;
+    telemetry::shutdown().await;
+    exit_code(binary, ended)
 }
 
 /// Raises this process's soft limit on open files to its hard limit (a
@@ -134,9 +137,10 @@ fn is_leaky(target: &str) -> bool {
 }
 
 /// Sets up structured logs on stderr, filtered by `RUST_LOG` (default
-/// `info`), with [`LEAKY_LOGGERS`] capped at `info`. Calling it twice is
-/// harmless.
-pub fn init_tracing() {
+/// `info`), with [`LEAKY_LOGGERS`] capped at `info`; and trace export if the
+/// OpenTelemetry variables ask for it (see [`telemetry`]), with
+/// `default_name` as the service's name. Calling it twice is harmless.
+pub fn init_tracing(default_name: &'static str) {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
@@ -148,11 +152,22 @@ pub fn init_tracing() {
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_filter(no_secrets);
+        .with_filter(no_secrets)
+        .with_filter(filter);
+    let (traces, failed) = match telemetry::layer(default_name) {
+        Some(Ok(layer)) => (Some(layer), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
+    };
     let _ = tracing_subscriber::registry()
-        .with(filter)
         .with(logs)
+        .with(traces)
         .try_init();
+    if let Some(e) = failed {
+        tracing::error!(error = %e, "traces are not exported");
+    } else if telemetry::enabled() {
+        tracing::info!("exporting traces over OTLP");
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -105,6 +105,22 @@ impl Service {
         self.child.id()
     }
 
+    /// SIGTERM, then waits for the process to end (at most 10 s).
+    pub fn stop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return; // stopped already
+        }
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        for _ in 0..100 {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("{} did not stop within 10 s of SIGTERM", self.name);
+    }
+
     /// SIGKILL, as a lost machine would end it.
     pub fn kill(&mut self) {
         self.child.kill().unwrap(); // SIGKILL on Unix
@@ -147,16 +163,28 @@ impl Deployment {
     /// Starts all three, each once the one it needs listens (then poll
     /// `/readyz` for the whole to be ready).
     pub async fn start(auth_store: &str, catalog_store: &str) -> Self {
+        Self::start_with(auth_store, catalog_store, &[]).await
+    }
+
+    /// As [`Deployment::start`], with `extra` settings for all three.
+    pub async fn start_with(auth_store: &str, catalog_store: &str, extra: &[(&str, &str)]) -> Self {
+        let with_extra = |mut own: Vec<(String, String)>| {
+            own.extend(env(extra));
+            own
+        };
         let (auth, auth_addr) = Service::start_listening("auth-service", |addr| {
-            env(&[("AUTH_LISTEN", addr), ("AUTH_STORE_URL", auth_store)])
+            with_extra(env(&[
+                ("AUTH_LISTEN", addr),
+                ("AUTH_STORE_URL", auth_store),
+            ]))
         })
         .await;
         let (catalog, catalog_addr) = Service::start_listening("catalog-service", |addr| {
-            catalog_env(addr, catalog_store, &auth_addr)
+            with_extra(catalog_env(addr, catalog_store, &auth_addr))
         })
         .await;
         let (gateway, gateway_addr) = Service::start_listening("gateway", |addr| {
-            env(&[
+            with_extra(env(&[
                 ("GATEWAY_LISTEN", addr),
                 ("GATEWAY_AUTH_URL", &format!("http://{auth_addr}")),
                 ("GATEWAY_CATALOG_URL", &format!("http://{catalog_addr}")),
@@ -164,7 +192,7 @@ impl Deployment {
                 // The tests send many logins and registrations from one
                 // address; the per-address limit is not what they test.
                 ("GATEWAY_AUTH_PER_MINUTE", "1000000"),
-            ])
+            ]))
         })
         .await;
         Self {
