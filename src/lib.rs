@@ -87,7 +87,9 @@ impl Stack {
                     auth.in_process_channel(),
                     catalog.in_process_channel(),
                     gateway_config.grpc_timeout(),
-                );
+                )
+                .report(auth.metrics())
+                .report(catalog.metrics());
                 gateway::Application::build_with(&gateway_config, backends).await?
             }
             Wiring::Grpc => gateway::Application::build(&gateway_config).await?,

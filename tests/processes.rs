@@ -1170,3 +1170,174 @@ async fn trace_through_three_processes(protocol: &str, flushed_on_stop: bool) {
 }
 
 use opentelemetry_proto::tonic::trace::v1 as otlp_span;
+
+/// Each process serves its own `/metrics`: the services on their metrics
+/// listeners (calls by method and code, the read model's position and lag,
+/// the store's appends and feed subscribers), the gateway its requests and
+/// its calls to the services. After traffic, when idle, the lag is 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the binaries (cargo build --workspace --bins); .ci/run runs it"]
+async fn each_process_serves_its_metrics() {
+    use support::{assert_families_once, free_port, sample};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = |name: &str| format!("sqlite://{}", dir.path().join(name).display());
+    let (auth_metrics, catalog_metrics) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let stack = Deployment::start_with(
+        &store("auth.db"),
+        &store("catalog.db"),
+        &[
+            ("AUTH_METRICS_LISTEN", &auth_metrics),
+            ("CATALOG_METRICS_LISTEN", &catalog_metrics),
+        ],
+    )
+    .await;
+    let api = Api::ready(stack.base.clone()).await;
+    let adder = api.user("adder").await;
+    let rater = api.user("rater").await;
+    let Outcome::Acked(movie) = api
+        .post(
+            "/api/auth/movies",
+            Some(&adder),
+            json!({"title": "M", "director": "D"}),
+        )
+        .await
+    else {
+        panic!("movie not added")
+    };
+    let rated = api
+        .post(
+            "/api/auth/rating",
+            Some(&rater),
+            json!({"movie": movie["id"], "rating": 5}),
+        )
+        .await;
+    assert!(matches!(rated, Outcome::Acked(_)), "{rated:?}");
+    assert_eq!(api.get("/api/auth/movies", &rater).await.0, StatusCode::OK);
+
+    let scrape = |addr: String| {
+        let http = api.http.clone();
+        async move {
+            let text = http
+                .get(format!("http://{addr}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            assert_families_once(&text);
+            text
+        }
+    };
+    let idle = |text: &str, model: &str| {
+        sample(
+            text,
+            &format!("projection_lag_positions{{model=\"{model}\"}}"),
+        ) == Some(0.0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (auth, catalog) = loop {
+        let (auth, catalog) = (
+            scrape(auth_metrics.clone()).await,
+            scrape(catalog_metrics.clone()).await,
+        );
+        if (idle(&auth, "auth") && idle(&catalog, "catalog")) || Instant::now() > deadline {
+            break (auth, catalog);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let gateway = scrape(stack.base.trim_start_matches("http://").to_owned()).await;
+
+    let at_least = |text: &str, series: &str, min: f64| {
+        let value = sample(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+        assert!(value >= min, "{series} = {value}, expected at least {min}");
+    };
+    let auth_svc = "grpc_service=\"movies.auth.v1.AuthService\"";
+    let catalog_svc = "grpc_service=\"movies.catalog.v1.CatalogService\"";
+    // auth-service: registrations, and the Authenticate calls catalog made.
+    at_least(
+        &auth,
+        &format!(
+            "grpc_server_requests_total{{{auth_svc},grpc_method=\"Register\",grpc_code=\"OK\"}}"
+        ),
+        2.0,
+    );
+    at_least(
+        &auth,
+        &format!(
+            "grpc_server_request_duration_seconds_count{{{auth_svc},grpc_method=\"Authenticate\",grpc_code=\"OK\"}}"
+        ),
+        3.0,
+    );
+    at_least(
+        &auth,
+        "event_store_append_duration_seconds_count{store=\"auth\"}",
+        2.0,
+    );
+    at_least(&auth, "event_store_feed_subscribers{store=\"auth\"}", 1.0);
+    at_least(&auth, "store_head_position{model=\"auth\"}", 2.0);
+    assert_eq!(
+        sample(&auth, "projection_lag_positions{model=\"auth\"}"),
+        Some(0.0),
+        "{auth}"
+    );
+    // catalog-service.
+    at_least(
+        &catalog,
+        &format!(
+            "grpc_server_requests_total{{{catalog_svc},grpc_method=\"AddMovie\",grpc_code=\"OK\"}}"
+        ),
+        1.0,
+    );
+    at_least(
+        &catalog,
+        &format!(
+            "grpc_server_requests_total{{{catalog_svc},grpc_method=\"ListMovies\",grpc_code=\"OK\"}}"
+        ),
+        1.0,
+    );
+    at_least(
+        &catalog,
+        "event_store_group_commit_appends_count{store=\"catalog\"}",
+        1.0,
+    );
+    at_least(
+        &catalog,
+        "event_store_feed_subscribers{store=\"catalog\"}",
+        1.0,
+    );
+    at_least(
+        &catalog,
+        "projection_applied_position{model=\"catalog\"}",
+        2.0,
+    );
+    assert_eq!(
+        sample(&catalog, "projection_lag_positions{model=\"catalog\"}"),
+        Some(0.0),
+        "{catalog}"
+    );
+    // The gateway: its requests, and its calls by method.
+    at_least(
+        &gateway,
+        "http_requests_total{method=\"POST\",route=\"/api/auth/rating\",status=\"201\"}",
+        1.0,
+    );
+    at_least(
+        &gateway,
+        &format!(
+            "grpc_client_requests_total{{{catalog_svc},grpc_method=\"RateMovie\",grpc_code=\"OK\"}}"
+        ),
+        1.0,
+    );
+    at_least(
+        &gateway,
+        &format!(
+            "grpc_client_request_duration_seconds_count{{{auth_svc},grpc_method=\"Register\",grpc_code=\"OK\"}}"
+        ),
+        2.0,
+    );
+}

@@ -20,9 +20,9 @@ pub struct Config {
     pub auth_store_url: String,
     /// Address of a plain HTTP listener serving `GET /metrics` (Prometheus:
     /// gRPC calls by method and status, the read model's lag behind the
-    /// store). Unset: no metrics listener.
-    #[arg(long, env)]
-    pub auth_metrics_listen: Option<SocketAddr>,
+    /// store, event-store appends); `off` for none.
+    #[arg(long, env, default_value = "127.0.0.1:9101")]
+    pub auth_metrics_listen: platform::MaybeAddr,
     /// How long a token lives, in seconds.
     #[arg(long, env, default_value_t = 36_000)]
     pub auth_token_ttl_secs: u64,

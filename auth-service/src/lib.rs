@@ -57,7 +57,6 @@ pub struct Application {
     listener: GrpcListener,
     service: AuthGrpc,
     tokens: read_model::Tokens,
-    store: Arc<dyn EventStore>,
 }
 
 impl Application {
@@ -84,18 +83,25 @@ impl Application {
         let view = Arc::new(view);
         let tokens = read_model::Tokens(view.clone());
         let service = AuthGrpc::new(store.clone(), view, hasher, throttle, config.token_ttl());
-        let listener = GrpcListener::bind(config.auth_listen, config.auth_metrics_listen).await?;
+        let mut listener =
+            GrpcListener::bind(config.auth_listen, config.auth_metrics_listen.0).await?;
+        listener.add_metrics(Arc::new(tokens.0.metrics_source("auth", store.clone())));
         Ok(Self {
             listener,
             service,
             tokens,
-            store,
         })
     }
 
     /// Where the server listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr()
+    }
+
+    /// What its `GET /metrics` shows (for the one-process launcher, whose
+    /// gateway shows it too).
+    pub fn metrics(&self) -> platform::metrics::Render {
+        self.listener.metrics()
     }
 
     /// Where `GET /metrics` is served, if it is.
@@ -122,10 +128,8 @@ impl Application {
     ) -> Result<(), StartError> {
         let service = AuthServiceServer::new(self.service)
             .max_decoding_message_size(platform::grpc::MAX_REQUEST_BYTES);
-        let view = self.tokens.0;
-        let metrics = Arc::new(view.metrics_source("auth", self.store));
-        self.listener.serve(service, shutdown, metrics).await?;
-        view.log_totals();
+        self.listener.serve(service, shutdown).await?;
+        self.tokens.0.log_totals();
         Ok(())
     }
 }

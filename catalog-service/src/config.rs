@@ -18,10 +18,10 @@ pub struct Config {
     )]
     pub catalog_store_url: String,
     /// Address of a plain HTTP listener serving `GET /metrics` (Prometheus:
-    /// gRPC calls by method and status, the read model's lag behind the
-    /// store). Unset: no metrics listener.
-    #[arg(long, env)]
-    pub catalog_metrics_listen: Option<SocketAddr>,
+    /// as auth-service's, plus
+    /// live event-feed subscribers); `off` for none.
+    #[arg(long, env, default_value = "127.0.0.1:9102")]
+    pub catalog_metrics_listen: platform::MaybeAddr,
     /// Where auth-service answers `Authenticate`.
     #[arg(long, env, default_value = "http://127.0.0.1:50051")]
     pub catalog_auth_url: String,

@@ -84,8 +84,10 @@ impl Application {
             ratings = view.read().ratings(None, Some(0), 0).count,
             "catalog read models rebuilt"
         );
-        let listener =
-            GrpcListener::bind(config.catalog_listen, config.catalog_metrics_listen).await?;
+        let mut listener =
+            GrpcListener::bind(config.catalog_listen, config.catalog_metrics_listen.0).await?;
+        let view = Arc::new(view);
+        listener.add_metrics(Arc::new(view.metrics_source("catalog", store.clone())));
         let subscribe = match (
             &config.catalog_service_key,
             config.catalog_open_subscriptions,
@@ -97,7 +99,7 @@ impl Application {
         Ok(Self {
             listener,
             store,
-            view: Arc::new(view),
+            view,
             identity,
             subscribe,
         })
@@ -106,6 +108,12 @@ impl Application {
     /// Where the server listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr()
+    }
+
+    /// What its `GET /metrics` shows (for the one-process launcher, whose
+    /// gateway shows it too).
+    pub fn metrics(&self) -> platform::metrics::Render {
+        self.listener.metrics()
     }
 
     /// Where `GET /metrics` is served, if it is.
@@ -130,7 +138,6 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartError> {
         let view = self.view.clone();
-        let metrics = Arc::new(view.metrics_source("catalog", self.store.clone()));
         let service = CatalogGrpc::new(self.store, self.view, self.subscribe);
         let server = CatalogServiceServer::new(service)
             .max_decoding_message_size(platform::grpc::MAX_REQUEST_BYTES);
@@ -139,7 +146,6 @@ impl Application {
             .serve(
                 Authenticated::new(server, self.identity, view.clone()),
                 shutdown,
-                metrics,
             )
             .await;
         served?;

@@ -2,9 +2,13 @@
 //! writer: callers queue appends, the writer commits whatever is queued in
 //! one transaction, then answers each caller.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::decide::validate;
+use crate::stats::StoreStats;
 use crate::subscription::advance;
 use crate::{AppendResult, EventStoreError, ExpectedVersion, NewEvent, Result};
 
@@ -19,8 +23,18 @@ pub(crate) struct AppendRequest {
     reply: oneshot::Sender<Result<AppendResult>>,
 }
 
-/// Where appends queue for the writer.
-pub(crate) type Queue = mpsc::UnboundedSender<AppendRequest>;
+/// Where appends queue for the writer, and the store's counters.
+pub(crate) struct Queue {
+    sender: mpsc::UnboundedSender<AppendRequest>,
+    pub stats: Arc<StoreStats>,
+}
+
+/// A new queue, and the end the writer takes appends from.
+pub(crate) fn queue() -> (Queue, mpsc::UnboundedReceiver<AppendRequest>) {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let stats = Arc::default();
+    (Queue { sender, stats }, receiver)
+}
 
 /// Checks an append, queues it, and waits for the writer's answer.
 pub(crate) async fn submit(
@@ -30,8 +44,10 @@ pub(crate) async fn submit(
     events: Vec<NewEvent>,
 ) -> Result<AppendResult> {
     validate(stream, &events)?;
+    let queued = Instant::now();
     let (reply, answer) = oneshot::channel();
     queue
+        .sender
         .send(AppendRequest {
             stream: stream.to_owned(),
             expected,
@@ -39,7 +55,9 @@ pub(crate) async fn submit(
             reply,
         })
         .map_err(|_| EventStoreError::Closed)?;
-    answer.await.map_err(|_| EventStoreError::Closed)?
+    let answer = answer.await.map_err(|_| EventStoreError::Closed)?;
+    queue.stats.append_took(queued.elapsed());
+    answer
 }
 
 /// Answers every request of a finished group (emptying it), then raises
@@ -48,7 +66,9 @@ pub(crate) fn answer(
     group: &mut Vec<AppendRequest>,
     results: Vec<Result<AppendResult>>,
     head: &watch::Sender<u64>,
+    stats: &StoreStats,
 ) {
+    stats.group_committed(group.len());
     let mut last = 0;
     for (request, result) in group.drain(..).zip(results) {
         if let Ok(r) = &result {

@@ -32,6 +32,7 @@ mod open;
 pub mod postgres;
 pub mod read_model;
 pub mod sqlite;
+pub mod stats;
 mod subscription;
 pub mod trace;
 
@@ -88,6 +89,12 @@ pub trait EventStore: Send + Sync + 'static {
     /// this process writes needs no such question.
     fn shared(&self) -> bool {
         true
+    }
+
+    /// The store's counters (append latency, group commit sizes, open feed
+    /// subscriptions), if the backend keeps them.
+    fn stats(&self) -> Option<std::sync::Arc<stats::StoreStats>> {
+        None
     }
 
     /// Follows the global feed from `from_position` (inclusive): first every

@@ -45,8 +45,9 @@ use tokio_postgres::{AsyncMessage, NoTls, Row};
 use uuid::Uuid;
 
 use crate::decide::{Decision, StoredId, decide};
-use crate::group::{AppendRequest, MAX_GROUP, Queue, answer, submit};
+use crate::group::{AppendRequest, MAX_GROUP, Queue, answer, queue, submit};
 use crate::redact_url;
+use crate::stats::StoreStats;
 use crate::subscription::{advance, catch_up_then_live};
 use crate::{
     AppendResult, CurrentVersion, EventStore, EventStoreError, EventStream, ExpectedVersion,
@@ -144,14 +145,19 @@ impl PostgresStore {
 
         let (head_tx, head_rx) = watch::channel(head_position);
         let head_tx = Arc::new(head_tx);
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run_writer(pool.clone(), rx, head_tx.clone()));
+        let (writer, rx) = queue();
+        tokio::spawn(run_writer(
+            pool.clone(),
+            rx,
+            head_tx.clone(),
+            writer.stats.clone(),
+        ));
         let listener = tokio::spawn(run_listener(config, head_tx));
         tracing::info!(url = %redact_url(url), head_position, "connected postgres event store");
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
-                writer: tx,
+                writer,
                 head: head_rx,
                 listener,
             }),
@@ -209,6 +215,7 @@ async fn run_writer(
     pool: Pool,
     mut rx: mpsc::UnboundedReceiver<AppendRequest>,
     head: Arc<watch::Sender<u64>>,
+    stats: Arc<StoreStats>,
 ) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
@@ -216,7 +223,7 @@ async fn run_writer(
             Ok(results) => results,
             Err(e) => group.iter().map(|_| Err(e.clone())).collect(),
         };
-        answer(&mut group, results, &head);
+        answer(&mut group, results, &head, &stats);
     }
     tracing::debug!("postgres writer stopped");
 }
@@ -510,5 +517,9 @@ impl EventStore for PostgresStore {
 
     fn subscribe_all(&self, from_position: u64) -> EventStream {
         catch_up_then_live(self.clone(), from_position, self.inner.head.clone())
+    }
+
+    fn stats(&self) -> Option<Arc<StoreStats>> {
+        Some(self.inner.writer.stats.clone())
     }
 }

@@ -244,7 +244,9 @@ impl<M: ReadModel> Projection<M> {
     /// This projection's gauges in the Prometheus text format, labelled
     /// `model="<model>"`: the position applied, the store's head, how far
     /// behind the head the model is (in positions), and the head queries
-    /// made for linearizable reads. The head is read now (one query).
+    /// made for linearizable reads; then the store's own counters, labelled
+    /// `store="<model>"` (see [`crate::stats`]). The head is read now (one
+    /// query).
     pub async fn metrics_text(&self, model: &str, store: &dyn EventStore) -> String {
         let applied = self.applied_position();
         let mut out = format!(
@@ -254,6 +256,9 @@ impl<M: ReadModel> Projection<M> {
              read_index_head_queries_total{{model=\"{model}\"}} {}\n",
             self.head_queries()
         );
+        if let Some(stats) = store.stats() {
+            out.push_str(&stats.render(model));
+        }
         if let Ok(head) = store.head_position().await {
             out.push_str(&format!(
                 "# TYPE store_head_position gauge\n\

@@ -22,7 +22,8 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use crate::decide::{Decision, StoredId, decide};
-use crate::group::{AppendRequest, MAX_GROUP, Queue, answer, submit};
+use crate::group::{AppendRequest, MAX_GROUP, Queue, answer, queue, submit};
+use crate::stats::StoreStats;
 use crate::subscription::catch_up_then_live;
 use crate::{
     AppendResult, CurrentVersion, EventStore, EventStoreError, EventStream, ExpectedVersion,
@@ -62,16 +63,17 @@ impl SqliteStore {
                 .map_err(|e| EventStoreError::backend(BACKEND, e))??
         };
         let (head_tx, head_rx) = watch::channel(head_position);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (writer, rx) = queue();
+        let stats = writer.stats.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run_writer(conn, rx, head_tx))
+            .spawn(move || run_writer(conn, rx, head_tx, &stats))
             .map_err(|e| EventStoreError::backend(BACKEND, e))?;
         tracing::info!(path = %path.display(), head_position, "opened sqlite event store");
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
-                writer: tx,
+                writer,
                 readers: Mutex::new(Vec::new()),
                 head: head_rx,
             }),
@@ -154,6 +156,7 @@ fn run_writer(
     mut conn: Connection,
     mut rx: mpsc::UnboundedReceiver<AppendRequest>,
     head: watch::Sender<u64>,
+    stats: &StoreStats,
 ) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.blocking_recv() {
@@ -165,7 +168,7 @@ fn run_writer(
             }
         }
         let results = commit_group(&mut conn, &group);
-        answer(&mut group, results, &head);
+        answer(&mut group, results, &head, stats);
     }
     tracing::debug!("sqlite writer stopped");
 }
@@ -353,5 +356,9 @@ impl EventStore for SqliteStore {
 
     fn subscribe_all(&self, from_position: u64) -> EventStream {
         catch_up_then_live(self.clone(), from_position, self.inner.head.clone())
+    }
+
+    fn stats(&self) -> Option<Arc<StoreStats>> {
+        Some(self.inner.writer.stats.clone())
     }
 }

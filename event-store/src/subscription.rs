@@ -26,6 +26,8 @@ where
     S: EventStore + Clone,
 {
     struct State<S> {
+        /// Counted as open while the stream lives.
+        _subscriber: Option<crate::stats::Subscriber>,
         store: S,
         next: u64,
         buffer: VecDeque<RecordedEvent>,
@@ -33,6 +35,7 @@ where
         failed: bool,
     }
     let state = State {
+        _subscriber: store.stats().map(|s| s.subscriber()),
         store,
         next: from.max(1),
         buffer: VecDeque::new(),

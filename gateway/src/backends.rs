@@ -4,7 +4,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use platform::grpc::GrpcChannel;
+use std::sync::Arc;
+
+use platform::grpc::{GrpcChannel, Observed};
+use platform::metrics::{Histograms, Render};
 use proto::auth::auth_service_client::AuthServiceClient;
 use proto::catalog::catalog_service_client::CatalogServiceClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -20,12 +23,17 @@ use crate::routes::Caller;
 #[derive(Clone)]
 pub struct Backends {
     /// auth-service.
-    pub auth: AuthServiceClient<GrpcChannel>,
+    pub auth: AuthServiceClient<Observed<GrpcChannel>>,
     /// catalog-service.
-    pub catalog: CatalogServiceClient<GrpcChannel>,
+    pub catalog: CatalogServiceClient<Observed<GrpcChannel>>,
     auth_channel: GrpcChannel,
     catalog_channel: GrpcChannel,
     timeout: Duration,
+    /// The calls made, by service, method and code (`grpc_client_…`).
+    calls: Arc<Histograms>,
+    /// What the services report of themselves, when they run in this
+    /// process (shown on the gateway's `/metrics` after its own series).
+    reports: Vec<Render>,
 }
 
 impl Backends {
@@ -51,17 +59,37 @@ impl Backends {
         catalog_channel: GrpcChannel,
         timeout: Duration,
     ) -> Self {
+        let calls = platform::grpc::call_metrics("grpc_client");
+        let observed = |channel: &GrpcChannel| Observed::client(channel.clone(), calls.clone());
         Self {
-            auth: AuthServiceClient::new(auth_channel.clone()),
+            auth: AuthServiceClient::new(observed(&auth_channel)),
             // Lists are whole unless the client pages them (the REST
             // contract), so their answers have no size limit here; tonic's
             // default (4 MiB) failed a list of ~12,000 long-titled movies.
-            catalog: CatalogServiceClient::new(catalog_channel.clone())
+            catalog: CatalogServiceClient::new(observed(&catalog_channel))
                 .max_decoding_message_size(usize::MAX),
             auth_channel,
             catalog_channel,
             timeout,
+            calls,
+            reports: Vec::new(),
         }
+    }
+
+    /// Adds a service's own metrics to the gateway's `/metrics` (the
+    /// one-process launcher: one scrape shows all three).
+    pub fn report(mut self, metrics: Render) -> Self {
+        self.reports.push(metrics);
+        self
+    }
+
+    /// The Prometheus text of the calls made, then of every report.
+    pub(crate) async fn metrics_text(&self) -> Vec<String> {
+        let mut texts = vec![self.calls.render()];
+        for report in &self.reports {
+            texts.push(report().await);
+        }
+        texts
     }
 
     /// `message` as a request, carrying the caller's credentials when given,

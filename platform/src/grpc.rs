@@ -52,6 +52,7 @@ pub struct GrpcListener {
     in_process: Option<in_process::Channel>,
     metrics: std::sync::Arc<crate::metrics::Histograms>,
     metrics_listener: Option<tokio::net::TcpListener>,
+    more_metrics: crate::metrics::Render,
 }
 
 impl GrpcListener {
@@ -74,11 +75,9 @@ impl GrpcListener {
             incoming: TcpIncoming::from(listener).with_nodelay(Some(true)),
             local_addr,
             in_process: None,
-            metrics: std::sync::Arc::new(crate::metrics::Histograms::new(
-                "grpc",
-                ["service", "method", "code"],
-            )),
+            metrics: call_metrics("grpc_server"),
             metrics_listener,
+            more_metrics: crate::metrics::nothing_more(),
         })
     }
 
@@ -96,6 +95,22 @@ impl GrpcListener {
         self.local_addr
     }
 
+    /// Adds the service's own series (its read model's, say) to what its
+    /// `GET /metrics` shows after the calls'.
+    pub fn add_metrics(&mut self, more: crate::metrics::Render) {
+        self.more_metrics = more;
+    }
+
+    /// What this service's `GET /metrics` shows: its calls (over TCP and
+    /// in-process), then what [`GrpcListener::add_metrics`] added.
+    pub fn metrics(&self) -> crate::metrics::Render {
+        let (calls, more) = (self.metrics.clone(), self.more_metrics.clone());
+        std::sync::Arc::new(move || {
+            let (calls, more) = (calls.clone(), more());
+            Box::pin(async move { calls.render() + &more.await })
+        })
+    }
+
     /// Where `GET /metrics` is served, if it is.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_listener
@@ -105,13 +120,11 @@ impl GrpcListener {
 
     /// Serves `service` (reported serving to health checks) with reflection,
     /// until `shutdown` resolves; in-flight calls then finish. The metrics
-    /// listener, if bound, serves the calls' metrics followed by
-    /// `more_metrics` (the service's own).
+    /// listener, if bound, serves [`GrpcListener::metrics`].
     pub async fn serve<S>(
         self,
         service: S,
         shutdown: impl Future<Output = ()> + Send,
-        more_metrics: crate::metrics::Render,
     ) -> Result<(), ServeError>
     where
         S: Service<Request<Body>, Error = Infallible>
@@ -140,13 +153,9 @@ impl GrpcListener {
             .add_service(service)
             .prepare();
         if let Some(c) = &self.in_process {
-            c.serve(routes.clone());
+            c.serve(Observed::server(routes.clone(), self.metrics.clone()));
         }
-        let calls = self.metrics.clone();
-        let render: crate::metrics::Render = std::sync::Arc::new(move || {
-            let (calls, more) = (calls.clone(), more_metrics());
-            Box::pin(async move { calls.render() + &more.await })
-        });
+        let render = self.metrics();
         let metrics_server = self
             .metrics_listener
             .map(|l| tokio::spawn(crate::metrics::serve(l, render)));
@@ -173,6 +182,18 @@ impl GrpcListener {
     }
 }
 
+pub use observed::Observed;
+
+/// The series of gRPC calls: `<prefix>_requests_total` and
+/// `<prefix>_request_duration_seconds` by `grpc_service`, `grpc_method` and
+/// `grpc_code`. Servers use the prefix `grpc_server`, clients `grpc_client`.
+pub fn call_metrics(prefix: &'static str) -> std::sync::Arc<crate::metrics::Histograms> {
+    std::sync::Arc::new(crate::metrics::Histograms::new(
+        prefix,
+        ["grpc_service", "grpc_method", "grpc_code"],
+    ))
+}
+
 /// Every call counted and timed, by service, method and status code.
 mod observed {
     use std::sync::Arc;
@@ -185,7 +206,7 @@ mod observed {
 
     use crate::metrics::{Histograms, intern};
 
-    /// Wraps the routes in [`Observed`].
+    /// Wraps a server's routes in [`Observed`].
     #[derive(Clone)]
     pub struct Layer(pub Arc<Histograms>);
 
@@ -193,17 +214,47 @@ mod observed {
         type Service = Observed<S>;
 
         fn layer(&self, inner: S) -> Observed<S> {
-            Observed {
-                inner,
-                metrics: self.0.clone(),
-            }
+            Observed::server(inner, self.0.clone())
         }
     }
 
+    /// A gRPC service (a server's routes, or a client's channel) whose calls
+    /// are counted and timed in `metrics`; on a server, each call also runs
+    /// in a span continuing the caller's trace.
     #[derive(Clone)]
     pub struct Observed<S> {
         inner: S,
         metrics: Arc<Histograms>,
+        server: bool,
+    }
+
+    impl<S: std::fmt::Debug> std::fmt::Debug for Observed<S> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Observed")
+                .field("inner", &self.inner)
+                .field("server", &self.server)
+                .finish()
+        }
+    }
+
+    impl<S> Observed<S> {
+        /// The server side.
+        pub fn server(inner: S, metrics: Arc<Histograms>) -> Self {
+            Self {
+                inner,
+                metrics,
+                server: true,
+            }
+        }
+
+        /// The client side.
+        pub fn client(inner: S, metrics: Arc<Histograms>) -> Self {
+            Self {
+                inner,
+                metrics,
+                server: false,
+            }
+        }
     }
 
     /// gRPC status code names, by number.
@@ -248,8 +299,13 @@ mod observed {
             let started = Instant::now();
             let path = request.uri().path().to_owned();
             let metrics = self.metrics.clone();
-            // Continues the caller's trace (a disabled span if none is exported).
-            let span = crate::telemetry::server_span(&path, request.headers());
+            // Continues the caller's trace (a disabled span if none is
+            // exported, or on the client side).
+            let span = if self.server {
+                crate::telemetry::server_span(&path, request.headers())
+            } else {
+                tracing::Span::none()
+            };
             let answer = span.in_scope(|| self.inner.call(request));
             Box::pin(async move {
                 let answer = answer.instrument(span).await;
@@ -300,7 +356,9 @@ pub mod in_process {
     use tonic::codegen::http::{Request, Response};
     use tonic::service::Routes;
 
-    type RoutesFuture = <Routes as Service<Request<Body>>>::Future;
+    use super::Observed;
+
+    type RoutesFuture = <Observed<Routes> as Service<Request<Body>>>::Future;
     type Answer = Result<Response<Body>, tonic::Status>;
 
     /// The client end: cheap to clone, every clone reaches the same server.
@@ -309,7 +367,7 @@ pub mod in_process {
 
     #[derive(Default)]
     struct Slot {
-        routes: OnceLock<Routes>,
+        routes: OnceLock<Observed<Routes>>,
         started: Notify,
         stopped: AtomicBool,
     }
@@ -325,7 +383,7 @@ pub mod in_process {
 
     impl Channel {
         /// From now on, calls go to `routes`.
-        pub(super) fn serve(&self, routes: Routes) {
+        pub(super) fn serve(&self, routes: Observed<Routes>) {
             // A listener serves once, so the slot is empty here.
             let _ = self.0.routes.set(routes);
             self.0.started.notify_waiters();
@@ -383,9 +441,6 @@ pub mod in_process {
     /// The answer of a call.
     pub struct ResponseFuture(Pending);
 
-    // The large variant is the one nearly every call takes; boxing it would
-    // cost an allocation per call to shrink the rare ones.
-    #[allow(clippy::large_enum_variant)]
     enum Pending {
         Call(RoutesFuture),
         Starting(Pin<Box<dyn Future<Output = Answer> + Send>>),
@@ -547,13 +602,9 @@ mod tests {
         assert!(!early.is_finished(), "a call before serving waits");
 
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(listener.serve(
-            Nothing,
-            async {
-                let _ = stopped.await;
-            },
-            crate::metrics::nothing_more(),
-        ));
+        let server = tokio::spawn(listener.serve(Nothing, async {
+            let _ = stopped.await;
+        }));
         let serving = ServingStatus::Serving as i32;
         assert_eq!(early.await.unwrap().unwrap(), serving);
         assert_eq!(health(channel.clone()).await.unwrap(), serving);

@@ -30,6 +30,35 @@ pub fn defaults<T: clap::Args + clap::FromArgMatches>() -> T {
     T::from_arg_matches(&matches).expect("defaults parse")
 }
 
+/// A listen address that can be turned off: `host:port`, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaybeAddr(pub Option<std::net::SocketAddr>);
+
+impl MaybeAddr {
+    /// No listener.
+    pub const OFF: Self = Self(None);
+}
+
+impl std::str::FromStr for MaybeAddr {
+    type Err = std::net::AddrParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "off" | "" => Ok(Self::OFF),
+            addr => addr.parse().map(|a| Self(Some(a))),
+        }
+    }
+}
+
+impl Display for MaybeAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("off"),
+        }
+    }
+}
+
 /// How a binary ends: success, or the error logged and a failure code.
 pub fn exit_code(binary: &str, result: Result<(), impl Display>) -> ExitCode {
     match result {

@@ -125,6 +125,51 @@ pub fn intern(value: &str) -> &'static str {
     })
 }
 
+/// Several expositions as one. The text format allows each family once, so
+/// a family that several parts have (two services' `grpc_server_…` in one
+/// process) gets its `# HELP`/`# TYPE` once and the samples of every part
+/// together, in the order the families first appear.
+pub fn merge<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
+    type Family<'a> = (Vec<&'a str>, Vec<&'a str>);
+    let mut order: Vec<&str> = Vec::new();
+    let mut families: HashMap<&str, Family<'_>> = HashMap::new();
+    for part in parts {
+        let mut current = "";
+        for line in part.lines().filter(|l| !l.trim().is_empty()) {
+            let mut words = line.split_whitespace();
+            let header = match (words.next(), words.next(), words.next()) {
+                (Some("#"), Some(kind @ ("HELP" | "TYPE")), Some(name)) => Some((kind, name)),
+                _ => None,
+            };
+            if let Some((_, name)) = header {
+                current = name;
+            }
+            let family = families.entry(current).or_insert_with(|| {
+                order.push(current);
+                Family::default()
+            });
+            match header {
+                Some((kind, name)) => {
+                    let prefix = format!("# {kind} {name} ");
+                    if !family.0.iter().any(|h| h.starts_with(&prefix)) {
+                        family.0.push(line);
+                    }
+                }
+                None => family.1.push(line),
+            }
+        }
+    }
+    let mut out = String::new();
+    for name in order {
+        let (headers, samples) = &families[name];
+        for line in headers.iter().chain(samples) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// What a `/metrics` scrape answers, made anew for each scrape.
 pub type Render = std::sync::Arc<
     dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send>> + Send + Sync,
@@ -177,6 +222,18 @@ mod tests {
         assert!(text.contains("le=\"0.001\"} 1"));
         assert!(text.contains("le=\"0.025\"} 2"));
         assert!(text.contains("le=\"+Inf\"} 2"));
+    }
+
+    #[test]
+    fn merged_parts_name_each_family_once() {
+        let a = "# HELP up Whether.\n# TYPE up gauge\nup{s=\"a\"} 1\n# TYPE lag gauge\nlag{s=\"a\"} 0\n";
+        let b =
+            "# HELP up Whether.\n# TYPE up gauge\nup{s=\"b\"} 1\n# TYPE other counter\nother 3\n";
+        assert_eq!(
+            merge([a, b]),
+            "# HELP up Whether.\n# TYPE up gauge\nup{s=\"a\"} 1\nup{s=\"b\"} 1\n\
+             # TYPE lag gauge\nlag{s=\"a\"} 0\n# TYPE other counter\nother 3\n"
+        );
     }
 
     #[test]

@@ -137,3 +137,189 @@ async fn a_shutdown_lets_requests_in_flight_finish() {
         "auth-service stops after the gateway"
     );
 }
+
+/// In one process the gateway's `/metrics` shows all three services: its
+/// own requests, its calls to the services, the calls the services served,
+/// each read model's position and lag, and each store's appends and feed
+/// subscribers; every family declared once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_process_metrics_show_all_three_services() {
+    use crate::support::{assert_families_once, sample};
+
+    let stores = Stores::sqlite().await;
+    let app = TestApp::start(&stores, movies::Wiring::InProcess).await;
+    let (adder, _) = app.user("adder").await;
+    let (rater, _) = app.user("rater").await;
+    let movie = app.movie(&adder, "Counted").await;
+    let a = app
+        .post(
+            "/api/auth/rating",
+            Some(&rater),
+            json!({"movie": movie, "rating": 4}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let text = loop {
+        let text = app.get("/metrics", None).await.text;
+        let idle = ["auth", "catalog"].iter().all(|m| {
+            sample(&text, &format!("projection_lag_positions{{model=\"{m}\"}}")) == Some(0.0)
+        });
+        if idle || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_families_once(&text);
+    let catalog = "grpc_service=\"movies.catalog.v1.CatalogService\"";
+    let auth = "grpc_service=\"movies.auth.v1.AuthService\"";
+    for (series, at_least) in [
+        // The gateway's calls, and the services' side of them.
+        (
+            format!(
+                "grpc_client_requests_total{{{catalog},grpc_method=\"AddMovie\",grpc_code=\"OK\"}}"
+            ),
+            1.0,
+        ),
+        (
+            format!(
+                "grpc_client_requests_total{{{auth},grpc_method=\"Register\",grpc_code=\"OK\"}}"
+            ),
+            2.0,
+        ),
+        (
+            format!(
+                "grpc_server_requests_total{{{catalog},grpc_method=\"RateMovie\",grpc_code=\"OK\"}}"
+            ),
+            1.0,
+        ),
+        (
+            format!(
+                "grpc_server_request_duration_seconds_count{{{auth},grpc_method=\"Register\",grpc_code=\"OK\"}}"
+            ),
+            2.0,
+        ),
+        // Read models caught up with their stores (idle: no lag).
+        ("projection_applied_position{model=\"catalog\"}".into(), 2.0),
+        ("store_head_position{model=\"auth\"}".into(), 2.0),
+        // Appends: two users, a movie and a rating, at least.
+        (
+            "event_store_append_duration_seconds_count{store=\"auth\"}".into(),
+            2.0,
+        ),
+        (
+            "event_store_append_duration_seconds_count{store=\"catalog\"}".into(),
+            2.0,
+        ),
+        (
+            "event_store_group_commit_appends_count{store=\"catalog\"}".into(),
+            1.0,
+        ),
+        // Each read model follows its store's feed.
+        (
+            "event_store_feed_subscribers{store=\"catalog\"}".into(),
+            1.0,
+        ),
+        ("event_store_feed_subscribers{store=\"auth\"}".into(), 1.0),
+    ] {
+        let value = sample(&text, &series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+        assert!(
+            value >= at_least,
+            "{series} = {value}, expected at least {at_least}"
+        );
+    }
+    for model in ["auth", "catalog"] {
+        let lag = format!("projection_lag_positions{{model=\"{model}\"}}");
+        assert_eq!(sample(&text, &lag), Some(0.0), "{lag} when idle:\n{text}");
+    }
+    app.stop().await;
+}
+
+/// The compose profile's Grafana dashboard asks only for series the
+/// platform exposes: every metric each panel's queries name is in the
+/// one-process `/metrics` (which shows all three services); Prometheus
+/// scrapes the ports the compose file has the services listen on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dashboard_queries_only_exposed_series() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |path: &str| std::fs::read_to_string(root.join(path)).unwrap();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/observability/grafana/dashboards/movies.json")).unwrap();
+
+    let stores = Stores::sqlite().await;
+    let app = TestApp::start(&stores, movies::Wiring::InProcess).await;
+    let (token, _) = app.user("viewer").await;
+    app.movie(&token, "M").await;
+    let exposed = app.get("/metrics", None).await.text;
+    let sample_names: std::collections::HashSet<&str> = exposed
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 7, "{} panels", panels.len());
+    let mut named = 0;
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap();
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title}: no query");
+        for expr in targets.iter().map(|t| t["expr"].as_str().unwrap()) {
+            // Every selector is written `name{…}`: the names are what
+            // stands right before a `{`.
+            let names: Vec<&str> = expr
+                .split('{')
+                .filter_map(|before| {
+                    let name = before
+                        .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                        .next()?;
+                    (!name.is_empty()).then_some(name)
+                })
+                .collect();
+            assert!(!names.is_empty(), "{title}: no metric in {expr}");
+            for name in names {
+                assert!(
+                    sample_names.contains(name),
+                    "{title}: {name} is not exposed\n{exposed}"
+                );
+                named += 1;
+            }
+        }
+    }
+    assert!(named >= 9);
+    // What the dashboard must show, by family.
+    let exprs = dashboard.to_string();
+    for family in [
+        "http_requests_total",
+        "http_request_duration_seconds_bucket",
+        "grpc_server_requests_total",
+        "grpc_server_request_duration_seconds_bucket",
+        "projection_lag_positions",
+    ] {
+        assert!(
+            exprs.contains(family),
+            "the dashboard does not show {family}"
+        );
+    }
+
+    let prometheus = read("deploy/observability/prometheus.yml");
+    let compose = read("docker-compose.yml");
+    for (service, port) in [
+        ("auth-service", "9051"),
+        ("catalog-service", "9052"),
+        ("gateway", "8000"),
+    ] {
+        assert!(
+            prometheus.contains(&format!("names: [{service}]")),
+            "{service} not scraped"
+        );
+        assert!(
+            prometheus.contains(&format!("port: {port}")),
+            "{service}: port {port} not scraped"
+        );
+    }
+    assert!(compose.contains("AUTH_METRICS_LISTEN: 0.0.0.0:9051"));
+    assert!(compose.contains("CATALOG_METRICS_LISTEN: 0.0.0.0:9052"));
+    app.stop().await;
+}

@@ -61,6 +61,10 @@ impl Service {
 
     fn spawn(name: &str, env: &[(String, String)]) -> Child {
         Command::new(bin(name))
+            // Several replicas share this host: no fixed metrics ports
+            // unless a test asks for them.
+            .env("AUTH_METRICS_LISTEN", "off")
+            .env("CATALOG_METRICS_LISTEN", "off")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "error")
             .stdin(Stdio::null())
@@ -218,4 +222,22 @@ fn catalog_env(listen: &str, store: &str, auth_addr: &str) -> Vec<(String, Strin
         ("CATALOG_STORE_URL", store),
         ("CATALOG_AUTH_URL", &format!("http://{auth_addr}")),
     ])
+}
+
+/// The value of the sample `series` (name and labels exactly as exposed)
+/// in a Prometheus text exposition.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Asserts that every family of `text` is declared once (`# TYPE`), as the
+/// text format requires.
+pub fn assert_families_once(text: &str) {
+    let mut seen = std::collections::HashSet::new();
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split_whitespace().nth(2).unwrap();
+        assert!(seen.insert(name), "{name} declared twice:\n{text}");
+    }
 }

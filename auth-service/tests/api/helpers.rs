@@ -45,6 +45,7 @@ pub fn config(loc: &Location) -> Config {
     Config {
         auth_listen: "127.0.0.1:0".parse().unwrap(),
         auth_store_url: loc.url().to_owned(),
+        auth_metrics_listen: platform::MaybeAddr::OFF,
         ..Config::default()
     }
 }

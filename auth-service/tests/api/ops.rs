@@ -84,7 +84,7 @@ async fn metrics_show_calls_and_the_read_models_lag() {
 
     let loc = Location::sqlite();
     let mut config = crate::helpers::config(&loc);
-    config.auth_metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    config.auth_metrics_listen = platform::MaybeAddr(Some("127.0.0.1:0".parse().unwrap()));
     let app = TestApp::start_with(config).await;
     let metrics_addr = app.metrics_addr.expect("a metrics listener");
     app.user("counted").await;
@@ -97,7 +97,7 @@ async fn metrics_show_calls_and_the_read_models_lag() {
     assert!(text.starts_with("HTTP/1.0 200"), "{text}");
     assert!(
         text.contains(
-            "grpc_requests_total{service=\"movies.auth.v1.AuthService\",method=\"Register\",code=\"OK\"} 1"
+            "grpc_server_requests_total{grpc_service=\"movies.auth.v1.AuthService\",grpc_method=\"Register\",grpc_code=\"OK\"} 1"
         ),
         "{text}"
     );

@@ -75,6 +75,7 @@ async fn main() {
         auth_listen: "127.0.0.1:0".parse().unwrap(),
         auth_store_url: format!("sqlite://{}", dir.path().join("auth.db").display()),
         auth_login_max_failures: 1_000_000,
+        auth_metrics_listen: platform::MaybeAddr::OFF,
         ..Default::default()
     })
     .await

@@ -117,6 +117,7 @@ async fn main() {
     let auth = auth_service::Application::build(&auth_service::Config {
         auth_listen: "127.0.0.1:0".parse().unwrap(),
         auth_store_url: format!("sqlite://{}", dir.path().join("auth.db").display()),
+        auth_metrics_listen: platform::MaybeAddr::OFF,
         ..Default::default()
     })
     .await
@@ -139,6 +140,7 @@ async fn main() {
         catalog_listen: "127.0.0.1:0".parse().unwrap(),
         catalog_store_url: catalog_url.clone(),
         catalog_auth_url: format!("http://{auth_addr}"),
+        catalog_metrics_listen: platform::MaybeAddr::OFF,
         ..Default::default()
     };
     let grpc_identity = catalog_service::Application::build(&config).await.unwrap();

@@ -88,7 +88,7 @@ async fn start_catalog(
         catalog_auth_url: format!("http://{auth_addr}"),
         catalog_service_key: Some(SERVICE_KEY.into()),
         catalog_open_subscriptions: false,
-        catalog_metrics_listen: None,
+        catalog_metrics_listen: platform::MaybeAddr::OFF,
     })
     .await
     .expect("catalog-service starts");
@@ -119,6 +119,7 @@ impl Stack {
         let auth = auth_service::Application::build(&auth_service::Config {
             auth_listen: "127.0.0.1:0".parse().unwrap(),
             auth_store_url: stores.auth.url().to_owned(),
+            auth_metrics_listen: platform::MaybeAddr::OFF,
             ..Default::default()
         })
         .await

@@ -37,14 +37,20 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
     }
 }
 
-/// Prometheus text format.
+/// Prometheus text format: the gateway's requests, its calls to the
+/// services, and (in one process) the services' own series.
 async fn metrics(State(state): State<AppState>) -> Response {
+    let own = state.metrics.render();
+    let others = state.backends.metrics_text().await;
+    let text = platform::metrics::merge(
+        std::iter::once(own.as_str()).chain(others.iter().map(String::as_str)),
+    );
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        text,
     )
         .into_response()
 }
