@@ -717,6 +717,39 @@ async fn replicas_show_each_others_writes_at_once() {
         );
     }
 
+    // The same data through either replica: the same ETag (tags are made
+    // from the answer's bytes, so replicas agree without coordinating).
+    let Outcome::Acked(last) = a
+        .post(
+            "/api/auth/movies",
+            Some(&adder),
+            json!({"title": "Tagged", "director": "D"}),
+        )
+        .await
+    else {
+        panic!("adding a movie failed")
+    };
+    let id = last["id"].as_i64().unwrap();
+    for path in [
+        "/api/auth/movies".to_owned(),
+        format!("/api/auth/movies/{id}"),
+        format!("/api/auth/rating?movie={id}"),
+    ] {
+        let mut tags = vec![];
+        for side in [a, b] {
+            let r = side
+                .http
+                .get(format!("{}{path}", side.base))
+                .header("authorization", format!("Token {adder}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{path}");
+            tags.push(r.headers()["etag"].to_str().unwrap().to_owned());
+        }
+        assert_eq!(tags[0], tags[1], "{path}: the replicas' tags differ");
+    }
+
     // Five failed logins spread over both auth replicas: throttled on both.
     a.user("victim").await;
     for i in 0..5 {

@@ -4,12 +4,14 @@
 
 mod backends;
 pub mod client;
+mod conditional;
 mod config;
 pub mod error;
 mod extract;
 mod list_cache;
 mod observe;
 mod pagination;
+mod problem;
 pub mod routes;
 mod server;
 
@@ -129,6 +131,7 @@ pub fn router(backends: Backends, config: &Config, public_url: String) -> Router
         auth_limit: client::RateLimit::per_minute(config.gateway_auth_per_minute),
     }));
     let mut api = api
+        .route_layer(axum::middleware::from_fn(conditional::conditional))
         .merge(routes::ops::router())
         .fallback(observe::not_found)
         .route_layer(axum::middleware::from_fn_with_state(
@@ -138,10 +141,12 @@ pub fn router(backends: Backends, config: &Config, public_url: String) -> Router
     if !config.gateway_cors_origins.is_empty() {
         api = api.layer(cors(&config.gateway_cors_origins));
     }
+    // Problems outermost: they rewrite every error, 405s included.
     api.layer(axum::middleware::from_fn_with_state(
         state.clone(),
         observe::observe,
     ))
+    .layer(axum::middleware::from_fn(problem::problems))
     .with_state(state)
 }
 

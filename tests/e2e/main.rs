@@ -12,5 +12,6 @@ mod movies;
 mod ops;
 mod ratings;
 mod security;
+mod standards;
 #[path = "../support/processes.rs"]
 mod support;
