@@ -28,6 +28,18 @@ pub const MAX_PASSWORD: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Username(String);
 
+/// A letter or a number by Unicode general category (L*, N*): what
+/// Python's `str.isalnum` and so Django's `\w` accept. (Rust's
+/// `char::is_alphanumeric` also accepts combining marks such as Devanagari
+/// vowel signs, which Django refuses.)
+fn is_alphanumeric(c: char) -> bool {
+    use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
+    matches!(
+        c.general_category_group(),
+        GeneralCategoryGroup::Letter | GeneralCategoryGroup::Number
+    )
+}
+
 impl Username {
     /// Parses a username for registration, NFKC-normalised first (as
     /// Django does).
@@ -42,7 +54,7 @@ impl Username {
         }
         if !raw
             .chars()
-            .all(|c| c.is_alphanumeric() || "@.+-_".contains(c))
+            .all(|c| is_alphanumeric(c) || "@.+-_".contains(c))
         {
             return Err(f(
                 "Enter a valid username. This value may contain only letters, numbers, and @/./+/-/_ characters.",
@@ -145,7 +157,7 @@ impl Email {
             && !local.contains("..")
             && local
                 .chars()
-                .all(|c| c.is_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c));
+                .all(|c| is_alphanumeric(c) || "!#$%&'*+/=?^_`{|}~.-".contains(c));
         let labels: Vec<&str> = domain.split('.').collect();
         let domain_ok = labels.len() >= 2
             && labels.iter().all(|l| {
@@ -153,7 +165,7 @@ impl Email {
                     && l.len() <= 63
                     && !l.starts_with('-')
                     && !l.ends_with('-')
-                    && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+                    && l.chars().all(|c| is_alphanumeric(c) || c == '-')
             })
             && labels
                 .last()
@@ -510,6 +522,16 @@ mod tests {
         assert!(Username::parse("has space").is_err());
         assert!(Username::parse(&"x".repeat(150)).is_ok());
         assert!(Username::parse(&"x".repeat(151)).is_err());
+        // Python's `\w`: letters and numbers of any script, not marks.
+        assert!(Username::parse("Ωμέγα٣").is_ok());
+        assert!(
+            Username::parse("\u{915}\u{93F}").is_err(),
+            "a vowel sign is a mark"
+        );
+        assert!(
+            Username::parse("\u{301}").is_err(),
+            "a lone combining accent"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod error;
 mod extract;
 mod list_cache;
 mod observe;
+mod openapi;
 mod pagination;
 mod problem;
 pub mod routes;
@@ -120,7 +121,9 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
 /// `public_url` is where pagination links point.
 pub fn router(backends: Backends, config: &Config, public_url: String) -> Router {
     let (api, openapi) = api();
-    let openapi = openapi.to_json().expect("the OpenAPI document serializes");
+    let mut openapi = serde_json::to_value(&openapi).expect("the OpenAPI document serializes");
+    openapi::complete(&mut openapi);
+    let openapi = openapi.to_string();
     let state = AppState(Arc::new(Shared {
         backends,
         metrics: Metrics::default(),
