@@ -27,6 +27,9 @@ pub enum CatalogError {
     /// No such movie.
     #[error("not found")]
     NotFound,
+    /// The idempotency key was used before for another request.
+    #[error("idempotency key reused for another request")]
+    KeyReused,
     /// SubscribeEvents without the right service key.
     #[error("service key required")]
     ServiceKeyRequired,
@@ -97,6 +100,9 @@ impl From<CatalogError> for Status {
             CatalogError::InvalidToken => Status::unauthenticated("Invalid token."),
             CatalogError::CannotRate => Status::permission_denied("You cant rate it "),
             CatalogError::NotFound => Status::not_found("Not found."),
+            CatalogError::KeyReused => Status::failed_precondition(
+                "This Idempotency-Key was already used with a different request.",
+            ),
             CatalogError::ServiceKeyRequired => {
                 Status::permission_denied("a valid x-service-key is required")
             }

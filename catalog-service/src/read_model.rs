@@ -4,9 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use event_store::RecordedEvent;
+use event_store::idempotency::Idempotent;
 use event_store::read_model::ReadModel;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use crate::domain::{CatalogEvent, MovieId, Rating, RatingId, UserId};
 
@@ -60,6 +62,27 @@ pub struct CatalogView {
     /// that changes what a list shows (id, title, director) must extend it.
     #[serde(skip)]
     movies_etag: [u8; 32],
+    /// What each command sent with an idempotency key created, by the id
+    /// of its event (see `event_store::idempotency`).
+    keyed: BTreeMap<Uuid, Keyed>,
+}
+
+/// What a command sent with an idempotency key created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Keyed {
+    /// The request's fingerprint.
+    pub fingerprint: String,
+    /// The movie or rating it created.
+    pub created: Created,
+}
+
+/// A movie or a rating, by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Created {
+    /// A movie.
+    Movie(MovieId),
+    /// A rating.
+    Rating(RatingId),
 }
 
 /// One page of a listing and the size of the whole.
@@ -72,6 +95,17 @@ pub struct Page<T> {
 }
 
 impl CatalogView {
+    /// What the command whose first event is `event_id` created, if such a
+    /// command (sent with an idempotency key) was stored.
+    pub fn keyed(&self, event_id: Uuid) -> Option<&Keyed> {
+        self.keyed.get(&event_id)
+    }
+
+    /// A rating by id.
+    pub fn rating(&self, id: RatingId) -> Option<&RatingRow> {
+        self.ratings.get(&id)
+    }
+
     /// A movie by id.
     pub fn movie(&self, id: MovieId) -> Option<&MovieRow> {
         self.movies.get(&id)
@@ -146,7 +180,20 @@ impl CatalogView {
 impl ReadModel for CatalogView {
     type Event = CatalogEvent;
 
-    fn apply(&mut self, event: CatalogEvent, _: &RecordedEvent) {
+    fn apply(&mut self, event: CatalogEvent, recorded: &RecordedEvent) {
+        if let Some(fingerprint) = Idempotent::fingerprint_of(recorded) {
+            let created = match &event {
+                CatalogEvent::MovieAdded { id, .. } => Created::Movie(*id),
+                CatalogEvent::MovieRated { id, .. } => Created::Rating(*id),
+            };
+            self.keyed.insert(
+                recorded.id,
+                Keyed {
+                    fingerprint,
+                    created,
+                },
+            );
+        }
         match event {
             CatalogEvent::MovieAdded {
                 id,

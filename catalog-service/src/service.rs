@@ -5,10 +5,11 @@
 
 use std::sync::Arc;
 
-use event_store::decider::{self, Loaded};
+use event_store::decider::{self, CommandError, Loaded};
+use event_store::idempotency::Idempotent;
 use event_store::ids::IdSequence;
 use event_store::read_model::Projection;
-use event_store::{EventStore, ids};
+use event_store::{EventStore, EventStoreError, ids};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use proto::catalog::catalog_service_server::CatalogService;
@@ -25,7 +26,7 @@ use crate::domain::{
     movie_stream, rating_stream,
 };
 use crate::error::{CatalogError, Result};
-use crate::read_model::{CatalogView, MovieListing, MovieRow, RatingRow};
+use crate::read_model::{CatalogView, Created, MovieListing, MovieRow, RatingRow};
 use event_store::read_model::ReadPoint;
 
 /// Who may call SubscribeEvents.
@@ -102,7 +103,42 @@ impl CatalogGrpc {
         }
     }
 
-    async fn add_movie(&self, user: domain::UserId, r: &AddMovieRequest) -> Result<MovieRow> {
+    /// What the command `key` names created, once it is stored: `None` if
+    /// it never was; [`CatalogError::KeyReused`] if it was for another
+    /// request.
+    async fn replay(&self, key: &Idempotent) -> Result<Option<Created>> {
+        let view = self.view.read_linearizable().await?;
+        match view.keyed(key.event_id) {
+            None => Ok(None),
+            Some(k) if k.fingerprint != key.fingerprint => Err(CatalogError::KeyReused),
+            Some(k) => Ok(Some(k.created)),
+        }
+    }
+
+    /// The movie a keyed command created.
+    async fn movie_created(&self, key: &Idempotent) -> Result<Option<MovieRow>> {
+        match self.replay(key).await? {
+            Some(Created::Movie(id)) => Ok(self.view.read().movie(id).cloned()),
+            Some(Created::Rating(_)) => Err(CatalogError::KeyReused),
+            None => Ok(None),
+        }
+    }
+
+    /// The rating a keyed command created.
+    async fn rating_created(&self, key: &Idempotent) -> Result<Option<RatingRow>> {
+        match self.replay(key).await? {
+            Some(Created::Rating(id)) => Ok(self.view.read().rating(id).copied()),
+            Some(Created::Movie(_)) => Err(CatalogError::KeyReused),
+            None => Ok(None),
+        }
+    }
+
+    async fn add_movie(
+        &self,
+        user: domain::UserId,
+        r: &AddMovieRequest,
+        key: Option<&str>,
+    ) -> Result<MovieRow> {
         let (title, director) = match (
             Text::parse("title", &r.title),
             Text::parse("director", &r.director),
@@ -114,6 +150,18 @@ impl CatalogGrpc {
                 ));
             }
         };
+        let key = key.map(|k| {
+            Idempotent::new(
+                &format!("movie:{user}"),
+                k,
+                &[title.as_str(), director.as_str()],
+            )
+        });
+        if let Some(key) = &key
+            && let Some(movie) = self.movie_created(key).await?
+        {
+            return Ok(movie);
+        }
         let command = AddMovie {
             id: self.movie_ids.next(&self.store).await?,
             title,
@@ -121,13 +169,22 @@ impl CatalogGrpc {
             added_by: user,
         };
         let stream = movie_stream(command.id);
-        let done = decider::execute::<domain::Movie>(
+        let done = decider::execute_idempotent::<domain::Movie>(
             &*self.store,
             &stream,
             Loaded::assume_new(),
             &command,
+            key.as_ref(),
         )
-        .await?;
+        .await;
+        let done = match (done, &key) {
+            // The same request, stored meanwhile (elsewhere, or by the
+            // attempt whose answer was lost).
+            (Err(CommandError::Store(EventStoreError::DuplicateEventId(_))), Some(key)) => {
+                return self.movie_created(key).await?.ok_or(CatalogError::NotFound);
+            }
+            (done, _) => done?,
+        };
         self.view.wait_for(done.position).await?;
         tracing::info!(movie = command.id, "movie added");
         Ok(MovieRow {
@@ -140,11 +197,51 @@ impl CatalogGrpc {
         })
     }
 
-    async fn rate_movie(&self, user: domain::UserId, r: &RateMovieRequest) -> Result<RatingRow> {
+    async fn rate_movie(
+        &self,
+        user: domain::UserId,
+        r: &RateMovieRequest,
+        key: Option<&str>,
+    ) -> Result<RatingRow> {
         let rating = domain::Rating::parse(r.rating)?;
+        let key = key.map(|k| {
+            Idempotent::new(
+                &format!("rating:{user}"),
+                k,
+                &[&r.movie.to_string(), &rating.get().to_string()],
+            )
+        });
+        if let Some(key) = &key
+            && let Some(rated) = self.rating_created(key).await?
+        {
+            return Ok(rated);
+        }
+        match self.rate_once(user, r.movie, rating, key.as_ref()).await {
+            // Refused because the same request got there first: its answer.
+            Err(
+                CatalogError::CannotRate
+                | CatalogError::Store(EventStoreError::DuplicateEventId(_)),
+            ) if key.is_some() => {
+                let key = key.as_ref().expect("checked above");
+                match self.rating_created(key).await? {
+                    Some(rated) => Ok(rated),
+                    None => Err(CatalogError::CannotRate),
+                }
+            }
+            answer => answer,
+        }
+    }
+
+    async fn rate_once(
+        &self,
+        user: domain::UserId,
+        movie_id: domain::MovieId,
+        rating: domain::Rating,
+        key: Option<&Idempotent>,
+    ) -> Result<RatingRow> {
         // Ids are positive: anything else names no movie, without a read.
-        let movie = if r.movie > 0 {
-            decider::load::<domain::Movie>(&*self.store, &movie_stream(r.movie))
+        let movie = if movie_id > 0 {
+            decider::load::<domain::Movie>(&*self.store, &movie_stream(movie_id))
                 .await?
                 .state
         } else {
@@ -152,27 +249,46 @@ impl CatalogGrpc {
         };
         let mut command = RateMovie {
             id: 0,
-            movie_id: r.movie,
+            movie_id,
             movie,
             user,
             rating,
         };
         // Refuse what can be refused before taking an id; the store decides.
-        let stream = rating_stream(r.movie, user);
+        let stream = rating_stream(movie_id, user);
         <MovieRating as decider::Decider>::decide(&command, &Default::default())?;
         command.id = self.rating_ids.next(&self.store).await?;
-        let done =
-            decider::execute::<MovieRating>(&*self.store, &stream, Loaded::assume_new(), &command)
-                .await?;
+        let done = decider::execute_idempotent::<MovieRating>(
+            &*self.store,
+            &stream,
+            Loaded::assume_new(),
+            &command,
+            key,
+        )
+        .await?;
         self.view.wait_for(done.position).await?;
         tracing::info!(rating = command.id, "movie rated");
         Ok(RatingRow {
             id: command.id,
-            movie: r.movie,
+            movie: movie_id,
             user,
             rating,
         })
     }
+}
+
+/// The metadata that carries a client's idempotency key (checked for shape
+/// by the gateway).
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The call's idempotency key, if it has a usable one (1–255 visible ASCII
+/// characters).
+fn idempotency_key<T>(request: &Request<T>) -> Option<&str> {
+    request
+        .metadata()
+        .get(IDEMPOTENCY_KEY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -215,7 +331,8 @@ impl CatalogService for CatalogGrpc {
         request: Request<AddMovieRequest>,
     ) -> Result<Response<AddMovieResponse>, Status> {
         let user = self.caller(&request)?;
-        let movie = self.add_movie(user, request.get_ref()).await?;
+        let key = idempotency_key(&request);
+        let movie = self.add_movie(user, request.get_ref(), key).await?;
         Ok(Response::new(movie_message(movie).into()))
     }
 
@@ -273,7 +390,8 @@ impl CatalogService for CatalogGrpc {
         request: Request<RateMovieRequest>,
     ) -> Result<Response<RateMovieResponse>, Status> {
         let user = self.caller(&request)?;
-        let rating = self.rate_movie(user, request.get_ref()).await?;
+        let key = idempotency_key(&request);
+        let rating = self.rate_movie(user, request.get_ref(), key).await?;
         Ok(Response::new(rating_message(rating)))
     }
 

@@ -102,8 +102,23 @@ pub async fn load<D: Decider>(store: &dyn EventStore, stream: &str) -> Result<Lo
 pub async fn execute<D: Decider>(
     store: &dyn EventStore,
     stream: &str,
+    loaded: Loaded<D::State>,
+    command: &D::Command,
+) -> Result<Executed<D::Event>, CommandError<D::Rejection>> {
+    execute_idempotent::<D>(store, stream, loaded, command, None).await
+}
+
+/// As [`execute`], for a command sent with an idempotency key: its first
+/// event takes the key's event id and the request's fingerprint (see
+/// [`crate::idempotency`]). If that id is stored already (the same request
+/// done before, or being done now elsewhere), the append fails with
+/// [`EventStoreError::DuplicateEventId`] and nothing is stored twice.
+pub async fn execute_idempotent<D: Decider>(
+    store: &dyn EventStore,
+    stream: &str,
     mut loaded: Loaded<D::State>,
     command: &D::Command,
+    idempotent: Option<&crate::idempotency::Idempotent>,
 ) -> Result<Executed<D::Event>, CommandError<D::Rejection>> {
     let mut attempt = 1;
     loop {
@@ -114,10 +129,14 @@ pub async fn execute<D: Decider>(
                 position: 0,
             });
         }
-        let new = events
+        let mut new = events
             .iter()
             .map(Event::to_new_event)
             .collect::<Result<Vec<_>>>()?;
+        if let (Some(key), Some(first)) = (idempotent, new.first_mut()) {
+            first.id = key.event_id;
+            first.metadata = key.stamp(&first.metadata);
+        }
         let expected = if D::commutes(command) && loaded.version != CurrentVersion::NoStream {
             ExpectedVersion::Any
         } else {

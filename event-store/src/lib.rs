@@ -26,6 +26,7 @@ mod error;
 pub mod esdb;
 mod event;
 mod group;
+pub mod idempotency;
 pub mod ids;
 mod model;
 mod open;

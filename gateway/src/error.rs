@@ -151,6 +151,10 @@ fn from_status(status: tonic::Status) -> ApiError {
         Code::Unauthenticated => ApiError::Unauthenticated(status.message().to_owned()),
         Code::PermissionDenied => ApiError::detail(StatusCode::FORBIDDEN, status.message()),
         Code::NotFound => ApiError::not_found(),
+        // An idempotency key reused for another request.
+        Code::FailedPrecondition => {
+            ApiError::detail(StatusCode::UNPROCESSABLE_ENTITY, status.message())
+        }
         Code::ResourceExhausted => ApiError::Throttled(retry_after(&status)),
         Code::Unavailable => {
             tracing::warn!(message = status.message(), "backend unavailable");
@@ -193,6 +197,7 @@ mod tests {
             (Code::Unauthenticated, StatusCode::UNAUTHORIZED),
             (Code::PermissionDenied, StatusCode::FORBIDDEN),
             (Code::NotFound, StatusCode::NOT_FOUND),
+            (Code::FailedPrecondition, StatusCode::UNPROCESSABLE_ENTITY),
             (Code::ResourceExhausted, StatusCode::TOO_MANY_REQUESTS),
             (Code::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
             (Code::DeadlineExceeded, StatusCode::GATEWAY_TIMEOUT),

@@ -194,6 +194,28 @@ pub fn complete(doc: &mut Value) {
                     r["headers"]["RateLimit"] = header("What is left of it, and when it refills");
                 }
             }
+            if method == "post" && ["/api/auth/movies", "/api/auth/rating"].contains(&path.as_str())
+            {
+                responses.insert(
+                    "422".into(),
+                    detail_response("The Idempotency-Key was used before with a different request"),
+                );
+                let key = json!({
+                    "name": "Idempotency-Key", "in": "header", "required": false,
+                    "description": "Makes a retry of this request give the first answer again \
+                        (same status and body) instead of creating twice; scoped to the user",
+                    "schema": {
+                        "type": "string",
+                        "pattern": r#"^(?:"[!-~]{1,255}"|[!-~]{1,255})$"#,
+                        "examples": ["\"8e03978e-40d5-43e8-bc93-6894a57f9324\""],
+                    },
+                });
+                match op.get_mut("parameters").and_then(Value::as_array_mut) {
+                    Some(p) => p.push(key),
+                    None => op["parameters"] = json!([key]),
+                }
+                continue;
+            }
             if method == "get" {
                 if let Some(ok) = responses.get_mut("200") {
                     ok["headers"]["ETag"] = header("Strong tag of this answer");

@@ -1,5 +1,5 @@
 //! The HTTP conventions newer clients rely on, beside the DRF contract:
-//! conditional GETs and problem details.
+//! conditional GETs, problem details, idempotency keys.
 
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, ETAG, IF_NONE_MATCH};
@@ -10,6 +10,8 @@ use crate::helpers::TestApp;
 crate::on_every_backend!(
     every_get_has_a_strong_etag_that_changes_exactly_with_the_answer,
     problem_details_are_given_to_who_asks_for_them,
+    a_retried_post_with_a_key_gives_the_first_answer_and_stores_once,
+    parallel_retries_with_one_key_store_one_movie,
 );
 
 async fn get_with(app: &TestApp, path: &str, token: &str, tag: Option<&str>) -> reqwest::Response {
@@ -167,4 +169,139 @@ async fn problem_details_are_given_to_who_asks_for_them(app: TestApp) {
         .await
         .unwrap();
     assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+}
+
+async fn post_keyed(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    key: &str,
+    body: serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
+    let r = app
+        .http
+        .post(format!("{}{path}", app.base))
+        .header("authorization", format!("Token {token}"))
+        .header("idempotency-key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or_default())
+}
+
+async fn a_retried_post_with_a_key_gives_the_first_answer_and_stores_once(app: TestApp) {
+    let (adder, _) = app.user("adder").await;
+    let (rater, _) = app.user("rater").await;
+    let movie = json!({"title": "Once", "director": "D"});
+    let first = post_keyed(&app, "/api/auth/movies", &adder, "k-1", movie.clone()).await;
+    assert_eq!(first.0, StatusCode::CREATED, "{first:?}");
+    // The retry: the same answer, nothing added (quoted or not, the same key).
+    for key in ["k-1", "\"k-1\""] {
+        let again = post_keyed(&app, "/api/auth/movies", &adder, key, movie.clone()).await;
+        assert_eq!(again, first);
+    }
+    let list = app.get("/api/auth/movies", Some(&adder)).await;
+    assert_eq!(list.body.as_array().unwrap().len(), 1, "{}", list.text);
+    // The same key with another body: 422, DRF-shaped.
+    let other = post_keyed(
+        &app,
+        "/api/auth/movies",
+        &adder,
+        "k-1",
+        json!({"title": "Twice", "director": "D"}),
+    )
+    .await;
+    assert_eq!(other.0, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        other.1,
+        json!({"detail": "This Idempotency-Key was already used with a different request."})
+    );
+    // Keys are per user: another user's "k-1" is a request of its own.
+    let theirs = post_keyed(&app, "/api/auth/movies", &rater, "k-1", movie.clone()).await;
+    assert_eq!(theirs.0, StatusCode::CREATED);
+    assert_ne!(theirs.1["id"], first.1["id"]);
+
+    // A rating: its retry gives the rating again, not "You cant rate it ".
+    let m = first.1["id"].clone();
+    let rated = post_keyed(
+        &app,
+        "/api/auth/rating",
+        &rater,
+        "r-1",
+        json!({"movie": m, "rating": 4}),
+    )
+    .await;
+    assert_eq!(rated.0, StatusCode::CREATED, "{rated:?}");
+    let again = post_keyed(
+        &app,
+        "/api/auth/rating",
+        &rater,
+        "r-1",
+        json!({"movie": m, "rating": 4}),
+    )
+    .await;
+    assert_eq!(again, rated);
+    let ratings = app.get("/api/auth/rating", Some(&rater)).await;
+    assert_eq!(
+        ratings.body.as_array().unwrap().len(),
+        1,
+        "{}",
+        ratings.text
+    );
+    // Without a key, or with another key, a second rating is still refused.
+    let unkeyed = app
+        .post(
+            "/api/auth/rating",
+            Some(&rater),
+            json!({"movie": m, "rating": 4}),
+        )
+        .await;
+    assert_eq!(unkeyed.status, StatusCode::FORBIDDEN);
+    let other_key = post_keyed(
+        &app,
+        "/api/auth/rating",
+        &rater,
+        "r-2",
+        json!({"movie": m, "rating": 4}),
+    )
+    .await;
+    assert_eq!(other_key.0, StatusCode::FORBIDDEN);
+
+    // A key that is not 1–255 visible ASCII characters is refused.
+    for bad in ["", "has space", &"x".repeat(256)] {
+        let r = post_keyed(&app, "/api/auth/movies", &adder, bad, movie.clone()).await;
+        assert_eq!(r.0, StatusCode::BAD_REQUEST, "{bad:?}");
+    }
+}
+
+async fn parallel_retries_with_one_key_store_one_movie(app: TestApp) {
+    let (adder, _) = app.user("adder").await;
+    let mut racers = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (http, url, token) = (
+            app.http.clone(),
+            format!("{}/api/auth/movies", app.base),
+            adder.clone(),
+        );
+        racers.spawn(async move {
+            let r = http
+                .post(url)
+                .header("authorization", format!("Token {token}"))
+                .header("idempotency-key", "race")
+                .json(&json!({"title": "Raced", "director": "D"}))
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.json::<serde_json::Value>().await.unwrap())
+        });
+    }
+    let answers = racers.join_all().await;
+    for a in &answers {
+        assert_eq!(*a, answers[0], "every retry gets the one answer");
+    }
+    assert_eq!(answers[0].0, StatusCode::CREATED);
+    let list = app.get("/api/auth/movies", Some(&adder)).await;
+    assert_eq!(list.body.as_array().unwrap().len(), 1, "{}", list.text);
 }

@@ -89,6 +89,58 @@ impl Caller {
     }
 }
 
+/// A client's `Idempotency-Key` (draft-ietf-httpapi-idempotency-key-header):
+/// a string, quoted or not, of 1–255 visible ASCII characters. Sent on a
+/// POST that creates something, it makes a retry of the same request give
+/// the first answer again instead of creating a second thing.
+pub struct IdempotencyKey(pub Option<MetadataValue<Ascii>>);
+
+/// The longest key accepted.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let Some(raw) = parts.headers.get("idempotency-key") else {
+            return Ok(Self(None));
+        };
+        let invalid = || {
+            ApiError::detail(
+                axum::http::StatusCode::BAD_REQUEST,
+                "Idempotency-Key must be 1 to 255 visible ASCII characters.",
+            )
+        };
+        let text = raw.to_str().map_err(|_| invalid())?.trim();
+        let key = text
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .filter(|k| !k.is_empty())
+            .unwrap_or(text);
+        if key.is_empty()
+            || key.len() > MAX_IDEMPOTENCY_KEY
+            || !key.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(invalid());
+        }
+        Ok(Self(Some(
+            MetadataValue::try_from(key).map_err(|_| invalid())?,
+        )))
+    }
+}
+
+impl IdempotencyKey {
+    /// `request` with the key in its metadata, if there is one.
+    pub fn attach<T>(&self, mut request: tonic::Request<T>) -> tonic::Request<T> {
+        if let Some(key) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("idempotency-key", key.clone());
+        }
+        request
+    }
+}
+
 /// The absolute URL of `path` on this API, from its public base URL (never
 /// from the request's `Host`, which the client chooses).
 pub fn absolute_url(state: &crate::AppState, path: &str) -> String {

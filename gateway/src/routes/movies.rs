@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::extract::{Fields, JsonObject};
 use crate::list_cache::CachedList;
 use crate::pagination::{ListQuery, Paginated};
-use crate::routes::{Caller, Detail, FieldErrors, absolute_url};
+use crate::routes::{Caller, Detail, FieldErrors, IdempotencyKey, absolute_url};
 
 /// The routes of this module, each declared once: the router and the
 /// OpenAPI document both come from it.
@@ -153,6 +153,7 @@ pub async fn list_movies(
 pub async fn add_movie(
     State(state): State<AppState>,
     caller: Caller,
+    key: IdempotencyKey,
     body: Result<JsonObject, ApiError>,
 ) -> Result<(StatusCode, Json<MovieOut>), ApiError> {
     let b = &state.backends;
@@ -163,7 +164,7 @@ pub async fn add_movie(
             f.finish(title.zip(director))
         })
         .await?;
-    let request = b.request(AddMovieRequest { title, director }, Some(&caller));
+    let request = key.attach(b.request(AddMovieRequest { title, director }, Some(&caller)));
     let movie = b.call(b.catalog.clone().add_movie(request)).await?;
     Ok((StatusCode::CREATED, Json(movie_out(movie.into()))))
 }

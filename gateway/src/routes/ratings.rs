@@ -13,7 +13,7 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Fields, JsonObject};
 use crate::pagination::{ListQuery, Paginated};
-use crate::routes::{Caller, Detail, FieldErrors, absolute_url};
+use crate::routes::{Caller, Detail, FieldErrors, IdempotencyKey, absolute_url};
 
 /// The routes of this module, each declared once: the router and the
 /// OpenAPI document both come from it.
@@ -117,6 +117,7 @@ pub async fn list_ratings(
 pub async fn rate_movie(
     State(state): State<AppState>,
     caller: Caller,
+    key: IdempotencyKey,
     body: Result<JsonObject, ApiError>,
 ) -> Result<(StatusCode, Json<RatingOut>), ApiError> {
     let b = &state.backends;
@@ -129,7 +130,7 @@ pub async fn rate_movie(
         .await?;
     // Out of i32 range is out of 1..=5 as well; keep the sign for the message.
     let rating = rating.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
-    let request = b.request(RateMovieRequest { movie, rating }, Some(&caller));
+    let request = key.attach(b.request(RateMovieRequest { movie, rating }, Some(&caller)));
     let rating = b.call(b.catalog.clone().rate_movie(request)).await?;
     Ok((StatusCode::CREATED, Json(rating_out(rating.into()))))
 }
