@@ -607,6 +607,31 @@ struct Replicated {
     _dbs: (TempDatabase, TempDatabase),
 }
 
+/// Two gateways: gateway `i` asks auth replica `i` and catalog replica
+/// `i` only, so that a check through one side and then the other crosses
+/// replicas. Returns them with a client of each.
+async fn sides(
+    auth: &[(Service, String)],
+    catalog: &[(Service, String)],
+) -> (Vec<Service>, Vec<Api>) {
+    let mut sides = vec![];
+    let mut gateways = vec![];
+    for i in 0..2 {
+        let (gateway, addr) = Service::start_listening("gateway", |listen| {
+            support::env(&[
+                ("GATEWAY_LISTEN", listen),
+                ("GATEWAY_AUTH_URL", &format!("http://{}", auth[i].1)),
+                ("GATEWAY_CATALOG_URL", &format!("http://{}", catalog[i].1)),
+                ("GATEWAY_AUTH_PER_MINUTE", "1000000"),
+            ])
+        })
+        .await;
+        gateways.push(gateway);
+        sides.push(Api::ready(format!("http://{addr}")).await);
+    }
+    (gateways, sides)
+}
+
 impl Replicated {
     async fn start(test: &str) -> Option<Self> {
         let auth_db = TempDatabase::create(test).await?;
@@ -660,21 +685,7 @@ async fn replicas_show_each_others_writes_at_once() {
     else {
         return;
     };
-    let mut sides = vec![];
-    let mut gateways = vec![];
-    for i in 0..2 {
-        let (gateway, addr) = Service::start_listening("gateway", |listen| {
-            support::env(&[
-                ("GATEWAY_LISTEN", listen),
-                ("GATEWAY_AUTH_URL", &format!("http://{}", auth[i].1)),
-                ("GATEWAY_CATALOG_URL", &format!("http://{}", catalog[i].1)),
-                ("GATEWAY_AUTH_PER_MINUTE", "1000000"),
-            ])
-        })
-        .await;
-        gateways.push(gateway);
-        sides.push(Api::ready(format!("http://{addr}")).await);
-    }
+    let (gateways, sides) = sides(&auth, &catalog).await;
     let (a, b) = (&sides[0], &sides[1]);
     let adder = a.user("adder").await;
     for round in 0..20 {
@@ -1410,21 +1421,7 @@ async fn a_keyed_retry_through_another_replica_or_after_a_crash_gives_the_first_
     else {
         return;
     };
-    let mut sides = vec![];
-    let mut gateways = vec![];
-    for i in 0..2 {
-        let (gateway, addr) = Service::start_listening("gateway", |listen| {
-            support::env(&[
-                ("GATEWAY_LISTEN", listen),
-                ("GATEWAY_AUTH_URL", &format!("http://{}", auth[i].1)),
-                ("GATEWAY_CATALOG_URL", &format!("http://{}", catalog[i].1)),
-                ("GATEWAY_AUTH_PER_MINUTE", "1000000"),
-            ])
-        })
-        .await;
-        gateways.push(gateway);
-        sides.push(Api::ready(format!("http://{addr}")).await);
-    }
+    let (gateways, sides) = sides(&auth, &catalog).await;
     let (a, b) = (&sides[0], &sides[1]);
     let adder = a.user("adder").await;
     let rater = a.user("rater").await;
