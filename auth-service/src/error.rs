@@ -19,6 +19,9 @@ pub enum AuthError {
     /// The username is taken (case-insensitively).
     #[error("username taken")]
     UsernameTaken,
+    /// The idempotency key was used before for another request.
+    #[error("idempotency key reused for another request")]
+    KeyReused,
     /// Wrong username or password (deliberately the same error for both).
     #[error("incorrect credentials")]
     IncorrectCredentials,
@@ -103,6 +106,7 @@ impl From<AuthError> for Status {
                 ))),
             ),
             AuthError::InvalidToken => Status::unauthenticated("Invalid token."),
+            AuthError::KeyReused => Status::failed_precondition(platform::KEY_REUSED),
             AuthError::NotYetApplied(_) => {
                 Status::unavailable("the change is stored but not yet visible; retry")
             }

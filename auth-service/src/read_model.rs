@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use event_store::RecordedEvent;
+use event_store::idempotency::Idempotent;
 use event_store::read_model::{Projection, ReadModel};
+use uuid::Uuid;
 
 use crate::domain::{AuthEvent, UserId, normalize_username, username_skeleton};
 use crate::token::TokenDigest;
@@ -30,6 +32,20 @@ struct TokenRecord {
     expires_at: DateTime<Utc>,
 }
 
+/// A registration sent with an idempotency key, as its retry needs it: the
+/// request's fingerprint, the user, and the first token sealed under a key
+/// derived from the password (see the service's `register`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedRegistration {
+    /// SHA-256 of the request's username and email.
+    pub fingerprint: String,
+    /// The user registered.
+    pub user_id: UserId,
+    /// The extra members of the stamp: the sealed token, its salt, digest
+    /// and expiry (read by the service, which sealed them).
+    pub sealed: serde_json::Map<String, serde_json::Value>,
+}
+
 /// How often (in event time) every expired token is forgotten.
 const SWEEP_EVERY: TimeDelta = TimeDelta::hours(1);
 
@@ -46,9 +62,23 @@ pub struct AuthView {
     /// When the next sweep of expired tokens is due, in event time, so that
     /// a rebuild forgets exactly what the live model forgot.
     next_sweep: Option<DateTime<Utc>>,
+    /// Registrations sent with an idempotency key, by the id of their
+    /// `UserRegistered` event.
+    keyed: HashMap<Uuid, KeyedRegistration>,
 }
 
 impl AuthView {
+    /// The registration whose `UserRegistered` event is `event_id`, if one
+    /// was sent with an idempotency key.
+    pub fn keyed(&self, event_id: Uuid) -> Option<&KeyedRegistration> {
+        self.keyed.get(&event_id)
+    }
+
+    /// A user by id.
+    pub fn user(&self, id: UserId) -> Option<&UserRecord> {
+        self.by_id.get(&id)
+    }
+
     /// The user registered under `username`, compared case-insensitively.
     pub fn by_username(&self, username: &str) -> Option<&UserRecord> {
         self.by_name
@@ -109,6 +139,19 @@ impl ReadModel for AuthView {
     type Event = AuthEvent;
 
     fn apply(&mut self, event: AuthEvent, recorded: &RecordedEvent) {
+        if let AuthEvent::UserRegistered { user_id, .. } = &event
+            && let Some(mut stamp) = Idempotent::stamp_of(recorded)
+            && let Some(serde_json::Value::String(fingerprint)) = stamp.remove("fingerprint")
+        {
+            self.keyed.insert(
+                recorded.id,
+                KeyedRegistration {
+                    fingerprint,
+                    user_id: *user_id,
+                    sealed: stamp,
+                },
+            );
+        }
         self.apply_at(event, recorded.recorded_at);
     }
 }

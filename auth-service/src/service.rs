@@ -6,10 +6,11 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use event_store::EventStore;
 use event_store::decider::{self, Loaded};
+use event_store::idempotency::Idempotent;
 use event_store::ids::IdSequence;
 use event_store::read_model::Projection;
+use event_store::{EventStore, EventStoreError};
 use proto::auth::auth_service_server::AuthService;
 use proto::auth::{
     AuthenticateRequest, AuthenticateResponse, LoginRequest, LoginResponse, LogoutAllRequest,
@@ -79,7 +80,15 @@ impl AuthGrpc {
         Ok(())
     }
 
-    async fn register(&self, r: RegisterRequest) -> Result<Session> {
+    /// Registers a user. With an idempotency key, a retry of the same
+    /// request answers what the first answered, token included: the token
+    /// is kept sealed (XOR) under a key argon2 derives from the password
+    /// with a salt of its own, so only the same password can unseal it, and
+    /// the digest recorded with it tells a wrong password (another request)
+    /// from the right one. The fingerprint covers username and email only:
+    /// a fast hash of a password is never stored.
+    async fn register(&self, r: RegisterRequest, key: Option<&str>) -> Result<Session> {
+        let given_password = r.password.clone();
         let (username, email, password) = match (
             Username::parse(&r.username),
             Email::parse(&r.email),
@@ -93,6 +102,18 @@ impl AuthGrpc {
             }
         };
         let normalized = normalize_username(username.as_str());
+        let mut keyed = key.map(|k| {
+            Idempotent::new(
+                &format!("register:{normalized}"),
+                k,
+                &[username.as_str(), email.as_str()],
+            )
+        });
+        if let Some(k) = &keyed
+            && let Some(session) = self.registered(k, &given_password).await?
+        {
+            return Ok(session);
+        }
         let stream = user_stream(&normalized);
         let skeleton = claim_stream(&username_skeleton(username.as_str()));
         // A cheap refusal before the costly hash; the store decides. Names
@@ -109,6 +130,9 @@ impl AuthGrpc {
         }
         let password_hash = self.hasher.hash(password).await?;
         let (token, grant) = self.new_token()?;
+        if let Some(k) = &mut keyed {
+            self.seal(k, &token, &grant, given_password.clone()).await?;
+        }
         let user_id = self.user_ids.next(&self.store).await?;
         let user = UserMessage {
             id: user_id,
@@ -127,12 +151,128 @@ impl AuthGrpc {
         let claim = ClaimUsername {
             username: normalized,
         };
-        decider::execute::<UsernameClaim>(&*self.store, &skeleton, Loaded::assume_new(), &claim)
+        let done = async {
+            decider::execute::<UsernameClaim>(
+                &*self.store,
+                &skeleton,
+                Loaded::assume_new(),
+                &claim,
+            )
             .await?;
-        self.execute(&stream, Loaded::assume_new(), &command)
+            let done = decider::execute_idempotent::<User>(
+                &*self.store,
+                &stream,
+                Loaded::assume_new(),
+                &command,
+                keyed.as_ref(),
+            )
             .await?;
+            self.view.wait_for(done.position).await?;
+            Ok::<_, AuthError>(())
+        }
+        .await;
+        match (done, &keyed) {
+            (Ok(()), _) => {}
+            // Refused because the same request got there first: its answer.
+            (
+                Err(
+                    e @ (AuthError::UsernameTaken
+                    | AuthError::Store(EventStoreError::DuplicateEventId(_))),
+                ),
+                Some(k),
+            ) => {
+                return match self.registered(k, &given_password).await? {
+                    Some(session) => Ok(session),
+                    None => Err(e),
+                };
+            }
+            (Err(e), _) => return Err(e),
+        }
         tracing::info!(user_id, "user registered");
         Ok(session(user, token, grant))
+    }
+
+    /// Seals `token` under a key derived from `password`, in `keyed`'s stamp.
+    async fn seal(
+        &self,
+        keyed: &mut Idempotent,
+        token: &str,
+        grant: &Grant,
+        password: String,
+    ) -> Result<()> {
+        let mut salt = [0u8; 16];
+        getrandom::fill(&mut salt).map_err(|e| AuthError::Hashing(e.to_string()))?;
+        let key = self.hasher.derive_key(password, salt).await?;
+        let mut sealed = [0u8; 32];
+        hex::decode_to_slice(token, &mut sealed).map_err(|e| AuthError::Hashing(e.to_string()))?;
+        for (s, k) in sealed.iter_mut().zip(key) {
+            *s ^= k;
+        }
+        let digest: String = grant.digest.into();
+        keyed.extra.extend([
+            ("sealed_token".to_owned(), hex::encode(sealed).into()),
+            ("salt".to_owned(), hex::encode(salt).into()),
+            ("digest".to_owned(), digest.into()),
+            (
+                "expires_at".to_owned(),
+                grant.expires_at.to_rfc3339().into(),
+            ),
+        ]);
+        Ok(())
+    }
+
+    /// What the registration `keyed` names answered, once it is stored:
+    /// `None` if it never was; [`AuthError::KeyReused`] if it was for
+    /// another request (other username, email or password).
+    async fn registered(&self, keyed: &Idempotent, password: &str) -> Result<Option<Session>> {
+        let (record, user) = {
+            let view = self.view.read_linearizable().await?;
+            let Some(record) = view.keyed(keyed.event_id).cloned() else {
+                return Ok(None);
+            };
+            let user = view.user(record.user_id).cloned();
+            (record, user)
+        };
+        let (Some(user), true) = (user, record.fingerprint == keyed.fingerprint) else {
+            return Err(AuthError::KeyReused);
+        };
+        let field = |name: &str| {
+            record
+                .sealed
+                .get(name)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+        };
+        let mut token = [0u8; 32];
+        let mut salt = [0u8; 16];
+        let expires_at =
+            DateTime::parse_from_rfc3339(field("expires_at")).map(|t| t.with_timezone(&Utc));
+        let (Ok(()), Ok(()), Ok(expires_at), Ok(digest)) = (
+            hex::decode_to_slice(field("sealed_token"), &mut token),
+            hex::decode_to_slice(field("salt"), &mut salt),
+            expires_at,
+            token::TokenDigest::try_from(field("digest").to_owned()),
+        ) else {
+            return Err(AuthError::Store(EventStoreError::Corrupt {
+                position: 0,
+                reason: format!("the sealed registration of user {} is unreadable", user.id),
+            }));
+        };
+        let key = self.hasher.derive_key(password.to_owned(), salt).await?;
+        for (t, k) in token.iter_mut().zip(key) {
+            *t ^= k;
+        }
+        let token = hex::encode(token);
+        // Another password unseals something else, whose digest differs.
+        if token::parse(&token) != Some(digest) {
+            return Err(AuthError::KeyReused);
+        }
+        let user = UserMessage {
+            id: user.id,
+            username: user.username,
+            email: user.email,
+        };
+        Ok(Some(session(user, token, Grant { digest, expires_at })))
     }
 
     async fn login(&self, r: LoginRequest, client: &str) -> Result<Session> {
@@ -226,8 +366,11 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
+        let key = platform::idempotency_key(&request).map(str::to_owned);
         Ok(Response::new(
-            self.register(request.into_inner()).await?.into(),
+            self.register(request.into_inner(), key.as_deref())
+                .await?
+                .into(),
         ))
     }
 

@@ -100,9 +100,7 @@ impl From<CatalogError> for Status {
             CatalogError::InvalidToken => Status::unauthenticated("Invalid token."),
             CatalogError::CannotRate => Status::permission_denied("You cant rate it "),
             CatalogError::NotFound => Status::not_found("Not found."),
-            CatalogError::KeyReused => Status::failed_precondition(
-                "This Idempotency-Key was already used with a different request.",
-            ),
+            CatalogError::KeyReused => Status::failed_precondition(platform::KEY_REUSED),
             CatalogError::ServiceKeyRequired => {
                 Status::permission_denied("a valid x-service-key is required")
             }

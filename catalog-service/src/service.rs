@@ -277,20 +277,6 @@ impl CatalogGrpc {
     }
 }
 
-/// The metadata that carries a client's idempotency key (checked for shape
-/// by the gateway).
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
-/// The call's idempotency key, if it has a usable one (1–255 visible ASCII
-/// characters).
-fn idempotency_key<T>(request: &Request<T>) -> Option<&str> {
-    request
-        .metadata()
-        .get(IDEMPOTENCY_KEY)
-        .and_then(|v| v.to_str().ok())
-        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
-}
-
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -331,7 +317,7 @@ impl CatalogService for CatalogGrpc {
         request: Request<AddMovieRequest>,
     ) -> Result<Response<AddMovieResponse>, Status> {
         let user = self.caller(&request)?;
-        let key = idempotency_key(&request);
+        let key = platform::idempotency_key(&request);
         let movie = self.add_movie(user, request.get_ref(), key).await?;
         Ok(Response::new(movie_message(movie).into()))
     }
@@ -390,7 +376,7 @@ impl CatalogService for CatalogGrpc {
         request: Request<RateMovieRequest>,
     ) -> Result<Response<RateMovieResponse>, Status> {
         let user = self.caller(&request)?;
-        let key = idempotency_key(&request);
+        let key = platform::idempotency_key(&request);
         let rating = self.rate_movie(user, request.get_ref(), key).await?;
         Ok(Response::new(rating_message(rating)))
     }

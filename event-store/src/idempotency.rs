@@ -13,14 +13,16 @@ use uuid::Uuid;
 
 use crate::RecordedEvent;
 
-/// A command's idempotency: the id its first event takes, and the
-/// fingerprint of the request.
+/// A command's idempotency: the id its first event takes, the fingerprint
+/// of the request, and what else the service keeps to answer a retry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Idempotent {
     /// The id of the first event the command records.
     pub event_id: Uuid,
     /// SHA-256 (hex) of the request's fields.
     pub fingerprint: String,
+    /// More to keep beside the fingerprint (never a secret in the clear).
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 fn digest(parts: &[&str]) -> [u8; 32] {
@@ -44,7 +46,24 @@ impl Idempotent {
             // A version 8 (custom) UUID, RFC 9562.
             event_id: uuid::Builder::from_custom_bytes(bytes).into_uuid(),
             fingerprint: hex_of(&digest(request)),
+            extra: serde_json::Map::new(),
         }
+    }
+
+    /// The stamp a stored event was recorded with (`fingerprint` and the
+    /// extra members), if a command with an idempotency key recorded it.
+    pub fn stamp_of(
+        recorded: &RecordedEvent,
+    ) -> Option<serde_json::Map<String, serde_json::Value>> {
+        #[derive(Deserialize)]
+        struct Metadata {
+            idempotency: Option<serde_json::Map<String, serde_json::Value>>,
+        }
+        if !recorded.metadata.get().contains("idempotency") {
+            return None;
+        }
+        let meta: Metadata = serde_json::from_str(recorded.metadata.get()).ok()?;
+        meta.idempotency
     }
 
     /// The fingerprint a stored event was recorded with, if it was recorded
@@ -72,10 +91,9 @@ impl Idempotent {
     ) -> Box<serde_json::value::RawValue> {
         let mut map: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(metadata.get()).unwrap_or_default();
-        map.insert(
-            "idempotency".into(),
-            serde_json::json!({ "fingerprint": self.fingerprint }),
-        );
+        let mut stamp = self.extra.clone();
+        stamp.insert("fingerprint".into(), self.fingerprint.clone().into());
+        map.insert("idempotency".into(), stamp.into());
         serde_json::value::to_raw_value(&map).expect("a JSON map serializes")
     }
 }

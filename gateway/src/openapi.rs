@@ -194,7 +194,9 @@ pub fn complete(doc: &mut Value) {
                     r["headers"]["RateLimit"] = header("What is left of it, and when it refills");
                 }
             }
-            if method == "post" && ["/api/auth/movies", "/api/auth/rating"].contains(&path.as_str())
+            if method == "post"
+                && ["/api/auth/register", "/api/auth/movies", "/api/auth/rating"]
+                    .contains(&path.as_str())
             {
                 responses.insert(
                     "422".into(),
@@ -203,10 +205,12 @@ pub fn complete(doc: &mut Value) {
                 let key = json!({
                     "name": "Idempotency-Key", "in": "header", "required": false,
                     "description": "Makes a retry of this request give the first answer again \
-                        (same status and body) instead of creating twice; scoped to the user",
+                        (same status and body) instead of creating twice; scoped to the user \
+                        (to the username for a registration)",
                     "schema": {
                         "type": "string",
-                        "pattern": r#"^(?:"[!-~]{1,255}"|[!-~]{1,255})$"#,
+                        // 1–255 visible ASCII characters, optionally quoted.
+                        "pattern": r#"^"?[!-~]{1,255}"?$"#,
                         "examples": ["\"8e03978e-40d5-43e8-bc93-6894a57f9324\""],
                     },
                 });

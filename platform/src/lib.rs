@@ -59,6 +59,24 @@ impl Display for MaybeAddr {
     }
 }
 
+/// The gRPC metadata that carries a client's idempotency key (see the
+/// gateway's `Idempotency-Key`).
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The message a request gets when its idempotency key was used before
+/// for another request (as FAILED_PRECONDITION; 422 at the REST edge).
+pub const KEY_REUSED: &str = "This Idempotency-Key was already used with a different request.";
+
+/// A call's idempotency key, if it has a usable one (1–255 visible ASCII
+/// characters).
+pub fn idempotency_key<T>(request: &tonic::Request<T>) -> Option<&str> {
+    request
+        .metadata()
+        .get(IDEMPOTENCY_KEY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+}
+
 /// How a binary ends: success, or the error logged and a failure code.
 pub fn exit_code(binary: &str, result: Result<(), impl Display>) -> ExitCode {
     match result {

@@ -12,6 +12,7 @@ crate::on_every_backend!(
     problem_details_are_given_to_who_asks_for_them,
     a_retried_post_with_a_key_gives_the_first_answer_and_stores_once,
     parallel_retries_with_one_key_store_one_movie,
+    a_retried_registration_with_a_key_gets_the_first_answer_token_included,
 );
 
 async fn get_with(app: &TestApp, path: &str, token: &str, tag: Option<&str>) -> reqwest::Response {
@@ -304,4 +305,59 @@ async fn parallel_retries_with_one_key_store_one_movie(app: TestApp) {
     assert_eq!(answers[0].0, StatusCode::CREATED);
     let list = app.get("/api/auth/movies", Some(&adder)).await;
     assert_eq!(list.body.as_array().unwrap().len(), 1, "{}", list.text);
+}
+
+async fn register_keyed(
+    app: &TestApp,
+    key: &str,
+    body: serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
+    let r = app
+        .http
+        .post(format!("{}/api/auth/register", app.base))
+        .header("idempotency-key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or_default())
+}
+
+async fn a_retried_registration_with_a_key_gets_the_first_answer_token_included(app: TestApp) {
+    let body = json!({"username": "keyed", "email": "k@example.com", "password": "password123"});
+    let first = register_keyed(&app, "reg-1", body.clone()).await;
+    assert_eq!(first.0, StatusCode::OK, "{first:?}");
+    // The retry: the same body, the same token, one user.
+    let again = register_keyed(&app, "reg-1", body.clone()).await;
+    assert_eq!(again, first);
+    let token = first.1["token"].as_str().unwrap();
+    assert_eq!(
+        app.get("/api/auth/movies", Some(token)).await.status,
+        StatusCode::OK
+    );
+    // Without the key, the name is taken, as before.
+    let unkeyed = app.post("/api/auth/register", None, body.clone()).await;
+    assert_eq!(unkeyed.status, StatusCode::BAD_REQUEST, "{}", unkeyed.text);
+    // The same key with another password or email: another request.
+    for other in [
+        json!({"username": "keyed", "email": "k@example.com", "password": "other-password"}),
+        json!({"username": "keyed", "email": "other@example.com", "password": "password123"}),
+    ] {
+        let r = register_keyed(&app, "reg-1", other).await;
+        assert_eq!(r.0, StatusCode::UNPROCESSABLE_ENTITY, "{r:?}");
+        assert_eq!(
+            r.1,
+            json!({"detail": "This Idempotency-Key was already used with a different request."})
+        );
+    }
+    // Keys are per username: "reg-1" for another name is a registration of its own.
+    let other = register_keyed(
+        &app,
+        "reg-1",
+        json!({"username": "keyed2", "email": "k2@example.com", "password": "password123"}),
+    )
+    .await;
+    assert_eq!(other.0, StatusCode::OK, "{other:?}");
+    assert_ne!(other.1["token"], first.1["token"]);
 }

@@ -13,6 +13,7 @@ crate::on_every_backend!(
     user_ids_are_positive_unique_and_increasing,
     names_a_reader_could_confuse_are_taken,
     concurrent_confusable_names_yield_one_user,
+    a_keyed_registration_keeps_its_token_sealed_not_in_the_clear,
 );
 
 async fn registration_returns_the_user_and_a_working_token(loc: Location) {
@@ -248,4 +249,42 @@ async fn concurrent_confusable_names_yield_one_user(loc: Location) {
     ];
     let outcome = race(&app, |i| names[i % names.len()].to_owned()).await;
     assert_eq!(outcome, (1, 19));
+}
+
+/// A registration sent with an idempotency key keeps what its retry needs in
+/// the store, but never the token itself, nor a fast hash of the password.
+async fn a_keyed_registration_keeps_its_token_sealed_not_in_the_clear(loc: Location) {
+    let app = TestApp::start(&loc).await;
+    let mut request = tonic::Request::new(proto::auth::RegisterRequest {
+        username: "sealed".into(),
+        email: "s@example.com".into(),
+        password: "password123".into(),
+    });
+    request
+        .metadata_mut()
+        .insert("idempotency-key", "k".parse().unwrap());
+    let token = app
+        .client
+        .clone()
+        .register(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let store = event_store::open(loc.url()).await.unwrap();
+    let events = store.read_all(1, 1000).await.unwrap();
+    let stamped: Vec<_> = events
+        .iter()
+        .filter(|e| e.metadata.get().contains("sealed_token"))
+        .collect();
+    assert_eq!(stamped.len(), 1, "one stamped UserRegistered");
+    for e in &events {
+        for text in [e.data.get(), e.metadata.get()] {
+            assert!(
+                !text.contains(&token),
+                "the token is stored in the clear: {text}"
+            );
+            assert!(!text.contains("password123"));
+        }
+    }
 }

@@ -14,7 +14,7 @@ use crate::AppState;
 use crate::client::ClientAddr;
 use crate::error::ApiError;
 use crate::extract::{Fields, JsonObject};
-use crate::routes::{Caller, Detail, FieldErrors, UserOut};
+use crate::routes::{Caller, Detail, FieldErrors, IdempotencyKey, UserOut};
 
 /// The routes of this module, each declared once: the router and the
 /// OpenAPI document both come from it.
@@ -100,6 +100,7 @@ fn session_out(s: Session) -> SessionOut {
 pub async fn register(
     State(state): State<AppState>,
     client: ClientAddr,
+    key: IdempotencyKey,
     JsonObject(body): JsonObject,
 ) -> Result<NoStore<Json<SessionOut>>, ApiError> {
     let mut f = Fields::new(&body);
@@ -115,14 +116,14 @@ pub async fn register(
             .map(|((u, e), p)| (u, e, p)),
     )?;
     let b = &state.backends;
-    let request = client.tag(b.request(
+    let request = key.attach(client.tag(b.request(
         RegisterRequest {
             username,
             email,
             password,
         },
         None,
-    ));
+    )));
     let session = b.call(b.auth.clone().register(request)).await?;
     Ok(NoStore(Json(session_out(session.into()))))
 }
