@@ -172,7 +172,16 @@ impl AuthGrpc {
         }
         .await;
         match (done, &keyed) {
-            (Ok(()), _) => {}
+            // What is stored answers, not this attempt's values: a copy of
+            // the request that lost a race may have "appended" the winner's
+            // event again (the store's idempotent retry), with another user
+            // id and a token that was never stored.
+            (Ok(()), Some(k)) => {
+                if let Some(session) = self.registered(k, &given_password).await? {
+                    return Ok(session);
+                }
+            }
+            (Ok(()), None) => {}
             // Refused because the same request got there first: its answer.
             (
                 Err(
@@ -181,6 +190,11 @@ impl AuthGrpc {
                 ),
                 Some(k),
             ) => {
+                // The other request's event is committed, maybe not yet
+                // applied here (an embedded store's linearizable read does
+                // not wait for what another request stored).
+                let head = self.store.head_position().await?;
+                self.view.wait_for(head).await?;
                 return match self.registered(k, &given_password).await? {
                     Some(session) => Ok(session),
                     None => Err(e),

@@ -103,6 +103,16 @@ impl CatalogGrpc {
         }
     }
 
+    /// Waits until the read model holds every event committed so far. After
+    /// a conflict with another request's event, that event is committed but
+    /// maybe not yet applied here (on an embedded store a linearizable read
+    /// does not wait: it only promises what this process acknowledged).
+    async fn catch_up(&self) -> Result<()> {
+        let head = self.store.head_position().await?;
+        self.view.wait_for(head).await?;
+        Ok(())
+    }
+
     /// What the command `key` names created, once it is stored: `None` if
     /// it never was; [`CatalogError::KeyReused`] if it was for another
     /// request.
@@ -181,11 +191,18 @@ impl CatalogGrpc {
             // The same request, stored meanwhile (elsewhere, or by the
             // attempt whose answer was lost).
             (Err(CommandError::Store(EventStoreError::DuplicateEventId(_))), Some(key)) => {
+                self.catch_up().await?;
                 return self.movie_created(key).await?.ok_or(CatalogError::NotFound);
             }
             (done, _) => done?,
         };
         self.view.wait_for(done.position).await?;
+        if let Some(key) = &key {
+            // What is stored answers, not this attempt's values: a copy of
+            // the request that lost a race may have "appended" the winner's
+            // event again (the store's idempotent retry), with another id.
+            return self.movie_created(key).await?.ok_or(CatalogError::NotFound);
+        }
         tracing::info!(movie = command.id, "movie added");
         Ok(MovieRow {
             id: command.id,
@@ -223,10 +240,18 @@ impl CatalogGrpc {
                 | CatalogError::Store(EventStoreError::DuplicateEventId(_)),
             ) if key.is_some() => {
                 let key = key.as_ref().expect("checked above");
+                self.catch_up().await?;
                 match self.rating_created(key).await? {
                     Some(rated) => Ok(rated),
                     None => Err(CatalogError::CannotRate),
                 }
+            }
+            // What is stored answers (see `add_movie`).
+            Ok(_) if key.is_some() => {
+                let key = key.as_ref().expect("checked above");
+                self.rating_created(key)
+                    .await?
+                    .ok_or(CatalogError::CannotRate)
             }
             answer => answer,
         }

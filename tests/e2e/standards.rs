@@ -172,22 +172,24 @@ async fn problem_details_are_given_to_who_asks_for_them(app: TestApp) {
     assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
 }
 
+/// A POST with an `Idempotency-Key` (and a token, if given): its status and
+/// JSON body.
 async fn post_keyed(
     app: &TestApp,
     path: &str,
-    token: &str,
+    token: Option<&str>,
     key: &str,
     body: serde_json::Value,
 ) -> (StatusCode, serde_json::Value) {
-    let r = app
+    let mut r = app
         .http
         .post(format!("{}{path}", app.base))
-        .header("authorization", format!("Token {token}"))
         .header("idempotency-key", key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .json(&body);
+    if let Some(t) = token {
+        r = r.header("authorization", format!("Token {t}"));
+    }
+    let r = r.send().await.unwrap();
     let status = r.status();
     (status, r.json().await.unwrap_or_default())
 }
@@ -196,11 +198,11 @@ async fn a_retried_post_with_a_key_gives_the_first_answer_and_stores_once(app: T
     let (adder, _) = app.user("adder").await;
     let (rater, _) = app.user("rater").await;
     let movie = json!({"title": "Once", "director": "D"});
-    let first = post_keyed(&app, "/api/auth/movies", &adder, "k-1", movie.clone()).await;
+    let first = post_keyed(&app, "/api/auth/movies", Some(&adder), "k-1", movie.clone()).await;
     assert_eq!(first.0, StatusCode::CREATED, "{first:?}");
     // The retry: the same answer, nothing added (quoted or not, the same key).
     for key in ["k-1", "\"k-1\""] {
-        let again = post_keyed(&app, "/api/auth/movies", &adder, key, movie.clone()).await;
+        let again = post_keyed(&app, "/api/auth/movies", Some(&adder), key, movie.clone()).await;
         assert_eq!(again, first);
     }
     let list = app.get("/api/auth/movies", Some(&adder)).await;
@@ -209,7 +211,7 @@ async fn a_retried_post_with_a_key_gives_the_first_answer_and_stores_once(app: T
     let other = post_keyed(
         &app,
         "/api/auth/movies",
-        &adder,
+        Some(&adder),
         "k-1",
         json!({"title": "Twice", "director": "D"}),
     )
@@ -220,7 +222,7 @@ async fn a_retried_post_with_a_key_gives_the_first_answer_and_stores_once(app: T
         json!({"detail": "This Idempotency-Key was already used with a different request."})
     );
     // Keys are per user: another user's "k-1" is a request of its own.
-    let theirs = post_keyed(&app, "/api/auth/movies", &rater, "k-1", movie.clone()).await;
+    let theirs = post_keyed(&app, "/api/auth/movies", Some(&rater), "k-1", movie.clone()).await;
     assert_eq!(theirs.0, StatusCode::CREATED);
     assert_ne!(theirs.1["id"], first.1["id"]);
 
@@ -229,7 +231,7 @@ async fn a_retried_post_with_a_key_gives_the_first_answer_and_stores_once(app: T
     let rated = post_keyed(
         &app,
         "/api/auth/rating",
-        &rater,
+        Some(&rater),
         "r-1",
         json!({"movie": m, "rating": 4}),
     )
@@ -238,7 +240,7 @@ async fn a_retried_post_with_a_key_gives_the_first_answer_and_stores_once(app: T
     let again = post_keyed(
         &app,
         "/api/auth/rating",
-        &rater,
+        Some(&rater),
         "r-1",
         json!({"movie": m, "rating": 4}),
     )
@@ -263,7 +265,7 @@ async fn a_retried_post_with_a_key_gives_the_first_answer_and_stores_once(app: T
     let other_key = post_keyed(
         &app,
         "/api/auth/rating",
-        &rater,
+        Some(&rater),
         "r-2",
         json!({"movie": m, "rating": 4}),
     )
@@ -272,64 +274,61 @@ async fn a_retried_post_with_a_key_gives_the_first_answer_and_stores_once(app: T
 
     // A key that is not 1–255 visible ASCII characters is refused.
     for bad in ["", "has space", &"x".repeat(256)] {
-        let r = post_keyed(&app, "/api/auth/movies", &adder, bad, movie.clone()).await;
+        let r = post_keyed(&app, "/api/auth/movies", Some(&adder), bad, movie.clone()).await;
         assert_eq!(r.0, StatusCode::BAD_REQUEST, "{bad:?}");
     }
 }
 
-async fn parallel_retries_with_one_key_store_one_movie(app: TestApp) {
-    let (adder, _) = app.user("adder").await;
+/// Eight copies of one keyed POST at once: every copy gets the one answer.
+async fn race(
+    app: &TestApp,
+    path: &str,
+    token: Option<&str>,
+    key: &str,
+    body: serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
     let mut racers = tokio::task::JoinSet::new();
     for _ in 0..8 {
-        let (http, url, token) = (
-            app.http.clone(),
-            format!("{}/api/auth/movies", app.base),
-            adder.clone(),
-        );
+        let (http, url) = (app.http.clone(), format!("{}{path}", app.base));
+        let (token, key, body) = (token.map(str::to_owned), key.to_owned(), body.clone());
         racers.spawn(async move {
-            let r = http
-                .post(url)
-                .header("authorization", format!("Token {token}"))
-                .header("idempotency-key", "race")
-                .json(&json!({"title": "Raced", "director": "D"}))
-                .send()
-                .await
-                .unwrap();
+            let mut r = http.post(url).header("idempotency-key", key).json(&body);
+            if let Some(t) = token {
+                r = r.header("authorization", format!("Token {t}"));
+            }
+            let r = r.send().await.unwrap();
             (r.status(), r.json::<serde_json::Value>().await.unwrap())
         });
     }
     let answers = racers.join_all().await;
     for a in &answers {
-        assert_eq!(*a, answers[0], "every retry gets the one answer");
+        assert_eq!(*a, answers[0], "{path}: every copy gets the one answer");
     }
-    assert_eq!(answers[0].0, StatusCode::CREATED);
-    let list = app.get("/api/auth/movies", Some(&adder)).await;
-    assert_eq!(list.body.as_array().unwrap().len(), 1, "{}", list.text);
+    answers[0].clone()
 }
 
-async fn register_keyed(
-    app: &TestApp,
-    key: &str,
-    body: serde_json::Value,
-) -> (StatusCode, serde_json::Value) {
-    let r = app
-        .http
-        .post(format!("{}/api/auth/register", app.base))
-        .header("idempotency-key", key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or_default())
+async fn parallel_retries_with_one_key_store_one_movie(app: TestApp) {
+    let (adder, _) = app.user("adder").await;
+    let (rater, _) = app.user("rater").await;
+    let movie = json!({"title": "Raced", "director": "D"});
+    let added = race(&app, "/api/auth/movies", Some(&adder), "race", movie).await;
+    assert_eq!(added.0, StatusCode::CREATED, "{added:?}");
+    let list = app.get("/api/auth/movies", Some(&adder)).await;
+    assert_eq!(list.body.as_array().unwrap().len(), 1, "{}", list.text);
+    let rating = json!({"movie": added.1["id"], "rating": 3});
+    let rated = race(&app, "/api/auth/rating", Some(&rater), "race", rating).await;
+    assert_eq!(rated.0, StatusCode::CREATED, "{rated:?}");
+    let user = json!({"username": "racer", "email": "r@example.com", "password": "password123"});
+    let registered = race(&app, "/api/auth/register", None, "race", user).await;
+    assert_eq!(registered.0, StatusCode::OK, "{registered:?}");
 }
 
 async fn a_retried_registration_with_a_key_gets_the_first_answer_token_included(app: TestApp) {
     let body = json!({"username": "keyed", "email": "k@example.com", "password": "password123"});
-    let first = register_keyed(&app, "reg-1", body.clone()).await;
+    let first = post_keyed(&app, "/api/auth/register", None, "reg-1", body.clone()).await;
     assert_eq!(first.0, StatusCode::OK, "{first:?}");
     // The retry: the same body, the same token, one user.
-    let again = register_keyed(&app, "reg-1", body.clone()).await;
+    let again = post_keyed(&app, "/api/auth/register", None, "reg-1", body.clone()).await;
     assert_eq!(again, first);
     let token = first.1["token"].as_str().unwrap();
     assert_eq!(
@@ -344,7 +343,7 @@ async fn a_retried_registration_with_a_key_gets_the_first_answer_token_included(
         json!({"username": "keyed", "email": "k@example.com", "password": "other-password"}),
         json!({"username": "keyed", "email": "other@example.com", "password": "password123"}),
     ] {
-        let r = register_keyed(&app, "reg-1", other).await;
+        let r = post_keyed(&app, "/api/auth/register", None, "reg-1", other).await;
         assert_eq!(r.0, StatusCode::UNPROCESSABLE_ENTITY, "{r:?}");
         assert_eq!(
             r.1,
@@ -352,8 +351,10 @@ async fn a_retried_registration_with_a_key_gets_the_first_answer_token_included(
         );
     }
     // Keys are per username: "reg-1" for another name is a registration of its own.
-    let other = register_keyed(
+    let other = post_keyed(
         &app,
+        "/api/auth/register",
+        None,
         "reg-1",
         json!({"username": "keyed2", "email": "k2@example.com", "password": "password123"}),
     )
