@@ -38,10 +38,17 @@ pub async fn conditional(request: Request, next: Next) -> Response {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return next.run(request).await;
     }
-    let asked = request.headers().clone();
+    let asked = if_none_match(request.headers());
     let response = next.run(request).await;
     if response.status() != StatusCode::OK {
         return response;
+    }
+    if let Some(tag) = response.headers().get(header::ETAG).cloned() {
+        // The handler knows its answer's tag already (a kept list).
+        return match none_match_fails(&asked, &tag) {
+            true => not_modified(response.into_parts().0),
+            false => response,
+        };
     }
     let (mut parts, body) = response.into_parts();
     // The API's answers are built whole in memory before they are sent, so
@@ -52,12 +59,26 @@ pub async fn conditional(request: Request, next: Next) -> Response {
     let tag = etag_of(&bytes);
     parts.headers.insert(header::ETAG, tag.clone());
     if none_match_fails(&asked, &tag) {
-        parts.status = StatusCode::NOT_MODIFIED;
-        parts.headers.remove(header::CONTENT_TYPE);
-        parts.headers.remove(header::CONTENT_LENGTH);
-        return Response::from_parts(parts, Body::empty());
+        return not_modified(parts);
     }
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// The `If-None-Match` values of a request (usually none).
+fn if_none_match(headers: &HeaderMap) -> HeaderMap {
+    let mut kept = HeaderMap::new();
+    for v in headers.get_all(header::IF_NONE_MATCH) {
+        kept.append(header::IF_NONE_MATCH, v.clone());
+    }
+    kept
+}
+
+/// A 304 with the headers of the 200 it stands for, without the body.
+fn not_modified(mut parts: axum::http::response::Parts) -> Response {
+    parts.status = StatusCode::NOT_MODIFIED;
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::empty())
 }
 
 #[cfg(test)]

@@ -26,9 +26,20 @@ pub struct CachedList {
     pub count: u64,
     /// The rows of the listing, as a JSON array.
     pub results: Box<RawValue>,
+    /// The HTTP tag of `results` as a whole answer, made once.
+    pub results_tag: std::sync::OnceLock<axum::http::HeaderValue>,
 }
 
 impl CachedList {
+    /// The `ETag` of [`CachedList::results_body`] as an answer: what the
+    /// conditional-GET layer would compute from those bytes, computed once
+    /// per list instead of once per request.
+    pub fn results_etag(&self) -> axum::http::HeaderValue {
+        self.results_tag
+            .get_or_init(|| crate::conditional::etag_of(self.results.get().as_bytes()))
+            .clone()
+    }
+
     /// The rows' JSON as a body, without copying it.
     pub fn results_body(self: &Arc<Self>) -> Bytes {
         Bytes::from_owner(ResultsJson(self.clone()))
@@ -90,7 +101,18 @@ mod tests {
             etag: etag.to_vec(),
             count: 1,
             results: RawValue::from_string(json.to_owned()).unwrap(),
+            results_tag: Default::default(),
         })
+    }
+
+    #[test]
+    fn a_kept_list_is_tagged_as_its_body_would_be() {
+        let kept = list(b"a", "[1,2]");
+        assert_eq!(
+            kept.results_etag(),
+            crate::conditional::etag_of(&kept.results_body())
+        );
+        assert_ne!(kept.results_etag(), list(b"a", "[1]").results_etag());
     }
 
     #[test]

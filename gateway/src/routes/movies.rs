@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use proto::catalog::{AddMovieRequest, GetMovieRequest, ListMoviesRequest, Movie};
 use serde::{Deserialize, Serialize};
@@ -127,19 +127,27 @@ pub async fn list_movies(
                 etag: answer.etag,
                 count: answer.count,
                 results: serde_json::value::to_raw_value(&rows).expect("movies always serialize"),
+                results_tag: Default::default(),
             });
             state.movie_lists.put(key, list.clone());
             list
         }
     };
-    let body = if q.limit.is_some() {
+    if q.limit.is_some() {
         let base = absolute_url(&state, "/api/auth/movies");
         let page = q.page(&base, list.count, &*list.results);
-        Bytes::from(serde_json::to_vec(&page).expect("pages always serialize"))
-    } else {
-        list.results_body()
-    };
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+        let body = Bytes::from(serde_json::to_vec(&page).expect("pages always serialize"));
+        return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
+    }
+    // The whole list: its tag was made once, when it was kept.
+    let headers = [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ),
+        (header::ETAG, list.results_etag()),
+    ];
+    Ok((headers, list.results_body()).into_response())
 }
 
 /// Adds a movie; the caller becomes its `added_by`.
