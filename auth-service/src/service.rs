@@ -190,11 +190,8 @@ impl AuthGrpc {
                 ),
                 Some(k),
             ) => {
-                // The other request's event is committed, maybe not yet
-                // applied here (an embedded store's linearizable read does
-                // not wait for what another request stored).
-                let head = self.store.head_position().await?;
-                self.view.wait_for(head).await?;
+                // The other request's event is committed, maybe not yet applied.
+                self.view.catch_up().await?;
                 return match self.registered(k, &given_password).await? {
                     Some(session) => Ok(session),
                     None => Err(e),

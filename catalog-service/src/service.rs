@@ -103,16 +103,6 @@ impl CatalogGrpc {
         }
     }
 
-    /// Waits until the read model holds every event committed so far. After
-    /// a conflict with another request's event, that event is committed but
-    /// maybe not yet applied here (on an embedded store a linearizable read
-    /// does not wait: it only promises what this process acknowledged).
-    async fn catch_up(&self) -> Result<()> {
-        let head = self.store.head_position().await?;
-        self.view.wait_for(head).await?;
-        Ok(())
-    }
-
     /// What the command `key` names created, once it is stored: `None` if
     /// it never was; [`CatalogError::KeyReused`] if it was for another
     /// request.
@@ -191,7 +181,7 @@ impl CatalogGrpc {
             // The same request, stored meanwhile (elsewhere, or by the
             // attempt whose answer was lost).
             (Err(CommandError::Store(EventStoreError::DuplicateEventId(_))), Some(key)) => {
-                self.catch_up().await?;
+                self.view.catch_up().await?;
                 return self.movie_created(key).await?.ok_or(CatalogError::NotFound);
             }
             (done, _) => done?,
@@ -233,27 +223,27 @@ impl CatalogGrpc {
         {
             return Ok(rated);
         }
-        match self.rate_once(user, r.movie, rating, key.as_ref()).await {
+        let answer = self.rate_once(user, r.movie, rating, key.as_ref()).await;
+        let Some(key) = &key else {
+            return answer;
+        };
+        match answer {
             // Refused because the same request got there first: its answer.
             Err(
                 CatalogError::CannotRate
                 | CatalogError::Store(EventStoreError::DuplicateEventId(_)),
-            ) if key.is_some() => {
-                let key = key.as_ref().expect("checked above");
-                self.catch_up().await?;
-                match self.rating_created(key).await? {
-                    Some(rated) => Ok(rated),
-                    None => Err(CatalogError::CannotRate),
-                }
-            }
-            // What is stored answers (see `add_movie`).
-            Ok(_) if key.is_some() => {
-                let key = key.as_ref().expect("checked above");
+            ) => {
+                self.view.catch_up().await?;
                 self.rating_created(key)
                     .await?
                     .ok_or(CatalogError::CannotRate)
             }
-            answer => answer,
+            // What is stored answers (see `add_movie`).
+            Ok(_) => self
+                .rating_created(key)
+                .await?
+                .ok_or(CatalogError::CannotRate),
+            Err(e) => Err(e),
         }
     }
 

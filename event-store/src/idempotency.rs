@@ -69,19 +69,10 @@ impl Idempotent {
     /// The fingerprint a stored event was recorded with, if it was recorded
     /// by a command with an idempotency key.
     pub fn fingerprint_of(recorded: &RecordedEvent) -> Option<String> {
-        #[derive(Deserialize)]
-        struct Metadata {
-            idempotency: Option<Stamp>,
+        match Self::stamp_of(recorded)?.remove("fingerprint")? {
+            serde_json::Value::String(f) => Some(f),
+            _ => None,
         }
-        #[derive(Deserialize)]
-        struct Stamp {
-            fingerprint: String,
-        }
-        if !recorded.metadata.get().contains("idempotency") {
-            return None;
-        }
-        let meta: Metadata = serde_json::from_str(recorded.metadata.get()).ok()?;
-        meta.idempotency.map(|s| s.fingerprint)
     }
 
     /// `metadata` (a JSON object) with this command's stamp added.

@@ -158,6 +158,7 @@ pub struct Projection<M> {
     task: JoinHandle<()>,
     /// For a shared store only (see [`EventStore::shared`]).
     read_index: Option<ReadIndex>,
+    store: Arc<dyn EventStore>,
 }
 
 impl<M> Drop for Projection<M> {
@@ -177,7 +178,7 @@ impl<M: ReadModel> Projection<M> {
         let read_index = store.shared().then(|| ReadIndex::start(store.clone()));
         let model = Arc::new(RwLock::new(model));
         let (applied_tx, applied) = watch::channel(0);
-        let task = tokio::spawn(follow(store, model.clone(), applied_tx, head));
+        let task = tokio::spawn(follow(store.clone(), model.clone(), applied_tx, head));
         let mut caught_up = applied.clone();
         // Fails only if the follower task died, which it does not by itself.
         let _ = caught_up.wait_for(|&p| p >= head).await;
@@ -186,6 +187,7 @@ impl<M: ReadModel> Projection<M> {
             applied,
             task,
             read_index,
+            store,
         })
     }
 
@@ -299,6 +301,16 @@ impl<M: ReadModel> Projection<M> {
         self.read_index
             .as_ref()
             .map_or(0, |i| i.queries.load(Ordering::Relaxed))
+    }
+
+    /// Waits until the model holds every event committed so far, by any
+    /// writer. After a conflict with another request's event (committed,
+    /// maybe not yet applied), this makes it visible even on a store only
+    /// this process writes, where [`Projection::read_linearizable`]
+    /// promises only what this process acknowledged.
+    pub async fn catch_up(&self) -> Result<(), StaleRead> {
+        let head = self.store.head_position().await?;
+        Ok(self.wait_for(head).await?)
     }
 
     /// Waits, at most [`APPLY_TIMEOUT`], until the event at `position` is applied.
