@@ -23,6 +23,7 @@ procs=()
 cleanup() {
   for p in "${procs[@]}"; do kill "$p" 2>/dev/null || true; done
   psql -q "$admin" -c "DROP DATABASE IF EXISTS bench_auth" -c "DROP DATABASE IF EXISTS bench_catalog" >/dev/null 2>&1 || true
+  [ -n "${KEEP_LOGS:-}" ] && cp "$work"/*.log "$KEEP_LOGS"/ 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -34,7 +35,7 @@ start() { # start BIN_DIR
   for db in bench_auth bench_catalog; do
     psql -q "$admin" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
   done
-  local log="RUST_LOG=warn,auth_service=info,catalog_service=info"
+  local log="RUST_LOG=warn,event_store::read_model=info"
   env "${limits[@]}" $log AUTH_LISTEN=127.0.0.1:50071 AUTH_STORE_URL="$base/bench_auth" \
     "$1/auth-service" 2>>"$work/auth.log" & procs=($!)
   env "${limits[@]}" $log CATALOG_LISTEN=127.0.0.1:50072 CATALOG_STORE_URL="$base/bench_catalog" \
@@ -46,7 +47,7 @@ start() { # start BIN_DIR
 }
 stop() { kill -TERM "${procs[@]}"; wait "${procs[@]}" 2>/dev/null || true; procs=(); }
 head_queries() { # the last shutdown line's count in LOG
-  grep -o 'head_queries=[0-9]*' "$1" 2>/dev/null | tail -n1 | cut -d= -f2
+  { grep -o 'head_queries=[0-9]*' "$1" 2>/dev/null || true; } | tail -n1 | cut -d= -f2
 }
 
 declare -A rates p99s heads

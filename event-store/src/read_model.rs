@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::{Event, EventStore, EventStoreError, RecordedEvent, Result, ids};
@@ -50,67 +50,62 @@ pub enum StaleRead {
     NotApplied(#[from] NotApplied),
 }
 
-/// Readers waiting for the store's head, served in batches: a reader joins
-/// the next head query that starts after it asked (etcd's ReadIndex), so
-/// no reader gets a head older than its question, and the store sees one
-/// query per batch of readers, not one per reader.
+/// The store's head as a shared question, answered in rounds (etcd's
+/// ReadIndex, batched): a reader needs the answer of a head query that
+/// started after it asked, so no reader gets a head older than its
+/// question; every reader waiting when a query starts shares it, so the
+/// store sees at most one query in flight per projection, not one per
+/// reader. Readers cost no allocation and no message: they note the round
+/// under way, ring, and wait for a later round's answer.
 struct ReadIndex {
-    questions: mpsc::Sender<oneshot::Sender<Result<u64>>>,
-    queries: Arc<AtomicU64>,
+    /// Rounds started so far; round `n`'s query starts after `n` is stored.
+    started: Arc<AtomicU64>,
+    /// Rung by readers who need a new round.
+    wanted: Arc<Notify>,
+    /// The last round answered, and its answer.
+    answers: watch::Receiver<(u64, Result<u64>)>,
     task: JoinHandle<()>,
 }
 
-/// Readers that may wait for one head query at once; more wait to ask.
-const READ_INDEX_QUEUE: usize = 65_536;
-
-/// Head queries one projection may have in flight at once. Measured on
-/// the three-process stack (bench/replicas.sh, GET movies, 2 cores): one
-/// in flight gave 0.78x the rate without linearizable reads, four 0.66x
-/// (six times the queries), one plus a 0.5 ms batching window 0.69x.
-const HEAD_QUERIES_IN_FLIGHT: usize = 1;
-
 impl ReadIndex {
     fn start(store: Arc<dyn EventStore>) -> Self {
-        let (questions, mut waiting) =
-            mpsc::channel::<oneshot::Sender<Result<u64>>>(READ_INDEX_QUEUE);
-        let queries = Arc::new(AtomicU64::new(0));
-        let counted = queries.clone();
+        let started = Arc::new(AtomicU64::new(0));
+        let wanted = Arc::new(Notify::new());
+        let (answer, answers) = watch::channel((0, Ok(0)));
+        let (rounds, rung) = (started.clone(), wanted.clone());
         let task = tokio::spawn(async move {
-            let slots = Arc::new(tokio::sync::Semaphore::new(HEAD_QUERIES_IN_FLIGHT));
-            let mut queries = tokio::task::JoinSet::new();
             loop {
-                let Ok(slot) = slots.clone().acquire_owned().await else {
-                    return;
-                };
-                let mut batch = Vec::new();
-                if waiting.recv_many(&mut batch, READ_INDEX_QUEUE).await == 0 {
+                // A ring while a query was in flight left a permit: the
+                // readers who rang then are served by the next round.
+                rung.notified().await;
+                let round = rounds.fetch_add(1, Ordering::SeqCst) + 1;
+                let head = store.head_position().await;
+                if answer.send((round, head)).is_err() {
                     return;
                 }
-
-                counted.fetch_add(1, Ordering::Relaxed);
-                let store = store.clone();
-                queries.spawn(async move {
-                    let head = store.head_position().await;
-                    for reader in batch {
-                        let _ = reader.send(head.clone());
-                    }
-                    drop(slot);
-                });
-                while queries.try_join_next().is_some() {}
             }
         });
         Self {
-            questions,
-            queries,
+            started,
+            wanted,
+            answers,
             task,
         }
     }
 
     async fn head(&self) -> Result<u64> {
-        let (answer, answered) = oneshot::channel();
-        let gone = || EventStoreError::Closed;
-        self.questions.send(answer).await.map_err(|_| gone())?;
-        answered.await.map_err(|_| gone())?
+        let asked_during = self.started.load(Ordering::SeqCst);
+        self.wanted.notify_one();
+        let mut answers = self.answers.clone();
+        let answer = answers
+            .wait_for(|(round, _)| *round > asked_during)
+            .await
+            .map_err(|_| EventStoreError::Closed)?;
+        answer.1.clone()
+    }
+
+    fn queries(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
     }
 }
 
@@ -298,9 +293,7 @@ impl<M: ReadModel> Projection<M> {
     /// How many head queries linearizable reads have made (for benchmarks:
     /// it should stay far below the number of reads).
     pub fn head_queries(&self) -> u64 {
-        self.read_index
-            .as_ref()
-            .map_or(0, |i| i.queries.load(Ordering::Relaxed))
+        self.read_index.as_ref().map_or(0, ReadIndex::queries)
     }
 
     /// Waits until the model holds every event committed so far, by any
