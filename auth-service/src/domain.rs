@@ -266,6 +266,14 @@ pub enum AuthEvent {
         /// The user.
         user_id: UserId,
     },
+    /// Logins of the user were being refused after failed attempts (noted
+    /// at most once per [`THROTTLE_NOTE_EVERY`], for the user's activity).
+    LoginThrottled {
+        /// The user.
+        user_id: UserId,
+        /// When a refusal was noted.
+        at: DateTime<Utc>,
+    },
     /// A username skeleton is claimed by one username (normalized). First
     /// event of a claim stream.
     UsernameClaimed {
@@ -312,7 +320,17 @@ pub enum UserCommand {
     },
     /// Revoke every token of the user.
     RevokeAllTokens,
+    /// Note that a login was refused as throttled at `now` (nothing, if
+    /// one was noted less than [`THROTTLE_NOTE_EVERY`] before).
+    NoteThrottled {
+        /// The time of the refusal.
+        now: DateTime<Utc>,
+    },
 }
+
+/// The least time between two `LoginThrottled` events of one user: a flood
+/// of refused logins writes one event a minute, not one per attempt.
+pub const THROTTLE_NOTE_EVERY: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
 /// Why a user command is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -338,6 +356,8 @@ pub struct Account {
     pub password_hash: String,
     /// Tokens issued and not revoked, with their expiry.
     tokens: HashMap<TokenDigest, DateTime<Utc>>,
+    /// When a throttled login was last noted.
+    throttled_at: Option<DateTime<Utc>>,
 }
 
 /// One user's stream: the decider of registration and tokens.
@@ -395,7 +415,10 @@ impl Decider for User {
                 },
                 issued(*user_id, grant),
             ]),
-            (UserCommand::IssueToken(_), User::Unregistered) => Err(Rejection::UnknownUser),
+            (
+                UserCommand::IssueToken(_) | UserCommand::NoteThrottled { .. },
+                User::Unregistered,
+            ) => Err(Rejection::UnknownUser),
             (_, User::Unregistered) => Err(Rejection::InvalidToken),
             (UserCommand::IssueToken(grant), User::Registered(a)) => {
                 Ok(vec![issued(a.user_id, grant)])
@@ -411,6 +434,17 @@ impl Decider for User {
             }
             (UserCommand::RevokeAllTokens, User::Registered(a)) => {
                 Ok(vec![AuthEvent::AllTokensRevoked { user_id: a.user_id }])
+            }
+            (UserCommand::NoteThrottled { now }, User::Registered(a)) => {
+                if a.throttled_at
+                    .is_some_and(|at| *now - at < THROTTLE_NOTE_EVERY)
+                {
+                    return Ok(vec![]);
+                }
+                Ok(vec![AuthEvent::LoginThrottled {
+                    user_id: a.user_id,
+                    at: *now,
+                }])
             }
         }
     }
@@ -440,6 +474,7 @@ impl Decider for User {
                 email: email.clone(),
                 password_hash: password_hash.clone(),
                 tokens: HashMap::new(),
+                throttled_at: None,
             }),
             (User::Registered(mut a), event) => {
                 match event {
@@ -452,6 +487,7 @@ impl Decider for User {
                         a.tokens.remove(digest);
                     }
                     AuthEvent::AllTokensRevoked { .. } => a.tokens.clear(),
+                    AuthEvent::LoginThrottled { at, .. } => a.throttled_at = Some(*at),
                     AuthEvent::UserRegistered { .. } | AuthEvent::UsernameClaimed { .. } => {}
                 }
                 User::Registered(a)
@@ -576,6 +612,36 @@ mod tests {
         given::<UsernameClaim>(claimed())
             .when(claim("\u{0430}dmin"))
             .then_rejects(Rejection::UsernameTaken);
+    }
+
+    #[test]
+    fn a_throttled_login_is_noted_once_a_minute_and_only_for_a_user() {
+        let registered = AuthEvent::UserRegistered {
+            user_id: 7,
+            username: "ann".into(),
+            email: "ann@example.com".into(),
+            password_hash: "h".into(),
+        };
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let noted = AuthEvent::LoginThrottled { user_id: 7, at: t0 };
+        let note = |secs| UserCommand::NoteThrottled {
+            now: t0 + chrono::TimeDelta::seconds(secs),
+        };
+        given::<User>(vec![registered.clone()])
+            .when(note(0))
+            .then(vec![noted.clone()]);
+        given::<User>(vec![registered.clone(), noted.clone()])
+            .when(note(59))
+            .then(vec![]);
+        given::<User>(vec![registered, noted])
+            .when(note(60))
+            .then(vec![AuthEvent::LoginThrottled {
+                user_id: 7,
+                at: t0 + THROTTLE_NOTE_EVERY,
+            }]);
+        given::<User>(vec![])
+            .when(note(0))
+            .then_rejects(Rejection::UnknownUser);
     }
 
     #[test]

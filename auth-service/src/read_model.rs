@@ -205,7 +205,7 @@ impl AuthView {
                     self.tokens.remove(&digest);
                 }
             }
-            AuthEvent::UsernameClaimed { .. } => {}
+            AuthEvent::UsernameClaimed { .. } | AuthEvent::LoginThrottled { .. } => {}
         }
     }
 }

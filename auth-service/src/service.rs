@@ -10,18 +10,19 @@ use event_store::decider::{self, Loaded};
 use event_store::idempotency::Idempotent;
 use event_store::ids::IdSequence;
 use event_store::read_model::Projection;
-use event_store::{EventStore, EventStoreError};
+use event_store::{Event, EventStore, EventStoreError};
 use proto::auth::auth_service_server::AuthService;
 use proto::auth::{
-    AuthenticateRequest, AuthenticateResponse, LoginRequest, LoginResponse, LogoutAllRequest,
-    LogoutAllResponse, LogoutRequest, LogoutResponse, RegisterRequest, RegisterResponse, Session,
-    User as UserMessage,
+    Activity, ActivityKind, AuthenticateRequest, AuthenticateResponse, ListActivityRequest,
+    ListActivityResponse, LoginRequest, LoginResponse, LogoutAllRequest, LogoutAllResponse,
+    LogoutRequest, LogoutResponse, RegisterRequest, RegisterResponse, Session, User as UserMessage,
 };
 use tonic::{Request, Response, Status};
 
 use crate::domain::{
-    ClaimUsername, Email, Grant, Password, USER_IDS_STREAM, User, UserCommand, UserId, Username,
-    UsernameClaim, claim_stream, normalize_username, parse_login, user_stream, username_skeleton,
+    AuthEvent, ClaimUsername, Email, Grant, Password, USER_IDS_STREAM, User, UserCommand, UserId,
+    Username, UsernameClaim, claim_stream, normalize_username, parse_login, user_stream,
+    username_skeleton,
 };
 use crate::error::{AuthError, Result};
 use crate::password::PasswordHasher;
@@ -296,6 +297,7 @@ impl AuthGrpc {
             Err(e) => {
                 if let AuthError::Throttled { retry_after_secs } = e {
                     tracing::warn!(username = %key, client, retry_after_secs, "login throttled");
+                    self.note_throttled(&key).await;
                 }
                 return Err(e);
             }
@@ -323,6 +325,57 @@ impl AuthGrpc {
             .await?;
         tracing::info!(user_id = user.id, "token issued");
         Ok(session(user, token, grant))
+    }
+
+    /// Records, for the user's activity, that their login was refused as
+    /// throttled (at most once a minute; nothing for an unknown username).
+    /// A failure here is logged: the refusal stands either way.
+    async fn note_throttled(&self, normalized: &str) {
+        let stream = user_stream(normalized);
+        let command = UserCommand::NoteThrottled { now: Utc::now() };
+        let noted = async {
+            let loaded = decider::load::<User>(&*self.store, &stream).await?;
+            if loaded.state.account().is_none() {
+                return Ok(());
+            }
+            decider::execute::<User>(&*self.store, &stream, loaded, &command).await?;
+            Ok::<_, AuthError>(())
+        };
+        if let Err(e) = noted.await {
+            tracing::warn!(error = %e, "could not note a throttled login");
+        }
+    }
+
+    /// The account history of `token`'s user, newest first: the newest
+    /// `newest` entries (all with `None`) and how many there are.
+    async fn activity(&self, token: &str, newest: Option<usize>) -> Result<(Vec<Activity>, usize)> {
+        let digest = token::parse(token).ok_or(AuthError::InvalidToken)?;
+        let user = self.user_of(&digest).await?;
+        let stream = user_stream(&normalize_username(&user.username));
+        let events = self.store.read_stream(&stream, 0).await?;
+        let mut entries: Vec<Activity> = events
+            .iter()
+            .filter_map(|recorded| {
+                let kind = match AuthEvent::from_recorded(recorded).ok()? {
+                    AuthEvent::UserRegistered { .. } => ActivityKind::Registered,
+                    AuthEvent::TokenIssued { .. } => ActivityKind::LoggedIn,
+                    AuthEvent::TokenRevoked { .. } => ActivityKind::LoggedOut,
+                    AuthEvent::AllTokensRevoked { .. } => ActivityKind::LoggedOutAll,
+                    AuthEvent::LoginThrottled { .. } => ActivityKind::Throttled,
+                    AuthEvent::UsernameClaimed { .. } => return None,
+                };
+                Some(Activity {
+                    time: Some(proto::timestamp_micros(
+                        recorded.recorded_at.timestamp_micros(),
+                    )),
+                    kind: kind.into(),
+                })
+            })
+            .collect();
+        let count = entries.len();
+        entries.reverse();
+        entries.truncate(newest.unwrap_or(usize::MAX));
+        Ok((entries, count))
     }
 
     /// The user a live token belongs to: an in-memory lookup, once the
@@ -363,10 +416,7 @@ fn session(user: UserMessage, token: String, grant: Grant) -> Session {
     Session {
         user: Some(user),
         token,
-        expiry: Some(prost_types::Timestamp {
-            seconds: grant.expires_at.timestamp(),
-            nanos: grant.expires_at.timestamp_subsec_nanos() as i32,
-        }),
+        expiry: Some(proto::timestamp_micros(grant.expires_at.timestamp_micros())),
     }
 }
 
@@ -419,6 +469,19 @@ impl AuthService for AuthGrpc {
             .await?;
         tracing::info!(user_id, "token revoked");
         Ok(Response::new(LogoutResponse {}))
+    }
+
+    async fn list_activity(
+        &self,
+        request: Request<ListActivityRequest>,
+    ) -> Result<Response<ListActivityResponse>, Status> {
+        let r = request.get_ref();
+        let newest = (r.newest > 0).then_some(r.newest as usize);
+        let (activities, count) = self.activity(&r.token, newest).await?;
+        Ok(Response::new(ListActivityResponse {
+            activities,
+            count: count as u64,
+        }))
     }
 
     async fn logout_all(

@@ -28,7 +28,8 @@ const OPEN_METHODS: [&str; 1] = ["/movies.catalog.v1.CatalogService/SubscribeEve
 /// The methods that read the views: their read point (see
 /// `Projection::read_point`) is asked while the token is checked, so that
 /// the two round trips overlap instead of adding up.
-const READ_METHODS: [&str; 3] = [
+const READ_METHODS: [&str; 4] = [
+    "/movies.catalog.v1.CatalogService/ListActivity",
     "/movies.catalog.v1.CatalogService/GetMovie",
     "/movies.catalog.v1.CatalogService/ListMovies",
     "/movies.catalog.v1.CatalogService/ListRatings",

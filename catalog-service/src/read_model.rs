@@ -65,6 +65,17 @@ pub struct CatalogView {
     /// What each command sent with an idempotency key created, by the id
     /// of its event (see `event_store::idempotency`).
     keyed: BTreeMap<Uuid, Keyed>,
+    /// What each user did, oldest first: 16 bytes an entry.
+    activity: BTreeMap<UserId, Vec<Done>>,
+}
+
+/// One thing a user did, and when (microseconds since the epoch, as stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Done {
+    /// When it was stored.
+    pub at_micros: i64,
+    /// The movie added or the rating given.
+    pub what: Created,
 }
 
 /// What a command sent with an idempotency key created.
@@ -166,6 +177,21 @@ impl CatalogView {
         }
     }
 
+    /// The newest `newest` things `user` did (all with `None`), newest
+    /// first, and how many there are in all.
+    pub fn activity(&self, user: UserId, newest: Option<usize>) -> Page<Done> {
+        let done = self.activity.get(&user).map_or(&[][..], Vec::as_slice);
+        Page {
+            items: done
+                .iter()
+                .rev()
+                .take(newest.unwrap_or(usize::MAX))
+                .copied()
+                .collect(),
+            count: done.len(),
+        }
+    }
+
     /// Canonical JSON of every read model: equal models give equal bytes.
     pub fn snapshot(&self) -> String {
         serde_json::to_string(self).expect("read models always serialize")
@@ -181,11 +207,15 @@ impl ReadModel for CatalogView {
     type Event = CatalogEvent;
 
     fn apply(&mut self, event: CatalogEvent, recorded: &RecordedEvent) {
+        let (created, by) = match &event {
+            CatalogEvent::MovieAdded { id, added_by, .. } => (Created::Movie(*id), *added_by),
+            CatalogEvent::MovieRated { id, user, .. } => (Created::Rating(*id), *user),
+        };
+        self.activity.entry(by).or_default().push(Done {
+            at_micros: recorded.recorded_at.timestamp_micros(),
+            what: created,
+        });
         if let Some(fingerprint) = Idempotent::fingerprint_of(recorded) {
-            let created = match &event {
-                CatalogEvent::MovieAdded { id, .. } => Created::Movie(*id),
-                CatalogEvent::MovieRated { id, .. } => Created::Rating(*id),
-            };
             self.keyed.insert(
                 recorded.id,
                 Keyed {
@@ -383,5 +413,24 @@ mod tests {
             two.movie_list(None, 0, &tag),
             MovieListing::Page { .. }
         ));
+    }
+
+    #[test]
+    fn each_user_sees_only_what_they_did_newest_first() {
+        // Movies are added by user 1; rating n is given by user 10 + n.
+        let v = view([added(1), added(2), rated(1, 1, 4), rated(2, 2, 5)]);
+        let mine = v.activity(1, None);
+        assert_eq!(mine.count, 2);
+        assert_eq!(
+            mine.items.iter().map(|d| d.what).collect::<Vec<_>>(),
+            [Created::Movie(2), Created::Movie(1)]
+        );
+        let rater = v.activity(11, Some(5));
+        assert_eq!(
+            rater.items.iter().map(|d| d.what).collect::<Vec<_>>(),
+            [Created::Rating(1)]
+        );
+        assert_eq!(v.activity(1, Some(1)).items.len(), 1);
+        assert_eq!(v.activity(99, None).count, 0);
     }
 }

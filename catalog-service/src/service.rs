@@ -13,10 +13,12 @@ use event_store::{EventStore, EventStoreError, ids};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use proto::catalog::catalog_service_server::CatalogService;
+use proto::catalog::{Activity, ActivityKind};
 use proto::catalog::{
-    AddMovieRequest, AddMovieResponse, GetMovieRequest, GetMovieResponse, ListMoviesRequest,
-    ListMoviesResponse, ListRatingsRequest, ListRatingsResponse, Movie, RateMovieRequest,
-    RateMovieResponse, Rating, SubscribeEventsRequest, SubscribeEventsResponse,
+    AddMovieRequest, AddMovieResponse, GetMovieRequest, GetMovieResponse, ListActivityRequest,
+    ListActivityResponse, ListMoviesRequest, ListMoviesResponse, ListRatingsRequest,
+    ListRatingsResponse, Movie, RateMovieRequest, RateMovieResponse, Rating,
+    SubscribeEventsRequest, SubscribeEventsResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -26,7 +28,7 @@ use crate::domain::{
     movie_stream, rating_stream,
 };
 use crate::error::{CatalogError, Result};
-use crate::read_model::{CatalogView, Created, MovieListing, MovieRow, RatingRow};
+use crate::read_model::{CatalogView, Created, Done, MovieListing, MovieRow, RatingRow};
 use event_store::read_model::ReadPoint;
 
 /// Who may call SubscribeEvents.
@@ -413,6 +415,25 @@ impl CatalogService for CatalogGrpc {
         }))
     }
 
+    async fn list_activity(
+        &self,
+        request: Request<ListActivityRequest>,
+    ) -> Result<Response<ListActivityResponse>, Status> {
+        let user = self.caller(&request)?;
+        let newest = request.get_ref().newest;
+        let view = self.view_for(&request).await?;
+        let done = view.activity(user, (newest > 0).then_some(newest as usize));
+        let activities = done
+            .items
+            .iter()
+            .map(|d| activity_message(&view, d))
+            .collect();
+        Ok(Response::new(ListActivityResponse {
+            activities,
+            count: done.count as u64,
+        }))
+    }
+
     type SubscribeEventsStream = BoxStream<'static, Result<SubscribeEventsResponse, Status>>;
 
     async fn subscribe_events(
@@ -435,10 +456,9 @@ impl CatalogService for CatalogGrpc {
                         event_type: e.event_type,
                         event_id: e.id.to_string(),
                         data_json: e.data.get().to_owned(),
-                        recorded_at: Some(prost_types::Timestamp {
-                            seconds: e.recorded_at.timestamp(),
-                            nanos: e.recorded_at.timestamp_subsec_nanos() as i32,
-                        }),
+                        recorded_at: Some(proto::timestamp_micros(
+                            e.recorded_at.timestamp_micros(),
+                        )),
                     }
                 }),
                 Err(e) => {
@@ -447,5 +467,31 @@ impl CatalogService for CatalogGrpc {
                 }
             });
         Ok(Response::new(events.boxed()))
+    }
+}
+
+/// One thing a user did, as the API shows it: the movie's id and title,
+/// and for a rating its value.
+fn activity_message(view: &CatalogView, done: &Done) -> Activity {
+    let (kind, movie, rating) = match done.what {
+        Created::Movie(id) => (ActivityKind::MovieAdded, id, 0),
+        Created::Rating(id) => {
+            let rating = view.rating(id);
+            (
+                ActivityKind::Rated,
+                rating.map_or(0, |r| r.movie),
+                rating.map_or(0, |r| i32::from(r.rating.get())),
+            )
+        }
+    };
+    Activity {
+        time: Some(proto::timestamp_micros(done.at_micros)),
+        kind: kind.into(),
+        movie,
+        title: view
+            .movie(movie)
+            .map(|m| m.title.clone())
+            .unwrap_or_default(),
+        rating,
     }
 }

@@ -70,6 +70,7 @@ pub struct ApiDoc;
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::auth::router())
+        .merge(routes::activity::router())
         .merge(routes::movies::router())
         .merge(routes::ratings::router())
         .split_for_parts()

@@ -88,3 +88,26 @@ pub mod catalog {
 
 /// The encoded file descriptor set of every service, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
+
+/// The protobuf timestamp every message uses.
+pub use prost_types::Timestamp;
+
+/// A protobuf timestamp from microseconds since the Unix epoch (what the
+/// stores record), without a calendar library.
+pub fn timestamp_micros(micros: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1_000) as i32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_before_the_epoch_keep_nanos_positive() {
+        let t = super::timestamp_micros(-1);
+        assert_eq!((t.seconds, t.nanos), (-1, 999_999_000));
+        let t = super::timestamp_micros(1_500_000);
+        assert_eq!((t.seconds, t.nanos), (1, 500_000_000));
+    }
+}

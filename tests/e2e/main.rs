@@ -6,6 +6,7 @@
 //! (`#[ignore]`d: `.ci/run` builds the binaries and runs them).
 
 mod accounts;
+mod activity;
 mod hardening;
 mod helpers;
 mod movies;

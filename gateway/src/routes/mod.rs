@@ -1,5 +1,6 @@
 //! The REST API: one module per feature, each with its router, merged here.
 
+pub mod activity;
 pub mod auth;
 pub mod movies;
 pub mod ops;

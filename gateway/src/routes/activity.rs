@@ -1,0 +1,185 @@
+//! The caller's own history, from both services, newest first.
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use chrono::{DateTime, SecondsFormat};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::pagination::{ListQuery, Paginated};
+use crate::routes::{Caller, Detail, absolute_url};
+
+/// The routes of this module, each declared once: the router and the
+/// OpenAPI document both come from it.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(my_activity))
+}
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivityKind {
+    /// The account was created.
+    Registered,
+    /// A token was issued (registration issues the first one).
+    LoggedIn,
+    /// One token was revoked.
+    LoggedOut,
+    /// Every token was revoked.
+    LoggedOutAll,
+    /// Logins were refused for a while after failed attempts (noted at
+    /// most once a minute).
+    Throttled,
+    /// The user added a movie.
+    MovieAdded,
+    /// The user rated a movie.
+    Rated,
+}
+
+/// A movie an entry is about.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActivityMovie {
+    /// Its id.
+    pub id: i64,
+    /// Its title.
+    pub title: String,
+}
+
+/// One entry of a user's history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActivityOut {
+    /// When it was stored (RFC 3339, UTC, microseconds).
+    pub time: String,
+    /// What happened.
+    pub kind: ActivityKind,
+    /// The movie added or rated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub movie: Option<ActivityMovie>,
+    /// The rating given (`rated` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rating: Option<i32>,
+}
+
+/// The history: a plain array, or a page when `limit` is given.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ActivityList {
+    /// Without `limit`.
+    All(Vec<ActivityOut>),
+    /// With `limit` (and `offset`).
+    Page(Paginated<Vec<ActivityOut>>),
+}
+
+/// An entry with its time as a sortable number.
+struct Entry {
+    micros: i64,
+    out: ActivityOut,
+}
+
+fn entry(time: Option<proto::Timestamp>, kind: ActivityKind) -> Entry {
+    let t = time.unwrap_or_default();
+    let at = DateTime::from_timestamp(t.seconds, t.nanos.clamp(0, 999_999_999) as u32)
+        .unwrap_or_default();
+    Entry {
+        micros: at.timestamp_micros(),
+        out: ActivityOut {
+            time: at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            kind,
+            movie: None,
+            rating: None,
+        },
+    }
+}
+
+fn account_entry(a: proto::auth::Activity) -> Option<Entry> {
+    use proto::auth::ActivityKind as K;
+    let kind = match a.kind() {
+        K::Registered => ActivityKind::Registered,
+        K::LoggedIn => ActivityKind::LoggedIn,
+        K::LoggedOut => ActivityKind::LoggedOut,
+        K::LoggedOutAll => ActivityKind::LoggedOutAll,
+        K::Throttled => ActivityKind::Throttled,
+        K::Unspecified => return None,
+    };
+    Some(entry(a.time, kind))
+}
+
+fn catalog_entry(a: proto::catalog::Activity) -> Option<Entry> {
+    use proto::catalog::ActivityKind as K;
+    let (kind, rating) = match a.kind() {
+        K::MovieAdded => (ActivityKind::MovieAdded, None),
+        K::Rated => (ActivityKind::Rated, Some(a.rating)),
+        K::Unspecified => return None,
+    };
+    let mut e = entry(a.time, kind);
+    e.out.movie = Some(ActivityMovie {
+        id: a.movie,
+        title: a.title,
+    });
+    e.out.rating = rating;
+    Some(e)
+}
+
+/// The caller's own history, newest first: registration, logins, logouts,
+/// throttled logins, movies added, ratings given. Never another user's,
+/// never a token. `?limit&offset` paginate.
+#[utoipa::path(get, path = "/api/auth/me/activity", tag = "auth", security(("token" = [])),
+    params(
+        ("limit" = Option<u32>, Query, description = "Page size: turns the list into a page"),
+        ("offset" = Option<u32>, Query, description = "Entries to skip (with limit)"),
+    ),
+    responses(
+        (status = 200, description = "The caller's history", body = ActivityList),
+        (status = 401, description = "Missing or invalid token", body = Detail),
+    ))]
+pub async fn my_activity(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawQuery(query): RawQuery,
+) -> Result<Json<ActivityList>, ApiError> {
+    let q = ListQuery::parse(query.as_deref());
+    let offset = if q.limit.is_some() { q.offset } else { 0 };
+    // Each service's newest `offset + limit` entries hold the page (0: all).
+    let newest = q.limit.map_or(0, |l| l.saturating_add(offset));
+    let b = &state.backends;
+    let account = b.read(|| {
+        let message = proto::auth::ListActivityRequest {
+            token: caller.token.clone(),
+            newest,
+        };
+        let (mut auth, request) = (b.auth.clone(), b.request(message, None));
+        async move { auth.list_activity(request).await }
+    });
+    let catalog = b.read(|| {
+        let message = proto::catalog::ListActivityRequest { newest };
+        let (mut catalog, request) = (b.catalog.clone(), b.request(message, Some(&caller)));
+        async move { catalog.list_activity(request).await }
+    });
+    let (account, catalog) = tokio::try_join!(account, catalog)?;
+    let count = account.count + catalog.count;
+    let mut entries: Vec<Entry> = account
+        .activities
+        .into_iter()
+        .filter_map(account_entry)
+        .chain(catalog.activities.into_iter().filter_map(catalog_entry))
+        .collect();
+    // Stable: at one instant, account entries stay before catalog ones.
+    entries.sort_by_key(|e| std::cmp::Reverse(e.micros));
+    let results = entries
+        .into_iter()
+        .skip(offset as usize)
+        .take(q.limit.map_or(usize::MAX, |l| l as usize))
+        .map(|e| e.out)
+        .collect();
+    Ok(Json(match q.limit {
+        Some(_) => {
+            let base = absolute_url(&state, "/api/auth/me/activity");
+            ActivityList::Page(q.page(&base, count, results))
+        }
+        None => ActivityList::All(results),
+    }))
+}
