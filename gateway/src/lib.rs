@@ -15,6 +15,7 @@ mod pagination;
 mod problem;
 pub mod routes;
 mod server;
+mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -124,6 +125,7 @@ pub fn router(backends: Backends, config: &Config, public_url: String) -> Router
     let (api, openapi) = api();
     let mut openapi = serde_json::to_value(&openapi).expect("the OpenAPI document serializes");
     openapi::complete(&mut openapi);
+    let api_paths = Arc::new(web::ApiPaths::from_openapi(&openapi));
     let openapi = openapi.to_string();
     let state = AppState(Arc::new(Shared {
         backends,
@@ -137,6 +139,7 @@ pub fn router(backends: Backends, config: &Config, public_url: String) -> Router
     let mut api = api
         .route_layer(axum::middleware::from_fn(conditional::conditional))
         .merge(routes::ops::router())
+        .merge(web::router())
         .fallback(observe::not_found)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -145,12 +148,17 @@ pub fn router(backends: Backends, config: &Config, public_url: String) -> Router
     if !config.gateway_cors_origins.is_empty() {
         api = api.layer(cors(&config.gateway_cors_origins));
     }
-    // Problems outermost: they rewrite every error, 405s included.
+    // Problems outside the routes: they rewrite every error, 405s
+    // included; the browsable API outermost: it shows the final answer.
     api.layer(axum::middleware::from_fn_with_state(
         state.clone(),
         observe::observe,
     ))
     .layer(axum::middleware::from_fn(problem::problems))
+    .layer(axum::middleware::from_fn_with_state(
+        api_paths,
+        web::browsable,
+    ))
     .with_state(state)
 }
 

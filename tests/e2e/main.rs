@@ -16,3 +16,4 @@ mod security;
 mod standards;
 #[path = "../support/processes.rs"]
 mod support;
+mod web;

@@ -1,0 +1,197 @@
+"""The movies page in a real headless Chromium, driven as a person would.
+
+    python3 tests/browser/page_test.py BASE_URL SCREENSHOT_DIR
+
+Registers, adds a movie, logs out, registers a second user, rates the
+movie (average 4.0), is refused a second rating, reads My activity, logs
+out. Checks that the token never reaches a cookie or localStorage, that the
+page's Content-Security-Policy blocks inline script and reported nothing,
+and that a phone-sized window has no horizontal scroll. Saves a screenshot
+after each step in SCREENSHOT_DIR.
+"""
+
+import sys
+import time
+import uuid
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+BASE, SHOTS = sys.argv[1], sys.argv[2]
+RUN = uuid.uuid4().hex[:6]
+step = 0
+
+
+def shot(driver, name):
+    global step
+    step += 1
+    driver.save_screenshot(f"{SHOTS}/{step:02d}-{name}.png")
+
+
+def browser(width=1100, height=900):
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                f"--window-size={width},{height}", "--disable-gpu"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def wait(driver, condition, what, timeout=10):
+    try:
+        return WebDriverWait(driver, timeout).until(condition)
+    except Exception:
+        shot(driver, "FAILED")
+        raise AssertionError(f"timed out waiting for {what}; page text:\n{driver.find_element(By.TAG_NAME, 'body').text}")
+
+
+def text_shown(driver, element_id, text):
+    return wait(driver, ec.text_to_be_present_in_element((By.ID, element_id), text),
+                f"{text!r} in #{element_id}")
+
+
+def fill(driver, form, values):
+    for name, value in values.items():
+        field = driver.find_element(By.ID, f"{form}-{name}")
+        field.clear()
+        field.send_keys(value)
+
+
+def by_label(driver, label_text):
+    """The control a visible <label> names: labels are how people find fields."""
+    label = driver.find_element(By.XPATH, f"//label[normalize-space()='{label_text}' and not(ancestor::*[@hidden])]")
+    return driver.find_element(By.ID, label.get_attribute("for"))
+
+
+def register(driver, name):
+    fill(driver, "register", {"username": name, "email": f"{name}@example.com", "password": "correct-horse-1"})
+    driver.find_element(By.XPATH, "//button[normalize-space()='Register']").click()
+    text_shown(driver, "username", name)
+    assert not driver.find_element(By.ID, "register-form").is_displayed(), "sign-in forms still shown"
+    assert driver.find_element(By.ID, "movie-form").is_displayed()
+
+
+def log_out(driver):
+    driver.find_element(By.XPATH, "//button[normalize-space()='Log out']").click()
+    wait(driver, ec.visibility_of_element_located((By.ID, "register-form")), "the sign-in forms")
+    assert not driver.find_element(By.ID, "movies").is_displayed(), "movies shown signed out"
+
+
+def movie_row(driver, title):
+    return wait(driver, ec.presence_of_element_located(
+        (By.XPATH, f"//tr[@class='movie'][td[@class='title' and normalize-space()='{title}']]")),
+        f"the row of {title}")
+
+
+def main():
+    driver = browser()
+    try:
+        driver.get(BASE + "/")
+        assert driver.title == "Movies", driver.title
+        shot(driver, "start")
+
+        # Field errors from the API, next to their fields.
+        fill(driver, "register", {"username": "bad name!", "email": "nope", "password": "x"})
+        driver.find_element(By.XPATH, "//button[normalize-space()='Register']").click()
+        text_shown(driver, "register-email-error", "Enter a valid email address.")
+        assert driver.find_element(By.ID, "register-username-error").text, "no username error shown"
+        shot(driver, "field-errors")
+
+        adder, rater = f"ann{RUN}", f"bob{RUN}"
+        title = f"Heat {RUN}"
+        register(driver, adder)
+        title_field, director_field = by_label(driver, "Title"), by_label(driver, "Director")
+        title_field.send_keys(title)
+        director_field.send_keys("Michael Mann")
+        driver.find_element(By.XPATH, "//button[normalize-space()='Add movie']").click()
+        text_shown(driver, "message", f"Added {title}")
+        movie_row(driver, title)
+        shot(driver, "movie-added")
+
+        token = driver.execute_script("return sessionStorage.getItem('movies.token')")
+        assert token and len(token) == 64, "the token is in sessionStorage"
+        assert driver.execute_script("return localStorage.length") == 0, "nothing in localStorage"
+        assert not driver.get_cookies(), f"no cookies: {driver.get_cookies()}"
+        log_out(driver)
+
+        register(driver, rater)
+        row = movie_row(driver, title)
+        Select(row.find_element(By.TAG_NAME, "select")).select_by_value("4")
+        row.find_element(By.XPATH, ".//button[normalize-space()='Rate']").click()
+        text_shown(driver, "message", f"You rated {title}: 4")
+        wait(driver, lambda d: movie_row(d, title).find_element(By.CLASS_NAME, "average").text == "4.0",
+             "the average 4.0")
+        assert movie_row(driver, title).find_element(By.CLASS_NAME, "count").text == "1"
+        shot(driver, "rated")
+
+        # Rating twice is refused, and the page says so.
+        row = movie_row(driver, title)
+        row.find_element(By.XPATH, ".//button[normalize-space()='Rate']").click()
+        text_shown(driver, "message", "You cant rate it")
+        assert "bad" in driver.find_element(By.ID, "message").get_attribute("class")
+        shot(driver, "refused")
+
+        # My activity, reached by keyboard alone.
+        link = driver.find_element(By.LINK_TEXT, "My activity")
+        link.send_keys(Keys.ENTER)
+        wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#activity li")) >= 3, "the activity")
+        assert not driver.find_element(By.ID, "movies").is_displayed(), "movies beside the activity"
+        kinds = [li.get_attribute("class") for li in driver.find_elements(By.CSS_SELECTOR, "#activity li")]
+        assert kinds[0] == "activity rated", kinds
+        assert "activity registered" in kinds, kinds
+        text = driver.find_element(By.ID, "activity").text
+        assert f"Rated a movie: {title} (4)" in text, text
+        assert "Added a movie" not in text, "the other user's doings"
+        shot(driver, "activity")
+
+        # The policy forbids inline script, and nothing on the page broke it.
+        driver.execute_script("""
+            window.inlineRan = false;
+            const s = document.createElement('script');
+            s.textContent = 'window.inlineRan = true';
+            document.body.appendChild(s);""")
+        time.sleep(0.2)
+        assert driver.execute_script("return window.inlineRan") is False, "inline script ran"
+        logs = [e["message"] for e in driver.get_log("browser")]
+        violations = [m for m in logs if "Content Security Policy" in m]
+        assert len(violations) == 1, f"only the planted script is refused: {violations}"
+
+        driver.find_element(By.LINK_TEXT, "Movies").click()
+        movie_row(driver, title)
+        log_out(driver)
+        shot(driver, "logged-out")
+    finally:
+        driver.quit()
+
+    # A phone-sized screen: everything fits the width.
+    phone = browser(390, 844)
+    try:
+        phone.get(BASE + "/")
+        wait(phone, ec.visibility_of_element_located((By.ID, "login-form")), "the page")
+        fill(phone, "login", {"username": rater, "password": "correct-horse-1"})
+        phone.find_element(By.XPATH, "//button[normalize-space()='Log in']").click()
+        text_shown(phone, "username", rater)
+        movie_row(phone, title)
+        overflow = phone.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"{overflow}px of horizontal scroll on a phone"
+        unnamed = phone.execute_script("""
+            return [...document.querySelectorAll('button, input, select, a')]
+              .filter(e => e.offsetParent !== null)
+              .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                           && !e.textContent.trim())
+              .map(e => e.outerHTML)""")
+        assert not unnamed, f"controls without an accessible name: {unnamed}"
+        shot(phone, "phone")
+    finally:
+        phone.quit()
+    print(f"browser test passed; screenshots in {SHOTS}")
+
+
+if __name__ == "__main__":
+    main()
