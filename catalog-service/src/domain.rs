@@ -71,6 +71,12 @@ fn disguises_text(c: char) -> bool {
 pub struct Rating(u8);
 
 impl Rating {
+    /// A rating read back from a read model that stored a valid one (out
+    /// of range: clamped, never a panic).
+    pub fn from_stored(value: u8) -> Self {
+        Self(value.clamp(1, 5))
+    }
+
     /// Parses a rating as the API receives it.
     pub fn parse(raw: i32) -> Result<Self, FieldError> {
         let message = match raw {

@@ -1,7 +1,7 @@
 //! The catalog's read models, folded from the global feed: the movie list,
 //! the rating list and per-movie rating statistics.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use event_store::RecordedEvent;
 use event_store::idempotency::Idempotent;
@@ -49,14 +49,18 @@ pub struct RatingRow {
     pub rating: Rating,
 }
 
-/// Every read model of the catalog. Ordered maps keep listings by id
-/// ascending and make the snapshot canonical.
+/// Every read model of the catalog, compact: a million ratings take about
+/// 24 bytes each in the rating list, 8 in their movie's index and 16 in
+/// their user's activity (plus the vectors' spare capacity). Listings go
+/// by id ascending, and the serialized form (the snapshot) is canonical.
 #[derive(Debug, Default, Serialize)]
 pub struct CatalogView {
     movies: BTreeMap<MovieId, MovieRow>,
-    ratings: BTreeMap<RatingId, RatingRow>,
+    /// Every rating, by id ascending.
+    ratings: Vec<Packed>,
+    /// Each movie's rating ids, ascending.
     #[serde(skip)]
-    ratings_by_movie: HashMap<MovieId, BTreeSet<RatingId>>,
+    ratings_by_movie: HashMap<MovieId, Vec<RatingId>>,
     /// The movie list's tag: SHA-256 chained over every movie added, in
     /// feed order (derived, so not part of the snapshot). Any future event
     /// that changes what a list shows (id, title, director) must extend it.
@@ -65,17 +69,71 @@ pub struct CatalogView {
     /// What each command sent with an idempotency key created, by the id
     /// of its event (see `event_store::idempotency`).
     keyed: BTreeMap<Uuid, Keyed>,
-    /// What each user did, oldest first: 16 bytes an entry.
+    /// What each user did, oldest first.
     activity: BTreeMap<UserId, Vec<Done>>,
 }
 
-/// One thing a user did, and when (microseconds since the epoch, as stored).
+/// A rating in 24 bytes: the user and the rating share one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+struct Packed {
+    id: RatingId,
+    movie: MovieId,
+    /// `user << 3 | rating` (a rating is 1..=5; user ids are positive and
+    /// far below 2^60).
+    user_rating: i64,
+}
+
+impl Packed {
+    fn new(row: RatingRow) -> Self {
+        Self {
+            id: row.id,
+            movie: row.movie,
+            user_rating: (row.user << 3) | i64::from(row.rating.get()),
+        }
+    }
+
+    fn row(self) -> RatingRow {
+        RatingRow {
+            id: self.id,
+            movie: self.movie,
+            user: self.user_rating >> 3,
+            rating: Rating::from_stored((self.user_rating & 7) as u8),
+        }
+    }
+}
+
+/// Inserts `item` into `sorted` (ascending by `key`), where it almost
+/// always goes last: ids are allocated in order, and only a race between
+/// two commands commits them out of order.
+fn insert_sorted<T, K: Ord>(sorted: &mut Vec<T>, item: T, key: impl Fn(&T) -> K) {
+    let k = key(&item);
+    match sorted.last() {
+        Some(last) if key(last) > k => {
+            let at = sorted.partition_point(|x| key(x) < k);
+            sorted.insert(at, item);
+        }
+        _ => sorted.push(item),
+    }
+}
+
+/// One thing a user did, and when, in 16 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Done {
-    /// When it was stored.
+    /// When it was stored (microseconds since the epoch).
     pub at_micros: i64,
+    /// A movie added (its id) or a rating given (minus its id).
+    what: i64,
+}
+
+impl Done {
     /// The movie added or the rating given.
-    pub what: Created,
+    pub fn what(self) -> Created {
+        if self.what < 0 {
+            Created::Rating(-self.what)
+        } else {
+            Created::Movie(self.what)
+        }
+    }
 }
 
 /// What a command sent with an idempotency key created.
@@ -113,8 +171,9 @@ impl CatalogView {
     }
 
     /// A rating by id.
-    pub fn rating(&self, id: RatingId) -> Option<&RatingRow> {
-        self.ratings.get(&id)
+    pub fn rating(&self, id: RatingId) -> Option<RatingRow> {
+        let at = self.ratings.binary_search_by_key(&id, |p| p.id).ok()?;
+        Some(self.ratings[at].row())
     }
 
     /// A movie by id.
@@ -154,24 +213,23 @@ impl CatalogView {
             None => Page {
                 items: self
                     .ratings
-                    .values()
+                    .iter()
                     .skip(offset)
                     .take(take)
-                    .copied()
+                    .map(|p| p.row())
                     .collect(),
                 count: self.ratings.len(),
             },
             Some(m) => {
-                let ids = self.ratings_by_movie.get(&m);
+                let ids = self.ratings_by_movie.get(&m).map_or(&[][..], Vec::as_slice);
                 Page {
                     items: ids
-                        .into_iter()
-                        .flatten()
+                        .iter()
                         .skip(offset)
                         .take(take)
-                        .filter_map(|id| self.ratings.get(id).copied())
+                        .filter_map(|&id| self.rating(id))
                         .collect(),
-                    count: ids.map_or(0, BTreeSet::len),
+                    count: ids.len(),
                 }
             }
         }
@@ -213,7 +271,10 @@ impl ReadModel for CatalogView {
         };
         self.activity.entry(by).or_default().push(Done {
             at_micros: recorded.recorded_at.timestamp_micros(),
-            what: created,
+            what: match created {
+                Created::Movie(id) => id,
+                Created::Rating(id) => -id,
+            },
         });
         if let Some(fingerprint) = Idempotent::fingerprint_of(recorded) {
             self.keyed.insert(
@@ -254,16 +315,14 @@ impl ReadModel for CatalogView {
                     m.rating_count += 1;
                     m.rating_sum += u64::from(rating.get());
                 }
-                self.ratings.insert(
+                let row = RatingRow {
                     id,
-                    RatingRow {
-                        id,
-                        movie,
-                        user,
-                        rating,
-                    },
-                );
-                self.ratings_by_movie.entry(movie).or_default().insert(id);
+                    movie,
+                    user,
+                    rating,
+                };
+                insert_sorted(&mut self.ratings, Packed::new(row), |p| p.id);
+                insert_sorted(self.ratings_by_movie.entry(movie).or_default(), id, |&i| i);
             }
         }
     }
@@ -416,18 +475,36 @@ mod tests {
     }
 
     #[test]
+    fn ratings_committed_out_of_order_are_listed_by_id() {
+        let v = view([
+            added(1),
+            added(2),
+            rated(3, 1, 5),
+            rated(1, 2, 1),
+            rated(2, 1, 3),
+        ]);
+        let ids = |p: Page<RatingRow>| p.items.iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(v.ratings(None, None, 0)), [1, 2, 3]);
+        assert_eq!(ids(v.ratings(Some(1), None, 0)), [2, 3]);
+        let r = v.rating(3).unwrap();
+        assert_eq!((r.movie, r.user, r.rating.get()), (1, 13, 5));
+        assert!(v.rating(4).is_none());
+        assert_eq!(v.movie(1).unwrap().rating_average(), Some(4.0));
+    }
+
+    #[test]
     fn each_user_sees_only_what_they_did_newest_first() {
         // Movies are added by user 1; rating n is given by user 10 + n.
         let v = view([added(1), added(2), rated(1, 1, 4), rated(2, 2, 5)]);
         let mine = v.activity(1, None);
         assert_eq!(mine.count, 2);
         assert_eq!(
-            mine.items.iter().map(|d| d.what).collect::<Vec<_>>(),
+            mine.items.iter().map(|d| d.what()).collect::<Vec<_>>(),
             [Created::Movie(2), Created::Movie(1)]
         );
         let rater = v.activity(11, Some(5));
         assert_eq!(
-            rater.items.iter().map(|d| d.what).collect::<Vec<_>>(),
+            rater.items.iter().map(|d| d.what()).collect::<Vec<_>>(),
             [Created::Rating(1)]
         );
         assert_eq!(v.activity(1, Some(1)).items.len(), 1);

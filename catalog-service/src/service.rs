@@ -129,7 +129,7 @@ impl CatalogGrpc {
     /// The rating a keyed command created.
     async fn rating_created(&self, key: &Idempotent) -> Result<Option<RatingRow>> {
         match self.replay(key).await? {
-            Some(Created::Rating(id)) => Ok(self.view.read().rating(id).copied()),
+            Some(Created::Rating(id)) => Ok(self.view.read().rating(id)),
             Some(Created::Movie(_)) => Err(CatalogError::KeyReused),
             None => Ok(None),
         }
@@ -473,7 +473,7 @@ impl CatalogService for CatalogGrpc {
 /// One thing a user did, as the API shows it: the movie's id and title,
 /// and for a rating its value.
 fn activity_message(view: &CatalogView, done: &Done) -> Activity {
-    let (kind, movie, rating) = match done.what {
+    let (kind, movie, rating) = match done.what() {
         Created::Movie(id) => (ActivityKind::MovieAdded, id, 0),
         Created::Rating(id) => {
             let rating = view.rating(id);

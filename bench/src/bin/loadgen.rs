@@ -48,6 +48,20 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:8000")]
         url: String,
     },
+    /// Rate every (user, movie) pair once through REST: `users` new users,
+    /// `movies` movies added by one more; prints the rate and the latency
+    /// p50/p99/max of the ratings, and progress on stderr.
+    Million {
+        /// Base URL of the API (http only).
+        #[arg(long, default_value = "http://127.0.0.1:8000")]
+        url: String,
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        #[arg(long, default_value_t = 1000)]
+        movies: usize,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+    },
     /// Generate load.
     Run {
         /// Base URL of the API (http only).
@@ -259,6 +273,12 @@ async fn run(command: Command) -> Result<(), SetupError> {
             movies(&mut conn, &token, 100).await?;
             println!("{token}");
         }
+        Command::Million {
+            url,
+            users,
+            movies: n_movies,
+            connections,
+        } => million(&url, users, n_movies, connections).await?,
         Command::Run {
             url,
             scenario,
@@ -370,5 +390,116 @@ async fn run(command: Command) -> Result<(), SetupError> {
             println!("{}", result.summary());
         }
     }
+    Ok(())
+}
+
+/// `Command::Million`.
+async fn million(
+    url: &str,
+    users: usize,
+    n_movies: usize,
+    connections: usize,
+) -> Result<(), SetupError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let run_id = std::process::id();
+    let mut setup = Conn::open(&addr).await?;
+    let owner = user(&mut setup, &format!("owner{run_id}")).await?;
+    let ids = Arc::new(movies(&mut setup, &owner, n_movies).await?);
+    let started = std::time::Instant::now();
+    // Users, registered over every connection at once (argon2 is the cost).
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut registering = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let (addr, next) = (addr.clone(), next.clone());
+        registering.spawn(async move {
+            let mut conn = Conn::open(&addr).await?;
+            let mut mine = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= users {
+                    return Ok::<_, SetupError>(mine);
+                }
+                mine.push((i, user(&mut conn, &format!("m{run_id}u{i}")).await?));
+            }
+        });
+    }
+    let mut tokens = vec![String::new(); users];
+    while let Some(done) = registering.join_next().await {
+        for (i, token) in done.map_err(|e| e.to_string())?? {
+            tokens[i] = token;
+        }
+    }
+    eprintln!(
+        "{users} users and {} movies ready in {:.1} s",
+        ids.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let tokens = Arc::new(tokens);
+    let total = users * ids.len();
+    let next = Arc::new(AtomicUsize::new(0));
+    let begin = std::time::Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let (addr, next, ids, tokens) = (addr.clone(), next.clone(), ids.clone(), tokens.clone());
+        workers.spawn(async move {
+            let mut conn = Conn::open(&addr).await?;
+            let (mut latencies, mut errors) = (Vec::new(), 0u64);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, SetupError>((latencies, errors));
+                }
+                if i % 100_000 == 0 && i > 0 {
+                    let secs = begin.elapsed().as_secs_f64();
+                    eprintln!("{i} ratings in {secs:.1} s ({:.0}/s)", i as f64 / secs);
+                }
+                // Movie-major: concurrent requests rate one movie as many users.
+                let (token, movie) = (&tokens[i % users], ids[i / users]);
+                let body = json!({"movie": movie, "rating": 1 + i % 5});
+                let sent = std::time::Instant::now();
+                match conn
+                    .send(Method::POST, "/api/auth/rating", Some(token), Some(body))
+                    .await
+                {
+                    Ok((StatusCode::CREATED, _)) => latencies.push(sent.elapsed()),
+                    Ok(_) => errors += 1,
+                    Err(_) => {
+                        errors += 1;
+                        conn = Conn::open(&addr).await?;
+                    }
+                }
+            }
+        });
+    }
+    let mut run = bench::Run {
+        ops: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latencies: Vec::with_capacity(total),
+    };
+    while let Some(done) = workers.join_next().await {
+        let (latencies, errors) = done.map_err(|e| e.to_string())??;
+        run.latencies.extend(latencies);
+        run.errors += errors;
+    }
+    run.elapsed = begin.elapsed();
+    run.ops = run.latencies.len() as u64;
+    run.latencies.sort();
+    println!(
+        "{} ratings in {:.1} s: {}  max {:.0} ms",
+        run.ops,
+        run.elapsed.as_secs_f64(),
+        run.summary(),
+        run.latencies
+            .last()
+            .copied()
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1e3
+    );
     Ok(())
 }
