@@ -25,21 +25,8 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import selenium' 2>/d
   "$venv/bin/pip" install -q 'selenium==4.50.0'
 fi
 
-work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-base=http://127.0.0.1:$port
-(cd "$work" && RUST_LOG=warn AUTH_METRICS_LISTEN=off CATALOG_METRICS_LISTEN=off \
-  AUTH_LISTEN=127.0.0.1:0 CATALOG_LISTEN=127.0.0.1:0 \
-  exec "$bin" --gateway-listen "127.0.0.1:$port" 2>"$work/stack.log") &
-stack=$!
-cleanup() {
-  status=$?
-  kill "$stack" 2>/dev/null || true; wait "$stack" 2>/dev/null || true
-  if [ "$status" -ne 0 ]; then echo "--- the stack's log (last 50 lines)"; tail -n 50 "$work/stack.log"; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-for _ in $(seq 1 300); do curl -sf -o /dev/null "$base/healthz" && break; sleep 0.1; done
+source .ci/stack.sh
+start_stack "$bin"
 
 timeout 300 "$venv/bin/python" tests/browser/page_test.py "$base" "$shots"
 echo "screenshots: $shots"

@@ -30,6 +30,9 @@ pub enum CatalogError {
     /// The idempotency key was used before for another request.
     #[error("idempotency key reused for another request")]
     KeyReused,
+    /// A rating-list cut that no answer of ours gave (bad tag length).
+    #[error("invalid rating-list cut")]
+    InvalidCut,
     /// SubscribeEvents without the right service key.
     #[error("service key required")]
     ServiceKeyRequired,
@@ -100,6 +103,7 @@ impl From<CatalogError> for Status {
             CatalogError::InvalidToken => Status::unauthenticated("Invalid token."),
             CatalogError::CannotRate => Status::permission_denied("You cant rate it "),
             CatalogError::NotFound => Status::not_found("Not found."),
+            CatalogError::InvalidCut => Status::invalid_argument("cut: not one this service gave"),
             CatalogError::KeyReused => Status::failed_precondition(platform::KEY_REUSED),
             CatalogError::ServiceKeyRequired => {
                 Status::permission_denied("a valid x-service-key is required")

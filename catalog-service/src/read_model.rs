@@ -71,6 +71,32 @@ pub struct CatalogView {
     keyed: BTreeMap<Uuid, Keyed>,
     /// What each user did, oldest first.
     activity: BTreeMap<UserId, Vec<Done>>,
+    /// The position of the last catalog event applied.
+    #[serde(skip)]
+    position: u64,
+    /// The rating list's tag: SHA-256 chained over every rating, in feed
+    /// order (derived, like `movies_etag`).
+    #[serde(skip)]
+    ratings_tag: [u8; 32],
+    /// Ratings applied after one with a greater id (ids are allocated
+    /// before their command commits, so a race commits them out of order),
+    /// with the position that applied them: what a [`RatingsCut`] leaves out.
+    #[serde(skip)]
+    late: Vec<(RatingId, u64)>,
+}
+
+/// The rating list at one position: what a listing read in pages (from
+/// any replica) shows, so that the pages make up one list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RatingsCut {
+    /// Every event up to here, none after.
+    pub position: u64,
+    /// The greatest rating id then.
+    pub max_id: RatingId,
+    /// How many ratings then.
+    pub count: usize,
+    /// The list's tag then (128 bits).
+    pub tag: [u8; 16],
 }
 
 /// A rating in 24 bytes: the user and the rating share one word.
@@ -235,6 +261,39 @@ impl CatalogView {
         }
     }
 
+    /// The rating list as it is now, as a cut to read it at.
+    pub fn ratings_cut(&self) -> RatingsCut {
+        let mut tag = [0; 16];
+        tag.copy_from_slice(&self.ratings_tag[..16]);
+        RatingsCut {
+            position: self.position,
+            max_id: self.ratings.last().map_or(0, |p| p.id),
+            count: self.ratings.len(),
+            tag,
+        }
+    }
+
+    /// Up to `limit` ratings with an id above `after`, by id ascending, of
+    /// the list as it was at `cut` (`cut.position` must be applied here).
+    pub fn ratings_at(&self, cut: &RatingsCut, after: RatingId, limit: usize) -> Vec<RatingRow> {
+        // Applied after the cut below its greatest id: few, and at the end.
+        let later: std::collections::HashSet<RatingId> = self
+            .late
+            .iter()
+            .rev()
+            .take_while(|(_, at)| *at > cut.position)
+            .map(|(id, _)| *id)
+            .collect();
+        let start = self.ratings.partition_point(|p| p.id <= after);
+        self.ratings[start..]
+            .iter()
+            .take_while(|p| p.id <= cut.max_id)
+            .filter(|p| !later.contains(&p.id))
+            .take(limit)
+            .map(|p| p.row())
+            .collect()
+    }
+
     /// The newest `newest` things `user` did (all with `None`), newest
     /// first, and how many there are in all.
     pub fn activity(&self, user: UserId, newest: Option<usize>) -> Page<Done> {
@@ -265,6 +324,7 @@ impl ReadModel for CatalogView {
     type Event = CatalogEvent;
 
     fn apply(&mut self, event: CatalogEvent, recorded: &RecordedEvent) {
+        self.position = recorded.position;
         let (created, by) = match &event {
             CatalogEvent::MovieAdded { id, added_by, .. } => (Created::Movie(*id), *added_by),
             CatalogEvent::MovieRated { id, user, .. } => (Created::Rating(*id), *user),
@@ -321,6 +381,10 @@ impl ReadModel for CatalogView {
                     user,
                     rating,
                 };
+                if self.ratings.last().is_some_and(|last| last.id > id) {
+                    self.late.push((id, recorded.position));
+                }
+                self.ratings_tag = chain_rating(&self.ratings_tag, &row);
                 insert_sorted(&mut self.ratings, Packed::new(row), |p| p.id);
                 insert_sorted(self.ratings_by_movie.entry(movie).or_default(), id, |&i| i);
             }
@@ -337,6 +401,16 @@ fn chain_movie(previous: &[u8; 32], id: i64, title: &str, director: &str) -> [u8
     for text in [title, director] {
         h.update((text.len() as u64).to_le_bytes());
         h.update(text.as_bytes());
+    }
+    h.finalize().into()
+}
+
+/// The next rating-list tag: `previous` extended by one rating.
+fn chain_rating(previous: &[u8; 32], row: &RatingRow) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(previous);
+    for field in [row.id, row.movie, row.user, i64::from(row.rating.get())] {
+        h.update(field.to_le_bytes());
     }
     h.finalize().into()
 }
@@ -389,20 +463,9 @@ mod tests {
     use super::*;
 
     fn view(events: impl IntoIterator<Item = CatalogEvent>) -> CatalogView {
-        let at = event_store::NewEvent::new("x", &()).unwrap();
-        let recorded = RecordedEvent {
-            position: 1,
-            stream: "s".into(),
-            version: 0,
-            event_type: at.event_type,
-            id: at.id,
-            data: at.data,
-            metadata: at.metadata,
-            recorded_at: chrono::Utc::now(),
-        };
         let mut v = CatalogView::default();
-        for e in events {
-            v.apply(e, &recorded);
+        for (position, e) in (1..).zip(events) {
+            apply_at(&mut v, position, e);
         }
         v
     }
@@ -490,6 +553,47 @@ mod tests {
         assert_eq!((r.movie, r.user, r.rating.get()), (1, 13, 5));
         assert!(v.rating(4).is_none());
         assert_eq!(v.movie(1).unwrap().rating_average(), Some(4.0));
+    }
+
+    /// `event`, applied at `position`.
+    fn apply_at(v: &mut CatalogView, position: u64, event: CatalogEvent) {
+        let at = event_store::NewEvent::new("x", &()).unwrap();
+        let recorded = RecordedEvent {
+            position,
+            stream: "s".into(),
+            version: 0,
+            event_type: at.event_type,
+            id: at.id,
+            data: at.data,
+            metadata: at.metadata,
+            recorded_at: chrono::Utc::now(),
+        };
+        v.apply(event, &recorded);
+    }
+
+    #[test]
+    fn a_cut_lists_the_ratings_of_its_moment_whatever_came_after() {
+        let mut v = CatalogView::default();
+        apply_at(&mut v, 1, added(1));
+        apply_at(&mut v, 2, rated(1, 1, 3));
+        apply_at(&mut v, 3, rated(3, 1, 4));
+        let cut = v.ratings_cut();
+        assert_eq!((cut.position, cut.max_id, cut.count), (3, 3, 2));
+        // After the cut: one out of order (below the cut's greatest id), one after.
+        apply_at(&mut v, 4, rated(2, 1, 5));
+        apply_at(&mut v, 5, rated(4, 1, 1));
+        let ids = |rows: Vec<RatingRow>| rows.iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(v.ratings_at(&cut, 0, 10)), [1, 3]);
+        assert_eq!(ids(v.ratings_at(&cut, 1, 10)), [3]);
+        assert_eq!(ids(v.ratings_at(&cut, 0, 1)), [1]);
+        let now = v.ratings_cut();
+        assert_eq!(ids(v.ratings_at(&now, 0, 10)), [1, 2, 3, 4]);
+        assert_ne!(now.tag, cut.tag, "a rating changes the tag");
+        let mut again = CatalogView::default();
+        for (p, e) in [(1, added(1)), (2, rated(1, 1, 3)), (3, rated(3, 1, 4))] {
+            apply_at(&mut again, p, e);
+        }
+        assert_eq!(again.ratings_cut(), cut, "replicas agree on a cut");
     }
 
     #[test]

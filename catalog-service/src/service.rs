@@ -28,7 +28,9 @@ use crate::domain::{
     movie_stream, rating_stream,
 };
 use crate::error::{CatalogError, Result};
-use crate::read_model::{CatalogView, Created, Done, MovieListing, MovieRow, RatingRow};
+use crate::read_model::{
+    CatalogView, Created, Done, MovieListing, MovieRow, RatingRow, RatingsCut,
+};
 use event_store::read_model::ReadPoint;
 
 /// Who may call SubscribeEvents.
@@ -79,6 +81,31 @@ impl CatalogGrpc {
             None => self.view.read_point().await?,
         };
         Ok(self.view.read_at(point).await?)
+    }
+
+    /// A page of the whole rating list read by cursor: at the request's
+    /// cut (waiting, bounded, until this replica has applied it), or at the
+    /// list as it is now.
+    async fn ratings_page(
+        &self,
+        r: &ListRatingsRequest,
+        limit: Option<usize>,
+    ) -> Result<ListRatingsResponse> {
+        let given = r.cut.as_ref().map(cut_from_message).transpose()?;
+        let view = match given {
+            Some(cut) => {
+                self.view.wait_for(cut.position).await?;
+                self.view.read()
+            }
+            None => self.view.read_linearizable().await?,
+        };
+        let cut = given.unwrap_or_else(|| view.ratings_cut());
+        let rows = view.ratings_at(&cut, r.after_id.unwrap_or(0), limit.unwrap_or(usize::MAX));
+        Ok(ListRatingsResponse {
+            ratings: rows.into_iter().map(listed_rating_message).collect(),
+            count: cut.count as u64,
+            cut: Some(cut_message(&cut)),
+        })
     }
 
     /// The user [`Authenticated`](crate::authenticated::Authenticated) checked this call's token for, before
@@ -404,14 +431,16 @@ impl CatalogService for CatalogGrpc {
     ) -> Result<Response<ListRatingsResponse>, Status> {
         self.caller(&request)?;
         let r = request.get_ref();
-        let page = self.view_for(&request).await?.ratings(
-            r.movie,
-            r.limit.map(|l| l as usize),
-            r.offset as usize,
-        );
+        let limit = r.limit.map(|l| l as usize);
+        if r.movie.is_none() && (r.after_id.is_some() || r.cut.is_some()) {
+            return Ok(Response::new(self.ratings_page(r, limit).await?));
+        }
+        let view = self.view_for(&request).await?;
+        let page = view.ratings(r.movie, limit, r.offset as usize);
         Ok(Response::new(ListRatingsResponse {
             ratings: page.items.into_iter().map(listed_rating_message).collect(),
             count: page.count as u64,
+            cut: r.movie.is_none().then(|| cut_message(&view.ratings_cut())),
         }))
     }
 
@@ -494,4 +523,23 @@ fn activity_message(view: &CatalogView, done: &Done) -> Activity {
             .unwrap_or_default(),
         rating,
     }
+}
+
+fn cut_message(cut: &RatingsCut) -> proto::catalog::RatingsCut {
+    proto::catalog::RatingsCut {
+        position: cut.position,
+        max_id: cut.max_id,
+        count: cut.count as u64,
+        tag: cut.tag.to_vec(),
+    }
+}
+
+fn cut_from_message(m: &proto::catalog::RatingsCut) -> Result<RatingsCut> {
+    let tag = <[u8; 16]>::try_from(m.tag.as_slice()).map_err(|_| CatalogError::InvalidCut)?;
+    Ok(RatingsCut {
+        position: m.position,
+        max_id: m.max_id,
+        count: usize::try_from(m.count).map_err(|_| CatalogError::InvalidCut)?,
+        tag,
+    })
 }

@@ -7,12 +7,6 @@
 //!   each inside its own savepoint (so one failed append leaves the others
 //!   intact), then answers each caller. Under load, one fsync serves many
 //!   appends.
-//! - **Checkpoints off the commit path**: the writer never checkpoints
-//!   (`wal_autocheckpoint = 0`); a thread of its own copies the WAL into
-//!   the database every [`CHECKPOINT_EVERY`] (`PASSIVE`: it never blocks
-//!   the writer or a reader), so no commit waits for a checkpoint's writes
-//!   and fsync. The WAL file is cut back to [`WAL_SIZE_LIMIT`] when it
-//!   restarts.
 //! - **Never blocks the async executor**: writes go to the writer thread,
 //!   reads run on `spawn_blocking` with a small pool of read-only connections.
 //! - **Global order**: SQLite allows one writer at a time, even across
@@ -39,10 +33,6 @@ use crate::{
 const BACKEND: &str = "sqlite";
 /// The most idle read connections kept open.
 const MAX_IDLE_READERS: usize = 8;
-/// How often the checkpointer copies the WAL into the database.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-/// The size (bytes) the WAL file is cut back to when it restarts.
-const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 fn db_err(e: rusqlite::Error) -> EventStoreError {
     EventStoreError::backend(BACKEND, e)
@@ -60,8 +50,6 @@ struct Inner {
     writer: Queue,
     readers: Mutex<Vec<Connection>>,
     head: watch::Receiver<u64>,
-    /// Dropped with the last handle: the checkpointer then stops.
-    _checkpointer: std::sync::mpsc::Sender<()>,
 }
 
 impl SqliteStore {
@@ -81,12 +69,6 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn(move || run_writer(conn, rx, head_tx, &stats))
             .map_err(|e| EventStoreError::backend(BACKEND, e))?;
-        let (checkpointer, stop) = std::sync::mpsc::channel();
-        let file = path.clone();
-        std::thread::Builder::new()
-            .name("sqlite-checkpoint".into())
-            .spawn(move || run_checkpointer(&file, &stop))
-            .map_err(|e| EventStoreError::backend(BACKEND, e))?;
         tracing::info!(path = %path.display(), head_position, "opened sqlite event store");
         Ok(Self {
             inner: Arc::new(Inner {
@@ -94,7 +76,6 @@ impl SqliteStore {
                 writer,
                 readers: Mutex::new(Vec::new()),
                 head: head_rx,
-                _checkpointer: checkpointer,
             }),
         })
     }
@@ -138,7 +119,6 @@ fn open_writer(path: &Path) -> Result<(Connection, u64)> {
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
-         PRAGMA wal_autocheckpoint = 0;
          CREATE TABLE IF NOT EXISTS events (
              position    INTEGER PRIMARY KEY,
              stream      TEXT    NOT NULL,
@@ -169,32 +149,6 @@ fn open_reader(path: &Path) -> Result<Connection> {
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(db_err)?;
     Ok(conn)
-}
-
-/// The checkpointer thread: a `PASSIVE` checkpoint every
-/// [`CHECKPOINT_EVERY`] until the store (`stop`'s sender) is dropped.
-fn run_checkpointer(path: &Path, stop: &std::sync::mpsc::Receiver<()>) {
-    let opened = Connection::open(path).and_then(|c| {
-        c.execute_batch(&format!("PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};"))?;
-        Ok(c)
-    });
-    let conn = match opened {
-        Ok(conn) => conn,
-        Err(e) => {
-            tracing::error!(error = %e, "sqlite checkpointer cannot open the store; the WAL will grow");
-            return;
-        }
-    };
-    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY)
-    {
-        let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-        });
-        match done {
-            Ok((frames, copied)) => tracing::trace!(frames, copied, "sqlite checkpoint"),
-            Err(e) => tracing::warn!(error = %e, "sqlite checkpoint failed; retrying"),
-        }
-    }
 }
 
 /// The writer thread: group commits until every store handle is dropped.
@@ -406,40 +360,5 @@ impl EventStore for SqliteStore {
 
     fn stats(&self) -> Option<Arc<StoreStats>> {
         Some(self.inner.writer.stats.clone())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The writer never checkpoints, so pages reach the database file only
-    /// through the checkpointer thread.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_checkpointer_copies_the_wal_into_the_database() {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let path = dir.path().join("events.db");
-        let store = SqliteStore::open(&path).await.expect("open");
-        let size = || std::fs::metadata(&path).expect("the database file").len();
-        let before = size();
-        for i in 0..200 {
-            let events = (0..20)
-                .map(|_| NewEvent::new("Filled", &serde_json::json!({"pad": "x".repeat(400)})))
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .expect("encode");
-            store
-                .append(&format!("s-{i}"), ExpectedVersion::NoStream, events)
-                .await
-                .expect("append");
-        }
-        let deadline = std::time::Instant::now() + 5 * CHECKPOINT_EVERY;
-        while size() < before + 1_000_000 && std::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        assert!(
-            size() >= before + 1_000_000,
-            "the database file stayed at {} bytes: nothing was checkpointed",
-            size()
-        );
     }
 }

@@ -44,7 +44,8 @@ pub async fn conditional(request: Request, next: Next) -> Response {
         return response;
     }
     if let Some(tag) = response.headers().get(header::ETAG).cloned() {
-        // The handler knows its answer's tag already (a kept list).
+        // The handler knows its answer's tag already (a kept list, or the
+        // streamed rating list, whose body must not be collected here).
         return match none_match_fails(&asked, &tag) {
             true => not_modified(response.into_parts().0),
             false => response,

@@ -43,6 +43,11 @@ pub struct Config {
     /// (never built from the request's Host header).
     #[arg(long, env)]
     pub gateway_public_url: Option<String>,
+    /// Ratings per page when the whole rating list is streamed (read from
+    /// the catalog a page at a time, so memory stays flat however long the
+    /// list); at least 1.
+    #[arg(long, env, default_value_t = 10_000)]
+    pub gateway_list_page: u32,
     /// Origins of browser apps allowed to call the API (CORS), comma
     /// separated, e.g. https://app.example. Empty: no CORS headers at all.
     #[arg(long, env, value_delimiter = ',')]

@@ -48,6 +48,8 @@ pub struct Shared {
     trusted_proxies: Vec<std::net::IpAddr>,
     /// Logins and registrations per client address.
     auth_limit: client::RateLimit,
+    /// Ratings per page of a streamed full list.
+    list_page: u32,
 }
 
 impl std::ops::Deref for AppState {
@@ -135,6 +137,7 @@ pub fn router(backends: Backends, config: &Config, public_url: String) -> Router
         public_url: public_url.trim_end_matches('/').to_owned(),
         trusted_proxies: config.gateway_trusted_proxies.clone(),
         auth_limit: client::RateLimit::per_minute(config.gateway_auth_per_minute),
+        list_page: config.gateway_list_page.max(1),
     }));
     let mut api = api
         .route_layer(axum::middleware::from_fn(conditional::conditional))

@@ -101,6 +101,9 @@ pub fn config(stores: &Stores) -> Config {
     c.catalog.catalog_listen = any;
     c.catalog.catalog_store_url = stores.catalog.url().to_owned();
     c.gateway.gateway_listen = any;
+    // Full rating lists stream in pages of 3: every test reading one
+    // crosses pages.
+    c.gateway.gateway_list_page = 3;
     // Every test's stack on its own: no fixed metrics ports.
     c.auth.auth_metrics_listen = platform::MaybeAddr::OFF;
     c.catalog.catalog_metrics_listen = platform::MaybeAddr::OFF;

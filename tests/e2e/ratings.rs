@@ -8,7 +8,71 @@ crate::on_every_backend!(
     rating_refusals_match_the_contract,
     twenty_concurrent_identical_ratings_give_exactly_one_201,
     rating_lists_filter_by_movie_and_paginate,
+    the_streamed_full_list_is_the_pages_put_together,
 );
+
+/// The full list streams in pages of 3 here (see `helpers::config`): with
+/// 10 ratings it crosses four pages, and must still be exactly the pages
+/// of `?limit` put together, with a tag that works like any other.
+async fn the_streamed_full_list_is_the_pages_put_together(app: TestApp) {
+    let (adder, _) = app.user("adder").await;
+    assert_eq!(app.get("/api/auth/rating", Some(&adder)).await.text, "[]");
+    let mut movies = Vec::new();
+    for i in 0..5 {
+        movies.push(app.movie(&adder, &format!("M{i}")).await);
+    }
+    for u in 0..2 {
+        let (rater, _) = app.user(&format!("rater{u}")).await;
+        for (i, m) in movies.iter().enumerate() {
+            let body = json!({"movie": m, "rating": 1 + (i + u) % 5});
+            let a = app.post("/api/auth/rating", Some(&rater), body).await;
+            assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+        }
+    }
+    let full = app.get("/api/auth/rating", Some(&adder)).await;
+    assert_eq!(full.status, StatusCode::OK);
+    let mut pieces = Vec::new();
+    for offset in (0..10).step_by(4) {
+        let page = app
+            .get(
+                &format!("/api/auth/rating?limit=4&offset={offset}"),
+                Some(&adder),
+            )
+            .await;
+        pieces.extend(page.body["results"].as_array().unwrap().iter().cloned());
+    }
+    assert_eq!(pieces.len(), 10);
+    assert_eq!(
+        full.text,
+        serde_json::to_string(&pieces).unwrap(),
+        "byte for byte"
+    );
+
+    let tag = full.headers["etag"].to_str().unwrap().to_owned();
+    let again = app
+        .http
+        .get(format!("{}/api/auth/rating", app.base))
+        .header("authorization", format!("Token {adder}"))
+        .header("if-none-match", &tag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    let (late, _) = app.user("late").await;
+    app.post(
+        "/api/auth/rating",
+        Some(&late),
+        json!({"movie": movies[0], "rating": 2}),
+    )
+    .await;
+    let after = app.get("/api/auth/rating", Some(&adder)).await;
+    assert_ne!(
+        after.headers["etag"].to_str().unwrap(),
+        tag,
+        "a rating changes the tag"
+    );
+    assert_eq!(after.body.as_array().unwrap().len(), 11);
+}
 
 async fn rating_refusals_match_the_contract(app: TestApp) {
     let (adder, _) = app.user("adder").await;

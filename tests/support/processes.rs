@@ -193,6 +193,7 @@ impl Deployment {
                 ("GATEWAY_AUTH_URL", &format!("http://{auth_addr}")),
                 ("GATEWAY_CATALOG_URL", &format!("http://{catalog_addr}")),
                 ("GATEWAY_GRPC_TIMEOUT_MS", "2000"),
+                ("GATEWAY_LIST_PAGE", "3"),
                 // The tests send many logins and registrations from one
                 // address; the per-address limit is not what they test.
                 ("GATEWAY_AUTH_PER_MINUTE", "1000000"),

@@ -239,6 +239,7 @@ impl Stack {
             movie,
             limit,
             offset,
+            ..Default::default()
         };
         self.client
             .clone()
