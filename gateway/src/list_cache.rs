@@ -17,6 +17,11 @@ use serde_json::value::RawValue;
 /// cache starts over, so that clients walking every offset cannot grow it.
 const CAPACITY: usize = 64;
 
+/// The most JSON bytes kept in all; a listing that would go past it starts
+/// the cache over, and one larger than it alone is not kept (it is served
+/// without the cache, as it would be the first time).
+const MAX_BYTES: usize = 32 * 1024 * 1024;
+
 /// One listing as last answered.
 #[derive(Debug)]
 pub struct CachedList {
@@ -84,8 +89,17 @@ impl<K: Hash + Eq> ListCache<K> {
         if list.etag.is_empty() {
             return;
         }
+        let size = list.results.get().len();
+        if size > MAX_BYTES {
+            return;
+        }
         let mut lists = self.lists.write().unwrap_or_else(|e| e.into_inner());
-        if lists.len() >= CAPACITY && !lists.contains_key(&key) {
+        let kept: usize = lists
+            .iter()
+            .filter(|(k, _)| **k != key)
+            .map(|(_, l)| l.results.get().len())
+            .sum();
+        if (lists.len() >= CAPACITY && !lists.contains_key(&key)) || kept + size > MAX_BYTES {
             lists.clear();
         }
         lists.insert(key, list);
@@ -132,6 +146,23 @@ mod tests {
         let cache = ListCache::default();
         cache.put(1, list(b"", "[1]"));
         assert!(cache.get(&1).is_none());
+    }
+
+    #[test]
+    fn stays_bounded_in_bytes() {
+        let cache = ListCache::default();
+        let big = format!("[\"{}\"]", "x".repeat(MAX_BYTES / 3));
+        for k in 0..3 {
+            cache.put(k, list(b"a", &big));
+        }
+        let kept: usize = (0..3)
+            .filter_map(|k| cache.get(&k))
+            .map(|l| l.results.get().len())
+            .sum();
+        assert!(kept <= MAX_BYTES, "{kept} bytes kept");
+        assert!(cache.get(&2).is_some(), "the newest is kept");
+        cache.put(9, list(b"a", &format!("[\"{}\"]", "x".repeat(MAX_BYTES))));
+        assert!(cache.get(&9).is_none(), "too big alone");
     }
 
     #[test]
