@@ -45,8 +45,9 @@ pub struct Config {
     pub gateway_public_url: Option<String>,
     /// Ratings per page when the whole rating list is streamed (read from
     /// the catalog a page at a time, so memory stays flat however long the
-    /// list); at least 1.
-    #[arg(long, env, default_value_t = 10_000)]
+    /// list; a page is about 37 bytes a rating, held per slow reader); at
+    /// least 1.
+    #[arg(long, env, default_value_t = 2_000)]
     pub gateway_list_page: u32,
     /// Origins of browser apps allowed to call the API (CORS), comma
     /// separated, e.g. https://app.example. Empty: no CORS headers at all.
