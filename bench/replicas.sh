@@ -23,7 +23,6 @@ procs=()
 cleanup() {
   for p in "${procs[@]}"; do kill "$p" 2>/dev/null || true; done
   psql -q "$admin" -c "DROP DATABASE IF EXISTS bench_auth" -c "DROP DATABASE IF EXISTS bench_catalog" >/dev/null 2>&1 || true
-  [ -n "${KEEP_LOGS:-}" ] && cp "$work"/*.log "$KEEP_LOGS"/ 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT

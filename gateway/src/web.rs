@@ -28,9 +28,8 @@ const MAX_SHOWN: usize = 1024 * 1024;
 
 /// The page, its script and style, and the browsable API's script.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    let asset = |body: &'static str, media: &'static str| {
-        move || async move { page_headers(media, body.to_owned()) }
-    };
+    let asset =
+        |body: &'static str, media: &'static str| move || async move { page_headers(media, body) };
     Router::new()
         .route(
             "/",
@@ -63,7 +62,7 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
 }
 
 /// `body` as `media` with the headers every page and asset carries.
-fn page_headers(media: &'static str, body: String) -> Response {
+fn page_headers(media: &'static str, body: &'static str) -> Response {
     let mut response = body.into_response();
     set_page_headers(response.headers_mut(), media);
     response

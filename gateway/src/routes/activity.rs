@@ -2,7 +2,6 @@
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
-use chrono::{DateTime, SecondsFormat};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -11,7 +10,7 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::pagination::{ListQuery, Paginated};
-use crate::routes::{Caller, Detail, absolute_url};
+use crate::routes::{Caller, Detail, absolute_url, rfc3339};
 
 /// The routes of this module, each declared once: the router and the
 /// OpenAPI document both come from it.
@@ -81,13 +80,11 @@ struct Entry {
 }
 
 fn entry(time: Option<proto::Timestamp>, kind: ActivityKind) -> Entry {
-    let t = time.unwrap_or_default();
-    let at = DateTime::from_timestamp(t.seconds, t.nanos.clamp(0, 999_999_999) as u32)
-        .unwrap_or_default();
+    let (at, text) = rfc3339(time).unwrap_or_default();
     Entry {
         micros: at.timestamp_micros(),
         out: ActivityOut {
-            time: at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            time: text,
             kind,
             movie: None,
             rating: None,

@@ -3,7 +3,6 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use chrono::{DateTime, SecondsFormat};
 use proto::auth::{LoginRequest, LogoutAllRequest, LogoutRequest, RegisterRequest, Session};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -14,7 +13,7 @@ use crate::AppState;
 use crate::client::ClientAddr;
 use crate::error::ApiError;
 use crate::extract::{Fields, JsonObject};
-use crate::routes::{Caller, Detail, FieldErrors, IdempotencyKey, UserOut};
+use crate::routes::{Caller, Detail, FieldErrors, IdempotencyKey, UserOut, rfc3339};
 
 /// The routes of this module, each declared once: the router and the
 /// OpenAPI document both come from it.
@@ -74,11 +73,7 @@ impl<T: axum::response::IntoResponse> axum::response::IntoResponse for NoStore<T
 
 fn session_out(s: Session) -> SessionOut {
     let user = s.user.unwrap_or_default();
-    let expiry = s
-        .expiry
-        .and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true))
-        .unwrap_or_default();
+    let expiry = rfc3339(s.expiry).map(|(_, text)| text).unwrap_or_default();
     SessionOut {
         user: UserOut {
             id: user.id,

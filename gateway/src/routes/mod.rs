@@ -142,6 +142,14 @@ impl IdempotencyKey {
     }
 }
 
+/// A service's timestamp as the API shows times: RFC 3339, UTC, with
+/// microseconds (`None` for an absent or out-of-range one).
+pub fn rfc3339(t: Option<proto::Timestamp>) -> Option<(chrono::DateTime<chrono::Utc>, String)> {
+    let t = t?;
+    let at = chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)?;
+    Some((at, at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)))
+}
+
 /// The absolute URL of `path` on this API, from its public base URL (never
 /// from the request's `Host`, which the client chooses).
 pub fn absolute_url(state: &crate::AppState, path: &str) -> String {
