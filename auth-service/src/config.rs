@@ -18,6 +18,16 @@ pub struct Config {
         default_value = "sqlite://data/auth.db"
     )]
     pub auth_store_url: String,
+    /// Where the read model's snapshot is kept, so that a start replays
+    /// only the events after it: a file path; `auto`, beside a SQLite
+    /// store's file (`<file>.auth.snapshot`) and none on other stores;
+    /// `off`, none. A damaged snapshot, one of another code version or of
+    /// another database is ignored (full replay). Replicas may share a file.
+    #[arg(long, env, default_value = "auto")]
+    pub auth_snapshot: String,
+    /// Events applied between two snapshots (one is also saved at stop).
+    #[arg(long, env, default_value_t = 100_000)]
+    pub auth_snapshot_every: u64,
     /// Address of a plain HTTP listener serving `GET /metrics` (Prometheus:
     /// gRPC calls by method and status, the read model's lag behind the
     /// store, event-store appends); `off` for none.
@@ -44,6 +54,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// Where and how often the read model is snapshotted.
+    pub fn snapshot_policy(&self) -> Option<event_store::read_model::SnapshotPolicy> {
+        event_store::read_model::SnapshotPolicy::from_setting(
+            &self.auth_snapshot,
+            &self.auth_store_url,
+            "auth",
+            self.auth_snapshot_every,
+        )
+    }
+
     /// The token lifetime.
     pub fn token_ttl(&self) -> Duration {
         Duration::from_secs(self.auth_token_ttl_secs)

@@ -73,11 +73,17 @@ impl Application {
         store: Arc<dyn EventStore>,
     ) -> Result<Self, StartError> {
         let hasher = PasswordHasher::new(config.auth_hash_queue)?;
-        let view = Projection::start(store.clone(), AuthView::default()).await?;
+        let view = Projection::start_with_snapshots(
+            store.clone(),
+            AuthView::default(),
+            config.snapshot_policy(),
+        )
+        .await?;
         tracing::info!(
             users = view.read().user_count(),
             tokens = view.read().token_count(),
-            "auth read model rebuilt"
+            from_snapshot = view.started_from(),
+            "auth read model ready"
         );
         let throttle = LoginThrottle::open(&config.auth_store_url, config.login_limits()).await?;
         let view = Arc::new(view);
@@ -130,6 +136,7 @@ impl Application {
             .max_decoding_message_size(platform::grpc::MAX_REQUEST_BYTES);
         self.listener.serve(service, shutdown).await?;
         self.tokens.0.log_totals();
+        self.tokens.0.save_final_snapshot().await;
         Ok(())
     }
 }

@@ -26,6 +26,18 @@ impl From<TokenDigest> for String {
     }
 }
 
+impl TokenDigest {
+    /// The digest's bytes.
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// A digest from its bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+}
+
 /// A new token from the OS random number generator, and its digest.
 pub fn generate() -> std::io::Result<(String, TokenDigest)> {
     let mut bytes = [0u8; 32];

@@ -17,6 +17,16 @@ pub struct Config {
         default_value = "sqlite://data/catalog.db"
     )]
     pub catalog_store_url: String,
+    /// Where the read models' snapshot is kept, so that a start replays
+    /// only the events after it: a file path; `auto`, beside a SQLite
+    /// store's file (`<file>.catalog.snapshot`) and none on other stores;
+    /// `off`, none. A damaged snapshot, one of another code version or of
+    /// another database is ignored (full replay). Replicas may share a file.
+    #[arg(long, env, default_value = "auto")]
+    pub catalog_snapshot: String,
+    /// Events applied between two snapshots (one is also saved at stop).
+    #[arg(long, env, default_value_t = 100_000)]
+    pub catalog_snapshot_every: u64,
     /// Address of a plain HTTP listener serving `GET /metrics` (Prometheus:
     /// as auth-service's, plus
     /// live event-feed subscribers); `off` for none.
@@ -34,6 +44,18 @@ pub struct Config {
     /// all-in-one launcher's default: everything is on loopback).
     #[arg(long, env)]
     pub catalog_open_subscriptions: bool,
+}
+
+impl Config {
+    /// Where and how often the read models are snapshotted.
+    pub fn snapshot_policy(&self) -> Option<event_store::read_model::SnapshotPolicy> {
+        event_store::read_model::SnapshotPolicy::from_setting(
+            &self.catalog_snapshot,
+            &self.catalog_store_url,
+            "catalog",
+            self.catalog_snapshot_every,
+        )
+    }
 }
 
 impl Default for Config {

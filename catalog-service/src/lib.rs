@@ -78,11 +78,17 @@ impl Application {
         store: Arc<dyn EventStore>,
         identity: Identity,
     ) -> Result<Self, StartError> {
-        let view = Projection::start(store.clone(), CatalogView::default()).await?;
+        let view = Projection::start_with_snapshots(
+            store.clone(),
+            CatalogView::default(),
+            config.snapshot_policy(),
+        )
+        .await?;
         tracing::info!(
             movies = view.read().movies(Some(0), 0).count,
             ratings = view.read().ratings(None, Some(0), 0).count,
-            "catalog read models rebuilt"
+            from_snapshot = view.started_from(),
+            "catalog read models ready"
         );
         let mut listener =
             GrpcListener::bind(config.catalog_listen, config.catalog_metrics_listen.0).await?;
@@ -150,6 +156,7 @@ impl Application {
             .await;
         served?;
         view.log_totals();
+        view.save_final_snapshot().await;
         Ok(())
     }
 }

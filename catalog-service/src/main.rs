@@ -21,8 +21,8 @@ enum Command {
     Healthcheck,
     /// Rebuild every read model from the events and print what it holds
     /// (counts, checkpoint, SHA-256 of the canonical snapshot); with
-    /// --output, also write the snapshot as JSON. The served read models are
-    /// in memory and rebuilt this same way at every start.
+    /// --output, also write the snapshot as JSON. From the events alone: the
+    /// service's own snapshot file (--catalog-snapshot) is not read.
     RebuildProjections {
         /// Where to write the snapshot.
         #[arg(long)]

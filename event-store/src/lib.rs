@@ -32,6 +32,7 @@ mod model;
 mod open;
 pub mod postgres;
 pub mod read_model;
+pub mod snapshot;
 pub mod sqlite;
 pub mod stats;
 mod subscription;

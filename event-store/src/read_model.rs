@@ -2,16 +2,19 @@
 //! memory, current from start-up on, and a bounded wait for a position.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+use uuid::Uuid;
 
-use crate::{Event, EventStore, EventStoreError, RecordedEvent, Result, ids};
+use crate::snapshot::{self, Encoder, Header, Rejected, Snapshot};
+use crate::{Event, EventStore, EventStoreError, RecordedEvent, Result, StoreUrl, ids};
 
 /// A read model: a pure fold over one service's events (no I/O in `apply`).
 pub trait ReadModel: Send + Sync + 'static {
@@ -145,8 +148,12 @@ pub async fn rebuild<M: ReadModel>(store: &dyn EventStore, mut model: M) -> Resu
     }
 }
 
+/// The position and id of the last event a projection applied (skipped
+/// ones included): what a snapshot of it covers.
+type Last = Arc<Mutex<(u64, Uuid)>>;
+
 /// A read model fed by a subscription to a store's global feed, from the
-/// beginning. Dropping it stops the subscription.
+/// beginning or from a snapshot. Dropping it stops the subscription.
 pub struct Projection<M> {
     model: Arc<RwLock<M>>,
     applied: watch::Receiver<u64>,
@@ -154,6 +161,12 @@ pub struct Projection<M> {
     /// For a shared store only (see [`EventStore::shared`]).
     read_index: Option<ReadIndex>,
     store: Arc<dyn EventStore>,
+    /// Updated under the model's write lock, with each event applied.
+    last: Last,
+    /// The position of the snapshot it started from, if any.
+    started_from: Option<u64>,
+    /// Saves snapshots, when configured.
+    saver: Option<(Arc<Saver>, JoinHandle<()>)>,
 }
 
 impl<M> Drop for Projection<M> {
@@ -162,6 +175,9 @@ impl<M> Drop for Projection<M> {
         if let Some(index) = &self.read_index {
             index.task.abort();
         }
+        if let Some((_, task)) = &self.saver {
+            task.abort();
+        }
     }
 }
 
@@ -169,11 +185,25 @@ impl<M: ReadModel> Projection<M> {
     /// Starts following `store` from position 0 into `model`, and returns once
     /// every event committed before the call is applied.
     pub async fn start(store: Arc<dyn EventStore>, model: M) -> Result<Self> {
+        Self::start_at(store, model, (0, Uuid::nil())).await
+    }
+
+    /// Starts following `store` after `last` (the position and id of the
+    /// last event `model` holds), and returns once every event committed
+    /// before the call is applied.
+    async fn start_at(store: Arc<dyn EventStore>, model: M, last: (u64, Uuid)) -> Result<Self> {
         let head = store.head_position().await?;
         let read_index = store.shared().then(|| ReadIndex::start(store.clone()));
         let model = Arc::new(RwLock::new(model));
-        let (applied_tx, applied) = watch::channel(0);
-        let task = tokio::spawn(follow(store.clone(), model.clone(), applied_tx, head));
+        let (applied_tx, applied) = watch::channel(last.0);
+        let last = Arc::new(Mutex::new(last));
+        let task = tokio::spawn(follow(
+            store.clone(),
+            model.clone(),
+            applied_tx,
+            last.clone(),
+            head,
+        ));
         let mut caught_up = applied.clone();
         // Fails only if the follower task died, which it does not by itself.
         let _ = caught_up.wait_for(|&p| p >= head).await;
@@ -183,6 +213,9 @@ impl<M: ReadModel> Projection<M> {
             task,
             read_index,
             store,
+            last,
+            started_from: None,
+            saver: None,
         })
     }
 
@@ -231,6 +264,30 @@ impl<M: ReadModel> Projection<M> {
             self.wait_within(head, left).await?;
         }
         Ok(self.read())
+    }
+
+    /// Saves a snapshot now, if snapshots are configured and events were
+    /// applied since the last (`Ok(None)` otherwise): what a service does
+    /// as it stops, so that it starts again without a replay.
+    pub async fn save_snapshot(&self) -> std::io::Result<Option<Saved>> {
+        match &self.saver {
+            Some((saver, _)) => saver.save().await,
+            None => Ok(None),
+        }
+    }
+
+    /// [`Projection::save_snapshot`] as a service stops: a failure is
+    /// logged (the next start replays more), not an error.
+    pub async fn save_final_snapshot(&self) {
+        if let Err(e) = self.save_snapshot().await {
+            tracing::warn!(error = %e, "could not save the read-model snapshot at stop");
+        }
+    }
+
+    /// The position of the snapshot this projection started from, if it
+    /// started from one.
+    pub fn started_from(&self) -> Option<u64> {
+        self.started_from
     }
 
     /// The position of the last event applied.
@@ -326,13 +383,268 @@ impl<M: ReadModel> Projection<M> {
     }
 }
 
-/// Applies the feed from the beginning. Events after `head` (new ones, not
-/// the history replayed at start) are applied in a span linked to the
-/// request that appended them, when traces are on.
+/// Where a projection keeps its snapshot, and how often it saves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// The snapshot file.
+    pub path: PathBuf,
+    /// Save once this many feed positions were applied since the last
+    /// save (looked at every [`SAVE_CHECK_EVERY`]), and when the service
+    /// stops.
+    pub every: u64,
+}
+
+impl SnapshotPolicy {
+    /// The policy a service's setting names: `off`, none; `auto`, beside a
+    /// SQLite store's file (`<file>.<model>.snapshot`) and none on other
+    /// stores; anything else, that path.
+    pub fn from_setting(setting: &str, store_url: &str, model: &str, every: u64) -> Option<Self> {
+        let path = match setting {
+            "off" | "" => return None,
+            "auto" => match StoreUrl::parse(store_url).ok()? {
+                StoreUrl::Sqlite(db) => {
+                    let mut name = db.into_os_string();
+                    name.push(format!(".{model}.snapshot"));
+                    PathBuf::from(name)
+                }
+                _ => return None,
+            },
+            path => PathBuf::from(path),
+        };
+        Some(Self {
+            path,
+            every: every.max(1),
+        })
+    }
+}
+
+/// How often the background saver looks whether a snapshot is due.
+pub const SAVE_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// How long the saver waits after a failed save before it tries again.
+const SAVE_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// What saving a snapshot did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Saved {
+    /// The feed position it covers.
+    pub position: u64,
+    /// The payload's size.
+    pub bytes: usize,
+    /// How long the model's read lock was held to encode it (the follower,
+    /// and readers queued behind it, wait that long).
+    pub locked: Duration,
+}
+
+/// Encodes a model under its read lock, unless it is still at the given
+/// position: the position and id of its last event, and its bytes.
+type EncodeFn = dyn Fn(u64, usize) -> Option<(u64, Uuid, Vec<u8>)> + Send + Sync;
+
+/// Saves one projection's snapshots, one save at a time.
+struct Saver {
+    path: PathBuf,
+    name: &'static str,
+    version: u32,
+    encode: Box<EncodeFn>,
+    /// The position of the last snapshot saved (or started from).
+    saved: AtomicU64,
+    /// The last payload's size, to encode the next into one allocation.
+    last_size: AtomicU64,
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl Saver {
+    /// Encodes the model (on a blocking thread: the lock is held all
+    /// along) and writes the file, unless nothing was applied since the
+    /// last save.
+    async fn save(self: &Arc<Self>) -> std::io::Result<Option<Saved>> {
+        let _turn = self.turn.lock().await;
+        let started = Instant::now();
+        let saver = self.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let capacity = saver.last_size.load(Ordering::Relaxed) as usize;
+            let saved = saver.saved.load(Ordering::SeqCst);
+            let (position, event_id, payload) = (saver.encode)(saved, capacity + capacity / 8)?;
+            let locked = started.elapsed();
+            let header = Header {
+                name: saver.name.to_owned(),
+                version: saver.version,
+                position,
+                event_id,
+            };
+            let written = snapshot::write_file(&saver.path, &header, &payload);
+            Some(written.map(|()| Saved {
+                position,
+                bytes: payload.len(),
+                locked,
+            }))
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        let Some(Saved {
+            position,
+            bytes,
+            locked,
+        }) = written.transpose()?
+        else {
+            return Ok(None);
+        };
+        self.saved.store(position, Ordering::SeqCst);
+        self.last_size.store(bytes as u64, Ordering::Relaxed);
+        tracing::info!(
+            model = self.name,
+            position,
+            bytes,
+            locked_ms = locked.as_secs_f64() * 1e3,
+            total_ms = started.elapsed().as_secs_f64() * 1e3,
+            path = %self.path.display(),
+            "read-model snapshot saved"
+        );
+        Ok(Some(Saved {
+            position,
+            bytes,
+            locked,
+        }))
+    }
+}
+
+/// Saves a snapshot whenever `every` positions were applied since the last.
+async fn save_when_due(saver: Arc<Saver>, applied: watch::Receiver<u64>, every: u64) {
+    loop {
+        tokio::time::sleep(SAVE_CHECK_EVERY).await;
+        let since = applied
+            .borrow()
+            .saturating_sub(saver.saved.load(Ordering::SeqCst));
+        if since < every {
+            continue;
+        }
+        if let Err(e) = saver.save().await {
+            tracing::warn!(
+                model = saver.name,
+                error = %e,
+                path = %saver.path.display(),
+                "could not save the read-model snapshot; trying again later"
+            );
+            tokio::time::sleep(SAVE_RETRY_AFTER).await;
+        }
+    }
+}
+
+/// The snapshot at `path`, if there is one and it checks out against
+/// `store`; anything else is logged and `None` (replay everything).
+async fn load_snapshot<M: Snapshot>(
+    store: &dyn EventStore,
+    path: &Path,
+) -> Result<Option<(Header, M)>> {
+    let file = path.to_owned();
+    let read = tokio::task::spawn_blocking(move || {
+        let Some((header, payload)) = snapshot::read_file(&file, M::NAME, M::VERSION)? else {
+            return Ok(None);
+        };
+        Ok(Some((header, M::from_bytes(&payload)?)))
+    })
+    .await
+    .unwrap_or_else(|e| Err(Rejected::Io(std::io::Error::other(e))));
+    let rejected = match read {
+        Ok(None) => {
+            tracing::info!(model = M::NAME, path = %path.display(), "no read-model snapshot: replaying every event");
+            return Ok(None);
+        }
+        Ok(Some((header, model))) => {
+            let position = header.position;
+            let there = position == 0
+                || store
+                    .read_all(position, 1)
+                    .await?
+                    .first()
+                    .is_some_and(|e| e.position == position && e.id == header.event_id);
+            if there {
+                return Ok(Some((header, model)));
+            }
+            Rejected::OtherStore { position }
+        }
+        Err(rejected) => rejected,
+    };
+    tracing::warn!(
+        model = M::NAME,
+        path = %path.display(),
+        reason = %rejected,
+        "read-model snapshot ignored: replaying every event"
+    );
+    Ok(None)
+}
+
+impl<M: Snapshot> Projection<M> {
+    /// As [`Projection::start`], from the snapshot `policy` names when it
+    /// checks out (see [`crate::snapshot`]), else from position 0 into
+    /// `model`; then saves snapshots in the background as `policy` says.
+    /// Saving holds the model's read lock while it encodes (see
+    /// [`Saved::locked`]); the file is written on a blocking thread.
+    pub async fn start_with_snapshots(
+        store: Arc<dyn EventStore>,
+        model: M,
+        policy: Option<SnapshotPolicy>,
+    ) -> Result<Self> {
+        let Some(policy) = policy else {
+            return Self::start(store, model).await;
+        };
+        let started = Instant::now();
+        let loaded = load_snapshot::<M>(&*store, &policy.path).await?;
+        let loaded_in = started.elapsed();
+        let (model, last, from) = match loaded {
+            Some((h, m)) => (m, (h.position, h.event_id), Some(h.position)),
+            None => (model, (0, Uuid::nil()), None),
+        };
+        let mut projection = Self::start_at(store, model, last).await?;
+        projection.started_from = from;
+        if let Some(position) = from {
+            tracing::info!(
+                model = M::NAME,
+                snapshot_position = position,
+                applied_position = projection.applied_position(),
+                snapshot_ms = loaded_in.as_secs_f64() * 1e3,
+                total_ms = started.elapsed().as_secs_f64() * 1e3,
+                "read model started from its snapshot and the events after it"
+            );
+        }
+        let (model, last_applied) = (projection.model.clone(), projection.last.clone());
+        let encode = move |saved: u64, capacity: usize| {
+            let model = model.read().unwrap_or_else(|p| p.into_inner());
+            let (position, id) = *last_applied.lock().unwrap_or_else(|p| p.into_inner());
+            if position == saved {
+                return None;
+            }
+            let mut out = Encoder::with_capacity(capacity);
+            model.encode(&mut out);
+            Some((position, id, out.into_inner()))
+        };
+        let saver = Arc::new(Saver {
+            path: policy.path,
+            name: M::NAME,
+            version: M::VERSION,
+            encode: Box::new(encode),
+            saved: AtomicU64::new(last.0),
+            last_size: AtomicU64::new(0),
+            turn: tokio::sync::Mutex::new(()),
+        });
+        let task = tokio::spawn(save_when_due(
+            saver.clone(),
+            projection.applied.clone(),
+            policy.every,
+        ));
+        projection.saver = Some((saver, task));
+        Ok(projection)
+    }
+}
+
+/// Applies the feed after the position `applied` starts at. Events after
+/// `head` (new ones, not the history replayed at start) are applied in a
+/// span linked to the request that appended them, when traces are on.
 async fn follow<M: ReadModel>(
     store: Arc<dyn EventStore>,
     model: Arc<RwLock<M>>,
     applied: watch::Sender<u64>,
+    last: Last,
     head: u64,
 ) {
     loop {
@@ -345,10 +657,12 @@ async fn follow<M: ReadModel>(
                         .then(|| crate::trace::linked("apply", &recorded))
                         .flatten()
                         .map(tracing::Span::entered);
-                    fold(
-                        &mut *model.write().unwrap_or_else(|p| p.into_inner()),
-                        &recorded,
-                    );
+                    {
+                        let mut model = model.write().unwrap_or_else(|p| p.into_inner());
+                        fold(&mut *model, &recorded);
+                        *last.lock().unwrap_or_else(|p| p.into_inner()) =
+                            (recorded.position, recorded.id);
+                    }
                     applied.send_replace(recorded.position);
                 }
                 Err(e) => {

@@ -1,6 +1,9 @@
 use std::time::Duration;
 
 use auth_service::Config;
+use auth_service::read_model::AuthView;
+use event_store::read_model::Projection;
+use event_store::snapshot::Snapshot;
 use tonic::Code;
 
 use crate::helpers::{Location, TestApp, assert_code};
@@ -11,6 +14,7 @@ crate::on_every_backend!(
     logout_all_revokes_every_token_of_the_user,
     tokens_expire_after_their_lifetime,
     tokens_and_revocations_survive_a_restart,
+    a_snapshot_and_the_events_after_it_equal_a_full_replay,
 );
 
 async fn unknown_and_malformed_tokens_are_unauthenticated(loc: Location) {
@@ -89,4 +93,50 @@ async fn tokens_and_revocations_survive_a_restart(loc: Location) {
     // Ids continue after the ones already handed out.
     let next = app.user("newcomer").await.user.unwrap().id;
     assert!(next > kept.user.unwrap().id);
+}
+
+async fn a_snapshot_and_the_events_after_it_equal_a_full_replay(loc: Location) {
+    let dir = tempfile::tempdir().unwrap();
+    let with_snapshots = Config {
+        auth_snapshot: dir.path().join("auth.snapshot").display().to_string(),
+        ..crate::helpers::config(&loc)
+    };
+    let app = TestApp::start_with(with_snapshots.clone()).await;
+    let kept = app.user("hp1").await;
+    let revoked = app.login("hp1", "password123").await.unwrap().token;
+    app.logout(&revoked).await.unwrap();
+    app.stop().await; // saves a snapshot
+    // Events after it, through a replica that saves none.
+    let app = TestApp::start_with(Config {
+        auth_snapshot: "off".into(),
+        ..crate::helpers::config(&loc)
+    })
+    .await;
+    let later = app.user("later").await;
+    app.logout_all(&kept.token).await.unwrap();
+    app.stop().await;
+
+    let store = event_store::open(loc.url()).await.unwrap();
+    let resumed = Projection::start_with_snapshots(
+        store.clone(),
+        AuthView::default(),
+        with_snapshots.snapshot_policy(),
+    )
+    .await
+    .unwrap();
+    assert!(resumed.started_from().is_some());
+    assert!(resumed.applied_position() > resumed.started_from().unwrap());
+    let (full, _) = event_store::read_model::rebuild(&*store, AuthView::default())
+        .await
+        .unwrap();
+    assert_eq!(resumed.read().to_bytes(), full.to_bytes(), "byte for byte");
+    drop(resumed);
+    // A service started from that snapshot answers as the events say.
+    let app = TestApp::start_with(with_snapshots).await;
+    assert_code(app.authenticate(&kept.token).await, Code::Unauthenticated);
+    assert_code(app.authenticate(&revoked).await, Code::Unauthenticated);
+    assert_eq!(
+        app.authenticate(&later.token).await.unwrap(),
+        later.user.unwrap()
+    );
 }

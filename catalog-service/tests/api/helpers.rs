@@ -43,10 +43,12 @@ macro_rules! on_every_backend {
     };
 }
 
-/// One store per service; removed when dropped.
+/// One store per service, and a directory for the catalog's read-model
+/// snapshots; removed when dropped.
 pub struct Stores {
     pub auth: TempStore,
     pub catalog: TempStore,
+    snapshots: tempfile::TempDir,
 }
 
 impl Stores {
@@ -54,6 +56,7 @@ impl Stores {
         Self {
             auth: TempStore::sqlite(),
             catalog: TempStore::sqlite(),
+            snapshots: tempfile::tempdir().unwrap(),
         }
     }
 
@@ -61,7 +64,13 @@ impl Stores {
         Some(Self {
             auth: TempStore::postgres(test).await?,
             catalog: TempStore::postgres(test).await?,
+            snapshots: tempfile::tempdir().unwrap(),
         })
+    }
+
+    /// Where catalog-service keeps its read-model snapshot.
+    pub fn catalog_snapshot(&self) -> std::path::PathBuf {
+        self.snapshots.path().join("catalog.snapshot")
     }
 }
 
@@ -89,6 +98,8 @@ async fn start_catalog(
         catalog_service_key: Some(SERVICE_KEY.into()),
         catalog_open_subscriptions: false,
         catalog_metrics_listen: platform::MaybeAddr::OFF,
+        catalog_snapshot: stores.catalog_snapshot().display().to_string(),
+        catalog_snapshot_every: 100_000,
     })
     .await
     .expect("catalog-service starts");
@@ -141,9 +152,19 @@ impl Stack {
 
     /// Stops catalog-service and starts a new one on the same stores.
     pub async fn restart_catalog(&mut self, stores: &Stores) {
+        self.stop_catalog().await;
+        self.start_catalog(stores).await;
+    }
+
+    /// Stops catalog-service (it saves its snapshot as it stops).
+    pub async fn stop_catalog(&mut self) {
         if let Some(c) = self.catalog.take() {
             c.stop().await;
         }
+    }
+
+    /// Starts catalog-service again, after [`Stack::stop_catalog`].
+    pub async fn start_catalog(&mut self, stores: &Stores) {
         let (catalog, client, view) = start_catalog(stores, self.auth_addr).await;
         self.catalog = Some(catalog);
         self.client = client;
