@@ -2,7 +2,10 @@
 # A million ratings through REST (issue 12's table): USERS users each rate
 # MOVIES movies once (64 connections), then the memory of each process,
 # one full GET /api/auth/rating (time, size, memory after, and 5 s later),
-# and a restart on the same data until the first authenticated read answers.
+# and restarts on the same data until the first authenticated read answers:
+# after SIGKILL (from the last periodic snapshot plus the events after it),
+# after SIGTERM (from the snapshot saved at stop), and with snapshots off
+# (a full replay: the baseline); then the snapshot saves the run logged.
 #
 #   bash bench/million.sh [BIN_DIR] [USERS] [MOVIES]
 #
@@ -26,7 +29,8 @@ work=$(mktemp -d)
 procs=()
 limits=(AUTH_LOGIN_MAX_FAILURES=1000000 AUTH_LOGIN_MAX_FAILURES_PER_USER=1000000
         AUTH_HASH_QUEUE=100000 GATEWAY_AUTH_PER_MINUTE=100000000
-        AUTH_METRICS_LISTEN=off CATALOG_METRICS_LISTEN=off RUST_LOG=warn)
+        AUTH_METRICS_LISTEN=off CATALOG_METRICS_LISTEN=off
+        RUST_LOG=warn,event_store::read_model=info)
 cleanup() {
   for p in "${procs[@]}"; do kill "$p" 2>/dev/null || true; done
   if [ "$stack" = postgres ]; then
@@ -38,18 +42,20 @@ trap cleanup EXIT
 
 start() {
   if [ "$stack" = postgres ]; then
-    env "${limits[@]}" AUTH_LISTEN=127.0.0.1:50081 AUTH_STORE_URL="$base/million_auth" \
+    env "${limits[@]}" AUTH_SNAPSHOT="$work/auth.snapshot" CATALOG_SNAPSHOT="$work/catalog.snapshot" \
+      "$@" AUTH_LISTEN=127.0.0.1:50081 AUTH_STORE_URL="$base/million_auth" \
       "$bin/auth-service" 2>>"$work/auth.log" & procs=($!)
-    env "${limits[@]}" CATALOG_LISTEN=127.0.0.1:50082 CATALOG_STORE_URL="$base/million_catalog" \
+    env "${limits[@]}" AUTH_SNAPSHOT="$work/auth.snapshot" CATALOG_SNAPSHOT="$work/catalog.snapshot" \
+      "$@" CATALOG_LISTEN=127.0.0.1:50082 CATALOG_STORE_URL="$base/million_catalog" \
       CATALOG_AUTH_URL=http://127.0.0.1:50081 "$bin/catalog-service" 2>>"$work/catalog.log" & procs+=($!)
     env "${limits[@]}" GATEWAY_LISTEN=127.0.0.1:8003 GATEWAY_AUTH_URL=http://127.0.0.1:50081 \
       GATEWAY_CATALOG_URL=http://127.0.0.1:50082 "$bin/gateway" 2>>"$work/gateway.log" & procs+=($!)
   else
-    (cd "$work" && exec env "${limits[@]}" AUTH_LISTEN=127.0.0.1:0 CATALOG_LISTEN=127.0.0.1:0 \
+    (cd "$work" && exec env "${limits[@]}" "$@" AUTH_LISTEN=127.0.0.1:0 CATALOG_LISTEN=127.0.0.1:0 \
       "$bin/movies" --gateway-listen 127.0.0.1:8003 2>>"$work/movies.log") & procs=($!)
   fi
 }
-stop() { kill -TERM "${procs[@]}"; wait "${procs[@]}" 2>/dev/null || true; procs=(); }
+stop() { kill "-${1:-TERM}" "${procs[@]}"; wait "${procs[@]}" 2>/dev/null || true; procs=(); }
 rss() { for p in "${procs[@]}"; do printf '%s %d MB  ' "$(ps -o comm= -p "$p")" $(( $(ps -o rss= -p "$p") / 1024 )); done; echo; }
 now() { date +%s.%N; }
 
@@ -72,12 +78,22 @@ echo "full GET /api/auth/rating: status, bytes, seconds: $full"
 echo "RSS after the full GET:  $(rss)"
 sleep 5
 echo "RSS 5 s later:           $(rss)"
-stop
-t0=$(now)
-start
-until [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/api/auth/movies?limit=1" -H "Authorization: Token $token")" = 200 ]; do
-  sleep 0.02
-  if [ "$(echo "$(now) - $t0 > 120" | bc)" = 1 ]; then echo "no answer 120 s after the restart" >&2; exit 1; fi
-done
-printf 'restart until the first authenticated read: %.2f s\n' "$(echo "$(now) - $t0" | bc)"
-echo "RSS after the restart:   $(rss)"
+restart() { # what, how to stop, settings for the new start
+  local what=$1 signal=$2; shift 2
+  stop "$signal"
+  local t0; t0=$(now)
+  start "$@"
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/api/auth/movies?limit=1" -H "Authorization: Token $token")" = 200 ]; do
+    sleep 0.02
+    if [ "$(echo "$(now) - $t0 > 120" | bc)" = 1 ]; then echo "no answer 120 s after the restart" >&2; exit 1; fi
+  done
+  printf 'restart %-28s until the first authenticated read: %.2f s\n' "$what" "$(echo "$(now) - $t0" | bc)"
+  echo "RSS after it:            $(rss)"
+}
+restart "after SIGKILL" KILL
+restart "after SIGTERM" TERM
+restart "with snapshots off" TERM AUTH_SNAPSHOT=off CATALOG_SNAPSHOT=off
+echo "snapshots saved (model, position, bytes, ms under the read lock, ms in all):"
+cat "$work"/*.log | sed 's/\x1b\[[0-9;]*m//g' | grep 'snapshot saved' \
+  | sed -E 's/.*model="?([a-z]+)"? position=([0-9]+) bytes=([0-9]+) locked_ms=([0-9.]+) total_ms=([0-9.]+).*/  \1 \2 \3 \4 \5/' || true
+cat "$work"/*.log | sed 's/\x1b\[[0-9;]*m//g' | grep -E 'snapshot (ignored|and the events)' | sed 's/^/  /' || true

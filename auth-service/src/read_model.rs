@@ -217,7 +217,7 @@ impl Snapshot for AuthView {
     /// `the_snapshot_encoding_is_pinned` fails until you do.
     const VERSION: u32 = 1;
 
-    fn encode(&self, out: &mut Encoder) {
+    fn encode(&self, out: &mut Encoder<'_>) {
         out.count(self.by_id.len());
         for user in sorted(&self.by_id, |id| *id) {
             out.i64(user.id);
@@ -336,7 +336,7 @@ fn sorted<K, V, O: Ord>(map: &HashMap<K, V>, key: impl Fn(&K) -> O) -> Vec<&V> {
     entries.into_iter().map(|(_, v)| v).collect()
 }
 
-fn encode_time(out: &mut Encoder, at: DateTime<Utc>) {
+fn encode_time(out: &mut Encoder<'_>, at: DateTime<Utc>) {
     out.i64(at.timestamp());
     out.u64(at.timestamp_subsec_nanos().into());
 }

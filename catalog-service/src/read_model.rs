@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use event_store::RecordedEvent;
 use event_store::idempotency::Idempotent;
 use event_store::read_model::ReadModel;
-use event_store::snapshot::{Damaged, Decoder, Encoder, Snapshot};
+use event_store::snapshot::{Damaged, Decoder, Encoder, Snapshot, i64_at};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -399,7 +399,7 @@ impl Snapshot for CatalogView {
     /// `the_snapshot_encoding_is_pinned` fails until you do.
     const VERSION: u32 = 1;
 
-    fn encode(&self, out: &mut Encoder) {
+    fn encode(&self, out: &mut Encoder<'_>) {
         out.u64(self.position);
         out.fixed(&self.movies_etag);
         out.fixed(&self.ratings_tag);
@@ -412,12 +412,11 @@ impl Snapshot for CatalogView {
             out.u64(m.rating_count);
             out.u64(m.rating_sum);
         }
-        out.count(self.ratings.len());
-        for p in &self.ratings {
-            out.i64(p.id);
-            out.i64(p.movie);
-            out.i64(p.user_rating);
-        }
+        out.records(&self.ratings, 24, |p, slot| {
+            slot[..8].copy_from_slice(&p.id.to_le_bytes());
+            slot[8..16].copy_from_slice(&p.movie.to_le_bytes());
+            slot[16..].copy_from_slice(&p.user_rating.to_le_bytes());
+        });
         out.count(self.late.len());
         for &(id, position) in &self.late {
             out.i64(id);
@@ -432,11 +431,10 @@ impl Snapshot for CatalogView {
         out.count(self.activity.len());
         for (user, done) in &self.activity {
             out.i64(*user);
-            out.count(done.len());
-            for d in done {
-                out.i64(d.at_micros);
-                out.i64(d.what);
-            }
+            out.records(done, 16, |d, slot| {
+                slot[..8].copy_from_slice(&d.at_micros.to_le_bytes());
+                slot[8..].copy_from_slice(&d.what.to_le_bytes());
+            });
         }
     }
 
@@ -459,13 +457,13 @@ impl Snapshot for CatalogView {
             };
             view.movies.insert(id, row);
         }
-        let n = input.count(24)?;
-        view.ratings.reserve_exact(n);
-        for _ in 0..n {
+        let ratings = input.records(24)?;
+        view.ratings.reserve_exact(ratings.len());
+        for record in ratings {
             let p = Packed {
-                id: input.i64()?,
-                movie: input.i64()?,
-                user_rating: input.i64()?,
+                id: i64_at(record, 0),
+                movie: i64_at(record, 8),
+                user_rating: i64_at(record, 16),
             };
             if !(1..=5).contains(&(p.user_rating & 7)) {
                 return Err(Damaged("a rating out of range"));
@@ -493,21 +491,17 @@ impl Snapshot for CatalogView {
         }
         for _ in 0..input.count(16)? {
             let user = input.i64()?;
-            let n = input.count(16)?;
-            let mut done = Vec::with_capacity(n);
-            for _ in 0..n {
-                done.push(Done {
-                    at_micros: input.i64()?,
-                    what: input.i64()?,
-                });
-            }
-            view.activity.insert(user, done);
+            let done = input.records(16)?.map(|record| Done {
+                at_micros: i64_at(record, 0),
+                what: i64_at(record, 8),
+            });
+            view.activity.insert(user, done.collect());
         }
         Ok(view)
     }
 }
 
-fn encode_created(out: &mut Encoder, created: Created) {
+fn encode_created(out: &mut Encoder<'_>, created: Created) {
     match created {
         Created::Movie(id) => {
             out.u8(0);

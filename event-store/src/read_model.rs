@@ -431,14 +431,14 @@ pub struct Saved {
     pub position: u64,
     /// The payload's size.
     pub bytes: usize,
-    /// How long the model's read lock was held to encode it (the follower,
-    /// and readers queued behind it, wait that long).
+    /// How long the model's read lock was held to encode it into the file
+    /// (the follower, and readers queued behind it, wait that long).
     pub locked: Duration,
 }
 
 /// Encodes a model under its read lock, unless it is still at the given
-/// position: the position and id of its last event, and its bytes.
-type EncodeFn = dyn Fn(u64, usize) -> Option<(u64, Uuid, Vec<u8>)> + Send + Sync;
+/// position; returns the position and id of its last event.
+type EncodeFn = dyn Fn(u64, &mut Encoder<'_>) -> Option<(u64, Uuid)> + Send + Sync;
 
 /// Saves one projection's snapshots, one save at a time.
 struct Saver {
@@ -448,49 +448,43 @@ struct Saver {
     encode: Box<EncodeFn>,
     /// The position of the last snapshot saved (or started from).
     saved: AtomicU64,
-    /// The last payload's size, to encode the next into one allocation.
-    last_size: AtomicU64,
     turn: tokio::sync::Mutex<()>,
 }
 
 impl Saver {
-    /// Encodes the model (on a blocking thread: the lock is held all
-    /// along) and writes the file, unless nothing was applied since the
-    /// last save.
+    /// Encodes the model straight into a new file (on a blocking thread:
+    /// the lock is held all along), then flushes and renames it, unless
+    /// nothing was applied since the last save.
     async fn save(self: &Arc<Self>) -> std::io::Result<Option<Saved>> {
         let _turn = self.turn.lock().await;
         let started = Instant::now();
         let saver = self.clone();
         let written = tokio::task::spawn_blocking(move || {
-            let capacity = saver.last_size.load(Ordering::Relaxed) as usize;
             let saved = saver.saved.load(Ordering::SeqCst);
-            let (position, event_id, payload) = (saver.encode)(saved, capacity + capacity / 8)?;
-            let locked = started.elapsed();
-            let header = Header {
-                name: saver.name.to_owned(),
-                version: saver.version,
-                position,
-                event_id,
-            };
-            let written = snapshot::write_file(&saver.path, &header, &payload);
-            Some(written.map(|()| Saved {
-                position,
-                bytes: payload.len(),
+            let mut locked = Duration::ZERO;
+            let written = snapshot::write_file(&saver.path, saver.name, saver.version, |out| {
+                let locking = Instant::now();
+                let covered = (saver.encode)(saved, out);
+                locked = locking.elapsed();
+                covered
+            })?;
+            Ok::<_, std::io::Error>(written.map(|(header, bytes)| Saved {
+                position: header.position,
+                bytes: bytes as usize,
                 locked,
             }))
         })
         .await
-        .map_err(std::io::Error::other)?;
+        .map_err(std::io::Error::other)??;
         let Some(Saved {
             position,
             bytes,
             locked,
-        }) = written.transpose()?
+        }) = written
         else {
             return Ok(None);
         };
         self.saved.store(position, Ordering::SeqCst);
-        self.last_size.store(bytes as u64, Ordering::Relaxed);
         tracing::info!(
             model = self.name,
             position,
@@ -608,15 +602,14 @@ impl<M: Snapshot> Projection<M> {
             );
         }
         let (model, last_applied) = (projection.model.clone(), projection.last.clone());
-        let encode = move |saved: u64, capacity: usize| {
+        let encode = move |saved: u64, out: &mut Encoder<'_>| {
             let model = model.read().unwrap_or_else(|p| p.into_inner());
             let (position, id) = *last_applied.lock().unwrap_or_else(|p| p.into_inner());
             if position == saved {
                 return None;
             }
-            let mut out = Encoder::with_capacity(capacity);
-            model.encode(&mut out);
-            Some((position, id, out.into_inner()))
+            model.encode(out);
+            Some((position, id))
         };
         let saver = Arc::new(Saver {
             path: policy.path,
@@ -624,7 +617,6 @@ impl<M: Snapshot> Projection<M> {
             version: M::VERSION,
             encode: Box::new(encode),
             saved: AtomicU64::new(last.0),
-            last_size: AtomicU64::new(0),
             turn: tokio::sync::Mutex::new(()),
         });
         let task = tokio::spawn(save_when_due(

@@ -47,7 +47,7 @@ pub trait Snapshot: ReadModel + Sized {
 
     /// Writes every field of the model, canonically: equal models give
     /// equal bytes (map entries in key order).
-    fn encode(&self, out: &mut Encoder);
+    fn encode(&self, out: &mut Encoder<'_>);
 
     /// Reads a model [`Snapshot::encode`] wrote; an error, never a panic,
     /// on anything else.
@@ -74,38 +74,79 @@ pub trait Snapshot: ReadModel + Sized {
 #[error("damaged snapshot: {0}")]
 pub struct Damaged(pub &'static str);
 
-/// Writes a snapshot's payload.
-#[derive(Debug, Default)]
-pub struct Encoder {
+/// How many bytes an [`Encoder`] writing to a file gathers before it writes
+/// them.
+const SPILL_AT: usize = 1024 * 1024;
+
+/// Writes a snapshot's payload: into memory ([`Encoder::default`]), or
+/// straight into a file through a small buffer, so that saving a big model
+/// never holds a second copy of it.
+#[derive(Default)]
+pub struct Encoder<'a> {
     buf: Vec<u8>,
+    sink: Option<&'a mut dyn Write>,
+    spilled: u64,
+    failed: Option<std::io::Error>,
 }
 
-impl Encoder {
-    /// An encoder with room for `bytes` bytes.
-    pub fn with_capacity(bytes: usize) -> Self {
+impl<'a> Encoder<'a> {
+    /// An encoder writing to `sink` as it goes.
+    fn to_sink(sink: &'a mut dyn Write) -> Self {
         Self {
-            buf: Vec::with_capacity(bytes),
+            buf: Vec::with_capacity(SPILL_AT * 2),
+            sink: Some(sink),
+            ..Self::default()
         }
     }
 
-    /// The bytes written.
+    /// The bytes written (all of them for an encoder in memory).
     pub fn into_inner(self) -> Vec<u8> {
         self.buf
+    }
+
+    /// Hands the gathered bytes to the sink once there are enough.
+    fn spill(&mut self) {
+        if self.buf.len() >= SPILL_AT {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        let Some(sink) = &mut self.sink else {
+            return;
+        };
+        self.spilled += self.buf.len() as u64;
+        if self.failed.is_none()
+            && let Err(e) = sink.write_all(&self.buf)
+        {
+            self.failed = Some(e);
+        }
+        self.buf.clear();
+    }
+
+    /// Writes what is left to the sink; returns the payload's length.
+    fn finish(mut self) -> std::io::Result<u64> {
+        self.flush();
+        match self.failed {
+            Some(e) => Err(e),
+            None => Ok(self.spilled),
+        }
     }
 
     /// One byte.
     pub fn u8(&mut self, v: u8) {
         self.buf.push(v);
+        self.spill();
     }
 
     /// Eight bytes.
     pub fn u64(&mut self, v: u64) {
-        self.buf.extend_from_slice(&v.to_le_bytes());
+        self.fixed(&v.to_le_bytes());
     }
 
     /// Eight bytes.
     pub fn i64(&mut self, v: i64) {
-        self.buf.extend_from_slice(&v.to_le_bytes());
+        self.fixed(&v.to_le_bytes());
     }
 
     /// A collection's length.
@@ -116,6 +157,21 @@ impl Encoder {
     /// Bytes of a length both sides know (a digest, an id).
     pub fn fixed(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
+        self.spill();
+    }
+
+    /// Records of `size` bytes each, count first, each written into its
+    /// slot by `write`, a block at a time: the fast path for big vectors.
+    pub fn records<T>(&mut self, items: &[T], size: usize, write: impl Fn(&T, &mut [u8])) {
+        self.count(items.len());
+        for block in items.chunks((SPILL_AT / size.max(1)).max(1)) {
+            let start = self.buf.len();
+            self.buf.resize(start + block.len() * size, 0);
+            for (slot, item) in self.buf[start..].chunks_exact_mut(size).zip(block) {
+                write(item, slot);
+            }
+            self.spill();
+        }
     }
 
     /// A string, length first.
@@ -123,6 +179,14 @@ impl Encoder {
         self.count(s.len());
         self.fixed(s.as_bytes());
     }
+}
+
+/// The little-endian `i64` at `at` in `record` (a slot of
+/// [`Decoder::records`]).
+pub fn i64_at(record: &[u8], at: usize) -> i64 {
+    let mut bytes = [0; 8];
+    bytes.copy_from_slice(&record[at..at + 8]);
+    i64::from_le_bytes(bytes)
 }
 
 /// Reads a snapshot's payload: every read checks that the bytes are there.
@@ -189,6 +253,13 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// Records [`Encoder::records`] wrote: their count, then each record's
+    /// `size` bytes.
+    pub fn records(&mut self, size: usize) -> Result<std::slice::ChunksExact<'a, u8>, Damaged> {
+        let n = self.count(size)?;
+        Ok(self.fixed(n * size)?.chunks_exact(size))
+    }
+
     /// A string, length first.
     pub fn str(&mut self) -> Result<String, Damaged> {
         let n = self.count(1)?;
@@ -246,44 +317,98 @@ pub enum Rejected {
     },
 }
 
-/// Writes `payload` as the snapshot `header` describes at `path`,
-/// atomically (a temporary file, flushed, renamed over `path`). Blocking.
-pub fn write_file(path: &Path, header: &Header, payload: &[u8]) -> std::io::Result<()> {
+/// Saves a snapshot of the model `name` at `version` to `path`,
+/// atomically: `encode` writes the payload straight into a temporary file
+/// and says which position and event it covers (`None`: nothing to save);
+/// then, with `encode` done (and whatever lock it held released), the
+/// payload is read back to checksum it, the header written, the file
+/// flushed and renamed over `path`. Blocking. Returns the header written
+/// and the payload's size.
+pub fn write_file(
+    path: &Path,
+    name: &str,
+    version: u32,
+    encode: impl FnOnce(&mut Encoder<'_>) -> Option<(u64, Uuid)>,
+) -> std::io::Result<Option<(Header, u64)>> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&dir)?;
-    let name = path
+    let file_name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other("a snapshot path needs a file name"))?;
-    let mut temp_name = name.to_os_string();
+    let name_len = u8::try_from(name.len())
+        .map_err(|_| std::io::Error::other("a model name over 255 bytes"))?;
+    let mut temp_name = file_name.to_os_string();
     temp_name.push(format!(".{}.{}.tmp", std::process::id(), Uuid::new_v4()));
     let temp = dir.join(temp_name);
     let written = (|| {
-        let mut file = std::io::BufWriter::new(std::fs::File::create(&temp)?);
-        file.write_all(MAGIC)?;
-        let name = header.name.as_bytes();
-        let name_len = u8::try_from(name.len())
-            .map_err(|_| std::io::Error::other("a model name over 255 bytes"))?;
-        file.write_all(&[name_len])?;
-        file.write_all(name)?;
-        file.write_all(&header.version.to_le_bytes())?;
-        file.write_all(&header.position.to_le_bytes())?;
-        file.write_all(header.event_id.as_bytes())?;
-        file.write_all(&(payload.len() as u64).to_le_bytes())?;
-        file.write_all(&Sha256::digest(payload))?;
-        file.write_all(payload)?;
-        let file = file.into_inner().map_err(|e| e.into_error())?;
+        let mut file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
+        let header_len = MAGIC.len() + 1 + name.len() + 4 + 8 + 16 + 8 + 32;
+        file.write_all(&vec![0; header_len])?;
+        let mut out = Encoder::to_sink(&mut file);
+        let Some((position, event_id)) = encode(&mut out) else {
+            return Ok(None);
+        };
+        let len = out.finish()?;
+        let digest = digest_of(&mut file, header_len as u64, len)?;
+        let mut head = Vec::with_capacity(header_len);
+        head.extend_from_slice(MAGIC);
+        head.push(name_len);
+        head.extend_from_slice(name.as_bytes());
+        head.extend_from_slice(&version.to_le_bytes());
+        head.extend_from_slice(&position.to_le_bytes());
+        head.extend_from_slice(event_id.as_bytes());
+        head.extend_from_slice(&len.to_le_bytes());
+        head.extend_from_slice(&digest);
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))?;
+        file.write_all(&head)?;
         file.sync_all()?;
         std::fs::rename(&temp, path)?;
         // The rename itself survives a crash once the directory is flushed.
-        std::fs::File::open(&dir)?.sync_all()
+        std::fs::File::open(&dir)?.sync_all()?;
+        let header = Header {
+            name: name.to_owned(),
+            version,
+            position,
+            event_id,
+        };
+        Ok(Some((header, len)))
     })();
-    if written.is_err() {
+    if !matches!(written, Ok(Some(_))) {
         let _ = std::fs::remove_file(&temp);
     }
     written
+}
+
+/// SHA-256 of the `len` bytes of `file` from `start`.
+fn digest_of(file: &mut std::fs::File, start: u64, len: u64) -> std::io::Result<[u8; 32]> {
+    use std::io::{Read, Seek, SeekFrom};
+    file.seek(SeekFrom::Start(start))?;
+    let mut digest = Sha256::new();
+    let mut chunk = vec![0; SPILL_AT];
+    let mut left = len;
+    while left > 0 {
+        let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        file.read_exact(&mut chunk[..n])?;
+        digest.update(&chunk[..n]);
+        left -= n as u64;
+    }
+    Ok(digest.finalize().into())
+}
+
+/// [`write_file`] of a payload already encoded, as `header` describes it.
+pub fn write_bytes(path: &Path, header: &Header, payload: &[u8]) -> std::io::Result<()> {
+    write_file(path, &header.name, header.version, |out| {
+        out.fixed(payload);
+        Some((header.position, header.event_id))
+    })
+    .map(drop)
 }
 
 /// Reads the snapshot at `path` and checks it is a whole snapshot of the
@@ -358,7 +483,10 @@ mod tests {
         let path = dir.path().join("sub/m.snapshot");
         assert!(read_file(&path, "m", 3).unwrap().is_none());
         let h = header();
-        write_file(&path, &h, b"payload").unwrap();
+        write_bytes(&path, &h, b"payload").unwrap();
+        // Nothing to save: nothing written.
+        let none = write_file(&path, "m", 3, |_| None).unwrap();
+        assert!(none.is_none());
         let (read, payload) = read_file(&path, "m", 3).unwrap().unwrap();
         assert_eq!((read, payload.as_slice()), (h.clone(), &b"payload"[..]));
         assert!(matches!(
@@ -387,6 +515,35 @@ mod tests {
         // No temporary file is left behind.
         let left: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
         assert_eq!(left.len(), 1);
+    }
+
+    #[test]
+    fn a_payload_streamed_to_a_file_equals_one_built_in_memory() {
+        let items: Vec<i64> = (0..300_000).collect(); // 2.4 MB: spilled thrice
+        let encode = |out: &mut Encoder<'_>| {
+            out.str("before");
+            out.records(&items, 8, |i, slot| slot.copy_from_slice(&i.to_le_bytes()));
+            out.u8(7);
+        };
+        let mut memory = Encoder::default();
+        encode(&mut memory);
+        let expected = memory.into_inner();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.snapshot");
+        let (header, len) = write_file(&path, "m", 3, |out| {
+            encode(out);
+            Some((42, Uuid::nil()))
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!((header.position, len), (42, expected.len() as u64));
+        let (_, payload) = read_file(&path, "m", 3).unwrap().unwrap();
+        assert!(payload == expected);
+        let mut d = Decoder::new(&payload);
+        assert_eq!(d.str().unwrap(), "before");
+        assert_eq!(d.records(8).unwrap().len(), items.len());
+        assert_eq!(d.u8().unwrap(), 7);
+        d.finish().unwrap();
     }
 
     #[test]

@@ -120,7 +120,9 @@ async fn an_outdated_or_damaged_snapshot_is_ignored(stores: Stores) {
     ] {
         stack.stop_catalog().await;
         match what {
-            "an older projection version" => snapshot::write_file(&path, &older, &payload).unwrap(),
+            "an older projection version" => {
+                snapshot::write_bytes(&path, &older, &payload).unwrap()
+            }
             "a truncated file" => std::fs::write(&path, &whole[..whole.len() / 2]).unwrap(),
             _ => std::fs::write(&path, b"{}").unwrap(),
         }
