@@ -25,6 +25,8 @@ stack=${STACK:-embedded}
 admin=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 base=${admin%/*}
 url=http://127.0.0.1:8003
+# The catalog's own /metrics, when it is a process of its own.
+catalog_metrics=$([ "$stack" = postgres ] && echo http://127.0.0.1:9182/metrics || true)
 work=$(mktemp -d)
 procs=()
 limits=(AUTH_LOGIN_MAX_FAILURES=1000000 AUTH_LOGIN_MAX_FAILURES_PER_USER=1000000
@@ -46,7 +48,7 @@ start() {
       "$@" AUTH_LISTEN=127.0.0.1:50081 AUTH_STORE_URL="$base/million_auth" \
       "$bin/auth-service" 2>>"$work/auth.log" & procs=($!)
     env "${limits[@]}" AUTH_SNAPSHOT="$work/auth.snapshot" CATALOG_SNAPSHOT="$work/catalog.snapshot" \
-      "$@" CATALOG_LISTEN=127.0.0.1:50082 CATALOG_STORE_URL="$base/million_catalog" \
+      CATALOG_METRICS_LISTEN=127.0.0.1:9182 "$@" CATALOG_LISTEN=127.0.0.1:50082 CATALOG_STORE_URL="$base/million_catalog" \
       CATALOG_AUTH_URL=http://127.0.0.1:50081 "$bin/catalog-service" 2>>"$work/catalog.log" & procs+=($!)
     env "${limits[@]}" GATEWAY_LISTEN=127.0.0.1:8003 GATEWAY_AUTH_URL=http://127.0.0.1:50081 \
       GATEWAY_CATALOG_URL=http://127.0.0.1:50082 "$bin/gateway" 2>>"$work/gateway.log" & procs+=($!)
@@ -70,6 +72,8 @@ echo "== $stack stack: $users users x $movies movies, 64 connections"
 "$PWD/target/release/loadgen" million --url "$url" --users "$users" --movies "$movies" 2>"$work/progress.log" \
   || { cat "$work/progress.log"; exit 1; }
 echo "RSS after the load:      $(rss)"
+echo "where a rating's time went (the stack's own histograms):"
+for m in "$url/metrics" ${catalog_metrics:+"$catalog_metrics"}; do curl -s "$m"; done | python3 bench/breakdown.py
 token=$(curl -sf "$url/api/auth/register" -H 'Content-Type: application/json' \
   -d '{"username": "reader", "email": "reader@example.com", "password": "password123"}' \
   | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')

@@ -16,6 +16,7 @@ use tonic::server::NamedService;
 use std::sync::Arc;
 
 use event_store::read_model::Projection;
+use platform::metrics::Stages;
 
 use crate::domain::UserId;
 use crate::error::CatalogError;
@@ -46,16 +47,24 @@ pub struct Authenticated<S> {
     inner: S,
     identity: Identity,
     view: Arc<Projection<CatalogView>>,
+    stages: Arc<Stages>,
 }
 
 impl<S> Authenticated<S> {
     /// `inner`, reached only by callers `identity` knows; reads of `view`
-    /// get their read point while the caller is checked.
-    pub fn new(inner: S, identity: Identity, view: Arc<Projection<CatalogView>>) -> Self {
+    /// get their read point while the caller is checked. The check's time
+    /// is counted in `stages` as `authenticate`.
+    pub fn new(
+        inner: S,
+        identity: Identity,
+        view: Arc<Projection<CatalogView>>,
+        stages: Arc<Stages>,
+    ) -> Self {
         Self {
             inner,
             identity,
             view,
+            stages,
         }
     }
 }
@@ -89,7 +98,7 @@ where
         if OPEN_METHODS.contains(&request.uri().path()) {
             return Box::pin(inner.call(request));
         }
-        let identity = self.identity.clone();
+        let (identity, stages) = (self.identity.clone(), self.stages.clone());
         let view = READ_METHODS
             .contains(&request.uri().path())
             .then(|| self.view.clone());
@@ -98,12 +107,12 @@ where
                 None => Ok(None),
                 Some(value) => value.to_str().map(Some),
             };
-            let user = async {
+            let user = stages.time("authenticate", async {
                 match authorization {
                     Ok(authorization) => identity.user_id(authorization).await,
                     Err(_) => Err(CatalogError::InvalidToken),
                 }
-            };
+            });
             let point = async {
                 match &view {
                     Some(view) => Some(view.read_point().await),

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use event_store::read_model::Projection;
 use event_store::{EventStore, EventStoreError};
 use platform::grpc::{GrpcChannel, GrpcListener, ServeError};
+use platform::metrics::Stages;
 use proto::catalog::catalog_service_server::CatalogServiceServer;
 
 use crate::authenticated::Authenticated;
@@ -59,6 +60,7 @@ pub struct Application {
     view: Arc<Projection<CatalogView>>,
     identity: Identity,
     subscribe: SubscribeAccess,
+    stages: Arc<Stages>,
 }
 
 impl Application {
@@ -93,7 +95,18 @@ impl Application {
         let mut listener =
             GrpcListener::bind(config.catalog_listen, config.catalog_metrics_listen.0).await?;
         let view = Arc::new(view);
-        listener.add_metrics(Arc::new(view.metrics_source("catalog", store.clone())));
+        let stages = Arc::new(Stages::new(
+            "catalog_stage_duration_seconds",
+            "Time spent in each stage of a call: authenticate (the token check, every \
+             call), and rate_load_movie, rate_allocate_id, rate_append, rate_apply_wait \
+             (RateMovie's steps).",
+        ));
+        let projection = view.metrics_source("catalog", store.clone());
+        let staged = stages.clone();
+        listener.add_metrics(Arc::new(move || {
+            let (projection, stages) = (projection(), staged.render());
+            Box::pin(async move { projection.await + &stages })
+        }));
         let subscribe = match (
             &config.catalog_service_key,
             config.catalog_open_subscriptions,
@@ -108,6 +121,7 @@ impl Application {
             view,
             identity,
             subscribe,
+            stages,
         })
     }
 
@@ -144,13 +158,13 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartError> {
         let view = self.view.clone();
-        let service = CatalogGrpc::new(self.store, self.view, self.subscribe);
+        let service = CatalogGrpc::new(self.store, self.view, self.subscribe, self.stages.clone());
         let server = CatalogServiceServer::new(service)
             .max_decoding_message_size(platform::grpc::MAX_REQUEST_BYTES);
         let served = self
             .listener
             .serve(
-                Authenticated::new(server, self.identity, view.clone()),
+                Authenticated::new(server, self.identity, view.clone(), self.stages),
                 shutdown,
             )
             .await;

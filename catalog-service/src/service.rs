@@ -12,6 +12,7 @@ use event_store::read_model::Projection;
 use event_store::{EventStore, EventStoreError, ids};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
+use platform::metrics::Stages;
 use proto::catalog::catalog_service_server::CatalogService;
 use proto::catalog::{Activity, ActivityKind};
 use proto::catalog::{
@@ -51,15 +52,18 @@ pub struct CatalogGrpc {
     movie_ids: IdSequence,
     rating_ids: IdSequence,
     subscribe: SubscribeAccess,
+    stages: Arc<Stages>,
 }
 
 impl CatalogGrpc {
     /// Serves the catalog in `store`, whose events `view` follows (behind
-    /// [`Authenticated`](crate::authenticated::Authenticated), which checks the callers).
+    /// [`Authenticated`](crate::authenticated::Authenticated), which checks the callers);
+    /// the steps of a rating are timed in `stages`.
     pub fn new(
         store: Arc<dyn EventStore>,
         view: Arc<Projection<CatalogView>>,
         subscribe: SubscribeAccess,
+        stages: Arc<Stages>,
     ) -> Self {
         Self {
             store,
@@ -67,6 +71,7 @@ impl CatalogGrpc {
             movie_ids: IdSequence::new(MOVIE_IDS_STREAM, "Movie"),
             rating_ids: IdSequence::new(RATING_IDS_STREAM, "Rating"),
             subscribe,
+            stages,
         }
     }
 
@@ -285,9 +290,9 @@ impl CatalogGrpc {
     ) -> Result<RatingRow> {
         // Ids are positive: anything else names no movie, without a read.
         let movie = if movie_id > 0 {
-            decider::load::<domain::Movie>(&*self.store, &movie_stream(movie_id))
-                .await?
-                .state
+            let stream = movie_stream(movie_id);
+            let load = decider::load::<domain::Movie>(&*self.store, &stream);
+            self.stages.time("rate_load_movie", load).await?.state
         } else {
             domain::Movie::Unknown
         };
@@ -301,16 +306,18 @@ impl CatalogGrpc {
         // Refuse what can be refused before taking an id; the store decides.
         let stream = rating_stream(movie_id, user);
         <MovieRating as decider::Decider>::decide(&command, &Default::default())?;
-        command.id = self.rating_ids.next(&self.store).await?;
-        let done = decider::execute_idempotent::<MovieRating>(
+        let id = self.rating_ids.next(&self.store);
+        command.id = self.stages.time("rate_allocate_id", id).await?;
+        let append = decider::execute_idempotent::<MovieRating>(
             &*self.store,
             &stream,
             Loaded::assume_new(),
             &command,
             key,
-        )
-        .await?;
-        self.view.wait_for(done.position).await?;
+        );
+        let done = self.stages.time("rate_append", append).await?;
+        let applied = self.view.wait_for(done.position);
+        self.stages.time("rate_apply_wait", applied).await?;
         tracing::info!(rating = command.id, "movie rated");
         Ok(RatingRow {
             id: command.id,

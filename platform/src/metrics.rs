@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::future::Future;
 use std::sync::{Mutex, RwLock};
 
 /// Latency histogram bucket bounds, in seconds.
@@ -40,12 +41,7 @@ impl Histograms {
     /// Counts one request with these label values, answered in `seconds`.
     pub fn observe(&self, values: [&'static str; 3], seconds: f64) {
         let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        let s = series.entry(values).or_default();
-        s.count += 1;
-        s.sum += seconds;
-        if let Some(i) = BUCKETS.iter().position(|&b| seconds <= b) {
-            s.buckets[i] += 1;
-        }
+        series.entry(values).or_default().observe(seconds);
     }
 
     /// The text exposition of everything observed.
@@ -78,31 +74,83 @@ impl Histograms {
         );
         let _ = writeln!(out, "# TYPE {p}_request_duration_seconds histogram");
         for k in &keys {
-            let s = &series[k];
-            let labels = label_text(k);
-            let mut cumulative = 0;
-            for (bound, n) in BUCKETS.iter().zip(s.buckets) {
-                cumulative += n;
-                let _ = writeln!(
-                    out,
-                    "{p}_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "{p}_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                s.count
+            series[k].write(
+                &mut out,
+                &format!("{p}_request_duration_seconds"),
+                &label_text(k),
             );
-            let _ = writeln!(
-                out,
-                "{p}_request_duration_seconds_sum{{{labels}}} {}",
-                s.sum
-            );
-            let _ = writeln!(
-                out,
-                "{p}_request_duration_seconds_count{{{labels}}} {}",
-                s.count
-            );
+        }
+        out
+    }
+}
+
+impl Series {
+    fn observe(&mut self, seconds: f64) {
+        self.count += 1;
+        self.sum += seconds;
+        if let Some(i) = BUCKETS.iter().position(|&b| seconds <= b) {
+            self.buckets[i] += 1;
+        }
+    }
+
+    /// The samples of histogram `name` for this series, labelled `labels`.
+    fn write(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (bound, n) in BUCKETS.iter().zip(self.buckets) {
+            cumulative += n;
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+    }
+}
+
+/// How long each stage of a piece of work takes: one histogram family,
+/// `<name>`, labelled `stage` (from a fixed set, like every label here).
+pub struct Stages {
+    name: &'static str,
+    help: &'static str,
+    series: Mutex<HashMap<&'static str, Series>>,
+}
+
+impl Stages {
+    /// The family `name` (ending in `_seconds`), described by `help`.
+    pub fn new(name: &'static str, help: &'static str) -> Self {
+        Self {
+            name,
+            help,
+            series: Mutex::default(),
+        }
+    }
+
+    /// Counts one pass through `stage`, which took `took`.
+    pub fn observe(&self, stage: &'static str, took: std::time::Duration) {
+        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        series.entry(stage).or_default().observe(took.as_secs_f64());
+    }
+
+    /// Runs `work`, counting the time it takes as a pass through `stage`.
+    pub async fn time<T>(&self, stage: &'static str, work: impl Future<Output = T>) -> T {
+        let started = std::time::Instant::now();
+        let done = work.await;
+        self.observe(stage, started.elapsed());
+        done
+    }
+
+    /// The text exposition of everything observed.
+    pub fn render(&self) -> String {
+        let series = self
+            .series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut stages: Vec<_> = series.keys().copied().collect();
+        stages.sort_unstable();
+        let (name, help) = (self.name, self.help);
+        let mut out = format!("# HELP {name} {help}\n# TYPE {name} histogram\n");
+        for stage in stages {
+            series[stage].write(&mut out, name, &format!("stage=\"{stage}\""));
         }
         out
     }
@@ -222,6 +270,22 @@ mod tests {
         assert!(text.contains("le=\"0.001\"} 1"));
         assert!(text.contains("le=\"0.025\"} 2"));
         assert!(text.contains("le=\"+Inf\"} 2"));
+    }
+
+    #[test]
+    fn stages_are_one_family_labelled_by_stage() {
+        let m = Stages::new("work_stage_seconds", "Time per stage.");
+        m.observe("b", std::time::Duration::from_millis(3));
+        m.observe("a", std::time::Duration::from_millis(30));
+        let text = m.render();
+        assert_eq!(
+            text.matches("# TYPE work_stage_seconds histogram").count(),
+            1
+        );
+        assert!(text.contains("work_stage_seconds_bucket{stage=\"b\",le=\"0.005\"} 1"));
+        assert!(text.contains("work_stage_seconds_bucket{stage=\"a\",le=\"0.025\"} 0"));
+        assert!(text.contains("work_stage_seconds_count{stage=\"a\"} 1"));
+        assert!(text.find("stage=\"a\"") < text.find("stage=\"b\""));
     }
 
     #[test]

@@ -222,6 +222,27 @@ async fn one_process_metrics_show_all_three_services() {
             1.0,
         ),
         ("event_store_feed_subscribers{store=\"auth\"}".into(), 1.0),
+        // The steps of the rating, and the token checks of both calls.
+        (
+            "catalog_stage_duration_seconds_count{stage=\"authenticate\"}".into(),
+            2.0,
+        ),
+        (
+            "catalog_stage_duration_seconds_count{stage=\"rate_load_movie\"}".into(),
+            1.0,
+        ),
+        (
+            "catalog_stage_duration_seconds_count{stage=\"rate_allocate_id\"}".into(),
+            1.0,
+        ),
+        (
+            "catalog_stage_duration_seconds_count{stage=\"rate_append\"}".into(),
+            1.0,
+        ),
+        (
+            "catalog_stage_duration_seconds_count{stage=\"rate_apply_wait\"}".into(),
+            1.0,
+        ),
     ] {
         let value = sample(&text, &series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
         assert!(
