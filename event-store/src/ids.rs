@@ -22,9 +22,16 @@ pub fn is_allocation(event: &RecordedEvent) -> bool {
 /// (in this or another process) can never take the same id. An id whose use
 /// then fails is simply skipped: ids may have gaps, never repeats.
 ///
-/// Under load, callers are served in batches: whoever holds the turn takes
-/// every request waiting and allocates them all with one append, so a burst
-/// of N new ids costs one durable write, not N in a row.
+/// Each append also reserves [`RESERVE`] ids ahead, which the next callers
+/// get at once, without a write: a steady stream of new ids costs one
+/// durable write per [`RESERVE`] of them, not one in front of every
+/// command. Ids reserved but never handed out (the process stopped) are
+/// gaps. Several processes reserve ranges of their own, so their ids
+/// interleave: an id tells no commit order across processes.
+///
+/// When the reserve is used up, callers are served in batches: whoever
+/// holds the turn takes every request waiting and allocates them all (and
+/// the next reserve) with one append.
 pub struct IdSequence {
     inner: Arc<Inner>,
 }
@@ -34,6 +41,9 @@ struct Inner {
     event_type: String,
     /// Requests waiting for the next batch.
     waiting: Mutex<Vec<oneshot::Sender<Result<i64>>>>,
+    /// Ids allocated ahead and not handed out yet (refilled under `turn`
+    /// only, when empty).
+    spare: Mutex<std::ops::Range<i64>>,
     /// Whose turn it is to allocate, and what this process last knew of the
     /// stream (a stale value costs one refused append and one read).
     turn: tokio::sync::Mutex<Known>,
@@ -44,6 +54,9 @@ struct Known {
     version: CurrentVersion,
     last_id: i64,
 }
+
+/// How many ids each allocation reserves beyond the ones asked for.
+pub const RESERVE: i64 = 64;
 
 /// The payload of an allocation event.
 #[derive(Serialize, Deserialize)]
@@ -61,6 +74,7 @@ impl IdSequence {
                 stream: stream.into(),
                 event_type: format!("{kind}{ALLOCATED}"),
                 waiting: Mutex::new(Vec::new()),
+                spare: Mutex::new(0..0),
                 turn: tokio::sync::Mutex::new(Known {
                     version: CurrentVersion::NoStream,
                     last_id: 0,
@@ -71,6 +85,9 @@ impl IdSequence {
 
     /// Takes the next id.
     pub async fn next(&self, store: &Arc<dyn EventStore>) -> Result<i64> {
+        if let Some(id) = self.inner.take_spare() {
+            return Ok(id);
+        }
         let (reply, answer) = oneshot::channel();
         self.inner
             .waiting
@@ -82,19 +99,30 @@ impl IdSequence {
         let (inner, store) = (self.inner.clone(), store.clone());
         let batch = tokio::spawn(async move {
             let mut known = inner.turn.lock().await;
-            let batch =
+            let waiting =
                 std::mem::take(&mut *inner.waiting.lock().unwrap_or_else(|p| p.into_inner()));
-            if batch.is_empty() {
-                return; // served by an earlier turn
+            // What the last turn reserved serves first, in order of asking.
+            let mut batch = Vec::new();
+            for reply in waiting {
+                match inner.take_spare() {
+                    Some(id) => drop(reply.send(Ok(id))),
+                    None => batch.push(reply),
+                }
             }
+            if batch.is_empty() {
+                return; // served by an earlier turn, or by the reserve
+            }
+            let asked = batch.len() as i64;
             match inner
-                .allocate(&mut known, store.as_ref(), batch.len() as i64)
+                .allocate(&mut known, store.as_ref(), asked + RESERVE)
                 .await
             {
                 Ok(first) => {
                     for (i, reply) in batch.into_iter().enumerate() {
                         let _ = reply.send(Ok(first + i as i64));
                     }
+                    *inner.spare.lock().unwrap_or_else(|p| p.into_inner()) =
+                        first + asked..first + asked + RESERVE;
                 }
                 Err(e) => {
                     for reply in batch {
@@ -111,6 +139,12 @@ impl IdSequence {
 }
 
 impl Inner {
+    /// The next reserved id, if any is left.
+    fn take_spare(&self) -> Option<i64> {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        spare.next()
+    }
+
     /// Appends one allocation of `count` ids; returns the first.
     async fn allocate(&self, known: &mut Known, store: &dyn EventStore, count: i64) -> Result<i64> {
         loop {
