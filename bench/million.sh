@@ -77,6 +77,7 @@ for m in "$url/metrics" ${catalog_metrics:+"$catalog_metrics"}; do curl -s "$m";
 token=$(curl -sf "$url/api/auth/register" -H 'Content-Type: application/json' \
   -d '{"username": "reader", "email": "reader@example.com", "password": "password123"}' \
   | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')
+echo "RSS after one registration (argon2id's memory): $(rss)"
 full=$(curl -s -o /dev/null -w '%{http_code} %{size_download} %{time_total}' "$url/api/auth/rating" -H "Authorization: Token $token")
 echo "full GET /api/auth/rating: status, bytes, seconds: $full"
 echo "RSS after the full GET:  $(rss)"

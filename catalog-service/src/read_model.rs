@@ -457,9 +457,7 @@ impl Snapshot for CatalogView {
             };
             view.movies.insert(id, row);
         }
-        let ratings = input.records(24)?;
-        view.ratings.reserve_exact(ratings.len());
-        for record in ratings {
+        input.records(24, |record| {
             let p = Packed {
                 id: i64_at(record, 0),
                 movie: i64_at(record, 8),
@@ -473,7 +471,8 @@ impl Snapshot for CatalogView {
             }
             view.ratings.push(p);
             view.ratings_by_movie.entry(p.movie).or_default().push(p.id);
-        }
+            Ok(())
+        })?;
         for _ in 0..input.count(16)? {
             view.late.push((input.i64()?, input.u64()?));
         }
@@ -491,11 +490,15 @@ impl Snapshot for CatalogView {
         }
         for _ in 0..input.count(16)? {
             let user = input.i64()?;
-            let done = input.records(16)?.map(|record| Done {
-                at_micros: i64_at(record, 0),
-                what: i64_at(record, 8),
-            });
-            view.activity.insert(user, done.collect());
+            let mut done = Vec::new();
+            input.records(16, |record| {
+                done.push(Done {
+                    at_micros: i64_at(record, 0),
+                    what: i64_at(record, 8),
+                });
+                Ok(())
+            })?;
+            view.activity.insert(user, done);
         }
         Ok(view)
     }

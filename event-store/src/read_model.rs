@@ -531,14 +531,9 @@ async fn load_snapshot<M: Snapshot>(
     path: &Path,
 ) -> Result<Option<(Header, M)>> {
     let file = path.to_owned();
-    let read = tokio::task::spawn_blocking(move || {
-        let Some((header, payload)) = snapshot::read_file(&file, M::NAME, M::VERSION)? else {
-            return Ok(None);
-        };
-        Ok(Some((header, M::from_bytes(&payload)?)))
-    })
-    .await
-    .unwrap_or_else(|e| Err(Rejected::Io(std::io::Error::other(e))));
+    let read = tokio::task::spawn_blocking(move || snapshot::load::<M>(&file))
+        .await
+        .unwrap_or_else(|e| Err(Rejected::Io(std::io::Error::other(e))));
     let rejected = match read {
         Ok(None) => {
             tracing::info!(model = M::NAME, path = %path.display(), "no read-model snapshot: replaying every event");

@@ -25,7 +25,7 @@
 //! and renamed over it, so a reader sees the old snapshot or the new one,
 //! never half of one (several replicas may share one file).
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -189,35 +189,51 @@ pub fn i64_at(record: &[u8], at: usize) -> i64 {
     i64::from_le_bytes(bytes)
 }
 
-/// Reads a snapshot's payload: every read checks that the bytes are there.
-#[derive(Debug)]
+/// Reads a snapshot's payload, from memory or straight from its file a
+/// block at a time: every read checks that the bytes are there, and no
+/// length read is trusted beyond the bytes left.
 pub struct Decoder<'a> {
-    rest: &'a [u8],
+    reader: Box<dyn Read + 'a>,
+    /// Payload bytes not read yet.
+    left: u64,
+    buf: Vec<u8>,
 }
 
 impl<'a> Decoder<'a> {
     /// Reads `bytes` from the start.
     pub fn new(bytes: &'a [u8]) -> Self {
-        Self { rest: bytes }
+        Self::from_reader(bytes, bytes.len() as u64)
+    }
+
+    /// Reads the `len` bytes of a payload from `reader`.
+    fn from_reader(reader: impl Read + 'a, len: u64) -> Self {
+        Self {
+            reader: Box::new(reader),
+            left: len,
+            buf: Vec::new(),
+        }
     }
 
     /// Succeeds if every byte was read.
     pub fn finish(self) -> Result<(), Damaged> {
-        if self.rest.is_empty() {
+        if self.left == 0 {
             Ok(())
         } else {
             Err(Damaged("bytes after the end"))
         }
     }
 
-    /// `n` bytes.
-    pub fn fixed(&mut self, n: usize) -> Result<&'a [u8], Damaged> {
-        if self.rest.len() < n {
+    /// `n` bytes (valid until the next read).
+    pub fn fixed(&mut self, n: usize) -> Result<&[u8], Damaged> {
+        if self.left < n as u64 {
             return Err(Damaged("cut short"));
         }
-        let (head, rest) = self.rest.split_at(n);
-        self.rest = rest;
-        Ok(head)
+        self.buf.resize(n, 0);
+        self.reader
+            .read_exact(&mut self.buf)
+            .map_err(|_| Damaged("cut short"))?;
+        self.left -= n as u64;
+        Ok(&self.buf)
     }
 
     /// `N` bytes, as an array.
@@ -248,16 +264,31 @@ impl<'a> Decoder<'a> {
     pub fn count(&mut self, min_item: usize) -> Result<usize, Damaged> {
         let n = self.u64()?;
         match usize::try_from(n) {
-            Ok(n) if n.saturating_mul(min_item.max(1)) <= self.rest.len() => Ok(n),
+            Ok(n) if (n as u64).saturating_mul(min_item.max(1) as u64) <= self.left => Ok(n),
             _ => Err(Damaged("a length beyond the end")),
         }
     }
 
     /// Records [`Encoder::records`] wrote: their count, then each record's
-    /// `size` bytes.
-    pub fn records(&mut self, size: usize) -> Result<std::slice::ChunksExact<'a, u8>, Damaged> {
+    /// `size` bytes, handed to `each` in order, a block at a time. Returns
+    /// how many there were.
+    pub fn records(
+        &mut self,
+        size: usize,
+        mut each: impl FnMut(&[u8]) -> Result<(), Damaged>,
+    ) -> Result<usize, Damaged> {
+        let size = size.max(1);
         let n = self.count(size)?;
-        Ok(self.fixed(n * size)?.chunks_exact(size))
+        let per_block = (SPILL_AT / size).max(1);
+        let mut left = n;
+        while left > 0 {
+            let block = left.min(per_block);
+            for record in self.fixed(block * size)?.chunks_exact(size) {
+                each(record)?;
+            }
+            left -= block;
+        }
+        Ok(n)
     }
 
     /// A string, length first.
@@ -411,20 +442,36 @@ pub fn write_bytes(path: &Path, header: &Header, payload: &[u8]) -> std::io::Res
     .map(drop)
 }
 
-/// Reads the snapshot at `path` and checks it is a whole snapshot of the
-/// model `name` at `version`: its header, and its payload (checksum
-/// verified). Blocking. `Ok(None)`: there is no file.
-pub fn read_file(
+/// A reader that hashes what it reads.
+struct Hashing<R> {
+    inner: R,
+    digest: Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(out)?;
+        self.digest.update(&out[..n]);
+        Ok(n)
+    }
+}
+
+/// Opens the snapshot at `path` and reads its header, checking that it is
+/// a snapshot of the model `name` at `version` whose payload fills the rest
+/// of the file. `Ok(None)`: there is no file. Returns the header, the
+/// payload's length and SHA-256, and the file positioned at the payload.
+fn open(
     path: &Path,
     name: &'static str,
     version: u32,
-) -> Result<Option<(Header, Vec<u8>)>, Rejected> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+) -> Result<Option<(Header, u64, [u8; 32], impl Read)>, Rejected> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let mut input = Decoder::new(&bytes);
+    let size = file.metadata()?.len();
+    let mut input = Decoder::from_reader(std::io::BufReader::with_capacity(SPILL_AT, file), size);
     if input.fixed(MAGIC.len()).ok() != Some(&MAGIC[..]) {
         return Err(Rejected::NotASnapshot);
     }
@@ -447,13 +494,10 @@ pub fn read_file(
     let event_id = Uuid::from_bytes(input.array()?);
     let len = input.u64()?;
     let digest: [u8; 32] = input.array()?;
-    let payload = usize::try_from(len)
-        .ok()
-        .and_then(|n| input.fixed(n).ok())
-        .ok_or(Damaged("cut short"))?;
-    input.finish()?;
-    if Sha256::digest(payload)[..] != digest {
-        return Err(Damaged("checksum mismatch").into());
+    match len.cmp(&input.left) {
+        std::cmp::Ordering::Greater => return Err(Damaged("cut short").into()),
+        std::cmp::Ordering::Less => return Err(Damaged("bytes after the end").into()),
+        std::cmp::Ordering::Equal => {}
     }
     let header = Header {
         name: found,
@@ -461,7 +505,51 @@ pub fn read_file(
         position,
         event_id,
     };
-    Ok(Some((header, payload.to_vec())))
+    Ok(Some((header, len, digest, input.reader)))
+}
+
+/// Reads the snapshot at `path` of the model `M`, checking it whole: its
+/// header (see [`open`]), its payload decoded straight from the file a
+/// block at a time (no copy of the file in memory), and its checksum, so a
+/// damaged file is refused even where it still decodes. Blocking.
+/// `Ok(None)`: there is no file.
+pub fn load<M: Snapshot>(path: &Path) -> Result<Option<(Header, M)>, Rejected> {
+    let Some((header, len, digest, payload)) = open(path, M::NAME, M::VERSION)? else {
+        return Ok(None);
+    };
+    let mut hashing = Hashing {
+        inner: payload,
+        digest: Sha256::new(),
+    };
+    let mut input = Decoder::from_reader(&mut hashing, len);
+    let model = M::decode(&mut input)?;
+    input.finish()?;
+    if hashing.digest.finalize()[..] != digest {
+        return Err(Damaged("checksum mismatch").into());
+    }
+    Ok(Some((header, model)))
+}
+
+/// Reads the snapshot at `path` of the model `name` at `version`, checked
+/// as [`load`] does, as its header and payload bytes. Blocking. `Ok(None)`:
+/// there is no file.
+pub fn read_file(
+    path: &Path,
+    name: &'static str,
+    version: u32,
+) -> Result<Option<(Header, Vec<u8>)>, Rejected> {
+    let Some((header, len, digest, mut payload)) = open(path, name, version)? else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::new();
+    payload.read_to_end(&mut bytes)?;
+    if bytes.len() as u64 != len {
+        return Err(Damaged("cut short").into());
+    }
+    if Sha256::digest(&bytes)[..] != digest {
+        return Err(Damaged("checksum mismatch").into());
+    }
+    Ok(Some((header, bytes)))
 }
 
 #[cfg(test)]
@@ -541,7 +629,13 @@ mod tests {
         assert!(payload == expected);
         let mut d = Decoder::new(&payload);
         assert_eq!(d.str().unwrap(), "before");
-        assert_eq!(d.records(8).unwrap().len(), items.len());
+        let mut seen = Vec::new();
+        let n = d.records(8, |r| {
+            seen.push(i64_at(r, 0));
+            Ok(())
+        });
+        assert_eq!(n.unwrap(), items.len());
+        assert!(seen == items);
         assert_eq!(d.u8().unwrap(), 7);
         d.finish().unwrap();
     }

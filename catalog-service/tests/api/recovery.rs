@@ -113,9 +113,12 @@ async fn an_outdated_or_damaged_snapshot_is_ignored(stores: Stores) {
         ..header
     };
     let whole = std::fs::read(&path).unwrap();
+    let mut flipped = whole.clone();
+    *flipped.last_mut().unwrap() ^= 0x40; // still decodes: only the checksum tells
     for what in [
         "an older projection version",
         "a truncated file",
+        "a flipped bit",
         "not a snapshot",
     ] {
         stack.stop_catalog().await;
@@ -124,6 +127,7 @@ async fn an_outdated_or_damaged_snapshot_is_ignored(stores: Stores) {
                 snapshot::write_bytes(&path, &older, &payload).unwrap()
             }
             "a truncated file" => std::fs::write(&path, &whole[..whole.len() / 2]).unwrap(),
+            "a flipped bit" => std::fs::write(&path, &flipped).unwrap(),
             _ => std::fs::write(&path, b"{}").unwrap(),
         }
         stack.start_catalog(&stores).await;
