@@ -567,8 +567,9 @@ impl<M: Snapshot> Projection<M> {
     /// As [`Projection::start`], from the snapshot `policy` names when it
     /// checks out (see [`crate::snapshot`]), else from position 0 into
     /// `model`; then saves snapshots in the background as `policy` says.
-    /// Saving holds the model's read lock while it encodes (see
-    /// [`Saved::locked`]); the file is written on a blocking thread.
+    /// Saving runs on a blocking thread and holds the model's read lock
+    /// while it encodes the model into the file's pages (see
+    /// [`Saved::locked`]); the checksum, flush and rename come after.
     pub async fn start_with_snapshots(
         store: Arc<dyn EventStore>,
         model: M,

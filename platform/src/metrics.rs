@@ -46,13 +46,7 @@ impl Histograms {
 
     /// The text exposition of everything observed.
     pub fn render(&self) -> String {
-        let series = self
-            .series
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let mut keys: Vec<_> = series.keys().copied().collect();
-        keys.sort_unstable();
+        let series = sorted(&self.series);
         let [a, b, c] = self.labels;
         let label_text =
             |k: &[&str; 3]| format!("{a}=\"{}\",{b}=\"{}\",{c}=\"{}\"", k[0], k[1], k[2]);
@@ -60,21 +54,16 @@ impl Histograms {
         let mut out = String::new();
         let _ = writeln!(out, "# HELP {p}_requests_total Requests answered.");
         let _ = writeln!(out, "# TYPE {p}_requests_total counter");
-        for k in &keys {
-            let _ = writeln!(
-                out,
-                "{p}_requests_total{{{}}} {}",
-                label_text(k),
-                series[k].count
-            );
+        for (k, s) in &series {
+            let _ = writeln!(out, "{p}_requests_total{{{}}} {}", label_text(k), s.count);
         }
         let _ = writeln!(
             out,
             "# HELP {p}_request_duration_seconds Time to answer requests."
         );
         let _ = writeln!(out, "# TYPE {p}_request_duration_seconds histogram");
-        for k in &keys {
-            series[k].write(
+        for (k, s) in &series {
+            s.write(
                 &mut out,
                 &format!("{p}_request_duration_seconds"),
                 &label_text(k),
@@ -82,6 +71,14 @@ impl Histograms {
         }
         out
     }
+}
+
+/// A copy of `series` (taken under the lock, rendered after it), by key.
+fn sorted<K: Ord + Copy>(series: &Mutex<HashMap<K, Series>>) -> Vec<(K, Series)> {
+    let series = series.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut sorted: Vec<_> = series.into_iter().collect();
+    sorted.sort_unstable_by_key(|(k, _)| *k);
+    sorted
 }
 
 impl Series {
@@ -140,17 +137,10 @@ impl Stages {
 
     /// The text exposition of everything observed.
     pub fn render(&self) -> String {
-        let series = self
-            .series
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let mut stages: Vec<_> = series.keys().copied().collect();
-        stages.sort_unstable();
         let (name, help) = (self.name, self.help);
         let mut out = format!("# HELP {name} {help}\n# TYPE {name} histogram\n");
-        for stage in stages {
-            series[stage].write(&mut out, name, &format!("stage=\"{stage}\""));
+        for (stage, s) in sorted(&self.series) {
+            s.write(&mut out, name, &format!("stage=\"{stage}\""));
         }
         out
     }
