@@ -1,0 +1,176 @@
+//! What the read models hold per item, and what their snapshots cost.
+//!
+//! `cargo run --release -p bench --bin bench-memory [-- --ratings 1000000 --tokens 1000000]`
+//!
+//! - the catalog's read models filled with `--ratings` ratings (1,000
+//!   movies, each user rating every one): RSS growth per rating;
+//! - auth's read model filled with users (one per four tokens), then with
+//!   `--tokens` live tokens: RSS growth per user and per token;
+//! - each model's snapshot: its size, the time to encode it into its file
+//!   (what a save holds the model's read lock for, on an idle machine),
+//!   the whole save, and the time to load it back.
+//!
+//! RSS is read from /proc/self/statm; the allocator's rounding and spare
+//! capacity of growing vectors are included, as they are in a service.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use auth_service::domain::AuthEvent;
+use auth_service::read_model::AuthView;
+use auth_service::token::TokenDigest;
+use catalog_service::CatalogView;
+use catalog_service::domain::{CatalogEvent, Rating};
+use clap::Parser;
+use event_store::read_model::ReadModel;
+use event_store::snapshot::{self, Snapshot};
+use event_store::{NewEvent, RecordedEvent};
+
+#[derive(Parser)]
+struct Args {
+    /// Ratings in the catalog's read models.
+    #[arg(long, default_value_t = 1_000_000)]
+    ratings: u64,
+    /// Live tokens in auth's read model.
+    #[arg(long, default_value_t = 1_000_000)]
+    tokens: u64,
+}
+
+/// Resident memory now, in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// A recorded event to apply `event` as, at `position`.
+fn recorded(position: u64) -> RecordedEvent {
+    let new = NewEvent::new("x", &()).expect("serializes");
+    RecordedEvent {
+        position,
+        stream: "s".into(),
+        version: 0,
+        event_type: new.event_type,
+        id: new.id,
+        data: new.data,
+        metadata: new.metadata,
+        recorded_at: chrono::Utc::now(),
+    }
+}
+
+/// Saves `model`'s snapshot to `path`, loads it back; prints the figures.
+fn snapshot_figures<M: Snapshot>(model: &M, path: &Path) {
+    let mut encoding = Duration::ZERO;
+    let started = Instant::now();
+    let (_, bytes) = snapshot::write_file(path, M::NAME, M::VERSION, |out| {
+        let t = Instant::now();
+        model.encode(out);
+        encoding = t.elapsed();
+        Some((1, uuid::Uuid::nil()))
+    })
+    .expect("saved")
+    .expect("something to save");
+    let saved = started.elapsed();
+    let started = Instant::now();
+    let loaded = snapshot::load::<M>(path).expect("loads").expect("there");
+    let load = started.elapsed();
+    drop(loaded);
+    println!(
+        "  snapshot: {:.1} MB; encode into the file {:.1} ms, whole save {:.1} ms, load {:.1} ms",
+        bytes as f64 / 1e6,
+        encoding.as_secs_f64() * 1e3,
+        saved.as_secs_f64() * 1e3,
+        load.as_secs_f64() * 1e3,
+    );
+}
+
+fn main() {
+    let args = Args::parse();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let at = recorded(1);
+
+    let before = rss();
+    let mut catalog = CatalogView::default();
+    let movies = 1_000;
+    let mut position = 0;
+    for id in 1..=movies {
+        position += 1;
+        let event = CatalogEvent::MovieAdded {
+            id,
+            title: format!("Movie {id}"),
+            director: "Director".into(),
+            added_by: 1,
+        };
+        catalog.apply(
+            event,
+            &RecordedEvent {
+                position,
+                ..at.clone()
+            },
+        );
+    }
+    let with_movies = rss();
+    for n in 0..args.ratings as i64 {
+        position += 1;
+        let event = CatalogEvent::MovieRated {
+            id: n + 1,
+            movie: n % movies + 1,
+            user: n / movies + 1,
+            rating: Rating::from_stored((n % 5 + 1) as u8),
+        };
+        catalog.apply(
+            event,
+            &RecordedEvent {
+                position,
+                ..at.clone()
+            },
+        );
+    }
+    let filled = rss();
+    println!(
+        "catalog: {} ratings: {:.1} bytes per rating ({} movies took {:.1} MB)",
+        args.ratings,
+        (filled - with_movies) as f64 / args.ratings.max(1) as f64,
+        movies,
+        (with_movies - before) as f64 / 1e6,
+    );
+    snapshot_figures(&catalog, &dir.path().join("catalog.snapshot"));
+    drop(catalog);
+
+    let users = (args.tokens / 4).max(1);
+    let before = rss();
+    let mut auth = AuthView::default();
+    for user_id in 1..=users as i64 {
+        let event = AuthEvent::UserRegistered {
+            user_id,
+            username: format!("user{user_id}"),
+            email: format!("user{user_id}@example.com"),
+            password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1${}", "x".repeat(65)),
+        };
+        auth.apply(event, &at);
+    }
+    let with_users = rss();
+    let expires_at = chrono::Utc::now() + chrono::TimeDelta::days(1);
+    for n in 0..args.tokens {
+        let mut digest = [0u8; 32];
+        digest[..8].copy_from_slice(&n.to_le_bytes());
+        let event = AuthEvent::TokenIssued {
+            user_id: (n % users) as i64 + 1,
+            digest: TokenDigest::from_bytes(digest),
+            expires_at,
+        };
+        auth.apply(event, &at);
+    }
+    let filled = rss();
+    println!(
+        "auth: {users} users: {:.0} bytes per user; {} live tokens: {:.1} bytes per token",
+        (with_users - before) as f64 / users as f64,
+        args.tokens,
+        (filled - with_users) as f64 / args.tokens.max(1) as f64,
+    );
+    snapshot_figures(&auth, &dir.path().join("auth.snapshot"));
+}
