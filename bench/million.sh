@@ -44,10 +44,10 @@ trap cleanup EXIT
 
 start() {
   if [ "$stack" = postgres ]; then
-    env "${limits[@]}" AUTH_SNAPSHOT="$work/auth.snapshot" CATALOG_SNAPSHOT="$work/catalog.snapshot" \
+    env "${limits[@]}" AUTH_SNAPSHOT="${AUTH_SNAPSHOT:-$work/auth.snapshot}" CATALOG_SNAPSHOT="${CATALOG_SNAPSHOT:-$work/catalog.snapshot}" \
       "$@" AUTH_LISTEN=127.0.0.1:50081 AUTH_STORE_URL="$base/million_auth" \
       "$bin/auth-service" 2>>"$work/auth.log" & procs=($!)
-    env "${limits[@]}" AUTH_SNAPSHOT="$work/auth.snapshot" CATALOG_SNAPSHOT="$work/catalog.snapshot" \
+    env "${limits[@]}" AUTH_SNAPSHOT="${AUTH_SNAPSHOT:-$work/auth.snapshot}" CATALOG_SNAPSHOT="${CATALOG_SNAPSHOT:-$work/catalog.snapshot}" \
       CATALOG_METRICS_LISTEN=127.0.0.1:9182 "$@" CATALOG_LISTEN=127.0.0.1:50082 CATALOG_STORE_URL="$base/million_catalog" \
       CATALOG_AUTH_URL=http://127.0.0.1:50081 "$bin/catalog-service" 2>>"$work/catalog.log" & procs+=($!)
     env "${limits[@]}" GATEWAY_LISTEN=127.0.0.1:8003 GATEWAY_AUTH_URL=http://127.0.0.1:50081 \
