@@ -152,6 +152,12 @@ pub async fn rebuild<M: ReadModel>(store: &dyn EventStore, mut model: M) -> Resu
 /// ones included): what a snapshot of it covers.
 type Last = Arc<Mutex<(u64, Uuid)>>;
 
+/// Held by the follower while it applies an event, and by a snapshot while
+/// it encodes the model: a follower that must wait for a snapshot waits
+/// here, not queued on the model's lock, where it would hold up every
+/// reader behind it (a waiting writer blocks new readers).
+type ApplyTurn = Arc<tokio::sync::Mutex<()>>;
+
 /// A read model fed by a subscription to a store's global feed, from the
 /// beginning or from a snapshot. Dropping it stops the subscription.
 pub struct Projection<M> {
@@ -163,6 +169,7 @@ pub struct Projection<M> {
     store: Arc<dyn EventStore>,
     /// Updated under the model's write lock, with each event applied.
     last: Last,
+    applying: ApplyTurn,
     /// The position of the snapshot it started from, if any.
     started_from: Option<u64>,
     /// Saves snapshots, when configured.
@@ -197,11 +204,12 @@ impl<M: ReadModel> Projection<M> {
         let model = Arc::new(RwLock::new(model));
         let (applied_tx, applied) = watch::channel(last.0);
         let last = Arc::new(Mutex::new(last));
+        let applying = ApplyTurn::default();
         let task = tokio::spawn(follow(
             store.clone(),
             model.clone(),
             applied_tx,
-            last.clone(),
+            (last.clone(), applying.clone()),
             head,
         ));
         let mut caught_up = applied.clone();
@@ -214,6 +222,7 @@ impl<M: ReadModel> Projection<M> {
             read_index,
             store,
             last,
+            applying,
             started_from: None,
             saver: None,
         })
@@ -432,7 +441,7 @@ pub struct Saved {
     /// The payload's size.
     pub bytes: usize,
     /// How long the model's read lock was held to encode it into the file
-    /// (the follower, and readers queued behind it, wait that long).
+    /// (new events wait that long to be applied; readers do not wait).
     pub locked: Duration,
 }
 
@@ -446,6 +455,7 @@ struct Saver {
     name: &'static str,
     version: u32,
     encode: Box<EncodeFn>,
+    applying: ApplyTurn,
     /// The position of the last snapshot saved (or started from).
     saved: AtomicU64,
     turn: tokio::sync::Mutex<()>,
@@ -459,12 +469,14 @@ impl Saver {
         let _turn = self.turn.lock().await;
         let started = Instant::now();
         let saver = self.clone();
+        let applying = self.applying.clone().lock_owned().await;
         let written = tokio::task::spawn_blocking(move || {
             let saved = saver.saved.load(Ordering::SeqCst);
             let mut locked = Duration::ZERO;
             let written = snapshot::write_file(&saver.path, saver.name, saver.version, |out| {
                 let locking = Instant::now();
                 let covered = (saver.encode)(saved, out);
+                drop(applying);
                 locked = locking.elapsed();
                 covered
             })?;
@@ -569,7 +581,8 @@ impl<M: Snapshot> Projection<M> {
     /// `model`; then saves snapshots in the background as `policy` says.
     /// Saving runs on a blocking thread and holds the model's read lock
     /// while it encodes the model into the file's pages (see
-    /// [`Saved::locked`]); the checksum, flush and rename come after.
+    /// [`Saved::locked`]): readers go on, new events wait to be applied.
+    /// The checksum, flush and rename come after.
     pub async fn start_with_snapshots(
         store: Arc<dyn EventStore>,
         model: M,
@@ -612,6 +625,7 @@ impl<M: Snapshot> Projection<M> {
             name: M::NAME,
             version: M::VERSION,
             encode: Box::new(encode),
+            applying: projection.applying.clone(),
             saved: AtomicU64::new(last.0),
             turn: tokio::sync::Mutex::new(()),
         });
@@ -632,7 +646,7 @@ async fn follow<M: ReadModel>(
     store: Arc<dyn EventStore>,
     model: Arc<RwLock<M>>,
     applied: watch::Sender<u64>,
-    last: Last,
+    (last, applying): (Last, ApplyTurn),
     head: u64,
 ) {
     loop {
@@ -641,6 +655,7 @@ async fn follow<M: ReadModel>(
         while let Some(next) = events.next().await {
             match next {
                 Ok(recorded) => {
+                    let _turn = applying.lock().await;
                     let _span = (recorded.position > head)
                         .then(|| crate::trace::linked("apply", &recorded))
                         .flatten()
