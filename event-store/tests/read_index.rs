@@ -8,16 +8,10 @@ use std::sync::Arc;
 use event_store::postgres::PostgresStore;
 use event_store::read_model::{Projection, ReadModel};
 use event_store::testing::TempDatabase;
-use event_store::{Event, EventStore, ExpectedVersion, RecordedEvent};
-use serde::{Deserialize, Serialize};
+use event_store::{EventStore, RecordedEvent};
 
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "type")]
-enum Counted {
-    Ticked { n: u64 },
-}
-
-impl Event for Counted {}
+mod support;
+use support::{Counted, tick};
 
 /// The last tick seen.
 #[derive(Default)]
@@ -37,14 +31,6 @@ async fn replicas() -> Option<(TempDatabase, Arc<dyn EventStore>, Arc<dyn EventS
     let writer = PostgresStore::connect(db.url()).await.expect("connect");
     let reader = PostgresStore::connect(db.url()).await.expect("connect");
     Some((db, Arc::new(writer), Arc::new(reader)))
-}
-
-async fn tick(store: &dyn EventStore, n: u64) {
-    let event = Counted::Ticked { n }.to_new_event().expect("encode");
-    store
-        .append("ticks", ExpectedVersion::Any, vec![event])
-        .await
-        .expect("append");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,19 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use event_store::RecordedEvent;
 use event_store::read_model::{Projection, ReadModel, SnapshotPolicy};
 use event_store::snapshot::{Damaged, Decoder, Encoder, Snapshot};
 use event_store::testing::TempStore;
-use event_store::{Event, EventStore, ExpectedVersion, RecordedEvent};
-use serde::{Deserialize, Serialize};
 
-#[derive(Serialize, Deserialize)]
-#[serde(tag = "type")]
-enum Counted {
-    Ticked { n: u64 },
-}
-
-impl Event for Counted {}
+mod support;
+use support::{Counted, tick};
 
 /// Holds encoding until opened, and tells when encoding began.
 #[derive(Default)]
@@ -64,14 +58,6 @@ impl Snapshot for Gated {
     fn decode(_: &mut Decoder<'_>) -> Result<Self, Damaged> {
         Err(Damaged("this test never loads"))
     }
-}
-
-async fn tick(store: &dyn EventStore, n: u64) {
-    let event = Counted::Ticked { n }.to_new_event().expect("encode");
-    store
-        .append("ticks", ExpectedVersion::Any, vec![event])
-        .await
-        .expect("append");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
