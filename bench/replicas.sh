@@ -3,7 +3,8 @@
 # catalog-service and gateway as three processes of two builds, measured in
 # one run, rounds interleaved (old, new, old, new, ...), each run on fresh
 # databases. Also reports how many store head queries the new build's
-# linearizable reads made per second (from the services' shutdown log).
+# linearizable reads made per second, and how many reads its read leases
+# answered without one (from the services' shutdown log).
 #
 #   bash bench/replicas.sh OLD_BIN_DIR NEW_BIN_DIR [seconds] [rounds] [scenarios]
 #
@@ -45,8 +46,8 @@ start() { # start BIN_DIR
   echo "the three processes never got ready" >&2; exit 1
 }
 stop() { kill -TERM "${procs[@]}"; wait "${procs[@]}" 2>/dev/null || true; procs=(); }
-head_queries() { # the last shutdown line's count in LOG
-  { grep -o 'head_queries=[0-9]*' "$1" 2>/dev/null || true; } | tail -n1 | cut -d= -f2
+shutdown_count() { # FIELD LOG: the last shutdown line's count of FIELD
+  { grep -o "$1=[0-9]*" "$2" 2>/dev/null || true; } | tail -n1 | cut -d= -f2
 }
 
 declare -A rates p99s heads
@@ -62,9 +63,10 @@ for round in $(seq 1 "$rounds"); do
       rates[$scenario-$side]+="$(echo "$out" | awk '{print $1}' | tr -d '/s') "
       p99s[$scenario-$side]+="$(echo "$out" | grep -o 'p99 *[0-9.]*' | awk '{print $2}') "
       if [ "$side" = new ]; then
-        c=$(head_queries "$work/catalog.log"); a=$(head_queries "$work/auth.log")
+        c=$(shutdown_count head_queries "$work/catalog.log"); a=$(shutdown_count head_queries "$work/auth.log")
+        lc=$(shutdown_count lease_reads "$work/catalog.log"); la=$(shutdown_count lease_reads "$work/auth.log")
         heads[$scenario]+="$(echo "(${c:-0} + ${a:-0}) / $seconds" | bc) "
-        echo "             head queries: catalog ${c:-?}, auth ${a:-?} in ~$seconds s (plus set-up)"
+        echo "             head queries: catalog ${c:-?}, auth ${a:-?}; reads under a lease: catalog ${lc:-?}, auth ${la:-?} in ~$seconds s (plus set-up)"
       fi
     done
   done

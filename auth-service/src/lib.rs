@@ -135,8 +135,7 @@ impl Application {
         let service = AuthServiceServer::new(self.service)
             .max_decoding_message_size(platform::grpc::MAX_REQUEST_BYTES);
         self.listener.serve(service, shutdown).await?;
-        self.tokens.0.log_totals();
-        self.tokens.0.save_final_snapshot().await;
+        self.tokens.0.close().await;
         Ok(())
     }
 }

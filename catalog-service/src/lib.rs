@@ -169,8 +169,7 @@ impl Application {
             )
             .await;
         served?;
-        view.log_totals();
-        view.save_final_snapshot().await;
+        view.close().await;
         Ok(())
     }
 }

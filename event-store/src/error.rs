@@ -43,6 +43,15 @@ pub enum EventStoreError {
         /// What was wrong.
         reason: String,
     },
+    /// The events are stored at `position`, but the read replicas holding
+    /// read leases could not all be confirmed to hold them in time (see
+    /// [`crate::lease`]): the write stands, its visibility elsewhere is
+    /// not promised yet.
+    #[error("stored at position {position}, but not confirmed on every read replica")]
+    Unconfirmed {
+        /// The last position written.
+        position: u64,
+    },
     /// The store has been shut down.
     #[error("the event store is shut down")]
     Closed,

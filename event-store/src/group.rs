@@ -68,14 +68,53 @@ pub(crate) fn answer(
     head: &watch::Sender<u64>,
     stats: &StoreStats,
 ) {
+    committed(group, results, head, stats).send(None);
+}
+
+/// The answers of a committed group, to be sent once the commit may be
+/// acknowledged.
+pub(crate) struct Replies {
+    replies: Vec<(oneshot::Sender<Result<AppendResult>>, Result<AppendResult>)>,
+    /// The last position the group wrote (0 if none).
+    pub last: u64,
+}
+
+impl Replies {
+    /// Sends every answer; with `failed`, each successful append is
+    /// answered with that error instead.
+    pub fn send(self, failed: Option<EventStoreError>) {
+        for (reply, result) in self.replies {
+            let result = match (&failed, result) {
+                (Some(e), Ok(_)) => Err(e.clone()),
+                (_, result) => result,
+            };
+            // The caller may have gone away; the append stands regardless.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// Takes a finished group's answers (emptying it) and raises `head` to the
+/// last position committed, waking subscriptions; the answers are sent
+/// later, by [`Replies::send`].
+pub(crate) fn committed(
+    group: &mut Vec<AppendRequest>,
+    results: Vec<Result<AppendResult>>,
+    head: &watch::Sender<u64>,
+    stats: &StoreStats,
+) -> Replies {
     stats.group_committed(group.len());
     let mut last = 0;
-    for (request, result) in group.drain(..).zip(results) {
-        if let Ok(r) = &result {
-            last = last.max(r.position);
-        }
-        // The caller may have gone away; the append stands regardless.
-        let _ = request.reply.send(result);
-    }
+    let replies = group
+        .drain(..)
+        .zip(results)
+        .map(|(request, result)| {
+            if let Ok(r) = &result {
+                last = last.max(r.position);
+            }
+            (request.reply, result)
+        })
+        .collect();
     advance(head, last);
+    Replies { replies, last }
 }

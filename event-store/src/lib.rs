@@ -28,6 +28,7 @@ mod event;
 mod group;
 pub mod idempotency;
 pub mod ids;
+pub mod lease;
 mod model;
 mod open;
 pub mod postgres;
@@ -91,6 +92,14 @@ pub trait EventStore: Send + Sync + 'static {
     /// this process writes needs no such question.
     fn shared(&self) -> bool {
         true
+    }
+
+    /// The store's read leases, if the backend keeps them (see
+    /// [`lease`]): a read model holding one answers linearizable reads
+    /// without asking the store, and appends wait until every holder has
+    /// applied them.
+    fn read_leases(&self) -> Option<std::sync::Arc<dyn lease::ReadLeases>> {
+        None
     }
 
     /// The store's counters (append latency, group commit sizes, open feed

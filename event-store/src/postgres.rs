@@ -29,6 +29,16 @@
 //! Each commit sends `NOTIFY es_events` with its last position; one listening
 //! connection per store wakes the subscriptions (and a slow poll covers a lost
 //! listener connection).
+//!
+//! # Read leases
+//!
+//! `es_read_leases` holds one row per read model holding a lease (see
+//! [`crate::lease`]). The statement after each group's `COMMIT` (same round
+//! trip, its own snapshot, so it sees every lease granted before the commit
+//! was visible) lists the live ones; the group is answered once each has
+//! said, by `NOTIFY es_applied '<holder> <position>'`, that it applied the
+//! group, or its lease has ended. Those notifications are sent without
+//! waiting for a flush (`synchronous_commit = off`): they carry no data.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,12 +50,14 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 use uuid::Uuid;
 
 use crate::decide::{Decision, StoredId, decide};
-use crate::group::{AppendRequest, MAX_GROUP, Queue, answer, queue, submit};
+use crate::group::{AppendRequest, MAX_GROUP, Queue, committed, queue, submit};
+use crate::lease::{Acks, Live, ReadLeases};
 use crate::redact_url;
 use crate::stats::StoreStats;
 use crate::subscription::{advance, catch_up_then_live};
@@ -61,11 +73,14 @@ const APPEND_LOCK: i64 = 0x6d6f_7669_6573_0001;
 const MIGRATION_LOCK: i64 = 0x6d6f_7669_6573_0002;
 /// The notification channel carrying new head positions.
 const CHANNEL: &str = "es_events";
+/// The notification channel carrying lease holders' applied positions.
+const APPLIED_CHANNEL: &str = "es_applied";
 /// Pool size: enough for concurrent readers plus the writer.
 const POOL_SIZE: usize = 16;
 
 /// Schema migrations, applied in order, each exactly once.
-const MIGRATIONS: &[&str] = &["CREATE TABLE es_events (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE es_events (
         position    bigint      PRIMARY KEY,
         stream      text        NOT NULL,
         version     bigint      NOT NULL,
@@ -75,7 +90,13 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE es_events (
         metadata    text        NOT NULL,
         recorded_at timestamptz NOT NULL,
         UNIQUE (stream, version)
-    )"];
+    )",
+    "CREATE TABLE es_read_leases (
+        holder     uuid        PRIMARY KEY,
+        expires_at timestamptz NOT NULL,
+        revoked    boolean     NOT NULL DEFAULT false
+    )",
+];
 
 fn db_err(e: impl std::error::Error + Send + Sync + 'static) -> EventStoreError {
     EventStoreError::backend(BACKEND, e)
@@ -146,13 +167,14 @@ impl PostgresStore {
         let (head_tx, head_rx) = watch::channel(head_position);
         let head_tx = Arc::new(head_tx);
         let (writer, rx) = queue();
+        let acks = Arc::new(Acks::default());
         tokio::spawn(run_writer(
             pool.clone(),
             rx,
-            head_tx.clone(),
+            (head_tx.clone(), acks.clone()),
             writer.stats.clone(),
         ));
-        let listener = tokio::spawn(run_listener(config, head_tx));
+        let listener = tokio::spawn(run_listener(config, head_tx, acks));
         tracing::info!(url = %redact_url(url), head_position, "connected postgres event store");
         Ok(Self {
             inner: Arc::new(Inner {
@@ -210,22 +232,70 @@ async fn query_head(client: &tokio_postgres::Client) -> Result<u64> {
     Ok(head as u64)
 }
 
-/// The writer task: group commits until every store handle is dropped.
+/// The writer task: group commits until every store handle is dropped. A
+/// group is answered once every read lease live at its commit has applied
+/// it (waited for on a task of its own, so the next group goes on).
 async fn run_writer(
     pool: Pool,
     mut rx: mpsc::UnboundedReceiver<AppendRequest>,
-    head: Arc<watch::Sender<u64>>,
+    (head, acks): (Arc<watch::Sender<u64>>, Arc<Acks>),
     stats: Arc<StoreStats>,
 ) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let results = match commit_group(&pool, &group).await {
-            Ok(results) => results,
-            Err(e) => group.iter().map(|_| Err(e.clone())).collect(),
+        let (results, live) = match commit_group(&pool, &group).await {
+            Ok(committed) => committed,
+            Err(e) => (group.iter().map(|_| Err(e.clone())).collect(), None),
         };
-        answer(&mut group, results, &head, &stats);
+        let replies = committed(&mut group, results, &head, &stats);
+        match live {
+            Some((live, seen_at)) if !live.is_empty() && replies.last > 0 => {
+                acks.forget_all_but(&live);
+                let (acks, pool) = (acks.clone(), pool.clone());
+                tokio::spawn(async move {
+                    let confirmed = acks
+                        .confirm(live, seen_at, replies.last, |holder| {
+                            revoke(pool.clone(), holder)
+                        })
+                        .await;
+                    replies.send(confirmed.err());
+                });
+            }
+            _ => replies.send(None),
+        }
     }
     tracing::debug!("postgres writer stopped");
+}
+
+/// The read leases live now, and how long each has left (the statement
+/// that follows each group's `COMMIT`).
+const LIVE_LEASES_SQL: &str = "SELECT holder, \
+     extract(epoch FROM expires_at - clock_timestamp())::float8, revoked \
+     FROM es_read_leases WHERE expires_at > clock_timestamp()";
+
+fn live_leases(rows: &[Row]) -> Vec<Live> {
+    rows.iter()
+        .map(|r| Live {
+            holder: r.get(0),
+            left: Duration::from_secs_f64(r.get::<_, f64>(1).max(0.0)),
+            revoked: r.get(2),
+        })
+        .collect()
+}
+
+/// Revokes `holder`'s lease; how long it has left, if it is live.
+async fn revoke(pool: Pool, holder: Uuid) -> Result<Option<Duration>> {
+    let client = pool.get().await.map_err(db_err)?;
+    let row = client
+        .query_opt(
+            "UPDATE es_read_leases SET revoked = true \
+             WHERE holder = $1 AND expires_at > clock_timestamp() \
+             RETURNING extract(epoch FROM expires_at - clock_timestamp())::float8",
+            &[&holder],
+        )
+        .await
+        .map_err(db_err)?;
+    Ok(row.map(|r| Duration::from_secs_f64(r.get::<_, f64>(0).max(0.0))))
 }
 
 /// Columns of the rows one group commit inserts.
@@ -247,8 +317,9 @@ struct Rows<'a> {
 /// Two round trips: `BEGIN`, the lock and the reads are pipelined (the server
 /// runs them in order, so the reads happen after the lock is held and, at
 /// READ COMMITTED, see every earlier holder's commit); then the insert, the
-/// notification and `COMMIT`.
-async fn commit_group(pool: &Pool, group: &[AppendRequest]) -> Result<Vec<Result<AppendResult>>> {
+/// notification, `COMMIT` and the live read leases (listed after the commit,
+/// with when they were heard of).
+async fn commit_group(pool: &Pool, group: &[AppendRequest]) -> Result<Committed> {
     let client = pool.get().await.map_err(db_err)?;
     let outcome = commit_group_on(&client, group).await;
     if outcome.is_err() && client.batch_execute("ROLLBACK").await.is_err() {
@@ -258,12 +329,16 @@ async fn commit_group(pool: &Pool, group: &[AppendRequest]) -> Result<Vec<Result
     outcome
 }
 
+/// What a group commit did: each append's result, and the read leases live
+/// after it (none if the listing failed after a good commit).
+type Committed = (Vec<Result<AppendResult>>, Option<(Vec<Live>, Instant)>);
+
 async fn commit_group_on(
     client: &deadpool_postgres::Object,
     group: &[AppendRequest],
-) -> Result<Vec<Result<AppendResult>>> {
+) -> Result<Committed> {
     let prepare = |sql: &'static str| client.prepare_cached(sql);
-    let (begin, lock, versions_q, ids_q, head_q, insert, notify, commit) = tokio::try_join!(
+    let (begin, lock, versions_q, ids_q, head_q, insert, notify, commit, leases_q) = tokio::try_join!(
         prepare("BEGIN"),
         prepare("SELECT pg_advisory_xact_lock($1)"),
         // One index probe per stream (backwards on (stream, version)); a
@@ -289,6 +364,7 @@ async fn commit_group_on(
         ),
         prepare("SELECT pg_notify($1, $2)"),
         prepare("COMMIT"),
+        prepare(LIVE_LEASES_SQL),
     )
     .map_err(db_err)?;
 
@@ -385,8 +461,11 @@ async fn commit_group_on(
         }));
     }
 
-    if rows.positions.is_empty() {
-        client.execute(&commit, &[]).await.map_err(db_err)?;
+    let live = if rows.positions.is_empty() {
+        let (_, live) =
+            tokio::try_join!(client.execute(&commit, &[]), client.query(&leases_q, &[]))
+                .map_err(db_err)?;
+        live
     } else {
         // If the insert fails, the pipelined COMMIT only ends the aborted
         // transaction; the insert's error is what we report.
@@ -401,35 +480,49 @@ async fn commit_group_on(
             &rows.metadata,
         ];
         let notify_params: [&(dyn ToSql + Sync); 2] = [&CHANNEL, &head];
-        tokio::try_join!(
+        let (_, _, _, live) = tokio::try_join!(
             client.execute(&insert, &insert_params),
             client.execute(&notify, &notify_params),
             client.execute(&commit, &[]),
+            client.query(&leases_q, &[]),
         )
         .map_err(db_err)?;
-    }
-    Ok(results)
+        live
+    };
+    Ok((results, Some((live_leases(&live), Instant::now()))))
 }
 
-/// Keeps one connection listening on [`CHANNEL`] and raises `head` on every
-/// notification; reconnects after a second if the connection drops.
-async fn run_listener(config: tokio_postgres::Config, head: Arc<watch::Sender<u64>>) {
+/// Keeps one connection listening on [`CHANNEL`] and [`APPLIED_CHANNEL`]:
+/// raises `head` on every new position, and notes every holder's applied
+/// position in `acks`; reconnects after a second if the connection drops.
+async fn run_listener(
+    config: tokio_postgres::Config,
+    head: Arc<watch::Sender<u64>>,
+    acks: Arc<Acks>,
+) {
     loop {
         match config.connect(NoTls).await {
             Ok((client, mut connection)) => {
                 let (tx, mut rx) = mpsc::unbounded_channel();
+                let acks = acks.clone();
                 let driver = tokio::spawn(async move {
                     let mut messages =
                         futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                     while let Some(Ok(message)) = messages.next().await {
-                        if let AsyncMessage::Notification(n) = message {
-                            if let Ok(position) = n.payload().parse::<u64>() {
-                                let _ = tx.send(position);
+                        let AsyncMessage::Notification(n) = message else {
+                            continue;
+                        };
+                        if n.channel() == APPLIED_CHANNEL {
+                            if let Some((holder, position)) = parse_applied(n.payload()) {
+                                acks.heard(holder, position);
                             }
+                        } else if let Ok(position) = n.payload().parse::<u64>() {
+                            let _ = tx.send(position);
                         }
                     }
                 });
-                match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+                let listen = format!("LISTEN {CHANNEL}; LISTEN {APPLIED_CHANNEL}");
+                match client.batch_execute(&listen).await {
                     Ok(()) => {
                         while let Some(position) = rx.recv().await {
                             advance(&head, position);
@@ -443,6 +536,75 @@ async fn run_listener(config: tokio_postgres::Config, head: Arc<watch::Sender<u6
             Err(e) => tracing::warn!(error = %e, "postgres listener cannot connect; retrying"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// A holder's applied position, as `NOTIFY es_applied` carries it.
+fn parse_applied(payload: &str) -> Option<(Uuid, u64)> {
+    let (holder, position) = payload.split_once(' ')?;
+    Some((holder.parse().ok()?, position.parse().ok()?))
+}
+
+#[async_trait]
+impl ReadLeases for PostgresStore {
+    async fn grant(&self, holder: Uuid, ttl: Duration) -> Result<()> {
+        let client = self.client().await?;
+        let ttl = ttl.as_secs_f64();
+        let grant: [&(dyn ToSql + Sync); 2] = [&holder, &ttl];
+        tokio::try_join!(
+            client.execute(
+                "INSERT INTO es_read_leases (holder, expires_at) \
+                 VALUES ($1, clock_timestamp() + make_interval(secs => $2)) \
+                 ON CONFLICT (holder) DO UPDATE \
+                 SET expires_at = EXCLUDED.expires_at, revoked = false",
+                &grant,
+            ),
+            // Leases of replicas long gone (killed, or never given up).
+            client.execute(
+                "DELETE FROM es_read_leases \
+                 WHERE expires_at < clock_timestamp() - interval '1 hour'",
+                &[],
+            ),
+        )
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn renew(&self, holder: Uuid, ttl: Duration) -> Result<bool> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE es_read_leases SET expires_at = clock_timestamp() + make_interval(secs => $2) \
+                 WHERE holder = $1 AND NOT revoked AND expires_at > clock_timestamp()",
+            )
+            .await
+            .map_err(db_err)?;
+        let renewed = client
+            .execute(&stmt, &[&holder, &ttl.as_secs_f64()])
+            .await
+            .map_err(db_err)?;
+        Ok(renewed == 1)
+    }
+
+    async fn applied(&self, holder: Uuid, position: u64) -> Result<()> {
+        // Simple protocol, one round trip; both values are formatted by us.
+        let client = self.client().await?;
+        client
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL synchronous_commit TO off; \
+                 SELECT pg_notify('{APPLIED_CHANNEL}', '{holder} {position}'); COMMIT"
+            ))
+            .await
+            .map_err(db_err)
+    }
+
+    async fn release(&self, holder: Uuid) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute("DELETE FROM es_read_leases WHERE holder = $1", &[&holder])
+            .await
+            .map_err(db_err)?;
+        Ok(())
     }
 }
 
@@ -521,5 +683,9 @@ impl EventStore for PostgresStore {
 
     fn stats(&self) -> Option<Arc<StoreStats>> {
         Some(self.inner.writer.stats.clone())
+    }
+
+    fn read_leases(&self) -> Option<Arc<dyn ReadLeases>> {
+        Some(Arc::new(self.clone()))
     }
 }

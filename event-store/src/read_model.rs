@@ -13,6 +13,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::lease::Lease;
 use crate::snapshot::{self, Encoder, Header, Rejected, Snapshot};
 use crate::{Event, EventStore, EventStoreError, RecordedEvent, Result, StoreUrl, ids};
 
@@ -166,6 +167,9 @@ pub struct Projection<M> {
     task: JoinHandle<()>,
     /// For a shared store only (see [`EventStore::shared`]).
     read_index: Option<ReadIndex>,
+    /// For a shared store that keeps read leases (see [`crate::lease`]):
+    /// while it is valid, linearizable reads need no head query.
+    lease: Option<Lease>,
     store: Arc<dyn EventStore>,
     /// Updated under the model's write lock, with each event applied.
     last: Last,
@@ -184,6 +188,9 @@ impl<M> Drop for Projection<M> {
         }
         if let Some((_, task)) = &self.saver {
             task.abort();
+        }
+        if let Some(lease) = &self.lease {
+            lease.release_soon();
         }
     }
 }
@@ -215,11 +222,18 @@ impl<M: ReadModel> Projection<M> {
         let mut caught_up = applied.clone();
         // Fails only if the follower task died, which it does not by itself.
         let _ = caught_up.wait_for(|&p| p >= head).await;
+        let lease = match store.read_leases() {
+            Some(leases) if store.shared() => {
+                Some(Lease::start(leases, store.clone(), applied.clone()))
+            }
+            _ => None,
+        };
         Ok(Self {
             model,
             applied,
             task,
             read_index,
+            lease,
             store,
             last,
             applying,
@@ -238,10 +252,11 @@ impl<M: ReadModel> Projection<M> {
     }
 
     /// Reads the model once it holds every write acknowledged anywhere
-    /// before this call: on a shared store, it asks the store's head
-    /// (batched with concurrent readers) and waits until that is applied,
-    /// within [`READ_TIMEOUT`] in all; on a store only this process writes,
-    /// it is [`Projection::read`].
+    /// before this call: on a shared store, under a valid read lease (see
+    /// [`crate::lease`]) at once; else it asks the store's head (batched
+    /// with concurrent readers) and waits until that is applied, within
+    /// [`READ_TIMEOUT`] in all. On a store only this process writes, it is
+    /// [`Projection::read`].
     pub async fn read_linearizable(&self) -> Result<RwLockReadGuard<'_, M>, StaleRead> {
         let point = self.read_point().await?;
         self.read_at(point).await
@@ -256,6 +271,9 @@ impl<M: ReadModel> Projection<M> {
         let Some(index) = &self.read_index else {
             return Ok(ReadPoint { head: None, asked });
         };
+        if self.lease.as_ref().is_some_and(Lease::covers_now) {
+            return Ok(ReadPoint { head: None, asked });
+        }
         match tokio::time::timeout(READ_TIMEOUT, index.head()).await {
             Ok(head) => Ok(ReadPoint {
                 head: Some(head?),
@@ -285,6 +303,17 @@ impl<M: ReadModel> Projection<M> {
         }
     }
 
+    /// What a service does with its read model as it stops: gives up its
+    /// read lease (writers stop waiting for it at once), logs its totals
+    /// and saves its final snapshot.
+    pub async fn close(&self) {
+        if let Some(lease) = &self.lease {
+            lease.release().await;
+        }
+        self.log_totals();
+        self.save_final_snapshot().await;
+    }
+
     /// [`Projection::save_snapshot`] as a service stops: a failure is
     /// logged (the next start replays more), not an error.
     pub async fn save_final_snapshot(&self) {
@@ -306,8 +335,8 @@ impl<M: ReadModel> Projection<M> {
 
     /// This projection's gauges in the Prometheus text format, labelled
     /// `model="<model>"`: the position applied, the store's head, how far
-    /// behind the head the model is (in positions), and the head queries
-    /// made for linearizable reads; then the store's own counters, labelled
+    /// behind the head the model is (in positions), the head queries made
+    /// for linearizable reads and the reads served under a read lease; then the store's own counters, labelled
     /// `store="<model>"` (see [`crate::stats`]). The head is read now (one
     /// query).
     pub async fn metrics_text(&self, model: &str, store: &dyn EventStore) -> String {
@@ -316,8 +345,11 @@ impl<M: ReadModel> Projection<M> {
             "# TYPE projection_applied_position gauge\n\
              projection_applied_position{{model=\"{model}\"}} {applied}\n\
              # TYPE read_index_head_queries_total counter\n\
-             read_index_head_queries_total{{model=\"{model}\"}} {}\n",
-            self.head_queries()
+             read_index_head_queries_total{{model=\"{model}\"}} {}\n\
+             # TYPE read_lease_reads_total counter\n\
+             read_lease_reads_total{{model=\"{model}\"}} {}\n",
+            self.head_queries(),
+            self.lease_reads()
         );
         if let Some(stats) = store.stats() {
             out.push_str(&stats.render(model));
@@ -349,11 +381,18 @@ impl<M: ReadModel> Projection<M> {
 
     /// Logs what a service reports of its read model when it stops.
     pub fn log_totals(&self) {
-        let head_queries = self.head_queries();
+        let (head_queries, lease_reads) = (self.head_queries(), self.lease_reads());
         tracing::info!(
             head_queries,
+            lease_reads,
             "store head queries made for linearizable reads"
         );
+    }
+
+    /// How many linearizable reads were answered under a read lease,
+    /// without a head query.
+    pub fn lease_reads(&self) -> u64 {
+        self.lease.as_ref().map_or(0, Lease::reads)
     }
 
     /// How many head queries linearizable reads have made (for benchmarks:

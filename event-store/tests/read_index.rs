@@ -1,14 +1,21 @@
 //! Linearizable reads on a shared store: two handles on one PostgreSQL
 //! database stand for two replicas. A write acknowledged through one is
-//! seen by the very next linearizable read through the other, and
-//! concurrent readers share head queries.
+//! seen by the very next linearizable read through the other, under a read
+//! lease (no head query) and without one (concurrent readers share head
+//! queries); writes wait for lease holders, but not for ever.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
+use event_store::lease::{ACK_WAIT, LEASE_TTL, RENEW_EVERY};
 use event_store::postgres::PostgresStore;
 use event_store::read_model::{Projection, ReadModel};
 use event_store::testing::TempDatabase;
-use event_store::{EventStore, RecordedEvent};
+use event_store::{
+    AppendResult, EventStore, EventStream, ExpectedVersion, NewEvent, RecordedEvent, Result,
+};
+use uuid::Uuid;
 
 mod support;
 use support::{Counted, tick};
@@ -26,6 +33,33 @@ impl ReadModel for Last {
     }
 }
 
+/// A store that keeps no read leases: what the head-query path is tested on.
+struct NoLeases(Arc<dyn EventStore>);
+
+#[async_trait]
+impl EventStore for NoLeases {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult> {
+        self.0.append(stream, expected, events).await
+    }
+    async fn read_stream(&self, stream: &str, from_version: u64) -> Result<Vec<RecordedEvent>> {
+        self.0.read_stream(stream, from_version).await
+    }
+    async fn read_all(&self, from_position: u64, limit: usize) -> Result<Vec<RecordedEvent>> {
+        self.0.read_all(from_position, limit).await
+    }
+    async fn head_position(&self) -> Result<u64> {
+        self.0.head_position().await
+    }
+    fn subscribe_all(&self, from_position: u64) -> EventStream {
+        self.0.subscribe_all(from_position)
+    }
+}
+
 async fn replicas() -> Option<(TempDatabase, Arc<dyn EventStore>, Arc<dyn EventStore>)> {
     let db = TempDatabase::create("read_index").await?;
     let writer = PostgresStore::connect(db.url()).await.expect("connect");
@@ -33,16 +67,11 @@ async fn replicas() -> Option<(TempDatabase, Arc<dyn EventStore>, Arc<dyn EventS
     Some((db, Arc::new(writer), Arc::new(reader)))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_through_one_replica_is_read_at_once_through_the_other() {
-    let Some((_db, writer, reader)) = replicas().await else {
-        return;
-    };
-    let view = Projection::start(reader, Last::default())
-        .await
-        .expect("start");
+/// Each write through `writer` is read by the very next linearizable read
+/// of `view` (fed by another store handle), 200 times.
+async fn writes_are_read_at_once(writer: &dyn EventStore, view: &Projection<Last>) {
     for n in 1..=200 {
-        tick(&*writer, n).await;
+        tick(writer, n).await;
         let seen = view.read_linearizable().await.expect("read").0;
         assert_eq!(seen, n, "round {n}: the other replica read a stale model");
         // A plain read may lag: that is what the linearizable one is for.
@@ -50,10 +79,111 @@ async fn a_write_through_one_replica_is_read_at_once_through_the_other() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_one_replica_is_read_at_once_through_the_other() {
+    let Some((_db, writer, reader)) = replicas().await else {
+        return;
+    };
+    let view = Projection::start(Arc::new(NoLeases(reader)), Last::default())
+        .await
+        .expect("start");
+    writes_are_read_at_once(&*writer, &view).await;
+    assert_eq!(view.lease_reads(), 0);
+    assert!(view.head_queries() >= 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_read_lease_writes_are_read_at_once_without_head_queries() {
+    let Some((_db, writer, reader)) = replicas().await else {
+        return;
+    };
+    let view = Projection::start(reader, Last::default())
+        .await
+        .expect("start");
+    // Until the lease is first granted, reads ask the store.
+    let granted = Instant::now();
+    while view.lease_reads() == 0 && granted.elapsed() < Duration::from_secs(10) {
+        drop(view.read_linearizable().await.expect("read"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (leased_before, asked_before) = (view.lease_reads(), view.head_queries());
+    writes_are_read_at_once(&*writer, &view).await;
+    let leased = view.lease_reads() - leased_before;
+    let asked = view.head_queries() - asked_before;
+    assert!(
+        leased >= 150 && asked <= 50,
+        "{leased} of 200 reads under the lease, {asked} head queries"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_never_answers_is_revoked_and_writes_go_on() {
+    let Some((_db, writer, reader)) = replicas().await else {
+        return;
+    };
+    let leases = reader.read_leases().expect("postgres keeps read leases");
+    let holder = Uuid::new_v4();
+    leases.grant(holder, LEASE_TTL).await.expect("grant");
+    // Alive (renewing) but never applying: only a revocation lets writes by.
+    let renewing = {
+        let leases = leases.clone();
+        tokio::spawn(async move {
+            while leases.renew(holder, LEASE_TTL).await.expect("renew") {
+                tokio::time::sleep(RENEW_EVERY).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), tick(&*writer, 1))
+        .await
+        .expect("the write was held up for ever");
+    let took = started.elapsed();
+    assert!(
+        took >= ACK_WAIT,
+        "acknowledged after {took:?}, before the holder answered or was revoked"
+    );
+    tokio::time::timeout(Duration::from_secs(5), renewing)
+        .await
+        .expect("the holder could still renew its revoked lease")
+        .expect("renewing task");
+    // A fresh grant is the only way back; then it is waited for again.
+    leases.grant(holder, LEASE_TTL).await.expect("grant");
+    assert!(leases.renew(holder, LEASE_TTL).await.expect("renew"));
+    leases.applied(holder, u64::MAX).await.expect("applied");
+    tick(&*writer, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_given_up_or_ended_holds_no_write_up() {
+    let Some((_db, writer, reader)) = replicas().await else {
+        return;
+    };
+    let leases = reader.read_leases().expect("postgres keeps read leases");
+    // A holder that died (never renews): writes wait for its lease to end.
+    let dead = Uuid::new_v4();
+    leases.grant(dead, LEASE_TTL).await.expect("grant");
+    tokio::time::timeout(Duration::from_secs(10), tick(&*writer, 1))
+        .await
+        .expect("a dead holder held a write up for ever");
+    // A projection that closes gives its lease up: later writes do not wait.
+    let view = Projection::start(reader.clone(), Last::default())
+        .await
+        .expect("start");
+    view.close().await;
+    let started = Instant::now();
+    tick(&*writer, 2).await;
+    let took = started.elapsed();
+    assert!(
+        took < ACK_WAIT,
+        "a given-up lease held a write up for {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_readers_share_head_queries() {
     let Some((_db, writer, reader)) = replicas().await else {
         return;
     };
+    let reader: Arc<dyn EventStore> = Arc::new(NoLeases(reader));
     let view = Arc::new(
         Projection::start(reader, Last::default())
             .await
