@@ -392,3 +392,116 @@ async fn report(leases: Arc<dyn ReadLeases>, holder: Uuid, mut applied: watch::R
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::{AppendResult, EventStream, ExpectedVersion, NewEvent, RecordedEvent};
+
+    /// A store that only has a head, with leases whose renewal can be
+    /// refused (a revocation).
+    #[derive(Default)]
+    struct Script {
+        head: AtomicU64,
+        refuse_renewal: AtomicBool,
+        grants: AtomicU64,
+    }
+
+    #[async_trait]
+    impl ReadLeases for Script {
+        async fn grant(&self, _: Uuid, _: Duration) -> Result<()> {
+            self.grants.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn renew(&self, _: Uuid, _: Duration) -> Result<bool> {
+            Ok(!self.refuse_renewal.load(Ordering::SeqCst))
+        }
+        async fn applied(&self, _: Uuid, _: u64) -> Result<()> {
+            Ok(())
+        }
+        async fn release(&self, _: Uuid) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl EventStore for Script {
+        async fn append(
+            &self,
+            _: &str,
+            _: ExpectedVersion,
+            _: Vec<NewEvent>,
+        ) -> Result<AppendResult> {
+            unreachable!("the lease never appends")
+        }
+        async fn read_stream(&self, _: &str, _: u64) -> Result<Vec<RecordedEvent>> {
+            unreachable!("the lease never reads streams")
+        }
+        async fn read_all(&self, _: u64, _: usize) -> Result<Vec<RecordedEvent>> {
+            unreachable!("the lease never reads the feed")
+        }
+        async fn head_position(&self) -> Result<u64> {
+            Ok(self.head.load(Ordering::SeqCst))
+        }
+        fn subscribe_all(&self, _: u64) -> EventStream {
+            unreachable!("the lease never subscribes")
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_grant_is_trusted_only_once_the_head_read_after_it_is_applied() {
+        let script = Arc::new(Script::default());
+        script.head.store(5, Ordering::SeqCst);
+        let (applied, applied_rx) = watch::channel(0);
+        let lease = Lease::start(script.clone(), script.clone(), applied_rx);
+
+        // Granted, but the head after the grant (5) is not applied yet.
+        tokio::time::sleep(LEASE_TTL * 2).await;
+        assert!(script.grants.load(Ordering::SeqCst) >= 1);
+        assert!(!lease.covers_now(), "trusted before catching up");
+        applied.send_replace(5);
+        tokio::time::sleep(RENEW_EVERY).await;
+        assert!(lease.covers_now(), "not trusted once caught up");
+
+        // Renewed: trusted on, without a new grant.
+        let grants = script.grants.load(Ordering::SeqCst);
+        tokio::time::sleep(LEASE_TTL * 3).await;
+        assert!(lease.covers_now());
+        assert_eq!(script.grants.load(Ordering::SeqCst), grants);
+
+        // Revoked while writes went on to 9: the old lease runs out, and
+        // a fresh grant is not trusted until 9 is applied.
+        script.head.store(9, Ordering::SeqCst);
+        script.refuse_renewal.store(true, Ordering::SeqCst);
+        tokio::time::sleep(RENEW_EVERY + LEASE_TTL).await;
+        script.refuse_renewal.store(false, Ordering::SeqCst);
+        tokio::time::sleep(LEASE_TTL * 2).await;
+        assert!(script.grants.load(Ordering::SeqCst) > grants);
+        assert!(
+            !lease.covers_now(),
+            "trusted a fresh grant before catching up"
+        );
+        applied.send_replace(9);
+        tokio::time::sleep(RENEW_EVERY).await;
+        assert!(lease.covers_now());
+        assert_eq!(lease.reads(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_not_renewed_is_not_trusted_past_its_margin() {
+        let script = Arc::new(Script::default());
+        let (_applied, applied_rx) = watch::channel(0);
+        let lease = Lease::start(script.clone(), script.clone(), applied_rx);
+        tokio::time::sleep(RENEW_EVERY).await;
+        assert!(lease.covers_now());
+        // The renewing task stops (as when the store is out of reach).
+        lease.tasks[0].abort();
+        let stopped = Instant::now();
+        while lease.covers_now() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(stopped.elapsed() <= LEASE_TTL - MARGIN);
+    }
+}

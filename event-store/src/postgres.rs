@@ -48,7 +48,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_postgres::types::ToSql;
@@ -174,7 +174,16 @@ impl PostgresStore {
             (head_tx.clone(), acks.clone()),
             writer.stats.clone(),
         ));
-        let listener = tokio::spawn(run_listener(config, head_tx, acks));
+        let (listening, listens) = oneshot::channel();
+        let listener = tokio::spawn(run_listener(config, head_tx, acks, listening));
+        // Writes wait for lease holders' notifications: listen before the
+        // first write (a write that misses one revokes a lease, slowly).
+        if tokio::time::timeout(Duration::from_secs(5), listens)
+            .await
+            .is_err()
+        {
+            tracing::warn!("postgres listener not listening yet; going on");
+        }
         tracing::info!(url = %redact_url(url), head_position, "connected postgres event store");
         Ok(Self {
             inner: Arc::new(Inner {
@@ -249,22 +258,51 @@ async fn run_writer(
         };
         let replies = committed(&mut group, results, &head, &stats);
         match live {
-            Some((live, seen_at)) if !live.is_empty() && replies.last > 0 => {
-                acks.forget_all_but(&live);
+            _ if replies.last == 0 => replies.send(None),
+            Some((live, _)) if live.is_empty() => replies.send(None),
+            live => {
                 let (acks, pool) = (acks.clone(), pool.clone());
                 tokio::spawn(async move {
-                    let confirmed = acks
-                        .confirm(live, seen_at, replies.last, |holder| {
-                            revoke(pool.clone(), holder)
-                        })
-                        .await;
+                    let position = replies.last;
+                    let live = match live {
+                        Some(live) => Ok(live),
+                        None => list_live(&pool).await,
+                    };
+                    let confirmed = match live {
+                        Ok((live, seen_at)) => {
+                            acks.forget_all_but(&live);
+                            let revoke = |holder| revoke(pool.clone(), holder);
+                            acks.confirm(live, seen_at, position, revoke).await
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, position, "cannot list the read leases after a commit");
+                            Err(EventStoreError::Unconfirmed { position })
+                        }
+                    };
                     replies.send(confirmed.err());
                 });
             }
-            _ => replies.send(None),
         }
     }
     tracing::debug!("postgres writer stopped");
+}
+
+/// Lists the live read leases again, after the listing that follows a
+/// commit failed (a few tries, a tenth of a second apart).
+async fn list_live(pool: &Pool) -> Result<(Vec<Live>, Instant)> {
+    let mut tries = 0;
+    loop {
+        let listed = async {
+            let client = pool.get().await.map_err(db_err)?;
+            client.query(LIVE_LEASES_SQL, &[]).await.map_err(db_err)
+        };
+        match listed.await {
+            Ok(rows) => return Ok((live_leases(&rows), Instant::now())),
+            Err(e) if tries >= 3 => return Err(e),
+            Err(_) => tries += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The read leases live now, and how long each has left (the statement
@@ -461,10 +499,12 @@ async fn commit_group_on(
         }));
     }
 
+    // The lease listing runs after the COMMIT; if it fails, the commit
+    // still stands and the leases are listed again (see `run_writer`).
     let live = if rows.positions.is_empty() {
-        let (_, live) =
-            tokio::try_join!(client.execute(&commit, &[]), client.query(&leases_q, &[]))
-                .map_err(db_err)?;
+        let (committed, live) =
+            tokio::join!(client.execute(&commit, &[]), client.query(&leases_q, &[]));
+        committed.map_err(db_err)?;
         live
     } else {
         // If the insert fails, the pipelined COMMIT only ends the aborted
@@ -480,16 +520,21 @@ async fn commit_group_on(
             &rows.metadata,
         ];
         let notify_params: [&(dyn ToSql + Sync); 2] = [&CHANNEL, &head];
-        let (_, _, _, live) = tokio::try_join!(
-            client.execute(&insert, &insert_params),
-            client.execute(&notify, &notify_params),
-            client.execute(&commit, &[]),
+        let (committed, live) = tokio::join!(
+            async {
+                tokio::try_join!(
+                    client.execute(&insert, &insert_params),
+                    client.execute(&notify, &notify_params),
+                    client.execute(&commit, &[]),
+                )
+            },
             client.query(&leases_q, &[]),
-        )
-        .map_err(db_err)?;
+        );
+        committed.map_err(db_err)?;
         live
     };
-    Ok((results, Some((live_leases(&live), Instant::now()))))
+    let seen_at = Instant::now();
+    Ok((results, live.ok().map(|rows| (live_leases(&rows), seen_at))))
 }
 
 /// Keeps one connection listening on [`CHANNEL`] and [`APPLIED_CHANNEL`]:
@@ -499,7 +544,9 @@ async fn run_listener(
     config: tokio_postgres::Config,
     head: Arc<watch::Sender<u64>>,
     acks: Arc<Acks>,
+    listening: oneshot::Sender<()>,
 ) {
+    let mut listening = Some(listening);
     loop {
         match config.connect(NoTls).await {
             Ok((client, mut connection)) => {
@@ -524,6 +571,9 @@ async fn run_listener(
                 let listen = format!("LISTEN {CHANNEL}; LISTEN {APPLIED_CHANNEL}");
                 match client.batch_execute(&listen).await {
                     Ok(()) => {
+                        if let Some(listening) = listening.take() {
+                            let _ = listening.send(());
+                        }
                         while let Some(position) = rx.recv().await {
                             advance(&head, position);
                         }
