@@ -65,8 +65,11 @@ for round in $(seq 1 "$rounds"); do
       if [ "$side" = new ]; then
         c=$(shutdown_count head_queries "$work/catalog.log"); a=$(shutdown_count head_queries "$work/auth.log")
         lc=$(shutdown_count lease_reads "$work/catalog.log"); la=$(shutdown_count lease_reads "$work/auth.log")
+        rc=$(shutdown_count lease_renewals "$work/catalog.log"); ra=$(shutdown_count lease_renewals "$work/auth.log")
+        nc=$(shutdown_count lease_reports "$work/catalog.log"); na=$(shutdown_count lease_reports "$work/auth.log")
         heads[$scenario]+="$(echo "(${c:-0} + ${a:-0}) / $seconds" | bc) "
-        echo "             head queries: catalog ${c:-?}, auth ${a:-?}; reads under a lease: catalog ${lc:-?}, auth ${la:-?} in ~$seconds s (plus set-up)"
+        echo "             head queries: catalog ${c:-?}, auth ${a:-?}; reads under a lease: catalog ${lc:-?}, auth ${la:-?};"
+        echo "             lease renewals: catalog ${rc:-?}, auth ${ra:-?}; applied positions reported: catalog ${nc:-?}, auth ${na:-?} in ~$seconds s (plus set-up)"
       fi
     done
   done

@@ -216,7 +216,17 @@ pub(crate) struct Lease {
     valid_until: Arc<AtomicU64>,
     base: Instant,
     reads: AtomicU64,
+    /// Grants and renewals sent, and applied positions reported: what the
+    /// lease costs the store.
+    sent: Arc<Sent>,
     tasks: [JoinHandle<()>; 2],
+}
+
+/// What a holder has sent the store.
+#[derive(Default)]
+struct Sent {
+    renewals: AtomicU64,
+    reports: AtomicU64,
 }
 
 impl Drop for Lease {
@@ -238,6 +248,7 @@ impl Lease {
         let holder = Uuid::new_v4();
         let base = Instant::now();
         let valid_until = Arc::new(AtomicU64::new(0));
+        let sent = Arc::new(Sent::default());
         let keep = tokio::spawn(keep(
             Holding {
                 holder,
@@ -246,16 +257,18 @@ impl Lease {
                 applied: applied.clone(),
                 valid_until: valid_until.clone(),
                 base,
+                sent: sent.clone(),
             },
             RENEW_EVERY,
         ));
-        let report = tokio::spawn(report(leases.clone(), holder, applied));
+        let report = tokio::spawn(report(leases.clone(), holder, applied, sent.clone()));
         Self {
             holder,
             leases,
             valid_until,
             base,
             reads: AtomicU64::new(0),
+            sent,
             tasks: [keep, report],
         }
     }
@@ -274,6 +287,14 @@ impl Lease {
     /// Reads answered under the lease so far.
     pub fn reads(&self) -> u64 {
         self.reads.load(Ordering::Relaxed)
+    }
+
+    /// Grants and renewals sent so far, and applied positions reported.
+    pub fn sent(&self) -> (u64, u64) {
+        (
+            self.sent.renewals.load(Ordering::Relaxed),
+            self.sent.reports.load(Ordering::Relaxed),
+        )
     }
 
     /// Stops holding the lease and gives it up, so that writers stop
@@ -307,6 +328,7 @@ struct Holding {
     applied: watch::Receiver<u64>,
     valid_until: Arc<AtomicU64>,
     base: Instant,
+    sent: Arc<Sent>,
 }
 
 impl Holding {
@@ -337,6 +359,7 @@ async fn keep(holding: Holding, every: Duration) {
     let mut held = false;
     loop {
         let sent = Instant::now();
+        holding.sent.renewals.fetch_add(1, Ordering::Relaxed);
         let outcome = if held {
             holding
                 .leases
@@ -373,11 +396,17 @@ async fn keep(holding: Holding, every: Duration) {
 }
 
 /// Tells writers each position applied, the latest one at a time.
-async fn report(leases: Arc<dyn ReadLeases>, holder: Uuid, mut applied: watch::Receiver<u64>) {
+async fn report(
+    leases: Arc<dyn ReadLeases>,
+    holder: Uuid,
+    mut applied: watch::Receiver<u64>,
+    sent: Arc<Sent>,
+) {
     let mut told = 0;
     loop {
         let position = *applied.borrow_and_update();
         if position > told {
+            sent.reports.fetch_add(1, Ordering::Relaxed);
             match leases.applied(holder, position).await {
                 Ok(()) => told = position,
                 Err(e) => {

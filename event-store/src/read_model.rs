@@ -382,10 +382,13 @@ impl<M: ReadModel> Projection<M> {
     /// Logs what a service reports of its read model when it stops.
     pub fn log_totals(&self) {
         let (head_queries, lease_reads) = (self.head_queries(), self.lease_reads());
+        let (lease_renewals, lease_reports) = self.lease.as_ref().map_or((0, 0), Lease::sent);
         tracing::info!(
             head_queries,
             lease_reads,
-            "store head queries made for linearizable reads"
+            lease_renewals,
+            lease_reports,
+            "store head queries made for linearizable reads, reads under a lease, and what the lease sent"
         );
     }
 
