@@ -54,8 +54,11 @@ pub const ACK_WAIT: Duration = Duration::from_millis(500);
 
 /// The longest a writer holds back an acknowledgement (revocations that
 /// keep failing: the database is out of reach). Past it the append reports
-/// [`EventStoreError::Unconfirmed`].
-pub const CONFIRM_LIMIT: Duration = Duration::from_secs(10);
+/// [`EventStoreError::Unconfirmed`]. A holder that is merely slow or gone
+/// costs at most [`ACK_WAIT`] plus [`LEASE_TTL`] (2 s), and this stays
+/// below the gateway's default call deadline (5 s), so its client hears
+/// "unavailable" rather than a timeout.
+pub const CONFIRM_LIMIT: Duration = Duration::from_secs(4);
 
 /// The lease operations a backend offers (PostgreSQL).
 #[async_trait]
