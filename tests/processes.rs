@@ -982,6 +982,89 @@ async fn losing_a_replica_of_each_service_loses_no_acknowledged_write() {
     );
 }
 
+/// Sends `signal` (`STOP`, `CONT`) to a process.
+fn signal(service: &Service, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{signal}"), service.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{signal} {}", service.pid());
+}
+
+/// A replica frozen (SIGSTOP: alive, holding its read lease, applying
+/// nothing) holds writes through the other replicas up only until its
+/// lease is revoked and ends, never for good, and when it wakes (SIGCONT)
+/// its first answers already hold those writes: it must not trust the
+/// lease it held before it froze.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the binaries (cargo build --workspace --bins) and PostgreSQL; .ci/run runs it"]
+async fn a_frozen_replica_holds_writes_up_briefly_and_wakes_up_current() {
+    let Some(Replicated {
+        auth,
+        auth_urls: _,
+        catalog,
+        _dbs,
+    }) = Replicated::start("frozen").await
+    else {
+        return;
+    };
+    let (_gateways, sides) = sides(&auth, &catalog).await;
+    let (a, b) = (&sides[0], &sides[1]);
+    let adder = a.user("adder").await;
+    for round in 0..3 {
+        // Catalog B frozen: a movie added through A is acknowledged.
+        signal(&catalog[1].0, "STOP");
+        let started = Instant::now();
+        let title = format!("Frozen {round}");
+        let added = a
+            .post(
+                "/api/auth/movies",
+                Some(&adder),
+                json!({"title": title, "director": "D"}),
+            )
+            .await;
+        let took = started.elapsed();
+        signal(&catalog[1].0, "CONT");
+        let Outcome::Acked(movie) = added else {
+            panic!("round {round}: adding a movie while a replica was frozen: {added:?}")
+        };
+        eprintln!("round {round}: a write with a frozen catalog replica took {took:?}");
+        // B's first answer (503s aside: its gateway may still think it down)
+        // holds the movie.
+        let id = movie["id"].as_i64().unwrap();
+        let mut answer = None;
+        for _ in 0..100 {
+            let (status, item) = b.get(&format!("/api/auth/movies/{id}"), &adder).await;
+            if status != StatusCode::SERVICE_UNAVAILABLE {
+                answer = Some((status, item));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (status, item) = answer.expect("catalog B never answered after waking");
+        assert_eq!(
+            (status, item["title"].as_str()),
+            (StatusCode::OK, Some(title.as_str())),
+            "round {round}: the woken replica answered without the write"
+        );
+
+        // Auth B frozen: a login and a logout through A are acknowledged.
+        signal(&auth[1].0, "STOP");
+        let started = Instant::now();
+        let token = a.user(&format!("frozen{round}")).await;
+        let logout = a.post("/api/auth/logout", Some(&token), json!({})).await;
+        let took = started.elapsed();
+        signal(&auth[1].0, "CONT");
+        assert!(
+            matches!(logout, Outcome::Acked(_)),
+            "round {round}: logging out while an auth replica was frozen: {logout:?}"
+        );
+        eprintln!(
+            "round {round}: register, login and logout with a frozen auth replica took {took:?}"
+        );
+    }
+}
+
 /// An OTLP trace receiver (gRPC), keeping every span it is sent, with the
 /// `service.name` of the process that sent it.
 mod otlp {
