@@ -604,6 +604,9 @@ struct Replicated {
     auth_urls: String,
     /// The catalog-service replicas and their addresses.
     catalog: Vec<(Service, String)>,
+    /// Each replica's read model and metrics address (auth, auth, catalog,
+    /// catalog).
+    metrics: Vec<(&'static str, String)>,
     _dbs: (TempDatabase, TempDatabase),
 }
 
@@ -637,13 +640,25 @@ impl Replicated {
         let auth_db = TempDatabase::create(test).await?;
         let catalog_db = TempDatabase::create(test).await?;
         let mut auth = vec![];
+        let mut metrics = vec![];
+        // Set by each start attempt (a port picked free may be taken).
+        let metrics_at = std::cell::RefCell::new(String::new());
+        let metrics_port = || {
+            *metrics_at.borrow_mut() = format!("127.0.0.1:{}", support::free_port());
+            metrics_at.borrow().clone()
+        };
         for _ in 0..2 {
             auth.push(
                 Service::start_listening("auth-service", |listen| {
-                    support::env(&[("AUTH_LISTEN", listen), ("AUTH_STORE_URL", auth_db.url())])
+                    support::env(&[
+                        ("AUTH_LISTEN", listen),
+                        ("AUTH_STORE_URL", auth_db.url()),
+                        ("AUTH_METRICS_LISTEN", &metrics_port()),
+                    ])
                 })
                 .await,
             );
+            metrics.push(("auth", metrics_at.borrow().clone()));
         }
         let auth_urls = format!("http://{},http://{}", auth[0].1, auth[1].1);
         let mut catalog = vec![];
@@ -654,15 +669,18 @@ impl Replicated {
                         ("CATALOG_LISTEN", listen),
                         ("CATALOG_STORE_URL", catalog_db.url()),
                         ("CATALOG_AUTH_URL", &auth_urls),
+                        ("CATALOG_METRICS_LISTEN", &metrics_port()),
                     ])
                 })
                 .await,
             );
+            metrics.push(("catalog", metrics_at.borrow().clone()));
         }
         Some(Self {
             auth,
             auth_urls,
             catalog,
+            metrics,
             _dbs: (auth_db, catalog_db),
         })
     }
@@ -680,6 +698,7 @@ async fn replicas_show_each_others_writes_at_once() {
         auth,
         auth_urls: _,
         catalog,
+        metrics,
         _dbs,
     }) = Replicated::start("replicas").await
     else {
@@ -834,6 +853,23 @@ async fn replicas_show_each_others_writes_at_once() {
         }
     }
     assert_eq!(won, 1);
+
+    // The reads above were served under each replica's read lease (not
+    // only by asking the store's head).
+    for (model, addr) in &metrics {
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let series = format!("read_lease_reads_total{{model=\"{model}\"}}");
+        let reads = support::sample(&text, &series).unwrap_or_else(|| panic!("no {series}"));
+        assert!(
+            reads >= 1.0,
+            "{model} replica at {addr}: {series} = {reads}"
+        );
+    }
     drop((auth, catalog, gateways));
 }
 
@@ -849,6 +885,7 @@ async fn losing_a_replica_of_each_service_loses_no_acknowledged_write() {
         mut auth,
         auth_urls,
         mut catalog,
+        metrics: _,
         _dbs: (_auth_db, catalog_db),
     }) = Replicated::start("machine_lost").await
     else {
@@ -1003,6 +1040,7 @@ async fn a_frozen_replica_holds_writes_up_briefly_and_wakes_up_current() {
         auth,
         auth_urls: _,
         catalog,
+        metrics: _,
         _dbs,
     }) = Replicated::start("frozen").await
     else {
@@ -1499,6 +1537,7 @@ async fn a_keyed_retry_through_another_replica_or_after_a_crash_gives_the_first_
         auth,
         auth_urls: _,
         mut catalog,
+        metrics: _,
         _dbs,
     }) = Replicated::start("idempotency").await
     else {
