@@ -20,7 +20,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /var/lib/movies --create-home movies
+    && useradd --system --uid 10001 --home-dir /var/lib/movies --create-home movies \
+    && install -d -o movies -g movies /var/lib/movies/snapshots
 COPY --from=build /out/ /usr/local/bin/
 USER movies
 WORKDIR /var/lib/movies

@@ -4,11 +4,14 @@
 #   2. SIGKILL of each container's process (postgres, auth-service,
 #      catalog-service, gateway), each back to healthy by its restart
 #      policy, the smoke test passing after each;
-#   3. `--scale auth-service=2 --scale catalog-service=2`: every replica
+#   3. `compose restart` of auth-service and catalog-service (SIGTERM):
+#      each starts from the read-model snapshot it saved at stop (on the
+#      shared `snapshots` volume), the smoke test passing;
+#   4. `--scale auth-service=2 --scale catalog-service=2`: every replica
 #      healthy, the smoke test passing (the gateway and catalog-service
 #      resolve the service names to every replica);
-#   4. `docker kill` of one replica of each: the others serve;
-#   5. `down -v` (also on failure).
+#   5. `docker kill` of one replica of each: the others serve;
+#   6. `down -v` (also on failure).
 #
 # Usage, from anywhere: deploy/compose-smoke.sh
 # Needs Docker with compose v2, curl and python3; the SIGKILL checks need a
@@ -108,6 +111,16 @@ for svc in postgres auth-service catalog-service gateway; do
   "${C[@]}" up -d --wait >/dev/null
   smoke
 done
+
+step "compose restart (SIGTERM): each service starts from the snapshot it saved at stop"
+"${C[@]}" restart auth-service catalog-service >/dev/null
+"${C[@]}" up -d --wait >/dev/null
+for svc in auth-service catalog-service; do
+  line=$("${C[@]}" logs --no-log-prefix "$svc" 2>&1 | grep "started from its snapshot" | tail -n1)
+  [ -n "$line" ] || { echo "FAIL: $svc did not start from a snapshot" >&2; "${C[@]}" logs "$svc" | tail -n 20 >&2; exit 1; }
+  echo "ok: $svc: $line"
+done
+smoke
 
 step "--scale auth-service=2 --scale catalog-service=2"
 "${C[@]}" up -d --wait --scale auth-service=2 --scale catalog-service=2
