@@ -75,6 +75,11 @@ pub trait ReadLeases: Send + Sync + 'static {
     /// `position`.
     async fn applied(&self, holder: Uuid, position: u64) -> Result<()>;
 
+    /// Tells the writers of this very store handle the same at once,
+    /// without a round trip (a replica's own writes then wait only for its
+    /// own model, as they would without leases).
+    fn applied_here(&self, _holder: Uuid, _position: u64) {}
+
     /// Gives the lease up (writers stop waiting for `holder`).
     async fn release(&self, holder: Uuid) -> Result<()>;
 }
@@ -222,7 +227,7 @@ pub(crate) struct Lease {
     /// Grants and renewals sent, and applied positions reported: what the
     /// lease costs the store.
     sent: Arc<Sent>,
-    tasks: [JoinHandle<()>; 2],
+    tasks: [JoinHandle<()>; 3],
 }
 
 /// What a holder has sent the store.
@@ -264,6 +269,7 @@ impl Lease {
             },
             RENEW_EVERY,
         ));
+        let here = tokio::spawn(report_here(leases.clone(), holder, applied.clone()));
         let report = tokio::spawn(report(leases.clone(), holder, applied, sent.clone()));
         Self {
             holder,
@@ -272,7 +278,7 @@ impl Lease {
             base,
             reads: AtomicU64::new(0),
             sent,
-            tasks: [keep, report],
+            tasks: [keep, report, here],
         }
     }
 
@@ -398,7 +404,18 @@ async fn keep(holding: Holding, every: Duration) {
     }
 }
 
-/// Tells writers each position applied, the latest one at a time.
+/// Tells this process's writers each position applied, as it is applied.
+async fn report_here(leases: Arc<dyn ReadLeases>, holder: Uuid, mut applied: watch::Receiver<u64>) {
+    loop {
+        let position = *applied.borrow_and_update();
+        leases.applied_here(holder, position);
+        if applied.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Tells every writer each position applied, the latest one at a time.
 async fn report(
     leases: Arc<dyn ReadLeases>,
     holder: Uuid,

@@ -114,6 +114,8 @@ struct Inner {
     writer: Queue,
     head: watch::Receiver<u64>,
     listener: JoinHandle<()>,
+    /// Holders' applied positions, as this process heard them.
+    acks: Arc<Acks>,
 }
 
 impl Drop for Inner {
@@ -175,7 +177,7 @@ impl PostgresStore {
             writer.stats.clone(),
         ));
         let (listening, listens) = oneshot::channel();
-        let listener = tokio::spawn(run_listener(config, head_tx, acks, listening));
+        let listener = tokio::spawn(run_listener(config, head_tx, acks.clone(), listening));
         // Writes wait for lease holders' notifications: listen before the
         // first write (a write that misses one revokes a lease, slowly).
         if tokio::time::timeout(Duration::from_secs(5), listens)
@@ -191,6 +193,7 @@ impl PostgresStore {
                 writer,
                 head: head_rx,
                 listener,
+                acks,
             }),
         })
     }
@@ -634,6 +637,10 @@ impl ReadLeases for PostgresStore {
             .await
             .map_err(db_err)?;
         Ok(renewed == 1)
+    }
+
+    fn applied_here(&self, holder: Uuid, position: u64) {
+        self.inner.acks.heard(holder, position);
     }
 
     async fn applied(&self, holder: Uuid, position: u64) -> Result<()> {
