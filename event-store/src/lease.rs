@@ -22,9 +22,10 @@
 //! over, as long as clocks run at about the same rate (the margin covers
 //! 10% of drift; a wall-clock step on the database server beyond that is
 //! not covered). A fresh grant (at start, or after the lease lapsed or was
-//! revoked) is trusted only once the holder has applied the store's head
-//! read *after* the grant: a write that committed before the grant may not
-//! have waited for it.
+//! revoked) is asked for only once the holder has caught up with the
+//! store's head (a replica that cannot keep up holds no writer up), and
+//! trusted only once it has applied the head read *after* the grant: a
+//! write that committed before the grant may not have waited for it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -348,8 +349,8 @@ impl Holding {
             .fetch_max(until.as_nanos() as u64, Ordering::AcqRel);
     }
 
-    /// After a fresh grant: applies the head as it is now (after the
-    /// grant), within the read timeout.
+    /// Waits until the model has applied the store's head as it is now,
+    /// within the read timeout; whether it did.
     async fn catch_up(&self) -> Result<bool> {
         let head = self.store.head_position().await?;
         let mut applied = self.applied.clone();
@@ -367,40 +368,54 @@ impl Holding {
 async fn keep(holding: Holding, every: Duration) {
     let mut held = false;
     loop {
-        let sent = Instant::now();
-        holding.sent.renewals.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let outcome = if held {
+            holding.sent.renewals.fetch_add(1, Ordering::Relaxed);
             holding
                 .leases
                 .renew(holding.holder, LEASE_TTL)
                 .await
                 .map(|renewed| {
                     if renewed {
-                        holding.trust_from(sent);
+                        holding.trust_from(started);
                     } else {
                         tracing::info!(holder = %holding.holder, "read lease lapsed or revoked: granting a fresh one");
                         held = false;
                     }
                 })
         } else {
-            match holding.leases.grant(holding.holder, LEASE_TTL).await {
-                Ok(()) => holding.catch_up().await.map(|caught_up| {
-                    if caught_up {
-                        held = true;
-                        holding.trust_from(sent);
-                    }
-                }),
-                Err(e) => Err(e),
-            }
+            holding.grant_fresh().await.map(|granted| {
+                if let Some(sent) = granted {
+                    held = true;
+                    holding.trust_from(sent);
+                }
+            })
         };
         if let Err(e) = outcome {
             tracing::warn!(error = %e, "cannot renew the read lease; reads ask the store meanwhile");
         }
         if held {
-            tokio::time::sleep_until(sent + every).await;
+            tokio::time::sleep_until(started + every).await;
         } else {
             tokio::time::sleep(every / 3).await;
         }
+    }
+}
+
+impl Holding {
+    /// Grants a fresh lease, once the model is current: it first catches up
+    /// with the head as it is (a model that cannot keep up asks for no
+    /// lease that writers would wait for), then grants, then catches up
+    /// with the head read after the grant. The time the grant was sent, once
+    /// it may be trusted.
+    async fn grant_fresh(&self) -> Result<Option<Instant>> {
+        if !self.catch_up().await? {
+            return Ok(None);
+        }
+        let sent = Instant::now();
+        self.sent.renewals.fetch_add(1, Ordering::Relaxed);
+        self.leases.grant(self.holder, LEASE_TTL).await?;
+        Ok(self.catch_up().await?.then_some(sent))
     }
 }
 
@@ -500,42 +515,82 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_grant_is_trusted_only_once_the_head_read_after_it_is_applied() {
+    async fn a_lease_is_granted_and_trusted_only_once_the_model_is_current() {
         let script = Arc::new(Script::default());
         script.head.store(5, Ordering::SeqCst);
         let (applied, applied_rx) = watch::channel(0);
         let lease = Lease::start(script.clone(), script.clone(), applied_rx);
 
-        // Granted, but the head after the grant (5) is not applied yet.
+        // Behind the head (5): no lease is asked for, none is trusted.
         tokio::time::sleep(LEASE_TTL * 2).await;
-        assert!(script.grants.load(Ordering::SeqCst) >= 1);
+        assert_eq!(
+            script.grants.load(Ordering::SeqCst),
+            0,
+            "granted while behind"
+        );
         assert!(!lease.covers_now(), "trusted before catching up");
         applied.send_replace(5);
         tokio::time::sleep(RENEW_EVERY).await;
+        assert_eq!(script.grants.load(Ordering::SeqCst), 1);
         assert!(lease.covers_now(), "not trusted once caught up");
 
         // Renewed: trusted on, without a new grant.
-        let grants = script.grants.load(Ordering::SeqCst);
         tokio::time::sleep(LEASE_TTL * 3).await;
         assert!(lease.covers_now());
-        assert_eq!(script.grants.load(Ordering::SeqCst), grants);
+        assert_eq!(script.grants.load(Ordering::SeqCst), 1);
 
         // Revoked while writes went on to 9: the old lease runs out, and
-        // a fresh grant is not trusted until 9 is applied.
+        // no fresh one is asked for, or trusted, until 9 is applied.
         script.head.store(9, Ordering::SeqCst);
         script.refuse_renewal.store(true, Ordering::SeqCst);
         tokio::time::sleep(RENEW_EVERY + LEASE_TTL).await;
         script.refuse_renewal.store(false, Ordering::SeqCst);
         tokio::time::sleep(LEASE_TTL * 2).await;
-        assert!(script.grants.load(Ordering::SeqCst) > grants);
-        assert!(
-            !lease.covers_now(),
-            "trusted a fresh grant before catching up"
-        );
+        assert_eq!(script.grants.load(Ordering::SeqCst), 1);
+        assert!(!lease.covers_now(), "trusted a lease while behind");
         applied.send_replace(9);
         tokio::time::sleep(RENEW_EVERY).await;
+        assert_eq!(script.grants.load(Ordering::SeqCst), 2);
         assert!(lease.covers_now());
         assert_eq!(lease.reads(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fresh_grant_waits_for_the_head_read_after_it() {
+        // Writes land between the check before the first grant and it.
+        struct Moving(Arc<Script>);
+        #[async_trait]
+        impl ReadLeases for Moving {
+            async fn grant(&self, holder: Uuid, ttl: Duration) -> Result<()> {
+                if self.0.grants.load(Ordering::SeqCst) == 0 {
+                    self.0.head.fetch_add(3, Ordering::SeqCst);
+                }
+                self.0.grant(holder, ttl).await
+            }
+            async fn renew(&self, holder: Uuid, ttl: Duration) -> Result<bool> {
+                self.0.renew(holder, ttl).await
+            }
+            async fn applied(&self, _: Uuid, _: u64) -> Result<()> {
+                Ok(())
+            }
+            async fn release(&self, _: Uuid) -> Result<()> {
+                Ok(())
+            }
+        }
+        let script = Arc::new(Script::default());
+        let moving = Arc::new(Moving(script.clone()));
+        let (applied, applied_rx) = watch::channel(0);
+        let lease = Lease::start(moving.clone(), script, applied_rx);
+        tokio::time::sleep(RENEW_EVERY).await;
+        assert!(moving.0.grants.load(Ordering::SeqCst) >= 1);
+        assert!(
+            !lease.covers_now(),
+            "trusted without the writes made before the grant"
+        );
+        let head = moving.0.head.load(Ordering::SeqCst);
+        applied.send_replace(head);
+        tokio::time::sleep(RENEW_EVERY * 2).await;
+        assert!(lease.covers_now());
     }
 
     #[tokio::test(start_paused = true)]
