@@ -336,9 +336,9 @@ impl<M: ReadModel> Projection<M> {
     /// This projection's gauges in the Prometheus text format, labelled
     /// `model="<model>"`: the position applied, the store's head, how far
     /// behind the head the model is (in positions), the head queries made
-    /// for linearizable reads and the reads served under a read lease; then the store's own counters, labelled
-    /// `store="<model>"` (see [`crate::stats`]). The head is read now (one
-    /// query).
+    /// for linearizable reads and the reads served under a read lease;
+    /// then the store's own counters, labelled `store="<model>"` (see
+    /// [`crate::stats`]). The head is read now (one query).
     pub async fn metrics_text(&self, model: &str, store: &dyn EventStore) -> String {
         let applied = self.applied_position();
         let mut out = format!(
