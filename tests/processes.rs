@@ -696,10 +696,10 @@ impl Replicated {
 async fn replicas_show_each_others_writes_at_once() {
     let Some(Replicated {
         auth,
-        auth_urls: _,
         catalog,
         metrics,
         _dbs,
+        ..
     }) = Replicated::start("replicas").await
     else {
         return;
@@ -864,7 +864,8 @@ async fn replicas_show_each_others_writes_at_once() {
             .await
             .unwrap();
         let series = format!("read_lease_reads_total{{model=\"{model}\"}}");
-        let reads = support::sample(&text, &series).unwrap_or_else(|| panic!("no {series}"));
+        let reads =
+            support::sample(&text, &series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
         assert!(
             reads >= 1.0,
             "{model} replica at {addr}: {series} = {reads}"
@@ -885,8 +886,8 @@ async fn losing_a_replica_of_each_service_loses_no_acknowledged_write() {
         mut auth,
         auth_urls,
         mut catalog,
-        metrics: _,
         _dbs: (_auth_db, catalog_db),
+        ..
     }) = Replicated::start("machine_lost").await
     else {
         return;
@@ -1019,15 +1020,6 @@ async fn losing_a_replica_of_each_service_loses_no_acknowledged_write() {
     );
 }
 
-/// Sends `signal` (`STOP`, `CONT`) to a process.
-fn signal(service: &Service, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([format!("-{signal}"), service.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success(), "kill -{signal} {}", service.pid());
-}
-
 /// A replica frozen (SIGSTOP: alive, holding its read lease, applying
 /// nothing) holds writes through the other replicas up only until its
 /// lease is revoked and ends, never for good, and when it wakes (SIGCONT)
@@ -1038,10 +1030,9 @@ fn signal(service: &Service, signal: &str) {
 async fn a_frozen_replica_holds_writes_up_briefly_and_wakes_up_current() {
     let Some(Replicated {
         auth,
-        auth_urls: _,
         catalog,
-        metrics: _,
         _dbs,
+        ..
     }) = Replicated::start("frozen").await
     else {
         return;
@@ -1051,7 +1042,7 @@ async fn a_frozen_replica_holds_writes_up_briefly_and_wakes_up_current() {
     let adder = a.user("adder").await;
     for round in 0..3 {
         // Catalog B frozen: a movie added through A is acknowledged.
-        signal(&catalog[1].0, "STOP");
+        assert!(catalog[1].0.signal("STOP"), "kill -STOP catalog B");
         let started = Instant::now();
         let title = format!("Frozen {round}");
         let added = a
@@ -1062,7 +1053,7 @@ async fn a_frozen_replica_holds_writes_up_briefly_and_wakes_up_current() {
             )
             .await;
         let took = started.elapsed();
-        signal(&catalog[1].0, "CONT");
+        assert!(catalog[1].0.signal("CONT"), "kill -CONT catalog B");
         let Outcome::Acked(movie) = added else {
             panic!("round {round}: adding a movie while a replica was frozen: {added:?}")
         };
@@ -1087,12 +1078,12 @@ async fn a_frozen_replica_holds_writes_up_briefly_and_wakes_up_current() {
         );
 
         // Auth B frozen: a login and a logout through A are acknowledged.
-        signal(&auth[1].0, "STOP");
+        assert!(auth[1].0.signal("STOP"), "kill -STOP auth B");
         let started = Instant::now();
         let token = a.user(&format!("frozen{round}")).await;
         let logout = a.post("/api/auth/logout", Some(&token), json!({})).await;
         let took = started.elapsed();
-        signal(&auth[1].0, "CONT");
+        assert!(auth[1].0.signal("CONT"), "kill -CONT auth B");
         assert!(
             matches!(logout, Outcome::Acked(_)),
             "round {round}: logging out while an auth replica was frozen: {logout:?}"
@@ -1535,10 +1526,9 @@ async fn each_process_serves_its_metrics() {
 async fn a_keyed_retry_through_another_replica_or_after_a_crash_gives_the_first_answer() {
     let Some(Replicated {
         auth,
-        auth_urls: _,
         mut catalog,
-        metrics: _,
         _dbs,
+        ..
     }) = Replicated::start("idempotency").await
     else {
         return;

@@ -109,13 +109,21 @@ impl Service {
         self.child.id()
     }
 
+    /// Sends `signal` (`TERM`, `STOP`, `CONT`...) to the process; whether
+    /// it was delivered.
+    pub fn signal(&self, signal: &str) -> bool {
+        Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
     /// SIGTERM, then waits for the process to end (at most 10 s).
     pub fn stop(&mut self) {
         if self.child.try_wait().ok().flatten().is_some() {
             return; // stopped already
         }
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.signal("TERM");
         for _ in 0..100 {
             if self.child.try_wait().ok().flatten().is_some() {
                 return;
