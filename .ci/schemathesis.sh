@@ -26,7 +26,7 @@ if [ ! -x "$venv/bin/schemathesis" ]; then
 fi
 
 source "$(dirname "$0")/stack.sh"
-start_stack "$bin" GATEWAY_AUTH_PER_MINUTE=100000000 AUTH_LOGIN_MAX_FAILURES=1000000 \
+start_stack "$bin" GATEWAY_AUTH_PER_MINUTE=100000000 GATEWAY_AUTH_BURST=100000000 GATEWAY_AUTH_CONCURRENCY=100000 AUTH_LOGIN_MAX_FAILURES=1000000 \
   AUTH_LOGIN_MAX_FAILURES_PER_USER=1000000
 
 token() { # a new user's token

@@ -33,7 +33,7 @@ wait_for http://127.0.0.1:8100/api/auth/movies
 stack=""
 start_stack() {
   rm -rf "$work/data"
-  (cd "$work" && RUST_LOG=warn AUTH_LOGIN_MAX_FAILURES=1000000 AUTH_LOGIN_MAX_FAILURES_PER_USER=1000000 AUTH_HASH_QUEUE=100000 GATEWAY_AUTH_PER_MINUTE=100000000 exec "$bin/movies" --gateway-listen 127.0.0.1:8000) & stack=$!
+  (cd "$work" && RUST_LOG=warn AUTH_LOGIN_MAX_FAILURES=1000000 AUTH_LOGIN_MAX_FAILURES_PER_USER=1000000 AUTH_HASH_QUEUE=100000 GATEWAY_AUTH_PER_MINUTE=100000000 GATEWAY_AUTH_BURST=100000000 GATEWAY_AUTH_CONCURRENCY=100000 exec "$bin/movies" --gateway-listen 127.0.0.1:8000) & stack=$!
   pids+=("$stack")
   wait_for http://127.0.0.1:8000/healthz
 }
@@ -44,10 +44,10 @@ stop_stack() { kill "$stack"; wait "$stack" 2>/dev/null || true; }
 procs=()
 start_procs() {
   rm -rf "$work/data"
-  (cd "$work" && RUST_LOG=warn AUTH_LOGIN_MAX_FAILURES=1000000 AUTH_LOGIN_MAX_FAILURES_PER_USER=1000000 AUTH_HASH_QUEUE=100000 GATEWAY_AUTH_PER_MINUTE=100000000 exec "$bin/auth-service" --auth-listen 127.0.0.1:50061) & procs=($!)
-  (cd "$work" && RUST_LOG=warn AUTH_LOGIN_MAX_FAILURES=1000000 AUTH_LOGIN_MAX_FAILURES_PER_USER=1000000 AUTH_HASH_QUEUE=100000 GATEWAY_AUTH_PER_MINUTE=100000000 exec "$bin/catalog-service" --catalog-listen 127.0.0.1:50062 \
+  (cd "$work" && RUST_LOG=warn AUTH_LOGIN_MAX_FAILURES=1000000 AUTH_LOGIN_MAX_FAILURES_PER_USER=1000000 AUTH_HASH_QUEUE=100000 GATEWAY_AUTH_PER_MINUTE=100000000 GATEWAY_AUTH_BURST=100000000 GATEWAY_AUTH_CONCURRENCY=100000 exec "$bin/auth-service" --auth-listen 127.0.0.1:50061) & procs=($!)
+  (cd "$work" && RUST_LOG=warn AUTH_LOGIN_MAX_FAILURES=1000000 AUTH_LOGIN_MAX_FAILURES_PER_USER=1000000 AUTH_HASH_QUEUE=100000 GATEWAY_AUTH_PER_MINUTE=100000000 GATEWAY_AUTH_BURST=100000000 GATEWAY_AUTH_CONCURRENCY=100000 exec "$bin/catalog-service" --catalog-listen 127.0.0.1:50062 \
     --catalog-auth-url http://127.0.0.1:50061) & procs+=($!)
-  (cd "$work" && RUST_LOG=warn AUTH_LOGIN_MAX_FAILURES=1000000 AUTH_LOGIN_MAX_FAILURES_PER_USER=1000000 AUTH_HASH_QUEUE=100000 GATEWAY_AUTH_PER_MINUTE=100000000 exec "$bin/gateway" --gateway-listen 127.0.0.1:8001 \
+  (cd "$work" && RUST_LOG=warn AUTH_LOGIN_MAX_FAILURES=1000000 AUTH_LOGIN_MAX_FAILURES_PER_USER=1000000 AUTH_HASH_QUEUE=100000 GATEWAY_AUTH_PER_MINUTE=100000000 GATEWAY_AUTH_BURST=100000000 GATEWAY_AUTH_CONCURRENCY=100000 exec "$bin/gateway" --gateway-listen 127.0.0.1:8001 \
     --gateway-auth-url http://127.0.0.1:50061 --gateway-catalog-url http://127.0.0.1:50062) & procs+=($!)
   pids+=("${procs[@]}")
   for _ in $(seq 1 100); do curl -sf -o /dev/null http://127.0.0.1:8001/readyz && return 0; sleep 0.1; done

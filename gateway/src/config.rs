@@ -30,10 +30,19 @@ pub struct Config {
     /// Seconds to answer a request, its body read included; past it, 408.
     #[arg(long, env, default_value_t = 30)]
     pub gateway_request_timeout_secs: u64,
-    /// Logins and registrations one client address may start per minute
-    /// (bursts of up to a sixth of it at once); past it, 429.
+    /// Logins and registrations one client (an IPv4 address, an IPv6 /64)
+    /// may start at once: the size of its token bucket. Past it, 429.
+    #[arg(long, env, default_value_t = 1_000)]
+    pub gateway_auth_burst: u32,
+    /// Logins and registrations added back to a client's bucket per minute:
+    /// the rate a client may keep up.
     #[arg(long, env, default_value_t = 300)]
     pub gateway_auth_per_minute: u32,
+    /// Of one client's admitted logins and registrations, how many are
+    /// worked on at once; the others wait their turn (so one client never
+    /// fills auth-service's hash queue).
+    #[arg(long, env, default_value_t = 8)]
+    pub gateway_auth_concurrency: u32,
     /// Addresses of the reverse proxies in front of the gateway, comma
     /// separated: only from these is `X-Forwarded-For` believed.
     #[arg(long, env, value_delimiter = ',')]

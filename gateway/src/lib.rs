@@ -46,7 +46,7 @@ pub struct Shared {
     public_url: String,
     /// Peers whose `X-Forwarded-For` is believed.
     trusted_proxies: Vec<std::net::IpAddr>,
-    /// Logins and registrations per client address.
+    /// Logins and registrations per client.
     auth_limit: client::RateLimit,
     /// Ratings per page of a streamed full list.
     list_page: u32,
@@ -136,7 +136,11 @@ pub fn router(backends: Backends, config: &Config, public_url: String) -> Router
         movie_lists: list_cache::ListCache::default(),
         public_url: public_url.trim_end_matches('/').to_owned(),
         trusted_proxies: config.gateway_trusted_proxies.clone(),
-        auth_limit: client::RateLimit::per_minute(config.gateway_auth_per_minute),
+        auth_limit: client::RateLimit::new(client::Policy {
+            burst: config.gateway_auth_burst,
+            per_minute: config.gateway_auth_per_minute,
+            concurrency: config.gateway_auth_concurrency,
+        }),
         list_page: config.gateway_list_page.max(1),
     }));
     let mut api = api

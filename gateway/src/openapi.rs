@@ -4,7 +4,7 @@
 //!
 //! - every status an operation can answer: 400 as field errors *or*
 //!   `detail` (malformed JSON), 401 where a token is needed, 405, 413 and
-//!   415 where there is a body, 429 where the per-address limit applies,
+//!   415 where there is a body, 429 where the per-client limit applies,
 //!   503 and 504 (a service down or late), 304 for conditional GETs;
 //! - response headers: `ETag` on GETs, `Retry-After` on 429 and 503,
 //!   `RateLimit`/`RateLimit-Policy` where the limit applies;
@@ -190,8 +190,12 @@ pub fn complete(doc: &mut Value) {
                 throttled["headers"] = json!({"Retry-After": header("Seconds to wait")});
                 add("429", throttled);
                 for r in responses.values_mut() {
-                    r["headers"]["RateLimit-Policy"] = header("The per-address limit");
-                    r["headers"]["RateLimit"] = header("What is left of it, and when it refills");
+                    r["headers"]["RateLimit-Policy"] = header(
+                        "The per-client limit, a token bucket: q requests at once, filled from empty in w seconds",
+                    );
+                    r["headers"]["RateLimit"] = header(
+                        "r: requests that may be sent now; t: seconds until the bucket is full again",
+                    );
                 }
             }
             if method == "post"
