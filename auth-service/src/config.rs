@@ -55,8 +55,8 @@ pub struct Config {
 
 impl Config {
     /// Where and how often the read model is snapshotted.
-    pub fn snapshot_policy(&self) -> Option<event_store::read_model::SnapshotPolicy> {
-        event_store::read_model::SnapshotPolicy::from_setting(
+    pub fn snapshot_policy(&self) -> Option<event_sourcing::read_model::SnapshotPolicy> {
+        event_sourcing::read_model::SnapshotPolicy::from_setting(
             &self.auth_snapshot,
             &self.auth_store_url,
             "auth",

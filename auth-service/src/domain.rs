@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use event_sourcing::decider::Decider;
 use event_store::Event;
-use event_store::decider::Decider;
 use platform::FieldError;
 use serde::{Deserialize, Serialize};
 
@@ -682,7 +682,7 @@ mod tests {
     }
 
     use chrono::TimeDelta;
-    use event_store::decider::spec::given;
+    use event_sourcing::decider::spec::given;
 
     fn t0() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")

@@ -1,9 +1,9 @@
 //! What an auth call can fail with, and the one place it becomes a
 //! `tonic::Status`.
 
+use event_sourcing::decider::CommandError;
+use event_sourcing::read_model::{NotApplied, StaleRead};
 use event_store::EventStoreError;
-use event_store::decider::CommandError;
-use event_store::read_model::{NotApplied, StaleRead};
 use platform::FieldError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};

@@ -26,7 +26,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use event_store::read_model::Projection;
+use event_sourcing::read_model::Projection;
 use event_store::{EventStore, EventStoreError};
 use platform::grpc::{GrpcChannel, GrpcListener, ServeError};
 use proto::auth::auth_service_server::AuthServiceServer;

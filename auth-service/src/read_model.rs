@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use event_sourcing::idempotency::Idempotent;
+use event_sourcing::read_model::snapshot::{Damaged, Decoder, Encoder, Snapshot};
+use event_sourcing::read_model::{Projection, ReadModel};
 use event_store::RecordedEvent;
-use event_store::idempotency::Idempotent;
-use event_store::read_model::{Projection, ReadModel};
-use event_store::snapshot::{Damaged, Decoder, Encoder, Snapshot};
 use uuid::Uuid;
 
 use crate::domain::{AuthEvent, UserId, normalize_username, username_skeleton};

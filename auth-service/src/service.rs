@@ -6,10 +6,10 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use event_store::decider::{self, Loaded};
-use event_store::idempotency::Idempotent;
+use event_sourcing::decider::{self, Loaded};
+use event_sourcing::idempotency::Idempotent;
+use event_sourcing::read_model::Projection;
 use event_store::ids::IdSequence;
-use event_store::read_model::Projection;
 use event_store::{Event, EventStore, EventStoreError};
 use proto::auth::auth_service_server::AuthService;
 use proto::auth::{

@@ -15,7 +15,7 @@ use tonic::server::NamedService;
 
 use std::sync::Arc;
 
-use event_store::read_model::Projection;
+use event_sourcing::read_model::Projection;
 use platform::metrics::Stages;
 
 use crate::domain::UserId;

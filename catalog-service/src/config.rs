@@ -48,8 +48,8 @@ pub struct Config {
 
 impl Config {
     /// Where and how often the read models are snapshotted.
-    pub fn snapshot_policy(&self) -> Option<event_store::read_model::SnapshotPolicy> {
-        event_store::read_model::SnapshotPolicy::from_setting(
+    pub fn snapshot_policy(&self) -> Option<event_sourcing::read_model::SnapshotPolicy> {
+        event_sourcing::read_model::SnapshotPolicy::from_setting(
             &self.catalog_snapshot,
             &self.catalog_store_url,
             "catalog",

@@ -1,8 +1,8 @@
 //! The catalog's rules: value types parsed at the edge, the events, and two
 //! pure deciders (a movie, and one user's rating of one movie). No I/O here.
 
+use event_sourcing::decider::Decider;
 use event_store::Event;
-use event_store::decider::Decider;
 use platform::FieldError;
 use serde::{Deserialize, Serialize};
 
@@ -268,7 +268,7 @@ impl Decider for MovieRating {
 
 #[cfg(test)]
 mod tests {
-    use event_store::decider::spec::given;
+    use event_sourcing::decider::spec::given;
 
     use super::*;
 

@@ -26,7 +26,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use event_store::read_model::Projection;
+use event_sourcing::read_model::Projection;
 use event_store::{EventStore, EventStoreError};
 use platform::grpc::{GrpcChannel, GrpcListener, ServeError};
 use platform::metrics::Stages;
@@ -178,5 +178,5 @@ impl Application {
 /// subcommand and the equality tests use. Returns the views and the position
 /// of the last event read.
 pub async fn rebuild(store: &dyn EventStore) -> Result<(CatalogView, u64), EventStoreError> {
-    event_store::read_model::rebuild(store, CatalogView::default()).await
+    event_sourcing::read_model::rebuild(store, CatalogView::default()).await
 }

@@ -3,10 +3,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use event_sourcing::idempotency::Idempotent;
+use event_sourcing::read_model::ReadModel;
+use event_sourcing::read_model::snapshot::{Damaged, Decoder, Encoder, Snapshot, i64_at};
 use event_store::RecordedEvent;
-use event_store::idempotency::Idempotent;
-use event_store::read_model::ReadModel;
-use event_store::snapshot::{Damaged, Decoder, Encoder, Snapshot, i64_at};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -68,7 +68,7 @@ pub struct CatalogView {
     #[serde(skip)]
     movies_etag: [u8; 32],
     /// What each command sent with an idempotency key created, by the id
-    /// of its event (see `event_store::idempotency`).
+    /// of its event (see `event_sourcing::idempotency`).
     keyed: BTreeMap<Uuid, Keyed>,
     /// What each user did, oldest first.
     activity: BTreeMap<UserId, Vec<Done>>,

@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use event_store::decider::{self, CommandError, Loaded};
-use event_store::idempotency::Idempotent;
+use event_sourcing::decider::{self, CommandError, Loaded};
+use event_sourcing::idempotency::Idempotent;
+use event_sourcing::read_model::Projection;
 use event_store::ids::IdSequence;
-use event_store::read_model::Projection;
 use event_store::{EventStore, EventStoreError, ids};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
@@ -32,7 +32,7 @@ use crate::error::{CatalogError, Result};
 use crate::read_model::{
     CatalogView, Created, Done, MovieListing, MovieRow, RatingRow, RatingsCut,
 };
-use event_store::read_model::ReadPoint;
+use event_sourcing::read_model::ReadPoint;
 
 /// Who may call SubscribeEvents.
 #[derive(Debug, Clone, PartialEq, Eq)]

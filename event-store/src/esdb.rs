@@ -23,12 +23,11 @@ use eventstore::{
 use futures_util::StreamExt;
 use serde_json::value::RawValue;
 
-use crate::decide::validate;
+use crate::append_rules::validate;
+use crate::error::{EventStoreError, Result};
+use crate::model::{AppendResult, CurrentVersion, ExpectedVersion, NewEvent, RecordedEvent};
 use crate::redact_url;
-use crate::{
-    AppendResult, CurrentVersion, EventStore, EventStoreError, EventStream, ExpectedVersion,
-    NewEvent, RecordedEvent, Result,
-};
+use crate::store::{EventStore, EventStream};
 
 const BACKEND: &str = "eventstoredb";
 

@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{EventStoreError, NewEvent, RecordedEvent, Result};
+use crate::error::{EventStoreError, Result};
+use crate::model::{NewEvent, RecordedEvent};
 
 /// An enum of domain events with `#[serde(tag = "type")]`: the tag (the
 /// variant's name unless renamed) is the stored event type, stable forever.

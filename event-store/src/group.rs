@@ -7,10 +7,11 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::decide::validate;
+use crate::append_rules::validate;
+use crate::error::{EventStoreError, Result};
+use crate::model::{AppendResult, ExpectedVersion, NewEvent};
 use crate::stats::StoreStats;
 use crate::subscription::advance;
-use crate::{AppendResult, EventStoreError, ExpectedVersion, NewEvent, Result};
 
 /// The most appends one group commit takes.
 pub(crate) const MAX_GROUP: usize = 1024;

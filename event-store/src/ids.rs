@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::{CurrentVersion, EventStore, EventStoreError, NewEvent, RecordedEvent, Result};
+use crate::error::{EventStoreError, Result};
+use crate::model::{CurrentVersion, NewEvent, RecordedEvent};
+use crate::store::EventStore;
 
 /// The end of every allocation event's type (`MovieIdAllocated`...).
 const ALLOCATED: &str = "IdAllocated";

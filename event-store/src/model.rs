@@ -155,8 +155,8 @@ pub(crate) fn decode_row(
     data: String,
     metadata: String,
     recorded_at: Option<DateTime<Utc>>,
-) -> crate::Result<RecordedEvent> {
-    let corrupt = |reason: String| crate::EventStoreError::Corrupt { position, reason };
+) -> crate::error::Result<RecordedEvent> {
+    let corrupt = |reason: String| crate::error::EventStoreError::Corrupt { position, reason };
     Ok(RecordedEvent {
         position,
         stream,

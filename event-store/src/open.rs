@@ -1,9 +1,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::{
-    EventStore, EventStoreError, Result, postgres::PostgresStore, redact_url, sqlite::SqliteStore,
-};
+use crate::error::{EventStoreError, Result, redact_url};
+use crate::postgres::PostgresStore;
+use crate::sqlite::SqliteStore;
+use crate::store::EventStore;
 
 /// A parsed event store URL.
 #[derive(Debug, Clone, PartialEq, Eq)]

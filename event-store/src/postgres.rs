@@ -55,16 +55,15 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 use uuid::Uuid;
 
-use crate::decide::{Decision, StoredId, decide};
+use crate::append_rules::{Decision, StoredId, decide};
+use crate::error::{EventStoreError, Result};
 use crate::group::{AppendRequest, MAX_GROUP, Queue, committed, queue, submit};
 use crate::lease::{Acks, Live, ReadLeases};
+use crate::model::{AppendResult, CurrentVersion, ExpectedVersion, NewEvent, RecordedEvent};
 use crate::redact_url;
 use crate::stats::StoreStats;
+use crate::store::{EventStore, EventStream};
 use crate::subscription::{advance, catch_up_then_live};
-use crate::{
-    AppendResult, CurrentVersion, EventStore, EventStoreError, EventStream, ExpectedVersion,
-    NewEvent, RecordedEvent, Result,
-};
 
 const BACKEND: &str = "postgres";
 /// The advisory lock serializing appends (any constant shared by all writers).

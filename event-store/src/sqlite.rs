@@ -21,14 +21,13 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use crate::decide::{Decision, StoredId, decide};
+use crate::append_rules::{Decision, StoredId, decide};
+use crate::error::{EventStoreError, Result};
 use crate::group::{AppendRequest, MAX_GROUP, Queue, answer, queue, submit};
+use crate::model::{AppendResult, CurrentVersion, ExpectedVersion, NewEvent, RecordedEvent};
 use crate::stats::StoreStats;
+use crate::store::{EventStore, EventStream};
 use crate::subscription::catch_up_then_live;
-use crate::{
-    AppendResult, CurrentVersion, EventStore, EventStoreError, EventStream, ExpectedVersion,
-    NewEvent, RecordedEvent, Result,
-};
 
 const BACKEND: &str = "sqlite";
 /// The most idle read connections kept open.

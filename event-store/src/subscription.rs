@@ -7,7 +7,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::watch;
 
-use crate::{EventStore, EventStream, RecordedEvent};
+use crate::model::RecordedEvent;
+use crate::store::{EventStore, EventStream};
 
 /// How many events a subscription reads per query while catching up.
 const BATCH: usize = 1024;

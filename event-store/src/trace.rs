@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::RecordedEvent;
+use crate::model::RecordedEvent;
 use crate::model::empty_object;
 
 /// The metadata of an event appended now: the current span's

@@ -2,8 +2,8 @@ use std::time::Duration;
 
 use auth_service::Config;
 use auth_service::read_model::AuthView;
-use event_store::read_model::Projection;
-use event_store::snapshot::Snapshot;
+use event_sourcing::read_model::Projection;
+use event_sourcing::read_model::snapshot::Snapshot;
 use tonic::Code;
 
 use crate::helpers::{Location, TestApp, assert_code};
@@ -126,7 +126,7 @@ async fn a_snapshot_and_the_events_after_it_equal_a_full_replay(loc: Location) {
     .unwrap();
     assert!(resumed.started_from().is_some());
     assert!(resumed.applied_position() > resumed.started_from().unwrap());
-    let (full, _) = event_store::read_model::rebuild(&*store, AuthView::default())
+    let (full, _) = event_sourcing::read_model::rebuild(&*store, AuthView::default())
         .await
         .unwrap();
     assert_eq!(resumed.read().to_bytes(), full.to_bytes(), "byte for byte");

@@ -96,7 +96,7 @@ async fn main() {
         let (rebuilt, _) = catalog_service::rebuild(&*store).await.unwrap();
         batch_rates.push(args.events as f64 / t.elapsed().as_secs_f64());
         let t = Instant::now();
-        let live = event_store::read_model::Projection::start(
+        let live = event_sourcing::read_model::Projection::start(
             store.clone(),
             catalog_service::CatalogView::default(),
         )

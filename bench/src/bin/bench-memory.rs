@@ -22,8 +22,8 @@ use auth_service::token::TokenDigest;
 use catalog_service::CatalogView;
 use catalog_service::domain::{CatalogEvent, Rating};
 use clap::Parser;
-use event_store::read_model::ReadModel;
-use event_store::snapshot::{self, Snapshot};
+use event_sourcing::read_model::ReadModel;
+use event_sourcing::read_model::snapshot::{self, Snapshot};
 use event_store::{NewEvent, RecordedEvent};
 
 #[derive(Parser)]

@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use catalog_service::CatalogView;
-use event_store::read_model::Projection;
+use event_sourcing::read_model::Projection;
 use event_store::testing::TempStore;
 use proto::auth::RegisterRequest;
 use proto::auth::auth_service_client::AuthServiceClient;

@@ -1,6 +1,6 @@
 use catalog_service::CatalogView;
-use event_store::read_model::{Projection, SnapshotPolicy};
-use event_store::snapshot::{self, Header, Snapshot};
+use event_sourcing::read_model::snapshot::{self, Header, Snapshot};
+use event_sourcing::read_model::{Projection, SnapshotPolicy};
 use tonic::Code;
 
 use crate::helpers::{Stack, Stores, assert_code};

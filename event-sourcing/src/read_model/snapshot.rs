@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::read_model::ReadModel;
+use super::model::ReadModel;
 
 /// The first bytes of every snapshot file: a name and the container format.
 const MAGIC: &[u8; 8] = b"MOVSNAP\x01";

@@ -2,7 +2,8 @@
 
 use std::collections::HashSet;
 
-use crate::{AppendResult, CurrentVersion, EventStoreError, ExpectedVersion, NewEvent, Result};
+use crate::error::{EventStoreError, Result};
+use crate::model::{AppendResult, CurrentVersion, ExpectedVersion, NewEvent};
 
 /// Where an event id is already stored.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use event_sourcing::read_model::{Projection, ReadModel};
 use event_store::lease::{ACK_WAIT, LEASE_TTL, RENEW_EVERY};
 use event_store::postgres::PostgresStore;
-use event_store::read_model::{Projection, ReadModel};
 use event_store::testing::TempDatabase;
 use event_store::{
     AppendResult, EventStore, EventStream, ExpectedVersion, NewEvent, RecordedEvent, Result,

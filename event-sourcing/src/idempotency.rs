@@ -11,7 +11,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::RecordedEvent;
+use event_store::RecordedEvent;
 
 /// A command's idempotency: the id its first event takes, the fingerprint
 /// of the request, and what else the service keeps to answer a retry.

@@ -2,116 +2,24 @@
 //! memory, current from start-up on, and a bounded wait for a position.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::lease::Lease;
-use crate::snapshot::{self, Encoder, Header, Rejected, Snapshot};
-use crate::{Event, EventStore, EventStoreError, RecordedEvent, Result, StoreUrl, ids};
+use event_store::{EventStore, Result};
 
-/// A read model: a pure fold over one service's events (no I/O in `apply`).
-pub trait ReadModel: Send + Sync + 'static {
-    /// The events it folds.
-    type Event: Event;
-
-    /// Folds one event in. Called once per event, in global position order;
-    /// `recorded` says where and when it was stored.
-    fn apply(&mut self, event: Self::Event, recorded: &RecordedEvent);
-}
-
-/// How long [`Projection::wait_for`] waits for a position before giving up.
-pub const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A committed position was not applied within [`APPLY_TIMEOUT`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("position {position} is committed but not yet applied to the read model")]
-pub struct NotApplied {
-    /// The position waited for.
-    pub position: u64,
-}
-
-/// How long [`Projection::read_linearizable`] may take in all (asking the
-/// head, waiting for it to be applied) before it gives up rather than
-/// answer from a model that may be stale.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Why a linearizable read could not be served (never: a stale answer).
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StaleRead {
-    /// The store could not say where its head is.
-    #[error("cannot read the store's head: {0}")]
-    Store(#[from] EventStoreError),
-    /// The head was not applied within [`READ_TIMEOUT`].
-    #[error(transparent)]
-    NotApplied(#[from] NotApplied),
-}
-
-/// The store's head as a shared question, answered in rounds (etcd's
-/// ReadIndex, batched): a reader needs the answer of a head query that
-/// started after it asked, so no reader gets a head older than its
-/// question; every reader waiting when a query starts shares it, so the
-/// store sees at most one query in flight per projection, not one per
-/// reader. Readers cost no allocation and no message: they note the round
-/// under way, ring, and wait for a later round's answer.
-struct ReadIndex {
-    /// Rounds started so far; round `n`'s query starts after `n` is stored.
-    started: Arc<AtomicU64>,
-    /// Rung by readers who need a new round.
-    wanted: Arc<Notify>,
-    /// The last round answered, and its answer.
-    answers: watch::Receiver<(u64, Result<u64>)>,
-    task: JoinHandle<()>,
-}
-
-impl ReadIndex {
-    fn start(store: Arc<dyn EventStore>) -> Self {
-        let started = Arc::new(AtomicU64::new(0));
-        let wanted = Arc::new(Notify::new());
-        let (answer, answers) = watch::channel((0, Ok(0)));
-        let (rounds, rung) = (started.clone(), wanted.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                // A ring while a query was in flight left a permit: the
-                // readers who rang then are served by the next round.
-                rung.notified().await;
-                let round = rounds.fetch_add(1, Ordering::SeqCst) + 1;
-                let head = store.head_position().await;
-                if answer.send((round, head)).is_err() {
-                    return;
-                }
-            }
-        });
-        Self {
-            started,
-            wanted,
-            answers,
-            task,
-        }
-    }
-
-    async fn head(&self) -> Result<u64> {
-        let asked_during = self.started.load(Ordering::SeqCst);
-        self.wanted.notify_one();
-        let mut answers = self.answers.clone();
-        let answer = answers
-            .wait_for(|(round, _)| *round > asked_during)
-            .await
-            .map_err(|_| EventStoreError::Closed)?;
-        answer.1.clone()
-    }
-
-    fn queries(&self) -> u64 {
-        self.started.load(Ordering::Relaxed)
-    }
-}
+use super::lease::Lease;
+use super::model::{APPLY_TIMEOUT, NotApplied, READ_TIMEOUT, ReadModel, StaleRead, fold};
+use super::read_index::ReadIndex;
+use super::saver::{ApplyTurn, Last, Saved, Saver, SnapshotPolicy, load_snapshot, save_when_due};
+use super::snapshot::{Encoder, Snapshot};
 
 /// Where a linearizable read must be served from: the store's head when the
 /// read began (on a shared store), to be applied before the read answers.
@@ -121,44 +29,6 @@ pub struct ReadPoint {
     asked: tokio::time::Instant,
 }
 
-/// Folds one stored event into `model`: id allocations are not the model's
-/// business; an event it cannot decode is logged and skipped.
-fn fold<M: ReadModel>(model: &mut M, recorded: &RecordedEvent) {
-    if ids::is_allocation(recorded) {
-        return;
-    }
-    match M::Event::from_recorded(recorded) {
-        Ok(event) => model.apply(event, recorded),
-        Err(e) => tracing::warn!(error = %e, "skipping an event the read model cannot read"),
-    }
-}
-
-/// Folds every stored event into `model`, reading the feed in batches;
-/// returns it with the position of the last event read.
-pub async fn rebuild<M: ReadModel>(store: &dyn EventStore, mut model: M) -> Result<(M, u64)> {
-    let mut checkpoint = 0;
-    loop {
-        let batch = store.read_all(checkpoint + 1, 10_000).await?;
-        let Some(last) = batch.last() else {
-            return Ok((model, checkpoint));
-        };
-        checkpoint = last.position;
-        for recorded in &batch {
-            fold(&mut model, recorded);
-        }
-    }
-}
-
-/// The position and id of the last event a projection applied (skipped
-/// ones included): what a snapshot of it covers.
-type Last = Arc<Mutex<(u64, Uuid)>>;
-
-/// Held by the follower while it applies an event, and by a snapshot while
-/// it encodes the model: a follower that must wait for a snapshot waits
-/// here, not queued on the model's lock, where it would hold up every
-/// reader behind it (a waiting writer blocks new readers).
-type ApplyTurn = Arc<tokio::sync::Mutex<()>>;
-
 /// A read model fed by a subscription to a store's global feed, from the
 /// beginning or from a snapshot. Dropping it stops the subscription.
 pub struct Projection<M> {
@@ -167,7 +37,7 @@ pub struct Projection<M> {
     task: JoinHandle<()>,
     /// For a shared store only (see [`EventStore::shared`]).
     read_index: Option<ReadIndex>,
-    /// For a shared store that keeps read leases (see [`crate::lease`]):
+    /// For a shared store that keeps read leases (see [`super::lease`]):
     /// while it is valid, linearizable reads need no head query.
     lease: Option<Lease>,
     store: Arc<dyn EventStore>,
@@ -253,7 +123,7 @@ impl<M: ReadModel> Projection<M> {
 
     /// Reads the model once it holds every write acknowledged anywhere
     /// before this call: on a shared store, under a valid read lease (see
-    /// [`crate::lease`]) at once; else it asks the store's head (batched
+    /// [`super::lease`]) at once; else it asks the store's head (batched
     /// with concurrent readers) and waits until that is applied, within
     /// [`READ_TIMEOUT`] in all. On a store only this process writes, it is
     /// [`Projection::read`].
@@ -338,7 +208,7 @@ impl<M: ReadModel> Projection<M> {
     /// behind the head the model is (in positions), the head queries made
     /// for linearizable reads and the reads served under a read lease;
     /// then the store's own counters, labelled `store="<model>"` (see
-    /// [`crate::stats`]). The head is read now (one query).
+    /// [`event_store::stats`]). The head is read now (one query).
     pub async fn metrics_text(&self, model: &str, store: &dyn EventStore) -> String {
         let applied = self.applied_position();
         let mut out = format!(
@@ -434,192 +304,9 @@ impl<M: ReadModel> Projection<M> {
     }
 }
 
-/// Where a projection keeps its snapshot, and how often it saves it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotPolicy {
-    /// The snapshot file.
-    pub path: PathBuf,
-    /// Save once this many feed positions were applied since the last
-    /// save (looked at every [`SAVE_CHECK_EVERY`]), and when the service
-    /// stops.
-    pub every: u64,
-}
-
-impl SnapshotPolicy {
-    /// The policy a service's setting names: `off`, none; `auto`, beside a
-    /// SQLite store's file (`<file>.<model>.snapshot`) and none on other
-    /// stores; anything else, that path.
-    pub fn from_setting(setting: &str, store_url: &str, model: &str, every: u64) -> Option<Self> {
-        let path = match setting {
-            "off" | "" => return None,
-            "auto" => match StoreUrl::parse(store_url).ok()? {
-                StoreUrl::Sqlite(db) => {
-                    let mut name = db.into_os_string();
-                    name.push(format!(".{model}.snapshot"));
-                    PathBuf::from(name)
-                }
-                _ => return None,
-            },
-            path => PathBuf::from(path),
-        };
-        Some(Self {
-            path,
-            every: every.max(1),
-        })
-    }
-}
-
-/// How often the background saver looks whether a snapshot is due.
-pub const SAVE_CHECK_EVERY: Duration = Duration::from_secs(5);
-
-/// How long the saver waits after a failed save before it tries again.
-const SAVE_RETRY_AFTER: Duration = Duration::from_secs(60);
-
-/// What saving a snapshot did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Saved {
-    /// The feed position it covers.
-    pub position: u64,
-    /// The payload's size.
-    pub bytes: usize,
-    /// How long the model's read lock was held to encode it into the file
-    /// (new events wait that long to be applied; readers do not wait).
-    pub locked: Duration,
-}
-
-/// Encodes a model under its read lock, unless it is still at the given
-/// position; returns the position and id of its last event.
-type EncodeFn = dyn Fn(u64, &mut Encoder<'_>) -> Option<(u64, Uuid)> + Send + Sync;
-
-/// Saves one projection's snapshots, one save at a time.
-struct Saver {
-    path: PathBuf,
-    name: &'static str,
-    version: u32,
-    encode: Box<EncodeFn>,
-    applying: ApplyTurn,
-    /// The position of the last snapshot saved (or started from).
-    saved: AtomicU64,
-    turn: tokio::sync::Mutex<()>,
-}
-
-impl Saver {
-    /// Encodes the model straight into a new file (on a blocking thread:
-    /// the lock is held all along), then flushes and renames it, unless
-    /// nothing was applied since the last save.
-    async fn save(self: &Arc<Self>) -> std::io::Result<Option<Saved>> {
-        let _turn = self.turn.lock().await;
-        let started = Instant::now();
-        let saver = self.clone();
-        let applying = self.applying.clone().lock_owned().await;
-        let written = tokio::task::spawn_blocking(move || {
-            let saved = saver.saved.load(Ordering::SeqCst);
-            let mut locked = Duration::ZERO;
-            let written = snapshot::write_file(&saver.path, saver.name, saver.version, |out| {
-                let locking = Instant::now();
-                let covered = (saver.encode)(saved, out);
-                drop(applying);
-                locked = locking.elapsed();
-                covered
-            })?;
-            Ok::<_, std::io::Error>(written.map(|(header, bytes)| Saved {
-                position: header.position,
-                bytes: bytes as usize,
-                locked,
-            }))
-        })
-        .await
-        .map_err(std::io::Error::other)??;
-        let Some(Saved {
-            position,
-            bytes,
-            locked,
-        }) = written
-        else {
-            return Ok(None);
-        };
-        self.saved.store(position, Ordering::SeqCst);
-        tracing::info!(
-            model = self.name,
-            position,
-            bytes,
-            locked_ms = locked.as_secs_f64() * 1e3,
-            total_ms = started.elapsed().as_secs_f64() * 1e3,
-            path = %self.path.display(),
-            "read-model snapshot saved"
-        );
-        Ok(Some(Saved {
-            position,
-            bytes,
-            locked,
-        }))
-    }
-}
-
-/// Saves a snapshot whenever `every` positions were applied since the last.
-async fn save_when_due(saver: Arc<Saver>, applied: watch::Receiver<u64>, every: u64) {
-    loop {
-        tokio::time::sleep(SAVE_CHECK_EVERY).await;
-        let since = applied
-            .borrow()
-            .saturating_sub(saver.saved.load(Ordering::SeqCst));
-        if since < every {
-            continue;
-        }
-        if let Err(e) = saver.save().await {
-            tracing::warn!(
-                model = saver.name,
-                error = %e,
-                path = %saver.path.display(),
-                "could not save the read-model snapshot; trying again later"
-            );
-            tokio::time::sleep(SAVE_RETRY_AFTER).await;
-        }
-    }
-}
-
-/// The snapshot at `path`, if there is one and it checks out against
-/// `store`; anything else is logged and `None` (replay everything).
-async fn load_snapshot<M: Snapshot>(
-    store: &dyn EventStore,
-    path: &Path,
-) -> Result<Option<(Header, M)>> {
-    let file = path.to_owned();
-    let read = tokio::task::spawn_blocking(move || snapshot::load::<M>(&file))
-        .await
-        .unwrap_or_else(|e| Err(Rejected::Io(std::io::Error::other(e))));
-    let rejected = match read {
-        Ok(None) => {
-            tracing::info!(model = M::NAME, path = %path.display(), "no read-model snapshot: replaying every event");
-            return Ok(None);
-        }
-        Ok(Some((header, model))) => {
-            let position = header.position;
-            let there = position == 0
-                || store
-                    .read_all(position, 1)
-                    .await?
-                    .first()
-                    .is_some_and(|e| e.position == position && e.id == header.event_id);
-            if there {
-                return Ok(Some((header, model)));
-            }
-            Rejected::OtherStore { position }
-        }
-        Err(rejected) => rejected,
-    };
-    tracing::warn!(
-        model = M::NAME,
-        path = %path.display(),
-        reason = %rejected,
-        "read-model snapshot ignored: replaying every event"
-    );
-    Ok(None)
-}
-
 impl<M: Snapshot> Projection<M> {
     /// As [`Projection::start`], from the snapshot `policy` names when it
-    /// checks out (see [`crate::snapshot`]), else from position 0 into
+    /// checks out (see [`super::snapshot`]), else from position 0 into
     /// `model`; then saves snapshots in the background as `policy` says.
     /// Saving runs on a blocking thread and holds the model's read lock
     /// while it encodes the model into the file's pages (see
@@ -699,7 +386,7 @@ async fn follow<M: ReadModel>(
                 Ok(recorded) => {
                     let _turn = applying.lock().await;
                     let _span = (recorded.position > head)
-                        .then(|| crate::trace::linked("apply", &recorded))
+                        .then(|| event_store::trace::linked("apply", &recorded))
                         .flatten()
                         .map(tracing::Span::entered);
                     {

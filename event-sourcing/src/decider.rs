@@ -8,7 +8,7 @@
 
 use std::fmt::Debug;
 
-use crate::{CurrentVersion, Event, EventStore, EventStoreError, ExpectedVersion, Result};
+use event_store::{CurrentVersion, Event, EventStore, EventStoreError, ExpectedVersion, Result};
 
 /// One aggregate's rules: pure, synchronous, no store.
 pub trait Decider {
@@ -257,7 +257,7 @@ mod tests {
     async fn a_stale_decision_is_taken_again_on_the_current_state() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = crate::open(&url).await.unwrap();
+        let store = event_store::open(&url).await.unwrap();
         // Both commands start from a state read before either appended.
         for _ in 0..2 {
             execute::<Tally>(&*store, "tally", Loaded::assume_new(), &10)
@@ -299,7 +299,7 @@ mod tests {
     async fn commuting_commands_never_conflict_however_many_race() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = crate::open(&url).await.unwrap();
+        let store = event_store::open(&url).await.unwrap();
         execute::<Log>(&*store, "log", Loaded::assume_new(), &())
             .await
             .unwrap();

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use event_sourcing::read_model::snapshot::{Damaged, Decoder, Encoder, Snapshot};
+use event_sourcing::read_model::{Projection, ReadModel, SnapshotPolicy};
 use event_store::RecordedEvent;
-use event_store::read_model::{Projection, ReadModel, SnapshotPolicy};
-use event_store::snapshot::{Damaged, Decoder, Encoder, Snapshot};
 use event_store::testing::TempStore;
 
 mod support;
