@@ -22,19 +22,7 @@ use crate::domain::UserId;
 use crate::error::CatalogError;
 use crate::identity::Identity;
 use crate::read_model::CatalogView;
-
-/// The methods callers reach without a token (they have checks of their own).
-const OPEN_METHODS: [&str; 1] = ["/movies.catalog.v1.CatalogService/SubscribeEvents"];
-
-/// The methods that read the views: their read point (see
-/// `Projection::read_point`) is asked while the token is checked, so that
-/// the two round trips overlap instead of adding up.
-const READ_METHODS: [&str; 4] = [
-    "/movies.catalog.v1.CatalogService/ListActivity",
-    "/movies.catalog.v1.CatalogService/GetMovie",
-    "/movies.catalog.v1.CatalogService/ListMovies",
-    "/movies.catalog.v1.CatalogService/ListRatings",
-];
+use crate::service::Access;
 
 /// The user a call is authenticated as: a request extension set by
 /// [`Authenticated`] for every method but the open ones.
@@ -95,13 +83,12 @@ where
         // The clone is the one polled ready (tower's usual swap).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        if OPEN_METHODS.contains(&request.uri().path()) {
+        let access = crate::service::access(request.uri().path());
+        if access == Access::Open {
             return Box::pin(inner.call(request));
         }
         let (identity, stages) = (self.identity.clone(), self.stages.clone());
-        let view = READ_METHODS
-            .contains(&request.uri().path())
-            .then(|| self.view.clone());
+        let view = (access == Access::Read).then(|| self.view.clone());
         Box::pin(async move {
             let authorization = match request.headers().get(header::AUTHORIZATION) {
                 None => Ok(None),

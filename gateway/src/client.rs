@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use axum::extract::{FromRequestParts, MatchedPath, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue, Method};
+use axum::http::{HeaderName, HeaderValue};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::AppState;
@@ -277,12 +277,10 @@ impl Taken {
     }
 }
 
-/// The routes the per-client limit covers: the ones that cost a hash.
-const LIMITED_ROUTES: [&str; 2] = ["/api/auth/login", "/api/auth/register"];
-
-/// Middleware: logins and registrations past the client's allowance are
-/// answered 429, the others wait for the client's turn; each answer on those
-/// routes carries the `RateLimit` fields.
+/// Middleware: on the routes whose policy says `limited` (logins and
+/// registrations: the ones that cost a hash), requests past the client's
+/// allowance are answered 429, the others wait for the client's turn; each
+/// answer on those routes carries the `RateLimit` fields.
 pub async fn limit(
     State(state): State<AppState>,
     client: ClientAddr,
@@ -290,11 +288,12 @@ pub async fn limit(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let limited = request.method() == Method::POST
-        && request
-            .extensions()
-            .get::<MatchedPath>()
-            .is_some_and(|p| LIMITED_ROUTES.contains(&p.as_str()));
+    let limited = request.extensions().get::<MatchedPath>().is_some_and(|p| {
+        state
+            .route_policies
+            .get(request.method(), p.as_str())
+            .limited
+    });
     let Some(admission) = limited.then(|| state.auth_limit.take(client)).flatten() else {
         return next.run(request).await;
     };

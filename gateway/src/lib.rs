@@ -46,6 +46,8 @@ pub struct Shared {
     public_url: String,
     /// Peers whose `X-Forwarded-For` is believed.
     trusted_proxies: Vec<std::net::IpAddr>,
+    /// Each route's policy, as the route declares it.
+    route_policies: routes::RoutePolicies,
     /// Logins and registrations per client.
     auth_limit: client::RateLimit,
     /// Ratings per page of a streamed full list.
@@ -126,7 +128,8 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
 pub fn router(backends: Backends, config: &Config, public_url: String) -> Router {
     let (api, openapi) = api();
     let mut openapi = serde_json::to_value(&openapi).expect("the OpenAPI document serializes");
-    openapi::complete(&mut openapi);
+    let route_policies = routes::RoutePolicies::take(&mut openapi);
+    openapi::complete(&mut openapi, &route_policies);
     let api_paths = Arc::new(web::ApiPaths::from_openapi(&openapi));
     let openapi = openapi.to_string();
     let state = AppState(Arc::new(Shared {
@@ -136,6 +139,7 @@ pub fn router(backends: Backends, config: &Config, public_url: String) -> Router
         movie_lists: list_cache::ListCache::default(),
         public_url: public_url.trim_end_matches('/').to_owned(),
         trusted_proxies: config.gateway_trusted_proxies.clone(),
+        route_policies,
         auth_limit: client::RateLimit::new(client::Policy {
             burst: config.gateway_auth_burst,
             per_minute: config.gateway_auth_per_minute,

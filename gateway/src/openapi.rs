@@ -20,6 +20,8 @@
 
 use serde_json::{Value, json};
 
+use crate::routes::RoutePolicies;
+
 /// Characters a title or director may not hold after trimming: control
 /// characters (Unicode Cc) and the invisible ones that disguise text (see
 /// catalog-service's `Text`).
@@ -125,8 +127,8 @@ fn header(description: &str) -> Value {
 }
 
 /// Adds the shared statuses, headers and field limits to `doc` (the
-/// document utoipa made from the routes).
-pub fn complete(doc: &mut Value) {
+/// document utoipa made from the routes, their policies taken out).
+pub fn complete(doc: &mut Value, policies: &RoutePolicies) {
     let schemas = &mut doc["components"]["schemas"];
     for (schema, property, rule) in fields() {
         let field = &mut schemas[schema]["properties"][property];
@@ -151,7 +153,11 @@ pub fn complete(doc: &mut Value) {
         for (method, op) in item.iter_mut() {
             let secured = op.get("security").is_some();
             let has_body = op.get("requestBody").is_some();
-            let limited = ["/api/auth/login", "/api/auth/register"].contains(&path.as_str());
+            let policy = policies.get(
+                &axum::http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+                    .expect("an OpenAPI method is an HTTP method"),
+                path,
+            );
             let responses = op["responses"].as_object_mut().expect("responses");
             if has_body || responses.contains_key("400") {
                 let description = responses
@@ -185,7 +191,7 @@ pub fn complete(doc: &mut Value) {
             unavailable["headers"] = json!({"Retry-After": header("Seconds to wait")});
             add("503", unavailable);
             add("504", detail_response("A service did not answer in time"));
-            if limited {
+            if policy.limited {
                 let mut throttled = detail_response("Too many requests; see Retry-After");
                 throttled["headers"] = json!({"Retry-After": header("Seconds to wait")});
                 add("429", throttled);
@@ -198,10 +204,7 @@ pub fn complete(doc: &mut Value) {
                     );
                 }
             }
-            if method == "post"
-                && ["/api/auth/register", "/api/auth/movies", "/api/auth/rating"]
-                    .contains(&path.as_str())
-            {
+            if policy.keyed {
                 responses.insert(
                     "422".into(),
                     detail_response("The Idempotency-Key was used before with a different request"),
@@ -278,8 +281,28 @@ mod tests {
     fn document() -> Value {
         let (_, doc) = crate::api();
         let mut doc = serde_json::to_value(&doc).unwrap();
-        complete(&mut doc);
+        let policies = RoutePolicies::take(&mut doc);
+        complete(&mut doc, &policies);
         doc
+    }
+
+    /// Each route declares its policy once, on the route: the limit and the
+    /// keyed requests follow it, and the served document does not carry it.
+    #[test]
+    fn route_policies_are_declared_on_the_routes() {
+        let (_, doc) = crate::api();
+        let mut doc = serde_json::to_value(&doc).unwrap();
+        let policies = RoutePolicies::take(&mut doc);
+        let post = axum::http::Method::POST;
+        let of = |path: &str| policies.get(&post, path);
+        assert!(of("/api/auth/login").limited && !of("/api/auth/login").keyed);
+        assert!(of("/api/auth/register").limited && of("/api/auth/register").keyed);
+        for keyed in ["/api/auth/movies", "/api/auth/rating"] {
+            assert!(of(keyed).keyed && !of(keyed).limited, "{keyed}");
+        }
+        let get = policies.get(&axum::http::Method::GET, "/api/auth/movies");
+        assert_eq!(get, crate::routes::RoutePolicy::default());
+        assert!(!doc.to_string().contains(crate::routes::POLICY_EXTENSION));
     }
 
     #[test]

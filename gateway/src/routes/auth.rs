@@ -87,6 +87,7 @@ fn session_out(s: Session) -> SessionOut {
 
 /// Creates a user and returns it with a first token.
 #[utoipa::path(post, path = "/api/auth/register", tag = "auth", request_body = RegisterIn,
+    extensions(("x-route" = json!({"limited": true, "keyed": true}))),
     responses(
         (status = 200, description = "Registered", body = SessionOut),
         (status = 400, description = "Invalid or taken fields", body = FieldErrors),
@@ -125,6 +126,7 @@ pub async fn register(
 
 /// Returns a new token for a correct username and password.
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginIn,
+    extensions(("x-route" = json!({"limited": true}))),
     responses(
         (status = 200, description = "Logged in", body = SessionOut),
         (status = 400, description = "Incorrect credentials or invalid fields", body = FieldErrors),

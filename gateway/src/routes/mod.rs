@@ -6,14 +6,76 @@ pub mod movies;
 pub mod ops;
 pub mod ratings;
 
+use std::collections::HashMap;
+
 use axum::extract::FromRequestParts;
-use axum::http::header;
 use axum::http::request::Parts;
-use serde::Serialize;
+use axum::http::{Method, header};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tonic::metadata::{Ascii, MetadataValue};
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
+
+/// The OpenAPI extension a route declares its [`RoutePolicy`] in, on its
+/// `#[utoipa::path]`: `extensions(("x-route" = json!({"limited": true})))`.
+/// Read (and removed from the served document) when the router is built.
+pub const POLICY_EXTENSION: &str = "x-route";
+
+/// What a route is besides its handler, declared once on the route. It
+/// drives the per-client limit (`client::limit`) and the OpenAPI
+/// completion (`openapi::complete`); a route declaring none has the
+/// default (none of these).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutePolicy {
+    /// It costs a password hash: under the per-client limit on logins and
+    /// registrations (429, `RateLimit` fields).
+    pub limited: bool,
+    /// It takes an `Idempotency-Key` (a retry answers as the first time;
+    /// 422 when the key was used with another request).
+    pub keyed: bool,
+}
+
+/// Every route's policy, by path (as the router matches it) and method.
+#[derive(Debug, Default)]
+pub struct RoutePolicies(HashMap<Box<str>, Vec<(Method, RoutePolicy)>>);
+
+impl RoutePolicies {
+    /// Takes each operation's policy out of `doc` (the OpenAPI document
+    /// made from the routes). A policy that does not parse panics: the
+    /// tests build the document, so they catch it.
+    pub fn take(doc: &mut Value) -> Self {
+        let mut by_path: HashMap<Box<str>, Vec<(Method, RoutePolicy)>> = HashMap::new();
+        let paths = doc["paths"].as_object_mut().into_iter().flatten();
+        for (path, item) in paths {
+            for (method, op) in item.as_object_mut().into_iter().flatten() {
+                let Some(declared) = op.as_object_mut().and_then(|o| o.remove(POLICY_EXTENSION))
+                else {
+                    continue;
+                };
+                let policy: RoutePolicy = serde_json::from_value(declared)
+                    .unwrap_or_else(|e| panic!("{method} {path}: bad {POLICY_EXTENSION}: {e}"));
+                let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+                    .expect("an OpenAPI method is an HTTP method");
+                by_path
+                    .entry(path.as_str().into())
+                    .or_default()
+                    .push((method, policy));
+            }
+        }
+        Self(by_path)
+    }
+
+    /// The policy of `method` on `path` (a route's path as matched).
+    pub fn get(&self, method: &Method, path: &str) -> RoutePolicy {
+        self.0
+            .get(path)
+            .and_then(|ops| ops.iter().find(|(m, _)| m == method))
+            .map_or_else(RoutePolicy::default, |(_, p)| *p)
+    }
+}
 
 /// A user as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]

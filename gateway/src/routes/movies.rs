@@ -153,6 +153,7 @@ pub async fn list_movies(
 /// Adds a movie; the caller becomes its `added_by`.
 #[utoipa::path(post, path = "/api/auth/movies", tag = "movies", security(("token" = [])),
     request_body = MovieIn,
+    extensions(("x-route" = json!({"keyed": true}))),
     responses(
         (status = 201, description = "Added", body = MovieOut),
         (status = 400, description = "Invalid fields", body = FieldErrors),

@@ -215,6 +215,7 @@ async fn stream_all(state: AppState, caller: Caller) -> Result<Response, ApiErro
 /// Rates a movie: once per user and movie, never one's own.
 #[utoipa::path(post, path = "/api/auth/rating", tag = "ratings", security(("token" = [])),
     request_body = RatingIn,
+    extensions(("x-route" = json!({"keyed": true}))),
     responses(
         (status = 201, description = "Rated", body = RatingOut),
         (status = 400, description = "Invalid rating or unknown movie", body = FieldErrors),
