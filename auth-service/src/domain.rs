@@ -328,6 +328,26 @@ pub enum UserCommand {
     },
 }
 
+/// A command to one user, named by their normalized username, which names
+/// the user's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToUser {
+    /// The user's normalized username (see `normalize_username`).
+    pub user: String,
+    /// What is asked of them.
+    pub command: UserCommand,
+}
+
+impl UserCommand {
+    /// This command, to the user whose normalized username is `user`.
+    pub fn to(self, user: impl Into<String>) -> ToUser {
+        ToUser {
+            user: user.into(),
+            command: self,
+        }
+    }
+}
+
 /// The least time between two `LoginThrottled` events of one user: a flood
 /// of refused logins writes one event a minute, not one per attempt.
 pub const THROTTLE_NOTE_EVERY: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
@@ -389,13 +409,23 @@ fn issued(user_id: UserId, grant: &Grant) -> AuthEvent {
 }
 
 impl Decider for User {
-    type Command = UserCommand;
+    type Command = ToUser;
     type Event = AuthEvent;
     type State = User;
     type Rejection = Rejection;
 
-    fn decide(command: &UserCommand, state: &User) -> Result<Vec<AuthEvent>, Rejection> {
-        match (command, state) {
+    fn stream(c: &ToUser) -> String {
+        user_stream(&c.user)
+    }
+
+    /// Registering starts the user's stream: appending its first event
+    /// expecting no stream claims the name.
+    fn starts_stream(c: &ToUser) -> bool {
+        matches!(c.command, UserCommand::Register { .. })
+    }
+
+    fn decide(c: &ToUser, state: &User) -> Result<Vec<AuthEvent>, Rejection> {
+        match (&c.command, state) {
             (UserCommand::Register { .. }, User::Registered(_)) => Err(Rejection::UsernameTaken),
             (
                 UserCommand::Register {
@@ -451,9 +481,9 @@ impl Decider for User {
 
     /// Issuing a token and revoking every token only add to a registered
     /// user's stream: concurrent logins of one user must not conflict.
-    fn commutes(command: &UserCommand) -> bool {
+    fn commutes(c: &ToUser) -> bool {
         matches!(
-            command,
+            c.command,
             UserCommand::IssueToken(_) | UserCommand::RevokeAllTokens
         )
     }
@@ -500,6 +530,9 @@ impl Decider for User {
 /// Claim a skeleton for a normalized username.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimUsername {
+    /// The skeleton of the username (see `username_skeleton`): it names
+    /// the claim's stream.
+    pub skeleton: String,
     /// The normalized username.
     pub username: String,
 }
@@ -522,6 +555,16 @@ impl Decider for UsernameClaim {
     type Event = AuthEvent;
     type State = UsernameClaim;
     type Rejection = Rejection;
+
+    fn stream(c: &ClaimUsername) -> String {
+        claim_stream(&c.skeleton)
+    }
+
+    /// Most skeletons are claimed once: assume a new stream (if it exists,
+    /// the append conflicts and the claim is read then).
+    fn starts_stream(_: &ClaimUsername) -> bool {
+        true
+    }
 
     fn decide(command: &ClaimUsername, state: &Self) -> Result<Vec<AuthEvent>, Rejection> {
         match state {
@@ -594,6 +637,7 @@ mod tests {
     #[test]
     fn a_skeleton_is_claimed_once_and_again_only_by_the_same_name() {
         let claim = |name: &str| ClaimUsername {
+            skeleton: username_skeleton(name),
             username: name.to_owned(),
         };
         given::<UsernameClaim>(vec![])
@@ -628,19 +672,19 @@ mod tests {
             now: t0 + chrono::TimeDelta::seconds(secs),
         };
         given::<User>(vec![registered.clone()])
-            .when(note(0))
+            .when(alice(note(0)))
             .then(vec![noted.clone()]);
         given::<User>(vec![registered.clone(), noted.clone()])
-            .when(note(59))
+            .when(alice(note(59)))
             .then(vec![]);
         given::<User>(vec![registered, noted])
-            .when(note(60))
+            .when(alice(note(60)))
             .then(vec![AuthEvent::LoginThrottled {
                 user_id: 7,
                 at: t0 + THROTTLE_NOTE_EVERY,
             }]);
         given::<User>(vec![])
-            .when(note(0))
+            .when(alice(note(0)))
             .then_rejects(Rejection::UnknownUser);
     }
 
@@ -698,6 +742,11 @@ mod tests {
         }
     }
 
+    /// `command`, to the user the tests register (Alice).
+    fn alice(command: UserCommand) -> ToUser {
+        command.to("alice")
+    }
+
     fn register(grant: Grant) -> UserCommand {
         UserCommand::Register {
             user_id: 7,
@@ -721,14 +770,14 @@ mod tests {
     fn registering_records_the_user_and_a_first_token() {
         let g = grant();
         given::<User>([])
-            .when(register(g))
+            .when(alice(register(g)))
             .then([registered(), issued(7, &g)]);
     }
 
     #[test]
     fn a_taken_username_is_refused() {
         given::<User>([registered()])
-            .when(register(grant()))
+            .when(alice(register(grant())))
             .then_rejects(Rejection::UsernameTaken);
     }
 
@@ -736,10 +785,10 @@ mod tests {
     fn tokens_are_issued_to_registered_users_only() {
         let g = grant();
         given::<User>([registered()])
-            .when(UserCommand::IssueToken(g))
+            .when(alice(UserCommand::IssueToken(g)))
             .then([issued(7, &g)]);
         given::<User>([])
-            .when(UserCommand::IssueToken(g))
+            .when(alice(UserCommand::IssueToken(g)))
             .then_rejects(Rejection::UnknownUser);
     }
 
@@ -755,17 +804,17 @@ mod tests {
             digest: g.digest,
         };
         given::<User>([registered(), issued(7, &g)])
-            .when(revoke())
+            .when(alice(revoke()))
             .then([revoked.clone()]);
         given::<User>([registered(), issued(7, &g), revoked])
-            .when(revoke())
+            .when(alice(revoke()))
             .then_rejects(Rejection::InvalidToken);
         given::<User>([
             registered(),
             issued(7, &g),
             AuthEvent::AllTokensRevoked { user_id: 7 },
         ])
-        .when(revoke())
+        .when(alice(revoke()))
         .then_rejects(Rejection::InvalidToken);
     }
 
@@ -773,26 +822,26 @@ mod tests {
     fn an_expired_or_unknown_token_cannot_be_revoked() {
         let g = grant();
         given::<User>([registered(), issued(7, &g)])
-            .when(UserCommand::RevokeToken {
+            .when(alice(UserCommand::RevokeToken {
                 digest: g.digest,
                 now: g.expires_at,
-            })
+            }))
             .then_rejects(Rejection::InvalidToken);
         given::<User>([registered()])
-            .when(UserCommand::RevokeToken {
+            .when(alice(UserCommand::RevokeToken {
                 digest: g.digest,
                 now: t0(),
-            })
+            }))
             .then_rejects(Rejection::InvalidToken);
         given::<User>([])
-            .when(UserCommand::RevokeAllTokens)
+            .when(alice(UserCommand::RevokeAllTokens))
             .then_rejects(Rejection::InvalidToken);
     }
 
     #[test]
     fn logging_out_everywhere_revokes_every_token() {
         given::<User>([registered(), issued(7, &grant()), issued(7, &grant())])
-            .when(UserCommand::RevokeAllTokens)
+            .when(alice(UserCommand::RevokeAllTokens))
             .then([AuthEvent::AllTokensRevoked { user_id: 7 }]);
     }
 

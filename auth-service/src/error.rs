@@ -2,6 +2,7 @@
 //! `tonic::Status`.
 
 use event_sourcing::decider::CommandError;
+use event_sourcing::idempotency::{KeyReused, KeyedError};
 use event_sourcing::read_model::{NotApplied, StaleRead};
 use event_store::EventStoreError;
 use platform::FieldError;
@@ -49,6 +50,30 @@ pub enum AuthError {
     /// Hashing or the random number generator failed (not a client's fault).
     #[error("password hashing failed: {0}")]
     Hashing(String),
+}
+
+impl From<KeyReused> for AuthError {
+    fn from(_: KeyReused) -> Self {
+        Self::KeyReused
+    }
+}
+
+impl KeyedError for AuthError {
+    /// "Username taken" may be the same registration's first copy; a
+    /// duplicate event id is one.
+    fn may_be_replay(&self) -> bool {
+        matches!(
+            self,
+            Self::UsernameTaken | Self::Store(EventStoreError::DuplicateEventId(_))
+        )
+    }
+
+    fn not_indexed() -> Self {
+        Self::Store(EventStoreError::Corrupt {
+            position: 0,
+            reason: "a keyed command's record is missing from the read model".into(),
+        })
+    }
 }
 
 impl From<StaleRead> for AuthError {

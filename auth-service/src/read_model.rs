@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use event_sourcing::idempotency::Idempotent;
+use event_sourcing::idempotency::{Keyed, KeyedIndex, KeyedModel};
 use event_sourcing::read_model::snapshot::{Damaged, Decoder, Encoder, Snapshot};
 use event_sourcing::read_model::{Projection, ReadModel};
 use event_store::RecordedEvent;
@@ -33,13 +33,12 @@ struct TokenRecord {
     expires_at: DateTime<Utc>,
 }
 
-/// A registration sent with an idempotency key, as its retry needs it: the
-/// request's fingerprint, the user, and the first token sealed under a key
-/// derived from the password (see the service's `register`).
+/// A registration sent with an idempotency key, as its retry needs it
+/// (kept in the view's [`KeyedIndex`] beside the request's fingerprint):
+/// the user, and the first token sealed under a key derived from the
+/// password (see the service's `register`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyedRegistration {
-    /// SHA-256 of the request's username and email.
-    pub fingerprint: String,
+pub struct Registration {
     /// The user registered.
     pub user_id: UserId,
     /// The extra members of the stamp: the sealed token, its salt, digest
@@ -65,16 +64,18 @@ pub struct AuthView {
     next_sweep: Option<DateTime<Utc>>,
     /// Registrations sent with an idempotency key, by the id of their
     /// `UserRegistered` event.
-    keyed: HashMap<Uuid, KeyedRegistration>,
+    keyed: KeyedIndex<Registration>,
+}
+
+impl KeyedModel for AuthView {
+    type Created = Registration;
+
+    fn keyed(&self) -> &KeyedIndex<Registration> {
+        &self.keyed
+    }
 }
 
 impl AuthView {
-    /// The registration whose `UserRegistered` event is `event_id`, if one
-    /// was sent with an idempotency key.
-    pub fn keyed(&self, event_id: Uuid) -> Option<&KeyedRegistration> {
-        self.keyed.get(&event_id)
-    }
-
     /// A user by id.
     pub fn user(&self, id: UserId) -> Option<&UserRecord> {
         self.by_id.get(&id)
@@ -140,18 +141,11 @@ impl ReadModel for AuthView {
     type Event = AuthEvent;
 
     fn apply(&mut self, event: AuthEvent, recorded: &RecordedEvent) {
-        if let AuthEvent::UserRegistered { user_id, .. } = &event
-            && let Some(mut stamp) = Idempotent::stamp_of(recorded)
-            && let Some(serde_json::Value::String(fingerprint)) = stamp.remove("fingerprint")
-        {
-            self.keyed.insert(
-                recorded.id,
-                KeyedRegistration {
-                    fingerprint,
-                    user_id: *user_id,
-                    sealed: stamp,
-                },
-            );
+        if let AuthEvent::UserRegistered { user_id, .. } = &event {
+            self.keyed.note(recorded, |sealed| Registration {
+                user_id: *user_id,
+                sealed,
+            });
         }
         self.apply_at(event, recorded.recorded_at);
     }
@@ -252,13 +246,11 @@ impl Snapshot for AuthView {
             None => out.u8(0),
         }
         out.count(self.keyed.len());
-        let mut keyed: Vec<_> = self.keyed.iter().collect();
-        keyed.sort_unstable_by_key(|(event, _)| **event);
-        for (event, k) in keyed {
+        for (event, k) in self.keyed.sorted() {
             out.fixed(event.as_bytes());
             out.str(&k.fingerprint);
-            out.i64(k.user_id);
-            out.str(&serde_json::Value::Object(k.sealed.clone()).to_string());
+            out.i64(k.created.user_id);
+            out.str(&serde_json::Value::Object(k.created.sealed.clone()).to_string());
         }
     }
 
@@ -305,10 +297,9 @@ impl Snapshot for AuthView {
             };
             view.keyed.insert(
                 event,
-                KeyedRegistration {
+                Keyed {
                     fingerprint,
-                    user_id,
-                    sealed,
+                    created: Registration { user_id, sealed },
                 },
             );
         }
@@ -424,10 +415,9 @@ mod tests {
         sealed.insert("sealed".into(), "abc".into());
         users.keyed.insert(
             Uuid::from_u128(9),
-            KeyedRegistration {
+            Keyed {
                 fingerprint: "f".into(),
-                user_id: 2,
-                sealed,
+                created: Registration { user_id: 2, sealed },
             },
         );
         users
@@ -447,8 +437,8 @@ mod tests {
         assert!(back.by_token(&digest(2), now).is_none());
         assert_eq!(back.by_username("ANN").map(|u| u.id), Some(1));
         assert_eq!(
-            back.keyed(Uuid::from_u128(9)),
-            users.keyed(Uuid::from_u128(9))
+            back.keyed.get(Uuid::from_u128(9)),
+            users.keyed.get(Uuid::from_u128(9))
         );
         assert_eq!(back.next_sweep, users.next_sweep);
         for cut in 0..bytes.len() {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use event_sourcing::decider::{self, Loaded};
-use event_sourcing::idempotency::Idempotent;
+use event_sourcing::idempotency::{self, Idempotent, Outcome};
 use event_sourcing::read_model::Projection;
 use event_store::ids::IdSequence;
 use event_store::{Event, EventStore, EventStoreError};
@@ -20,13 +20,13 @@ use proto::auth::{
 use tonic::{Request, Response, Status};
 
 use crate::domain::{
-    AuthEvent, ClaimUsername, Email, Grant, Password, USER_IDS_STREAM, User, UserCommand, UserId,
-    Username, UsernameClaim, claim_stream, normalize_username, parse_login, user_stream,
+    AuthEvent, ClaimUsername, Email, Grant, Password, ToUser, USER_IDS_STREAM, User, UserCommand,
+    UserId, Username, UsernameClaim, normalize_username, parse_login, user_stream,
     username_skeleton,
 };
 use crate::error::{AuthError, Result};
 use crate::password::PasswordHasher;
-use crate::read_model::AuthView;
+use crate::read_model::{AuthView, Registration};
 use crate::throttle::LoginThrottle;
 use crate::token;
 
@@ -68,15 +68,10 @@ impl AuthGrpc {
         Ok((token, Grant { digest, expires_at }))
     }
 
-    /// Runs `command` on `stream` from `loaded` and waits until the token
-    /// index shows its effect.
-    async fn execute(
-        &self,
-        stream: &str,
-        loaded: Loaded<User>,
-        command: &UserCommand,
-    ) -> Result<()> {
-        let done = decider::execute::<User>(&*self.store, stream, loaded, command).await?;
+    /// Runs `command` from `loaded` and waits until the token index shows
+    /// its effect.
+    async fn execute(&self, command: &ToUser, loaded: Loaded<User>) -> Result<()> {
+        let done = decider::execute_loaded::<User>(&*self.store, command, loaded, None).await?;
         self.view.wait_for(done.position).await?;
         Ok(())
     }
@@ -103,105 +98,70 @@ impl AuthGrpc {
             }
         };
         let normalized = normalize_username(username.as_str());
-        let mut keyed = key.map(|k| {
+        let keyed = key.map(|k| {
             Idempotent::new(
                 &format!("register:{normalized}"),
                 k,
                 &[username.as_str(), email.as_str()],
             )
         });
-        if let Some(k) = &keyed
-            && let Some(session) = self.registered(k, &given_password).await?
-        {
-            return Ok(session);
-        }
-        let stream = user_stream(&normalized);
-        let skeleton = claim_stream(&username_skeleton(username.as_str()));
-        // A cheap refusal before the costly hash; the store decides. Names
-        // registered before skeletons were claimed are found by the view.
-        let taken = {
-            let view = self.view.read();
-            let confusable = view
-                .by_skeleton(username.as_str())
-                .is_some_and(|u| normalize_username(&u.username) != normalized);
-            confusable || view.by_username(username.as_str()).is_some()
-        };
-        if taken {
-            return Err(AuthError::UsernameTaken);
-        }
-        let password_hash = self.hasher.hash(password).await?;
-        let (token, grant) = self.new_token()?;
-        if let Some(k) = &mut keyed {
-            self.seal(k, &token, &grant, given_password.clone()).await?;
-        }
-        let user_id = self.user_ids.next(&self.store).await?;
-        let user = UserMessage {
-            id: user_id,
-            username: username.as_str().to_owned(),
-            email: email.as_str().to_owned(),
-        };
-        let command = UserCommand::Register {
-            user_id,
-            username,
-            email,
-            password_hash,
-            grant,
-        };
-        // The skeleton first: of two confusable names registered at once,
-        // only one gets the claim.
-        let claim = ClaimUsername {
-            username: normalized,
-        };
-        let done = async {
-            decider::execute::<UsernameClaim>(
-                &*self.store,
-                &skeleton,
-                Loaded::assume_new(),
-                &claim,
-            )
-            .await?;
-            let done = decider::execute_idempotent::<User>(
-                &*self.store,
-                &stream,
-                Loaded::assume_new(),
-                &command,
-                keyed.as_ref(),
-            )
-            .await?;
-            self.view.wait_for(done.position).await?;
-            Ok::<_, AuthError>(())
-        }
-        .await;
-        match (done, &keyed) {
-            // What is stored answers, not this attempt's values: a copy of
-            // the request that lost a race may have "appended" the winner's
-            // event again (the store's idempotent retry), with another user
-            // id and a token that was never stored.
-            (Ok(()), Some(k)) => {
-                if let Some(session) = self.registered(k, &given_password).await? {
-                    return Ok(session);
-                }
+        // This attempt's own session: the answer when no key was sent.
+        let mut fresh = None;
+        let run = async {
+            // A cheap refusal before the costly hash; the store decides.
+            // Names registered before skeletons were claimed are found by
+            // the view.
+            let taken = {
+                let view = self.view.read();
+                let confusable = view
+                    .by_skeleton(username.as_str())
+                    .is_some_and(|u| normalize_username(&u.username) != normalized);
+                confusable || view.by_username(username.as_str()).is_some()
+            };
+            if taken {
+                return Err(AuthError::UsernameTaken);
             }
-            (Ok(()), None) => {}
-            // Refused because the same request got there first: its answer.
-            (
-                Err(
-                    e @ (AuthError::UsernameTaken
-                    | AuthError::Store(EventStoreError::DuplicateEventId(_))),
-                ),
-                Some(k),
-            ) => {
-                // The other request's event is committed, maybe not yet applied.
-                self.view.catch_up().await?;
-                return match self.registered(k, &given_password).await? {
-                    Some(session) => Ok(session),
-                    None => Err(e),
-                };
+            let password_hash = self.hasher.hash(password).await?;
+            let (token, grant) = self.new_token()?;
+            let mut keyed = keyed.clone();
+            if let Some(k) = &mut keyed {
+                self.seal(k, &token, &grant, given_password.clone()).await?;
             }
-            (Err(e), _) => return Err(e),
+            let user_id = self.user_ids.next(&self.store).await?;
+            // The skeleton first: of two confusable names registered at
+            // once, only one gets the claim.
+            let claim = ClaimUsername {
+                skeleton: username_skeleton(username.as_str()),
+                username: normalized.clone(),
+            };
+            decider::execute::<UsernameClaim>(&*self.store, &claim, None).await?;
+            let user = UserMessage {
+                id: user_id,
+                username: username.as_str().to_owned(),
+                email: email.as_str().to_owned(),
+            };
+            let command = UserCommand::Register {
+                user_id,
+                username,
+                email,
+                password_hash,
+                grant,
+            }
+            .to(normalized.clone());
+            let done = decider::execute::<User>(&*self.store, &command, keyed.as_ref()).await?;
+            tracing::info!(user_id, "user registered");
+            fresh = Some(session(user, token, grant));
+            let created = Registration {
+                user_id,
+                sealed: serde_json::Map::new(),
+            };
+            Ok((done.position, created))
+        };
+        let outcome = idempotency::once(&self.view, keyed.as_ref(), run).await?;
+        match (outcome, fresh) {
+            (Outcome::Recorded(_), Some(session)) if keyed.is_none() => Ok(session),
+            (outcome, _) => self.unseal(outcome.into_inner(), &given_password).await,
         }
-        tracing::info!(user_id, "user registered");
-        Ok(session(user, token, grant))
     }
 
     /// Seals `token` under a key derived from `password`, in `keyed`'s stamp.
@@ -233,23 +193,16 @@ impl AuthGrpc {
         Ok(())
     }
 
-    /// What the registration `keyed` names answered, once it is stored:
-    /// `None` if it never was; [`AuthError::KeyReused`] if it was for
-    /// another request (other username, email or password).
-    async fn registered(&self, keyed: &Idempotent, password: &str) -> Result<Option<Session>> {
-        let (record, user) = {
-            let view = self.view.read_linearizable().await?;
-            let Some(record) = view.keyed(keyed.event_id).cloned() else {
-                return Ok(None);
-            };
-            let user = view.user(record.user_id).cloned();
-            (record, user)
-        };
-        let (Some(user), true) = (user, record.fingerprint == keyed.fingerprint) else {
+    /// The session a keyed registration answered, from what it stored:
+    /// its first token, unsealed with `password` ([`AuthError::KeyReused`]
+    /// for another password: another request).
+    async fn unseal(&self, registration: Registration, password: &str) -> Result<Session> {
+        let user = self.view.read().user(registration.user_id).cloned();
+        let Some(user) = user else {
             return Err(AuthError::KeyReused);
         };
         let field = |name: &str| {
-            record
+            registration
                 .sealed
                 .get(name)
                 .and_then(|v| v.as_str())
@@ -284,7 +237,7 @@ impl AuthGrpc {
             username: user.username,
             email: user.email,
         };
-        Ok(Some(session(user, token, Grant { digest, expires_at })))
+        Ok(session(user, token, Grant { digest, expires_at }))
     }
 
     async fn login(&self, r: LoginRequest, client: &str) -> Result<Session> {
@@ -302,8 +255,9 @@ impl AuthGrpc {
                 return Err(e);
             }
         };
-        let stream = user_stream(&key);
-        let loaded = decider::load::<User>(&*self.store, &stream).await?;
+        let (token, grant) = self.new_token()?;
+        let command = UserCommand::IssueToken(grant).to(key.as_str());
+        let loaded = decider::load::<User>(&*self.store, &command).await?;
         let hash = loaded.state.account().map(|a| a.password_hash.clone());
         if !self.hasher.verify(password, hash).await? {
             tracing::warn!(username = %key, client, "login failed");
@@ -320,9 +274,7 @@ impl AuthGrpc {
             username: account.username.clone(),
             email: account.email.clone(),
         };
-        let (token, grant) = self.new_token()?;
-        self.execute(&stream, loaded, &UserCommand::IssueToken(grant))
-            .await?;
+        self.execute(&command, loaded).await?;
         tracing::info!(user_id = user.id, "token issued");
         Ok(session(user, token, grant))
     }
@@ -331,14 +283,13 @@ impl AuthGrpc {
     /// throttled (at most once a minute; nothing for an unknown username).
     /// A failure here is logged: the refusal stands either way.
     async fn note_throttled(&self, normalized: &str) {
-        let stream = user_stream(normalized);
-        let command = UserCommand::NoteThrottled { now: Utc::now() };
+        let command = UserCommand::NoteThrottled { now: Utc::now() }.to(normalized);
         let noted = async {
-            let loaded = decider::load::<User>(&*self.store, &stream).await?;
+            let loaded = decider::load::<User>(&*self.store, &command).await?;
             if loaded.state.account().is_none() {
                 return Ok(());
             }
-            decider::execute::<User>(&*self.store, &stream, loaded, &command).await?;
+            decider::execute_loaded::<User>(&*self.store, &command, loaded, None).await?;
             Ok::<_, AuthError>(())
         };
         if let Err(e) = noted.await {
@@ -405,9 +356,9 @@ impl AuthGrpc {
     ) -> Result<UserId> {
         let digest = token::parse(token).ok_or(AuthError::InvalidToken)?;
         let user = self.user_of(&digest).await?;
-        let stream = user_stream(&normalize_username(&user.username));
-        let loaded = decider::load::<User>(&*self.store, &stream).await?;
-        self.execute(&stream, loaded, &command(digest)).await?;
+        let command = command(digest).to(normalize_username(&user.username));
+        let loaded = decider::load::<User>(&*self.store, &command).await?;
+        self.execute(&command, loaded).await?;
         Ok(user.id)
     }
 }

@@ -197,6 +197,15 @@ impl Decider for Movie {
     type State = Movie;
     type Rejection = Rejection;
 
+    fn stream(c: &AddMovie) -> String {
+        movie_stream(c.id)
+    }
+
+    /// A fresh id: the movie's stream does not exist yet.
+    fn starts_stream(_: &AddMovie) -> bool {
+        true
+    }
+
     fn decide(c: &AddMovie, state: &Movie) -> Result<Vec<CatalogEvent>, Rejection> {
         match state {
             Movie::Added { .. } => Err(Rejection::MovieExists(c.id)),
@@ -219,9 +228,15 @@ impl Decider for Movie {
     }
 }
 
-/// One user's rating of one movie: given or not.
+/// What a rating's decision reads: the movie (from its own stream) and
+/// whether this user rated it already (from the rating's stream).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Rated(pub bool);
+pub struct Rated {
+    /// The movie, as its stream tells it.
+    pub movie: Movie,
+    /// Whether the user rated it already.
+    pub rated: bool,
+}
 
 /// Rate a movie.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,8 +245,6 @@ pub struct RateMovie {
     pub id: RatingId,
     /// The movie's id.
     pub movie_id: MovieId,
-    /// The movie, as its stream tells it.
-    pub movie: Movie,
     /// Who rates it.
     pub user: UserId,
     /// The rating.
@@ -247,11 +260,32 @@ impl Decider for MovieRating {
     type State = Rated;
     type Rejection = Rejection;
 
-    fn decide(c: &RateMovie, rated: &Rated) -> Result<Vec<CatalogEvent>, Rejection> {
-        match c.movie {
+    fn stream(c: &RateMovie) -> String {
+        rating_stream(c.movie_id, c.user)
+    }
+
+    /// The movie's stream: once added, a movie and who added it never
+    /// change. Ids are positive: anything else names no movie, without a
+    /// read.
+    fn reads(c: &RateMovie) -> Vec<String> {
+        if c.movie_id > 0 {
+            vec![movie_stream(c.movie_id)]
+        } else {
+            vec![]
+        }
+    }
+
+    /// A user's rating of a movie is one event: its stream is usually new
+    /// (if not, the append conflicts and the decision sees the rating).
+    fn starts_stream(_: &RateMovie) -> bool {
+        true
+    }
+
+    fn decide(c: &RateMovie, state: &Rated) -> Result<Vec<CatalogEvent>, Rejection> {
+        match state.movie {
             Movie::Unknown => Err(Rejection::UnknownMovie(c.movie_id)),
             Movie::Added { added_by } if added_by == c.user => Err(Rejection::CannotRate),
-            Movie::Added { .. } if rated.0 => Err(Rejection::CannotRate),
+            Movie::Added { .. } if state.rated => Err(Rejection::CannotRate),
             Movie::Added { .. } => Ok(vec![CatalogEvent::MovieRated {
                 id: c.id,
                 movie: c.movie_id,
@@ -261,8 +295,17 @@ impl Decider for MovieRating {
         }
     }
 
-    fn evolve(_: Rated, event: &CatalogEvent) -> Rated {
-        Rated(matches!(event, CatalogEvent::MovieRated { .. }))
+    fn evolve(state: Rated, event: &CatalogEvent) -> Rated {
+        match event {
+            CatalogEvent::MovieAdded { .. } => Rated {
+                movie: Movie::evolve(state.movie, event),
+                ..state
+            },
+            CatalogEvent::MovieRated { .. } => Rated {
+                rated: true,
+                ..state
+            },
+        }
     }
 }
 
@@ -288,18 +331,13 @@ mod tests {
         }
     }
 
-    fn rate(movie: Movie, user: UserId, rating: u8) -> RateMovie {
+    fn rate(user: UserId, rating: u8) -> RateMovie {
         RateMovie {
             id: 9,
             movie_id: 7,
-            movie,
             user,
             rating: Rating(rating),
         }
-    }
-
-    fn alices_movie() -> Movie {
-        Movie::evolve(Movie::Unknown, &added(7, ALICE))
     }
 
     #[test]
@@ -334,26 +372,44 @@ mod tests {
             user: BOB,
             rating: Rating(4),
         };
-        given::<MovieRating>([])
-            .when(rate(alices_movie(), BOB, 4))
+        given::<MovieRating>([added(7, ALICE)])
+            .when(rate(BOB, 4))
             .then([rated.clone()]);
-        given::<MovieRating>([rated])
-            .when(rate(alices_movie(), BOB, 5))
+        given::<MovieRating>([added(7, ALICE), rated])
+            .when(rate(BOB, 5))
             .then_rejects(Rejection::CannotRate);
     }
 
     #[test]
     fn rating_ones_own_movie_is_refused() {
-        given::<MovieRating>([])
-            .when(rate(alices_movie(), ALICE, 5))
+        given::<MovieRating>([added(7, ALICE)])
+            .when(rate(ALICE, 5))
             .then_rejects(Rejection::CannotRate);
     }
 
     #[test]
     fn rating_an_unknown_movie_names_it() {
         given::<MovieRating>([])
-            .when(rate(Movie::Unknown, BOB, 3))
+            .when(rate(BOB, 3))
             .then_rejects(Rejection::UnknownMovie(7));
+    }
+
+    #[test]
+    fn a_rating_reads_its_movie_and_writes_its_own_stream() {
+        let c = rate(BOB, 3);
+        assert_eq!(MovieRating::stream(&c), "rating-7-2");
+        assert_eq!(MovieRating::reads(&c), ["movie-7"]);
+        let nothing = RateMovie { movie_id: 0, ..c };
+        assert!(MovieRating::reads(&nothing).is_empty(), "no read for id 0");
+        assert_eq!(
+            Movie::stream(&AddMovie {
+                id: 7,
+                title: text("Up"),
+                director: text("Docter"),
+                added_by: ALICE,
+            }),
+            "movie-7"
+        );
     }
 
     #[test]

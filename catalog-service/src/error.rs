@@ -2,6 +2,7 @@
 //! `tonic::Status`.
 
 use event_sourcing::decider::CommandError;
+use event_sourcing::idempotency::{KeyReused, KeyedError};
 use event_sourcing::read_model::{NotApplied, StaleRead};
 use event_store::EventStoreError;
 use platform::FieldError;
@@ -45,6 +46,30 @@ pub enum CatalogError {
     /// The event store failed.
     #[error(transparent)]
     Store(#[from] EventStoreError),
+}
+
+impl From<KeyReused> for CatalogError {
+    fn from(_: KeyReused) -> Self {
+        Self::KeyReused
+    }
+}
+
+impl KeyedError for CatalogError {
+    /// A rating refused as "rated already" may be the same request's first
+    /// copy; a duplicate event id is one.
+    fn may_be_replay(&self) -> bool {
+        matches!(
+            self,
+            Self::CannotRate | Self::Store(EventStoreError::DuplicateEventId(_))
+        )
+    }
+
+    fn not_indexed() -> Self {
+        Self::Store(EventStoreError::Corrupt {
+            position: 0,
+            reason: "a keyed command's record is missing from the read model".into(),
+        })
+    }
 }
 
 impl From<StaleRead> for CatalogError {

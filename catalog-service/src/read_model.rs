@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use event_sourcing::idempotency::Idempotent;
+use event_sourcing::idempotency::{Keyed, KeyedIndex, KeyedModel};
 use event_sourcing::read_model::ReadModel;
 use event_sourcing::read_model::snapshot::{Damaged, Decoder, Encoder, Snapshot, i64_at};
 use event_store::RecordedEvent;
@@ -69,7 +69,7 @@ pub struct CatalogView {
     movies_etag: [u8; 32],
     /// What each command sent with an idempotency key created, by the id
     /// of its event (see `event_sourcing::idempotency`).
-    keyed: BTreeMap<Uuid, Keyed>,
+    keyed: KeyedIndex<Created>,
     /// What each user did, oldest first.
     activity: BTreeMap<UserId, Vec<Done>>,
     /// The position of the last catalog event applied.
@@ -163,15 +163,6 @@ impl Done {
     }
 }
 
-/// What a command sent with an idempotency key created.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Keyed {
-    /// The request's fingerprint.
-    pub fingerprint: String,
-    /// The movie or rating it created.
-    pub created: Created,
-}
-
 /// A movie or a rating, by id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Created {
@@ -191,12 +182,6 @@ pub struct Page<T> {
 }
 
 impl CatalogView {
-    /// What the command whose first event is `event_id` created, if such a
-    /// command (sent with an idempotency key) was stored.
-    pub fn keyed(&self, event_id: Uuid) -> Option<&Keyed> {
-        self.keyed.get(&event_id)
-    }
-
     /// A rating by id.
     pub fn rating(&self, id: RatingId) -> Option<RatingRow> {
         let at = self.ratings.binary_search_by_key(&id, |p| p.id).ok()?;
@@ -321,6 +306,14 @@ impl CatalogView {
     }
 }
 
+impl KeyedModel for CatalogView {
+    type Created = Created;
+
+    fn keyed(&self) -> &KeyedIndex<Created> {
+        &self.keyed
+    }
+}
+
 impl ReadModel for CatalogView {
     type Event = CatalogEvent;
 
@@ -337,15 +330,7 @@ impl ReadModel for CatalogView {
                 Created::Rating(id) => -id,
             },
         });
-        if let Some(fingerprint) = Idempotent::fingerprint_of(recorded) {
-            self.keyed.insert(
-                recorded.id,
-                Keyed {
-                    fingerprint,
-                    created,
-                },
-            );
-        }
+        self.keyed.note(recorded, |_| created);
         match event {
             CatalogEvent::MovieAdded {
                 id,
@@ -423,7 +408,7 @@ impl Snapshot for CatalogView {
             out.u64(position);
         }
         out.count(self.keyed.len());
-        for (event, k) in &self.keyed {
+        for (event, k) in self.keyed.sorted() {
             out.fixed(event.as_bytes());
             out.str(&k.fingerprint);
             encode_created(out, k.created);

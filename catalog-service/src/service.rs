@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use event_sourcing::decider::{self, CommandError, Loaded};
-use event_sourcing::idempotency::Idempotent;
+use event_sourcing::decider;
+use event_sourcing::idempotency::{self, Idempotent};
 use event_sourcing::read_model::Projection;
 use event_store::ids::IdSequence;
-use event_store::{EventStore, EventStoreError, ids};
+use event_store::{EventStore, ids};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use platform::metrics::Stages;
@@ -26,7 +26,6 @@ use tonic::{Request, Response, Status};
 use crate::authenticated::Caller;
 use crate::domain::{
     self, AddMovie, MOVIE_IDS_STREAM, MovieRating, RATING_IDS_STREAM, RateMovie, Text,
-    movie_stream, rating_stream,
 };
 use crate::error::{CatalogError, Result};
 use crate::read_model::{
@@ -137,34 +136,22 @@ impl CatalogGrpc {
         }
     }
 
-    /// What the command `key` names created, once it is stored: `None` if
-    /// it never was; [`CatalogError::KeyReused`] if it was for another
-    /// request.
-    async fn replay(&self, key: &Idempotent) -> Result<Option<Created>> {
-        let view = self.view.read_linearizable().await?;
-        match view.keyed(key.event_id) {
-            None => Ok(None),
-            Some(k) if k.fingerprint != key.fingerprint => Err(CatalogError::KeyReused),
-            Some(k) => Ok(Some(k.created)),
+    /// The movie `created` names, as the view has it.
+    fn movie_of(&self, created: Created) -> Result<MovieRow> {
+        match created {
+            Created::Movie(id) => self.view.read().movie(id).cloned(),
+            Created::Rating(_) => return Err(CatalogError::KeyReused),
         }
+        .ok_or(CatalogError::NotFound)
     }
 
-    /// The movie a keyed command created.
-    async fn movie_created(&self, key: &Idempotent) -> Result<Option<MovieRow>> {
-        match self.replay(key).await? {
-            Some(Created::Movie(id)) => Ok(self.view.read().movie(id).cloned()),
-            Some(Created::Rating(_)) => Err(CatalogError::KeyReused),
-            None => Ok(None),
+    /// The rating `created` names, as the view has it.
+    fn rating_of(&self, created: Created) -> Result<RatingRow> {
+        match created {
+            Created::Rating(id) => self.view.read().rating(id),
+            Created::Movie(_) => return Err(CatalogError::KeyReused),
         }
-    }
-
-    /// The rating a keyed command created.
-    async fn rating_created(&self, key: &Idempotent) -> Result<Option<RatingRow>> {
-        match self.replay(key).await? {
-            Some(Created::Rating(id)) => Ok(self.view.read().rating(id)),
-            Some(Created::Movie(_)) => Err(CatalogError::KeyReused),
-            None => Ok(None),
-        }
+        .ok_or(CatalogError::CannotRate)
     }
 
     async fn add_movie(
@@ -191,51 +178,20 @@ impl CatalogGrpc {
                 &[title.as_str(), director.as_str()],
             )
         });
-        if let Some(key) = &key
-            && let Some(movie) = self.movie_created(key).await?
-        {
-            return Ok(movie);
-        }
-        let command = AddMovie {
-            id: self.movie_ids.next(&self.store).await?,
-            title,
-            director,
-            added_by: user,
+        let run = async {
+            let command = AddMovie {
+                id: self.movie_ids.next(&self.store).await?,
+                title,
+                director,
+                added_by: user,
+            };
+            let done =
+                decider::execute::<domain::Movie>(&*self.store, &command, key.as_ref()).await?;
+            tracing::info!(movie = command.id, "movie added");
+            Ok::<_, CatalogError>((done.position, Created::Movie(command.id)))
         };
-        let stream = movie_stream(command.id);
-        let done = decider::execute_idempotent::<domain::Movie>(
-            &*self.store,
-            &stream,
-            Loaded::assume_new(),
-            &command,
-            key.as_ref(),
-        )
-        .await;
-        let done = match (done, &key) {
-            // The same request, stored meanwhile (elsewhere, or by the
-            // attempt whose answer was lost).
-            (Err(CommandError::Store(EventStoreError::DuplicateEventId(_))), Some(key)) => {
-                self.view.catch_up().await?;
-                return self.movie_created(key).await?.ok_or(CatalogError::NotFound);
-            }
-            (done, _) => done?,
-        };
-        self.view.wait_for(done.position).await?;
-        if let Some(key) = &key {
-            // What is stored answers, not this attempt's values: a copy of
-            // the request that lost a race may have "appended" the winner's
-            // event again (the store's idempotent retry), with another id.
-            return self.movie_created(key).await?.ok_or(CatalogError::NotFound);
-        }
-        tracing::info!(movie = command.id, "movie added");
-        Ok(MovieRow {
-            id: command.id,
-            title: command.title.as_str().to_owned(),
-            director: command.director.as_str().to_owned(),
-            added_by: user,
-            rating_count: 0,
-            rating_sum: 0,
-        })
+        let outcome = idempotency::once(&self.view, key.as_ref(), run).await?;
+        self.movie_of(outcome.into_inner())
     }
 
     async fn rate_movie(
@@ -252,79 +208,30 @@ impl CatalogGrpc {
                 &[&r.movie.to_string(), &rating.get().to_string()],
             )
         });
-        if let Some(key) = &key
-            && let Some(rated) = self.rating_created(key).await?
-        {
-            return Ok(rated);
-        }
-        let answer = self.rate_once(user, r.movie, rating, key.as_ref()).await;
-        let Some(key) = &key else {
-            return answer;
+        let run = async {
+            let id = self.rating_ids.next(&self.store);
+            let command = RateMovie {
+                id: self.stages.time("rate_allocate_id", id).await?,
+                movie_id: r.movie,
+                user,
+                rating,
+            };
+            let load = decider::load::<MovieRating>(&*self.store, &command);
+            let loaded = self.stages.time("rate_load_movie", load).await?;
+            let append = decider::execute_loaded::<MovieRating>(
+                &*self.store,
+                &command,
+                loaded,
+                key.as_ref(),
+            );
+            let done = self.stages.time("rate_append", append).await?;
+            let applied = self.view.wait_for(done.position);
+            self.stages.time("rate_apply_wait", applied).await?;
+            tracing::info!(rating = command.id, "movie rated");
+            Ok::<_, CatalogError>((done.position, Created::Rating(command.id)))
         };
-        match answer {
-            // Refused because the same request got there first: its answer.
-            Err(
-                CatalogError::CannotRate
-                | CatalogError::Store(EventStoreError::DuplicateEventId(_)),
-            ) => {
-                self.view.catch_up().await?;
-                self.rating_created(key)
-                    .await?
-                    .ok_or(CatalogError::CannotRate)
-            }
-            // What is stored answers (see `add_movie`).
-            Ok(_) => self
-                .rating_created(key)
-                .await?
-                .ok_or(CatalogError::CannotRate),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn rate_once(
-        &self,
-        user: domain::UserId,
-        movie_id: domain::MovieId,
-        rating: domain::Rating,
-        key: Option<&Idempotent>,
-    ) -> Result<RatingRow> {
-        // Ids are positive: anything else names no movie, without a read.
-        let movie = if movie_id > 0 {
-            let stream = movie_stream(movie_id);
-            let load = decider::load::<domain::Movie>(&*self.store, &stream);
-            self.stages.time("rate_load_movie", load).await?.state
-        } else {
-            domain::Movie::Unknown
-        };
-        let mut command = RateMovie {
-            id: 0,
-            movie_id,
-            movie,
-            user,
-            rating,
-        };
-        // Refuse what can be refused before taking an id; the store decides.
-        let stream = rating_stream(movie_id, user);
-        <MovieRating as decider::Decider>::decide(&command, &Default::default())?;
-        let id = self.rating_ids.next(&self.store);
-        command.id = self.stages.time("rate_allocate_id", id).await?;
-        let append = decider::execute_idempotent::<MovieRating>(
-            &*self.store,
-            &stream,
-            Loaded::assume_new(),
-            &command,
-            key,
-        );
-        let done = self.stages.time("rate_append", append).await?;
-        let applied = self.view.wait_for(done.position);
-        self.stages.time("rate_apply_wait", applied).await?;
-        tracing::info!(rating = command.id, "movie rated");
-        Ok(RatingRow {
-            id: command.id,
-            movie: movie_id,
-            user,
-            rating,
-        })
+        let outcome = idempotency::once(&self.view, key.as_ref(), run).await?;
+        self.rating_of(outcome.into_inner())
     }
 }
 

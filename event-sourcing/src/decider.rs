@@ -1,14 +1,18 @@
 //! The Decider pattern, and the one command path every service takes.
 //!
-//! An aggregate's rules are two pure functions ([`Decider`]): `decide` turns
-//! a command and the current state into new events (or a rejection), and
-//! `evolve` folds an event into the state. [`execute`] is all the I/O around
-//! them: load the stream, decide, append at the version the decision was
-//! made on, and on a conflict load again and decide again (bounded).
+//! An aggregate's rules are pure functions ([`Decider`]): `decide` turns a
+//! command and the current state into new events (or a rejection), `evolve`
+//! folds an event into the state, and the command itself says where the
+//! decision reads and writes (`stream`, `reads`), as fmodel's
+//! `fetch_events(&command)` does. [`execute`] is all the I/O around them:
+//! load those streams, decide, append at the version the decision was made
+//! on and, on a conflict, load again and decide again (bounded).
 
 use std::fmt::Debug;
 
 use event_store::{CurrentVersion, Event, EventStore, EventStoreError, ExpectedVersion, Result};
+
+use crate::idempotency::Idempotent;
 
 /// One aggregate's rules: pure, synchronous, no store.
 pub trait Decider {
@@ -20,6 +24,28 @@ pub trait Decider {
     type State: Default + Send;
     /// Why a command is refused.
     type Rejection;
+
+    /// The stream `command`'s events are appended to: the one whose version
+    /// the decision is checked against.
+    fn stream(command: &Self::Command) -> String;
+
+    /// Other streams the decision reads, folded into the state before
+    /// [`Decider::stream`]. They must hold facts that never change once
+    /// recorded (a movie exists; who added it): the append is not checked
+    /// against them. By default, none.
+    fn reads(command: &Self::Command) -> Vec<String> {
+        let _ = command;
+        Vec::new()
+    }
+
+    /// Whether `command` starts its stream (a fresh id, a claim): then the
+    /// stream is assumed empty, not read, and the append expects no stream;
+    /// if it exists after all, the append conflicts and it is read then. By
+    /// default, no.
+    fn starts_stream(command: &Self::Command) -> bool {
+        let _ = command;
+        false
+    }
 
     /// The events `command` causes in `state`, or why it is refused.
     fn decide(
@@ -42,24 +68,13 @@ pub trait Decider {
     }
 }
 
-/// An aggregate's state and the stream version it was folded up to.
+/// An aggregate's state and the version of its stream it was folded up to.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded<S> {
     /// The state.
     pub state: S,
-    /// The version of the last event folded in.
+    /// The version of the last event of the command's stream folded in.
     pub version: CurrentVersion,
-}
-
-impl<S: Default> Loaded<S> {
-    /// The state of a stream assumed not to exist yet, without reading it:
-    /// if it does exist, the append conflicts and [`execute`] loads it then.
-    pub fn assume_new() -> Self {
-        Self {
-            state: S::default(),
-            version: CurrentVersion::NoStream,
-        }
-    }
 }
 
 /// Why a command did not take effect.
@@ -86,40 +101,75 @@ pub struct Executed<E> {
 /// changes under it every time.
 pub const MAX_ATTEMPTS: usize = 8;
 
-/// Reads `stream` and folds it into `D`'s state.
-pub async fn load<D: Decider>(store: &dyn EventStore, stream: &str) -> Result<Loaded<D::State>> {
-    let mut loaded = Loaded::assume_new();
+/// Folds `stream` into `state`; the version of its last event.
+async fn fold<D: Decider>(
+    store: &dyn EventStore,
+    stream: &str,
+    state: &mut D::State,
+) -> Result<CurrentVersion> {
+    let mut version = CurrentVersion::NoStream;
     for recorded in store.read_stream(stream, 0).await? {
-        loaded.state = D::evolve(loaded.state, &D::Event::from_recorded(&recorded)?);
-        loaded.version = CurrentVersion::At(recorded.version);
+        *state = D::evolve(std::mem::take(state), &D::Event::from_recorded(&recorded)?);
+        version = CurrentVersion::At(recorded.version);
     }
-    Ok(loaded)
+    Ok(version)
 }
 
-/// Decides `command` on `loaded` and appends the events expecting the version
-/// they were decided on; if another writer got there first, loads `stream`
-/// again and decides again (at most [`MAX_ATTEMPTS`] decisions).
+/// Reads the streams `command`'s decision reads, and its own stream, and
+/// folds them into `D`'s state.
+pub async fn load<D: Decider>(
+    store: &dyn EventStore,
+    command: &D::Command,
+) -> Result<Loaded<D::State>> {
+    load_from::<D>(store, command, true).await
+}
+
+async fn load_from<D: Decider>(
+    store: &dyn EventStore,
+    command: &D::Command,
+    own_stream: bool,
+) -> Result<Loaded<D::State>> {
+    let mut state = D::State::default();
+    for other in D::reads(command) {
+        fold::<D>(store, &other, &mut state).await?;
+    }
+    let version = if own_stream {
+        fold::<D>(store, &D::stream(command), &mut state).await?
+    } else {
+        CurrentVersion::NoStream
+    };
+    Ok(Loaded { state, version })
+}
+
+/// Runs `command`: loads what its decision reads (not its own stream, if
+/// it starts one), decides, and appends the events expecting the version
+/// they were decided on; if another writer got there first, loads again and
+/// decides again (at most [`MAX_ATTEMPTS`] decisions).
+///
+/// With an idempotency `key`, the first event takes the key's event id and
+/// the request's fingerprint (see [`crate::idempotency`]): if that id is
+/// stored already (the same request done before, or being done now
+/// elsewhere), the append fails with [`EventStoreError::DuplicateEventId`]
+/// and nothing is stored twice. [`crate::idempotency::once`] turns that into
+/// the first answer.
 pub async fn execute<D: Decider>(
     store: &dyn EventStore,
-    stream: &str,
-    loaded: Loaded<D::State>,
     command: &D::Command,
+    key: Option<&Idempotent>,
 ) -> Result<Executed<D::Event>, CommandError<D::Rejection>> {
-    execute_idempotent::<D>(store, stream, loaded, command, None).await
+    let loaded = load_from::<D>(store, command, !D::starts_stream(command)).await?;
+    execute_loaded::<D>(store, command, loaded, key).await
 }
 
-/// As [`execute`], for a command sent with an idempotency key: its first
-/// event takes the key's event id and the request's fingerprint (see
-/// [`crate::idempotency`]). If that id is stored already (the same request
-/// done before, or being done now elsewhere), the append fails with
-/// [`EventStoreError::DuplicateEventId`] and nothing is stored twice.
-pub async fn execute_idempotent<D: Decider>(
+/// As [`execute`], from a state the caller loaded already with [`load`]
+/// (a login checks the password against it first).
+pub async fn execute_loaded<D: Decider>(
     store: &dyn EventStore,
-    stream: &str,
-    mut loaded: Loaded<D::State>,
     command: &D::Command,
-    idempotent: Option<&crate::idempotency::Idempotent>,
+    mut loaded: Loaded<D::State>,
+    key: Option<&Idempotent>,
 ) -> Result<Executed<D::Event>, CommandError<D::Rejection>> {
+    let stream = D::stream(command);
     let mut attempt = 1;
     loop {
         let events = D::decide(command, &loaded.state).map_err(CommandError::Rejected)?;
@@ -133,7 +183,7 @@ pub async fn execute_idempotent<D: Decider>(
             .iter()
             .map(Event::to_new_event)
             .collect::<Result<Vec<_>>>()?;
-        if let (Some(key), Some(first)) = (idempotent, new.first_mut()) {
+        if let (Some(key), Some(first)) = (key, new.first_mut()) {
             first.id = key.event_id;
             first.metadata = key.stamp(&first.metadata);
         }
@@ -142,7 +192,7 @@ pub async fn execute_idempotent<D: Decider>(
         } else {
             loaded.version.expected()
         };
-        match store.append(stream, expected, new).await {
+        match store.append(&stream, expected, new).await {
             Ok(done) => {
                 return Ok(Executed {
                     events,
@@ -151,7 +201,7 @@ pub async fn execute_idempotent<D: Decider>(
             }
             Err(EventStoreError::WrongExpectedVersion { .. }) if attempt < MAX_ATTEMPTS => {
                 attempt += 1;
-                loaded = load::<D>(store, stream).await?;
+                loaded = load::<D>(store, command).await?;
             }
             Err(e) => return Err(e.into()),
         }
@@ -233,6 +283,14 @@ mod tests {
         type State = u64;
         type Rejection = &'static str;
 
+        fn stream(_: &u64) -> String {
+            "tally".into()
+        }
+
+        fn starts_stream(_: &u64) -> bool {
+            true // not so: a stale assumption, corrected by the conflict
+        }
+
         fn decide(limit: &u64, n: &u64) -> Result<Vec<Counted>, &'static str> {
             if n >= limit {
                 return Err("full");
@@ -260,15 +318,13 @@ mod tests {
         let store = event_store::open(&url).await.unwrap();
         // Both commands start from a state read before either appended.
         for _ in 0..2 {
-            execute::<Tally>(&*store, "tally", Loaded::assume_new(), &10)
-                .await
-                .unwrap();
+            execute::<Tally>(&*store, &10, None).await.unwrap();
         }
-        let loaded = load::<Tally>(&*store, "tally").await.unwrap();
+        let loaded = load::<Tally>(&*store, &10).await.unwrap();
         assert_eq!(loaded.state, 2, "the second decision saw the first event");
         assert_eq!(loaded.version, CurrentVersion::At(1));
         // A rejection on the reloaded state writes nothing.
-        let full = execute::<Tally>(&*store, "tally", Loaded::assume_new(), &1).await;
+        let full = execute::<Tally>(&*store, &1, None).await;
         assert!(matches!(full, Err(CommandError::Rejected("full"))));
         assert_eq!(store.read_stream("tally", 0).await.unwrap().len(), 2);
     }
@@ -281,6 +337,10 @@ mod tests {
         type Event = Counted;
         type State = u64;
         type Rejection = &'static str;
+
+        fn stream(_: &()) -> String {
+            "log".into()
+        }
 
         fn decide(_: &(), n: &u64) -> Result<Vec<Counted>, &'static str> {
             Ok(vec![Counted::Counted { n: n + 1 }])
@@ -300,15 +360,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = event_store::open(&url).await.unwrap();
-        execute::<Log>(&*store, "log", Loaded::assume_new(), &())
-            .await
-            .unwrap();
-        let stale = load::<Log>(&*store, "log").await.unwrap();
+        execute::<Log>(&*store, &(), None).await.unwrap();
+        let stale = load::<Log>(&*store, &()).await.unwrap();
         let racers = 4 * MAX_ATTEMPTS;
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..racers {
             let (store, stale) = (store.clone(), stale.clone());
-            tasks.spawn(async move { execute::<Log>(&*store, "log", stale, &()).await });
+            tasks.spawn(async move { execute_loaded::<Log>(&*store, &(), stale, None).await });
         }
         for done in tasks.join_all().await {
             done.unwrap();

@@ -5,13 +5,19 @@
 //! never be stored, on any replica, whatever it decided. The event's
 //! metadata keeps a fingerprint of the request, so that a retry can be told
 //! from a different request that reuses the key. What the first command
-//! created is found again through the event (read models index it by id).
+//! created is found again through the event: every read model keeps one
+//! [`KeyedIndex`], and [`once`] is the one path a keyed command takes.
+
+use std::collections::HashMap;
+use std::future::Future;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use event_store::RecordedEvent;
+
+use crate::read_model::{NotApplied, Projection, ReadModel, StaleRead};
 
 /// A command's idempotency: the id its first event takes, the fingerprint
 /// of the request, and what else the service keeps to answer a retry.
@@ -86,6 +92,202 @@ impl Idempotent {
         stamp.insert("fingerprint".into(), self.fingerprint.clone().into());
         map.insert("idempotency".into(), stamp.into());
         serde_json::value::to_raw_value(&map).expect("a JSON map serializes")
+    }
+}
+
+/// What keyed commands created, by the event id their key gave their first
+/// event: the one index every read model keeps for [`once`]. `T` is what
+/// the service needs to answer a retry (a movie's id, a registration).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyedIndex<T> {
+    by_event: HashMap<Uuid, Keyed<T>>,
+}
+
+impl<T> Default for KeyedIndex<T> {
+    fn default() -> Self {
+        Self {
+            by_event: HashMap::new(),
+        }
+    }
+}
+
+/// In event id order, so that a model's digest does not depend on the
+/// order of a hash map.
+impl<T: serde::Serialize> serde::Serialize for KeyedIndex<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let sorted: std::collections::BTreeMap<_, _> = self.by_event.iter().collect();
+        sorted.serialize(serializer)
+    }
+}
+
+/// One keyed command's record: the request's fingerprint and what it made.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Keyed<T> {
+    /// The fingerprint of the request that recorded it.
+    pub fingerprint: String,
+    /// What it created.
+    pub created: T,
+}
+
+impl<T> KeyedIndex<T> {
+    /// Indexes `recorded` if a keyed command recorded it; `created` says
+    /// what it made, from its stamp (see [`Idempotent::stamp_of`]).
+    /// Called by a read model's `apply` for every event.
+    pub fn note(
+        &mut self,
+        recorded: &RecordedEvent,
+        created: impl FnOnce(serde_json::Map<String, serde_json::Value>) -> T,
+    ) {
+        let Some(mut stamp) = Idempotent::stamp_of(recorded) else {
+            return;
+        };
+        let Some(serde_json::Value::String(fingerprint)) = stamp.remove("fingerprint") else {
+            return;
+        };
+        self.by_event.insert(
+            recorded.id,
+            Keyed {
+                fingerprint,
+                created: created(stamp),
+            },
+        );
+    }
+
+    /// What the command with `key` created, if one did: `None` if none is
+    /// stored; [`KeyReused`] if one was, for another request.
+    pub fn lookup(&self, key: &Idempotent) -> Result<Option<&T>, KeyReused> {
+        match self.by_event.get(&key.event_id) {
+            None => Ok(None),
+            Some(k) if k.fingerprint == key.fingerprint => Ok(Some(&k.created)),
+            Some(_) => Err(KeyReused),
+        }
+    }
+
+    /// The record of the keyed command whose first event is `event_id`.
+    pub fn get(&self, event_id: Uuid) -> Option<&Keyed<T>> {
+        self.by_event.get(&event_id)
+    }
+
+    /// Adds a record (a snapshot being loaded).
+    pub fn insert(&mut self, event_id: Uuid, keyed: Keyed<T>) {
+        self.by_event.insert(event_id, keyed);
+    }
+
+    /// How many keyed commands are indexed.
+    pub fn len(&self) -> usize {
+        self.by_event.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.by_event.is_empty()
+    }
+
+    /// Every record, in event id order (for a snapshot's canonical
+    /// encoding).
+    pub fn sorted(&self) -> Vec<(&Uuid, &Keyed<T>)> {
+        let mut all: Vec<_> = self.by_event.iter().collect();
+        all.sort_unstable_by_key(|(id, _)| **id);
+        all
+    }
+}
+
+/// The key was used before, with another request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the idempotency key was used for another request")]
+pub struct KeyReused;
+
+/// A read model that keeps a [`KeyedIndex`].
+pub trait KeyedModel: ReadModel {
+    /// What a keyed command created, as the index keeps it.
+    type Created: Clone;
+
+    /// The index.
+    fn keyed(&self) -> &KeyedIndex<Self::Created>;
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome<T> {
+    /// This call recorded it.
+    Recorded(T),
+    /// A call with the same key and request recorded it before (or at the
+    /// same time, elsewhere): what that call created.
+    Replayed(T),
+}
+
+impl<T> Outcome<T> {
+    /// What was created, whoever recorded it.
+    pub fn into_inner(self) -> T {
+        match self {
+            Self::Recorded(t) | Self::Replayed(t) => t,
+        }
+    }
+}
+
+/// The errors of a service's keyed commands.
+pub trait KeyedError: From<KeyReused> + From<StaleRead> + From<NotApplied> {
+    /// Whether this refusal may mean that the same request got there first
+    /// (its event, with the key's id, is stored): a duplicate event id, or
+    /// a rule that the first copy's event now breaks ("username taken",
+    /// "rated already").
+    fn may_be_replay(&self) -> bool;
+
+    /// A keyed command recorded, but its record is not in the index (a
+    /// bug: the model does not index what the command recorded).
+    fn not_indexed() -> Self;
+}
+
+/// The one path of a command that may carry an idempotency key.
+///
+/// `run` records the command (its first event stamped with `key`, see
+/// [`crate::decider::execute`]) and gives the position of its last event
+/// and what it created. Without a key, that is the answer, once `view` has
+/// applied it. With one:
+/// - a key already stored answers at once with what its command created
+///   ([`Outcome::Replayed`]), and `run` is never started (no id taken, no
+///   password hashed); the same key for another request is [`KeyReused`];
+/// - when `run` succeeds, the answer is still what is *stored* for the key:
+///   a copy of the request that lost a race may have "appended" the
+///   winner's events again (the store's idempotent retry), with values of
+///   its own that were never stored;
+/// - when `run` is refused in a way the same request's first copy explains
+///   ([`KeyedError::may_be_replay`]), that copy's record answers, once
+///   `view` has caught up with the store.
+pub async fn once<M, E, Fut>(
+    view: &Projection<M>,
+    key: Option<&Idempotent>,
+    run: Fut,
+) -> Result<Outcome<M::Created>, E>
+where
+    M: KeyedModel,
+    E: KeyedError,
+    Fut: Future<Output = Result<(u64, M::Created), E>>,
+{
+    let Some(key) = key else {
+        let (position, created) = run.await?;
+        view.wait_for(position).await?;
+        return Ok(Outcome::Recorded(created));
+    };
+    let stored = |view: &M| view.keyed().lookup(key).map(|c| c.cloned());
+    if let Some(created) = stored(&*view.read_linearizable().await?)? {
+        return Ok(Outcome::Replayed(created));
+    }
+    match run.await {
+        Ok((position, _)) => {
+            view.wait_for(position).await?;
+            let created = stored(&view.read())?;
+            created.map(Outcome::Recorded).ok_or_else(E::not_indexed)
+        }
+        Err(e) if e.may_be_replay() => {
+            // The other copy's event is committed, maybe not yet applied.
+            view.catch_up().await?;
+            match stored(&view.read())? {
+                Some(created) => Ok(Outcome::Replayed(created)),
+                None => Err(e),
+            }
+        }
+        Err(e) => Err(e),
     }
 }
 
