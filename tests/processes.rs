@@ -198,8 +198,8 @@ async fn three_processes_survive_sigkill_without_losing_or_doubling_writes() {
             id, movie, user, ..
         }) = e.decode()
         {
-            stored.entry((movie, user)).or_default().push(id);
-            rating_ids.insert(id, (movie, user));
+            stored.entry((movie.0, user.0)).or_default().push(id.0);
+            rating_ids.insert(id.0, (movie.0, user.0));
         }
     }
     assert!(
@@ -246,7 +246,7 @@ async fn three_processes_survive_sigkill_without_losing_or_doubling_writes() {
     assert_eq!(listed, Value::Array(expected));
     for m in &movies {
         let (_, detail) = api.get(&format!("/api/auth/movies/{m}"), &adder).await;
-        let row = rebuilt.movie(*m).unwrap();
+        let row = rebuilt.movie(catalog_service::domain::MovieId(*m)).unwrap();
         assert_eq!(detail["rating_count"], json!(row.rating_count));
     }
 

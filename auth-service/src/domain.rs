@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::token::TokenDigest;
 
-/// A user's id: positive, unique, increasing, never reused.
-pub type UserId = i64;
+event_store::id_type! {
+    /// A user's id: positive, unique, increasing, never reused.
+    pub struct UserId;
+}
 
 /// Longest username accepted (as Django's `User.username`).
 pub const MAX_USERNAME: usize = 150;
@@ -661,13 +663,16 @@ mod tests {
     #[test]
     fn a_throttled_login_is_noted_once_a_minute_and_only_for_a_user() {
         let registered = AuthEvent::UserRegistered {
-            user_id: 7,
+            user_id: UserId(7),
             username: "ann".into(),
             email: "ann@example.com".into(),
             password_hash: "h".into(),
         };
         let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let noted = AuthEvent::LoginThrottled { user_id: 7, at: t0 };
+        let noted = AuthEvent::LoginThrottled {
+            user_id: UserId(7),
+            at: t0,
+        };
         let note = |secs| UserCommand::NoteThrottled {
             now: t0 + chrono::TimeDelta::seconds(secs),
         };
@@ -680,7 +685,7 @@ mod tests {
         given::<User>(vec![registered, noted])
             .when(alice(note(60)))
             .then(vec![AuthEvent::LoginThrottled {
-                user_id: 7,
+                user_id: UserId(7),
                 at: t0 + THROTTLE_NOTE_EVERY,
             }]);
         given::<User>(vec![])
@@ -749,7 +754,7 @@ mod tests {
 
     fn register(grant: Grant) -> UserCommand {
         UserCommand::Register {
-            user_id: 7,
+            user_id: UserId(7),
             username: Username::parse("Alice").unwrap(),
             email: Email::parse("a@example.com").unwrap(),
             password_hash: "$argon2id$x".into(),
@@ -759,7 +764,7 @@ mod tests {
 
     fn registered() -> AuthEvent {
         AuthEvent::UserRegistered {
-            user_id: 7,
+            user_id: UserId(7),
             username: "Alice".into(),
             email: "a@example.com".into(),
             password_hash: "$argon2id$x".into(),
@@ -771,7 +776,7 @@ mod tests {
         let g = grant();
         given::<User>([])
             .when(alice(register(g)))
-            .then([registered(), issued(7, &g)]);
+            .then([registered(), issued(UserId(7), &g)]);
     }
 
     #[test]
@@ -786,7 +791,7 @@ mod tests {
         let g = grant();
         given::<User>([registered()])
             .when(alice(UserCommand::IssueToken(g)))
-            .then([issued(7, &g)]);
+            .then([issued(UserId(7), &g)]);
         given::<User>([])
             .when(alice(UserCommand::IssueToken(g)))
             .then_rejects(Rejection::UnknownUser);
@@ -800,19 +805,19 @@ mod tests {
             now: t0(),
         };
         let revoked = AuthEvent::TokenRevoked {
-            user_id: 7,
+            user_id: UserId(7),
             digest: g.digest,
         };
-        given::<User>([registered(), issued(7, &g)])
+        given::<User>([registered(), issued(UserId(7), &g)])
             .when(alice(revoke()))
             .then([revoked.clone()]);
-        given::<User>([registered(), issued(7, &g), revoked])
+        given::<User>([registered(), issued(UserId(7), &g), revoked])
             .when(alice(revoke()))
             .then_rejects(Rejection::InvalidToken);
         given::<User>([
             registered(),
-            issued(7, &g),
-            AuthEvent::AllTokensRevoked { user_id: 7 },
+            issued(UserId(7), &g),
+            AuthEvent::AllTokensRevoked { user_id: UserId(7) },
         ])
         .when(alice(revoke()))
         .then_rejects(Rejection::InvalidToken);
@@ -821,7 +826,7 @@ mod tests {
     #[test]
     fn an_expired_or_unknown_token_cannot_be_revoked() {
         let g = grant();
-        given::<User>([registered(), issued(7, &g)])
+        given::<User>([registered(), issued(UserId(7), &g)])
             .when(alice(UserCommand::RevokeToken {
                 digest: g.digest,
                 now: g.expires_at,
@@ -840,9 +845,13 @@ mod tests {
 
     #[test]
     fn logging_out_everywhere_revokes_every_token() {
-        given::<User>([registered(), issued(7, &grant()), issued(7, &grant())])
-            .when(alice(UserCommand::RevokeAllTokens))
-            .then([AuthEvent::AllTokensRevoked { user_id: 7 }]);
+        given::<User>([
+            registered(),
+            issued(UserId(7), &grant()),
+            issued(UserId(7), &grant()),
+        ])
+        .when(alice(UserCommand::RevokeAllTokens))
+        .then([AuthEvent::AllTokensRevoked { user_id: UserId(7) }]);
     }
 
     #[test]
@@ -850,8 +859,8 @@ mod tests {
         let g = grant();
         for e in [
             registered(),
-            issued(7, &g),
-            AuthEvent::AllTokensRevoked { user_id: 3 },
+            issued(UserId(7), &g),
+            AuthEvent::AllTokensRevoked { user_id: UserId(3) },
         ] {
             let json = serde_json::to_string(&e).unwrap();
             assert_eq!(serde_json::from_str::<AuthEvent>(&json).unwrap(), e);

@@ -127,7 +127,7 @@ impl AuthGrpc {
             if let Some(k) = &mut keyed {
                 self.seal(k, &token, &grant, given_password.clone()).await?;
             }
-            let user_id = self.user_ids.next(&self.store).await?;
+            let user_id = UserId(self.user_ids.next(&self.store).await?);
             // The skeleton first: of two confusable names registered at
             // once, only one gets the claim.
             let claim = ClaimUsername {
@@ -136,7 +136,7 @@ impl AuthGrpc {
             };
             decider::execute::<UsernameClaim>(&*self.store, &claim, None).await?;
             let user = UserMessage {
-                id: user_id,
+                id: user_id.0,
                 username: username.as_str().to_owned(),
                 email: email.as_str().to_owned(),
             };
@@ -149,7 +149,7 @@ impl AuthGrpc {
             }
             .to(normalized.clone());
             let done = decider::execute::<User>(&*self.store, &command, keyed.as_ref()).await?;
-            tracing::info!(user_id, "user registered");
+            tracing::info!(%user_id, "user registered");
             fresh = Some(session(user, token, grant));
             let created = Registration {
                 user_id,
@@ -233,7 +233,7 @@ impl AuthGrpc {
             return Err(AuthError::KeyReused);
         }
         let user = UserMessage {
-            id: user.id,
+            id: user.id.0,
             username: user.username,
             email: user.email,
         };
@@ -270,7 +270,7 @@ impl AuthGrpc {
             .account()
             .ok_or(AuthError::IncorrectCredentials)?;
         let user = UserMessage {
-            id: account.user_id,
+            id: account.user_id.0,
             username: account.username.clone(),
             email: account.email.clone(),
         };
@@ -341,7 +341,7 @@ impl AuthGrpc {
         let view = self.view.read_linearizable().await?;
         view.by_token(digest, Utc::now())
             .map(|u| UserMessage {
-                id: u.id,
+                id: u.id.0,
                 username: u.username.clone(),
                 email: u.email.clone(),
             })
@@ -359,7 +359,7 @@ impl AuthGrpc {
         let command = command(digest).to(normalize_username(&user.username));
         let loaded = decider::load::<User>(&*self.store, &command).await?;
         self.execute(&command, loaded).await?;
-        Ok(user.id)
+        Ok(UserId(user.id))
     }
 }
 
@@ -418,7 +418,7 @@ impl AuthService for AuthGrpc {
                 }
             })
             .await?;
-        tracing::info!(user_id, "token revoked");
+        tracing::info!(%user_id, "token revoked");
         Ok(Response::new(LogoutResponse {}))
     }
 
@@ -442,7 +442,7 @@ impl AuthService for AuthGrpc {
         let user_id = self
             .revoke(&request.get_ref().token, |_| UserCommand::RevokeAllTokens)
             .await?;
-        tracing::info!(user_id, "all tokens revoked");
+        tracing::info!(%user_id, "all tokens revoked");
         Ok(Response::new(LogoutAllResponse {}))
     }
 }

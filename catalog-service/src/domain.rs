@@ -6,12 +6,18 @@ use event_store::Event;
 use platform::FieldError;
 use serde::{Deserialize, Serialize};
 
-/// A movie's id: positive, unique, increasing, never reused.
-pub type MovieId = i64;
-/// A rating's id: positive, unique, increasing, never reused.
-pub type RatingId = i64;
-/// A user's id, as auth-service gives it.
-pub type UserId = i64;
+event_store::id_type! {
+    /// A movie's id: positive, unique, increasing, never reused.
+    pub struct MovieId;
+}
+event_store::id_type! {
+    /// A rating's id: positive, unique, increasing, never reused.
+    pub struct RatingId;
+}
+event_store::id_type! {
+    /// A user's id, as auth-service gives it.
+    pub struct UserId;
+}
 
 /// Longest title or director accepted.
 pub const MAX_TEXT: usize = 200;
@@ -113,7 +119,13 @@ pub fn movie_stream(movie: MovieId) -> String {
 }
 
 /// The stream of one user's rating of one movie: it admits one `MovieRated`,
-/// so "one rating per user and movie" holds under any concurrency.
+/// so "one rating per user and movie" holds under any concurrency. Its
+/// arguments cannot be swapped:
+///
+/// ```compile_fail
+/// use catalog_service::domain::{MovieId, UserId, rating_stream};
+/// rating_stream(UserId(1), MovieId(2));
+/// ```
 pub fn rating_stream(movie: MovieId, user: UserId) -> String {
     format!("rating-{movie}-{user}")
 }
@@ -268,7 +280,7 @@ impl Decider for MovieRating {
     /// change. Ids are positive: anything else names no movie, without a
     /// read.
     fn reads(c: &RateMovie) -> Vec<String> {
-        if c.movie_id > 0 {
+        if c.movie_id.0 > 0 {
             vec![movie_stream(c.movie_id)]
         } else {
             vec![]
@@ -315,8 +327,8 @@ mod tests {
 
     use super::*;
 
-    const ALICE: UserId = 1;
-    const BOB: UserId = 2;
+    const ALICE: UserId = UserId(1);
+    const BOB: UserId = UserId(2);
 
     fn text(s: &str) -> Text {
         Text::parse("title", s).unwrap()
@@ -333,8 +345,8 @@ mod tests {
 
     fn rate(user: UserId, rating: u8) -> RateMovie {
         RateMovie {
-            id: 9,
-            movie_id: 7,
+            id: RatingId(9),
+            movie_id: MovieId(7),
             user,
             rating: Rating(rating),
         }
@@ -344,45 +356,45 @@ mod tests {
     fn a_new_movie_is_added_with_trimmed_texts() {
         given::<Movie>([])
             .when(AddMovie {
-                id: 7,
+                id: MovieId(7),
                 title: text("  Up "),
                 director: text("Docter"),
                 added_by: ALICE,
             })
-            .then([added(7, ALICE)]);
+            .then([added(MovieId(7), ALICE)]);
     }
 
     #[test]
     fn a_movie_id_is_never_added_twice() {
-        given::<Movie>([added(7, ALICE)])
+        given::<Movie>([added(MovieId(7), ALICE)])
             .when(AddMovie {
-                id: 7,
+                id: MovieId(7),
                 title: text("Up"),
                 director: text("Docter"),
                 added_by: BOB,
             })
-            .then_rejects(Rejection::MovieExists(7));
+            .then_rejects(Rejection::MovieExists(MovieId(7)));
     }
 
     #[test]
     fn another_user_rates_a_movie_once() {
         let rated = CatalogEvent::MovieRated {
-            id: 9,
-            movie: 7,
+            id: RatingId(9),
+            movie: MovieId(7),
             user: BOB,
             rating: Rating(4),
         };
-        given::<MovieRating>([added(7, ALICE)])
+        given::<MovieRating>([added(MovieId(7), ALICE)])
             .when(rate(BOB, 4))
             .then([rated.clone()]);
-        given::<MovieRating>([added(7, ALICE), rated])
+        given::<MovieRating>([added(MovieId(7), ALICE), rated])
             .when(rate(BOB, 5))
             .then_rejects(Rejection::CannotRate);
     }
 
     #[test]
     fn rating_ones_own_movie_is_refused() {
-        given::<MovieRating>([added(7, ALICE)])
+        given::<MovieRating>([added(MovieId(7), ALICE)])
             .when(rate(ALICE, 5))
             .then_rejects(Rejection::CannotRate);
     }
@@ -391,7 +403,7 @@ mod tests {
     fn rating_an_unknown_movie_names_it() {
         given::<MovieRating>([])
             .when(rate(BOB, 3))
-            .then_rejects(Rejection::UnknownMovie(7));
+            .then_rejects(Rejection::UnknownMovie(MovieId(7)));
     }
 
     #[test]
@@ -399,11 +411,14 @@ mod tests {
         let c = rate(BOB, 3);
         assert_eq!(MovieRating::stream(&c), "rating-7-2");
         assert_eq!(MovieRating::reads(&c), ["movie-7"]);
-        let nothing = RateMovie { movie_id: 0, ..c };
+        let nothing = RateMovie {
+            movie_id: MovieId(0),
+            ..c
+        };
         assert!(MovieRating::reads(&nothing).is_empty(), "no read for id 0");
         assert_eq!(
             Movie::stream(&AddMovie {
-                id: 7,
+                id: MovieId(7),
                 title: text("Up"),
                 director: text("Docter"),
                 added_by: ALICE,
@@ -456,9 +471,9 @@ mod tests {
     #[test]
     fn stored_ratings_are_plain_numbers_and_checked_when_read() {
         let e = CatalogEvent::MovieRated {
-            id: 1,
-            movie: 2,
-            user: 3,
+            id: RatingId(1),
+            movie: MovieId(2),
+            user: UserId(3),
             rating: Rating(5),
         };
         let json = serde_json::to_string(&e).unwrap();

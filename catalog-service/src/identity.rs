@@ -49,7 +49,12 @@ impl Identity {
             platform::Credentials::Token(token) => token,
         };
         let client = match self {
-            Self::Local(index) => return index.user_id(token).ok_or(CatalogError::InvalidToken),
+            Self::Local(index) => {
+                return index
+                    .user_id(token)
+                    .map(UserId)
+                    .ok_or(CatalogError::InvalidToken);
+            }
             Self::Grpc(client) => client,
         };
         let request = AuthenticateRequest {
@@ -72,7 +77,7 @@ impl Identity {
             }
         };
         match tokio::time::timeout(AUTHENTICATE_TIMEOUT, call).await {
-            Ok(Ok(user)) => Ok(user.into_inner().id),
+            Ok(Ok(user)) => Ok(UserId(user.into_inner().id)),
             Ok(Err(s)) if s.code() == Code::Unauthenticated => Err(CatalogError::InvalidToken),
             Ok(Err(s)) => Err(CatalogError::IdentityUnavailable(format!(
                 "{:?}: {}",

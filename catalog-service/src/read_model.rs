@@ -115,7 +115,7 @@ impl Packed {
         Self {
             id: row.id,
             movie: row.movie,
-            user_rating: (row.user << 3) | i64::from(row.rating.get()),
+            user_rating: (row.user.0 << 3) | i64::from(row.rating.get()),
         }
     }
 
@@ -123,7 +123,7 @@ impl Packed {
         RatingRow {
             id: self.id,
             movie: self.movie,
-            user: self.user_rating >> 3,
+            user: UserId(self.user_rating >> 3),
             rating: Rating::from_stored((self.user_rating & 7) as u8),
         }
     }
@@ -156,9 +156,9 @@ impl Done {
     /// The movie added or the rating given.
     pub fn what(self) -> Created {
         if self.what < 0 {
-            Created::Rating(-self.what)
+            Created::Rating(RatingId(-self.what))
         } else {
-            Created::Movie(self.what)
+            Created::Movie(MovieId(self.what))
         }
     }
 }
@@ -253,7 +253,7 @@ impl CatalogView {
         tag.copy_from_slice(&self.ratings_tag[..16]);
         RatingsCut {
             position: self.position,
-            max_id: self.ratings.last().map_or(0, |p| p.id),
+            max_id: self.ratings.last().map_or(RatingId(0), |p| p.id),
             count: self.ratings.len(),
             tag,
         }
@@ -326,8 +326,8 @@ impl ReadModel for CatalogView {
         self.activity.entry(by).or_default().push(Done {
             at_micros: recorded.recorded_at.timestamp_micros(),
             what: match created {
-                Created::Movie(id) => id,
-                Created::Rating(id) => -id,
+                Created::Movie(id) => id.0,
+                Created::Rating(id) => -id.0,
             },
         });
         self.keyed.note(recorded, |_| created);
@@ -338,7 +338,7 @@ impl ReadModel for CatalogView {
                 director,
                 added_by,
             } => {
-                self.movies_etag = chain_movie(&self.movies_etag, id, &title, &director);
+                self.movies_etag = chain_movie(&self.movies_etag, id.0, &title, &director);
                 self.movies.insert(
                     id,
                     MovieRow {
@@ -398,8 +398,8 @@ impl Snapshot for CatalogView {
             out.u64(m.rating_sum);
         }
         out.records(&self.ratings, 24, |p, slot| {
-            slot[..8].copy_from_slice(&p.id.to_le_bytes());
-            slot[8..16].copy_from_slice(&p.movie.to_le_bytes());
+            slot[..8].copy_from_slice(&p.id.0.to_le_bytes());
+            slot[8..16].copy_from_slice(&p.movie.0.to_le_bytes());
             slot[16..].copy_from_slice(&p.user_rating.to_le_bytes());
         });
         out.count(self.late.len());
@@ -433,19 +433,19 @@ impl Snapshot for CatalogView {
         for _ in 0..input.count(48)? {
             let id = input.i64()?;
             let row = MovieRow {
-                id,
+                id: MovieId(id),
                 title: input.str()?,
                 director: input.str()?,
-                added_by: input.i64()?,
+                added_by: input.id()?,
                 rating_count: input.u64()?,
                 rating_sum: input.u64()?,
             };
-            view.movies.insert(id, row);
+            view.movies.insert(MovieId(id), row);
         }
         input.records(24, |record| {
             let p = Packed {
-                id: i64_at(record, 0),
-                movie: i64_at(record, 8),
+                id: RatingId(i64_at(record, 0)),
+                movie: MovieId(i64_at(record, 8)),
                 user_rating: i64_at(record, 16),
             };
             if !(1..=5).contains(&(p.user_rating & 7)) {
@@ -459,7 +459,7 @@ impl Snapshot for CatalogView {
             Ok(())
         })?;
         for _ in 0..input.count(16)? {
-            view.late.push((input.i64()?, input.u64()?));
+            view.late.push((input.id()?, input.u64()?));
         }
         for _ in 0..input.count(33)? {
             let event = Uuid::from_bytes(input.array()?);
@@ -483,7 +483,7 @@ impl Snapshot for CatalogView {
                 });
                 Ok(())
             })?;
-            view.activity.insert(user, done);
+            view.activity.insert(UserId(user), done);
         }
         Ok(view)
     }
@@ -504,8 +504,8 @@ fn encode_created(out: &mut Encoder<'_>, created: Created) {
 
 fn decode_created(input: &mut Decoder<'_>) -> Result<Created, Damaged> {
     match (input.u8()?, input.i64()?) {
-        (0, id) => Ok(Created::Movie(id)),
-        (1, id) => Ok(Created::Rating(id)),
+        (0, id) => Ok(Created::Movie(MovieId(id))),
+        (1, id) => Ok(Created::Rating(RatingId(id))),
         _ => Err(Damaged("an unknown kind of creation")),
     }
 }
@@ -527,7 +527,12 @@ fn chain_movie(previous: &[u8; 32], id: i64, title: &str, director: &str) -> [u8
 fn chain_rating(previous: &[u8; 32], row: &RatingRow) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(previous);
-    for field in [row.id, row.movie, row.user, i64::from(row.rating.get())] {
+    for field in [
+        row.id.0,
+        row.movie.0,
+        row.user.0,
+        i64::from(row.rating.get()),
+    ] {
         h.update(field.to_le_bytes());
     }
     h.finalize().into()
@@ -588,20 +593,20 @@ mod tests {
         v
     }
 
-    fn added(id: MovieId) -> CatalogEvent {
+    fn added(id: i64) -> CatalogEvent {
         CatalogEvent::MovieAdded {
-            id,
+            id: MovieId(id),
             title: format!("t{id}"),
             director: "d".into(),
-            added_by: 1,
+            added_by: UserId(1),
         }
     }
 
-    fn rated(id: RatingId, movie: MovieId, rating: u8) -> CatalogEvent {
+    fn rated(id: i64, movie: i64, rating: u8) -> CatalogEvent {
         CatalogEvent::MovieRated {
-            id,
-            movie,
-            user: 10 + id,
+            id: RatingId(id),
+            movie: MovieId(movie),
+            user: UserId(10 + id),
             rating: Rating::parse(rating.into()).unwrap(),
         }
     }
@@ -609,10 +614,10 @@ mod tests {
     #[test]
     fn a_movie_shows_its_ratings_count_and_average() {
         let v = view([added(1), added(2), rated(1, 1, 4), rated(2, 1, 5)]);
-        let m = v.movie(1).unwrap();
+        let m = v.movie(MovieId(1)).unwrap();
         assert_eq!((m.rating_count, m.rating_average()), (2, Some(4.5)));
-        assert_eq!(v.movie(2).unwrap().rating_average(), None);
-        assert!(v.movie(3).is_none());
+        assert_eq!(v.movie(MovieId(2)).unwrap().rating_average(), None);
+        assert!(v.movie(MovieId(3)).is_none());
     }
 
     #[test]
@@ -627,14 +632,17 @@ mod tests {
         ]);
         let page = v.movies(Some(2), 1);
         assert_eq!(page.count, 3);
-        assert_eq!(page.items.iter().map(|m| m.id).collect::<Vec<_>>(), [2, 3]);
-        let of_two = v.ratings(Some(2), None, 0);
         assert_eq!(
-            of_two.items.iter().map(|r| r.id).collect::<Vec<_>>(),
+            page.items.iter().map(|m| m.id.0).collect::<Vec<_>>(),
+            [2, 3]
+        );
+        let of_two = v.ratings(Some(MovieId(2)), None, 0);
+        assert_eq!(
+            of_two.items.iter().map(|r| r.id.0).collect::<Vec<_>>(),
             [1, 3]
         );
-        assert_eq!(v.ratings(None, Some(1), 2).items[0].id, 3);
-        assert_eq!(v.ratings(Some(9), None, 0).count, 0);
+        assert_eq!(v.ratings(None, Some(1), 2).items[0].id, RatingId(3));
+        assert_eq!(v.ratings(Some(MovieId(9)), None, 0).count, 0);
     }
 
     #[test]
@@ -664,13 +672,13 @@ mod tests {
             rated(1, 2, 1),
             rated(2, 1, 3),
         ]);
-        let ids = |p: Page<RatingRow>| p.items.iter().map(|r| r.id).collect::<Vec<_>>();
+        let ids = |p: Page<RatingRow>| p.items.iter().map(|r| r.id.0).collect::<Vec<_>>();
         assert_eq!(ids(v.ratings(None, None, 0)), [1, 2, 3]);
-        assert_eq!(ids(v.ratings(Some(1), None, 0)), [2, 3]);
-        let r = v.rating(3).unwrap();
-        assert_eq!((r.movie, r.user, r.rating.get()), (1, 13, 5));
-        assert!(v.rating(4).is_none());
-        assert_eq!(v.movie(1).unwrap().rating_average(), Some(4.0));
+        assert_eq!(ids(v.ratings(Some(MovieId(1)), None, 0)), [2, 3]);
+        let r = v.rating(RatingId(3)).unwrap();
+        assert_eq!((r.movie.0, r.user.0, r.rating.get()), (1, 13, 5));
+        assert!(v.rating(RatingId(4)).is_none());
+        assert_eq!(v.movie(MovieId(1)).unwrap().rating_average(), Some(4.0));
     }
 
     /// `event`, applied at `position`.
@@ -718,7 +726,7 @@ mod tests {
             Uuid::from_u128(7),
             Keyed {
                 fingerprint: "f".into(),
-                created: Created::Rating(3),
+                created: Created::Rating(RatingId(3)),
             },
         );
         v
@@ -733,7 +741,10 @@ mod tests {
         assert_eq!(back.snapshot(), v.snapshot());
         assert_eq!(back.ratings_cut(), v.ratings_cut());
         assert_eq!(back.movies_etag(), v.movies_etag());
-        assert_eq!(back.ratings(Some(2), None, 0), v.ratings(Some(2), None, 0));
+        assert_eq!(
+            back.ratings(Some(MovieId(2)), None, 0),
+            v.ratings(Some(MovieId(2)), None, 0)
+        );
         assert_eq!(back.late, v.late);
         // Every shorter prefix is refused, without a panic.
         for cut in 0..bytes.len() {
@@ -761,16 +772,16 @@ mod tests {
         apply_at(&mut v, 2, rated(1, 1, 3));
         apply_at(&mut v, 3, rated(3, 1, 4));
         let cut = v.ratings_cut();
-        assert_eq!((cut.position, cut.max_id, cut.count), (3, 3, 2));
+        assert_eq!((cut.position, cut.max_id, cut.count), (3, RatingId(3), 2));
         // After the cut: one out of order (below the cut's greatest id), one after.
         apply_at(&mut v, 4, rated(2, 1, 5));
         apply_at(&mut v, 5, rated(4, 1, 1));
-        let ids = |rows: Vec<RatingRow>| rows.iter().map(|r| r.id).collect::<Vec<_>>();
-        assert_eq!(ids(v.ratings_at(&cut, 0, 10)), [1, 3]);
-        assert_eq!(ids(v.ratings_at(&cut, 1, 10)), [3]);
-        assert_eq!(ids(v.ratings_at(&cut, 0, 1)), [1]);
+        let ids = |rows: Vec<RatingRow>| rows.iter().map(|r| r.id.0).collect::<Vec<_>>();
+        assert_eq!(ids(v.ratings_at(&cut, RatingId(0), 10)), [1, 3]);
+        assert_eq!(ids(v.ratings_at(&cut, RatingId(1), 10)), [3]);
+        assert_eq!(ids(v.ratings_at(&cut, RatingId(0), 1)), [1]);
         let now = v.ratings_cut();
-        assert_eq!(ids(v.ratings_at(&now, 0, 10)), [1, 2, 3, 4]);
+        assert_eq!(ids(v.ratings_at(&now, RatingId(0), 10)), [1, 2, 3, 4]);
         assert_ne!(now.tag, cut.tag, "a rating changes the tag");
         let mut again = CatalogView::default();
         for (p, e) in [(1, added(1)), (2, rated(1, 1, 3)), (3, rated(3, 1, 4))] {
@@ -783,18 +794,18 @@ mod tests {
     fn each_user_sees_only_what_they_did_newest_first() {
         // Movies are added by user 1; rating n is given by user 10 + n.
         let v = view([added(1), added(2), rated(1, 1, 4), rated(2, 2, 5)]);
-        let mine = v.activity(1, None);
+        let mine = v.activity(UserId(1), None);
         assert_eq!(mine.count, 2);
         assert_eq!(
             mine.items.iter().map(|d| d.what()).collect::<Vec<_>>(),
-            [Created::Movie(2), Created::Movie(1)]
+            [Created::Movie(MovieId(2)), Created::Movie(MovieId(1))]
         );
-        let rater = v.activity(11, Some(5));
+        let rater = v.activity(UserId(11), Some(5));
         assert_eq!(
             rater.items.iter().map(|d| d.what()).collect::<Vec<_>>(),
-            [Created::Rating(1)]
+            [Created::Rating(RatingId(1))]
         );
-        assert_eq!(v.activity(1, Some(1)).items.len(), 1);
-        assert_eq!(v.activity(99, None).count, 0);
+        assert_eq!(v.activity(UserId(1), Some(1)).items.len(), 1);
+        assert_eq!(v.activity(UserId(99), None).count, 0);
     }
 }

@@ -25,7 +25,8 @@ use tonic::{Request, Response, Status};
 
 use crate::authenticated::Caller;
 use crate::domain::{
-    self, AddMovie, MOVIE_IDS_STREAM, MovieRating, RATING_IDS_STREAM, RateMovie, Text,
+    self, AddMovie, MOVIE_IDS_STREAM, MovieId, MovieRating, RATING_IDS_STREAM, RateMovie, RatingId,
+    Text,
 };
 use crate::error::{CatalogError, Result};
 use crate::read_model::{
@@ -104,7 +105,11 @@ impl CatalogGrpc {
             None => self.view.read_linearizable().await?,
         };
         let cut = given.unwrap_or_else(|| view.ratings_cut());
-        let rows = view.ratings_at(&cut, r.after_id.unwrap_or(0), limit.unwrap_or(usize::MAX));
+        let rows = view.ratings_at(
+            &cut,
+            RatingId(r.after_id.unwrap_or(0)),
+            limit.unwrap_or(usize::MAX),
+        );
         Ok(ListRatingsResponse {
             ratings: rows.into_iter().map(listed_rating_message).collect(),
             count: cut.count as u64,
@@ -180,14 +185,14 @@ impl CatalogGrpc {
         });
         let run = async {
             let command = AddMovie {
-                id: self.movie_ids.next(&self.store).await?,
+                id: MovieId(self.movie_ids.next(&self.store).await?),
                 title,
                 director,
                 added_by: user,
             };
             let done =
                 decider::execute::<domain::Movie>(&*self.store, &command, key.as_ref()).await?;
-            tracing::info!(movie = command.id, "movie added");
+            tracing::info!(movie = %command.id, "movie added");
             Ok::<_, CatalogError>((done.position, Created::Movie(command.id)))
         };
         let outcome = idempotency::once(&self.view, key.as_ref(), run).await?;
@@ -211,8 +216,8 @@ impl CatalogGrpc {
         let run = async {
             let id = self.rating_ids.next(&self.store);
             let command = RateMovie {
-                id: self.stages.time("rate_allocate_id", id).await?,
-                movie_id: r.movie,
+                id: RatingId(self.stages.time("rate_allocate_id", id).await?),
+                movie_id: MovieId(r.movie),
                 user,
                 rating,
             };
@@ -227,7 +232,7 @@ impl CatalogGrpc {
             let done = self.stages.time("rate_append", append).await?;
             let applied = self.view.wait_for(done.position);
             self.stages.time("rate_apply_wait", applied).await?;
-            tracing::info!(rating = command.id, "movie rated");
+            tracing::info!(rating = %command.id, "movie rated");
             Ok::<_, CatalogError>((done.position, Created::Rating(command.id)))
         };
         let outcome = idempotency::once(&self.view, key.as_ref(), run).await?;
@@ -241,7 +246,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 fn movie_message(m: MovieRow) -> Movie {
     Movie {
-        id: m.id,
+        id: m.id.0,
         title: m.title,
         director: m.director,
     }
@@ -250,7 +255,7 @@ fn movie_message(m: MovieRow) -> Movie {
 /// The caller's own rating, with its user.
 fn rating_message(r: RatingRow) -> RateMovieResponse {
     Rating {
-        user: r.user,
+        user: r.user.0,
         ..listed_rating_message(r)
     }
     .into()
@@ -260,8 +265,8 @@ fn rating_message(r: RatingRow) -> RateMovieResponse {
 /// showed it either).
 fn listed_rating_message(r: RatingRow) -> Rating {
     Rating {
-        id: r.id,
-        movie: r.movie,
+        id: r.id.0,
+        movie: r.movie.0,
         rating: i32::from(r.rating.get()),
         user: 0,
     }
@@ -328,15 +333,15 @@ impl CatalogService for CatalogGrpc {
         let m = self
             .view_for(&request)
             .await?
-            .movie(request.get_ref().id)
+            .movie(MovieId(request.get_ref().id))
             .cloned()
             .ok_or(CatalogError::NotFound)?;
         Ok(Response::new(GetMovieResponse {
             rating_average: m.rating_average(),
-            id: m.id,
+            id: m.id.0,
             title: m.title,
             director: m.director,
-            added_by: m.added_by,
+            added_by: m.added_by.0,
             rating_count: m.rating_count as i64,
         }))
     }
@@ -390,7 +395,7 @@ impl CatalogService for CatalogGrpc {
             return Ok(Response::new(self.ratings_page(r, limit).await?));
         }
         let view = self.view_for(&request).await?;
-        let page = view.ratings(r.movie, limit, r.offset as usize);
+        let page = view.ratings(r.movie.map(MovieId), limit, r.offset as usize);
         Ok(Response::new(ListRatingsResponse {
             ratings: page.items.into_iter().map(listed_rating_message).collect(),
             count: page.count as u64,
@@ -462,7 +467,7 @@ fn activity_message(view: &CatalogView, done: &Done) -> Activity {
             let rating = view.rating(id);
             (
                 ActivityKind::Rated,
-                rating.map_or(0, |r| r.movie),
+                rating.map_or(MovieId(0), |r| r.movie),
                 rating.map_or(0, |r| i32::from(r.rating.get())),
             )
         }
@@ -470,7 +475,7 @@ fn activity_message(view: &CatalogView, done: &Done) -> Activity {
     Activity {
         time: Some(proto::timestamp_micros(done.at_micros)),
         kind: kind.into(),
-        movie,
+        movie: movie.0,
         title: view
             .movie(movie)
             .map(|m| m.title.clone())
@@ -482,7 +487,7 @@ fn activity_message(view: &CatalogView, done: &Done) -> Activity {
 fn cut_message(cut: &RatingsCut) -> proto::catalog::RatingsCut {
     proto::catalog::RatingsCut {
         position: cut.position,
-        max_id: cut.max_id,
+        max_id: cut.max_id.0,
         count: cut.count as u64,
         tag: cut.tag.to_vec(),
     }
@@ -492,7 +497,7 @@ fn cut_from_message(m: &proto::catalog::RatingsCut) -> Result<RatingsCut> {
     let tag = <[u8; 16]>::try_from(m.tag.as_slice()).map_err(|_| CatalogError::InvalidCut)?;
     Ok(RatingsCut {
         position: m.position,
-        max_id: m.max_id,
+        max_id: RatingId(m.max_id),
         count: usize::try_from(m.count).map_err(|_| CatalogError::InvalidCut)?,
         tag,
     })

@@ -10,6 +10,48 @@ use crate::error::{EventStoreError, Result};
 use crate::model::{CurrentVersion, NewEvent, RecordedEvent};
 use crate::store::EventStore;
 
+/// Declares an id type: a newtype over the `i64` an [`IdSequence`] hands
+/// out, stored as the bare number (`#[serde(transparent)]`), so events keep
+/// their shape, and two kinds of id cannot be swapped for each other.
+///
+/// ```
+/// event_store::id_type! {
+///     /// A movie's id.
+///     pub struct MovieId;
+/// }
+/// assert_eq!(MovieId(7).to_string(), "7");
+/// ```
+#[macro_export]
+macro_rules! id_type {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident;) => {
+        $(#[$meta])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default,
+            serde::Serialize, serde::Deserialize,
+        )]
+        #[serde(transparent)]
+        $vis struct $name(pub i64);
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                ::std::fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl ::std::convert::From<i64> for $name {
+            fn from(id: i64) -> Self {
+                Self(id)
+            }
+        }
+
+        impl ::std::convert::From<$name> for i64 {
+            fn from(id: $name) -> i64 {
+                id.0
+            }
+        }
+    };
+}
+
 /// The end of every allocation event's type (`MovieIdAllocated`...).
 const ALLOCATED: &str = "IdAllocated";
 

@@ -273,14 +273,14 @@ async fn lists_larger_than_four_mib_come_back_whole() {
         appends.spawn(async move {
             for id in (1..=movies).filter(|id| id % writers == w) {
                 let event = CatalogEvent::MovieAdded {
-                    id,
+                    id: catalog_service::domain::MovieId(id),
                     title: format!("{id:0>200}"),
                     director: "d".repeat(200),
-                    added_by: 1,
+                    added_by: catalog_service::domain::UserId(1),
                 };
                 store
                     .append(
-                        &movie_stream(id),
+                        &movie_stream(catalog_service::domain::MovieId(id)),
                         ExpectedVersion::NoStream,
                         vec![event.to_new_event().unwrap()],
                     )

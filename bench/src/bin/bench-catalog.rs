@@ -43,16 +43,16 @@ async fn fill(store: &Arc<dyn EventStore>, events: u64) {
             .map(|i| {
                 let e = if i % 100 == 0 {
                     CatalogEvent::MovieAdded {
-                        id: (i / 100 + 1) as i64,
+                        id: catalog_service::domain::MovieId((i / 100 + 1) as i64),
                         title: format!("Movie {i}"),
                         director: "Director".into(),
-                        added_by: 1,
+                        added_by: catalog_service::domain::UserId(1),
                     }
                 } else {
                     CatalogEvent::MovieRated {
-                        id: i as i64,
-                        movie: (i / 100 + 1) as i64,
-                        user: (i % 100 + 1) as i64,
+                        id: catalog_service::domain::RatingId(i as i64),
+                        movie: catalog_service::domain::MovieId((i / 100 + 1) as i64),
+                        user: catalog_service::domain::UserId((i % 100 + 1) as i64),
                         rating: Rating::parse((i % 5 + 1) as i32).unwrap(),
                     }
                 };

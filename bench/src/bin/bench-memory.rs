@@ -100,10 +100,10 @@ fn main() {
     for id in 1..=movies {
         position += 1;
         let event = CatalogEvent::MovieAdded {
-            id,
+            id: catalog_service::domain::MovieId(id),
             title: format!("Movie {id}"),
             director: "Director".into(),
-            added_by: 1,
+            added_by: catalog_service::domain::UserId(1),
         };
         catalog.apply(
             event,
@@ -117,9 +117,9 @@ fn main() {
     for n in 0..args.ratings as i64 {
         position += 1;
         let event = CatalogEvent::MovieRated {
-            id: n + 1,
-            movie: n % movies + 1,
-            user: n / movies + 1,
+            id: catalog_service::domain::RatingId(n + 1),
+            movie: catalog_service::domain::MovieId(n % movies + 1),
+            user: catalog_service::domain::UserId(n / movies + 1),
             rating: Rating::from_stored((n % 5 + 1) as u8),
         };
         catalog.apply(
@@ -146,7 +146,7 @@ fn main() {
     let mut auth = AuthView::default();
     for user_id in 1..=users as i64 {
         let event = AuthEvent::UserRegistered {
-            user_id,
+            user_id: auth_service::domain::UserId(user_id),
             username: format!("user{user_id}"),
             email: format!("user{user_id}@example.com"),
             password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1${}", "x".repeat(65)),
@@ -159,7 +159,7 @@ fn main() {
         let mut digest = [0u8; 32];
         digest[..8].copy_from_slice(&n.to_le_bytes());
         let event = AuthEvent::TokenIssued {
-            user_id: (n % users) as i64 + 1,
+            user_id: auth_service::domain::UserId((n % users) as i64 + 1),
             digest: TokenDigest::from_bytes(digest),
             expires_at,
         };

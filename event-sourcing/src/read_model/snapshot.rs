@@ -145,8 +145,8 @@ impl<'a> Encoder<'a> {
     }
 
     /// Eight bytes.
-    pub fn i64(&mut self, v: i64) {
-        self.fixed(&v.to_le_bytes());
+    pub fn i64(&mut self, v: impl Into<i64>) {
+        self.fixed(&v.into().to_le_bytes());
     }
 
     /// A collection's length.
@@ -256,6 +256,11 @@ impl<'a> Decoder<'a> {
     /// Eight bytes.
     pub fn i64(&mut self) -> Result<i64, Damaged> {
         Ok(i64::from_le_bytes(self.array()?))
+    }
+
+    /// An id (stored as an `i64`; see `event_store::id_type!`).
+    pub fn id<T: From<i64>>(&mut self) -> Result<T, Damaged> {
+        self.i64().map(T::from)
     }
 
     /// A collection's length, where each item takes at least `min_item`
