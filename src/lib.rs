@@ -2,6 +2,7 @@
 //! gateway, each the same `Application` its own binary runs. `main.rs` and
 //! the end-to-end tests both start this [`Stack`].
 
+use platform::grpc::Served as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use tokio::sync::watch;

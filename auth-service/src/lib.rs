@@ -23,12 +23,12 @@ mod throttle;
 pub mod token;
 
 use std::future::Future;
-use std::net::SocketAddr;
+
 use std::sync::Arc;
 
 use event_sourcing::read_model::Projection;
 use event_store::{EventStore, EventStoreError};
-use platform::grpc::{GrpcChannel, GrpcListener, ServeError};
+use platform::grpc::{GrpcListener, ServeError};
 use proto::auth::auth_service_server::AuthServiceServer;
 
 pub use config::Config;
@@ -57,6 +57,16 @@ pub struct Application {
     listener: GrpcListener,
     service: AuthGrpc,
     tokens: read_model::Tokens,
+}
+
+impl platform::grpc::Served for Application {
+    fn listener(&self) -> &GrpcListener {
+        &self.listener
+    }
+
+    fn listener_mut(&mut self) -> &mut GrpcListener {
+        &mut self.listener
+    }
 }
 
 impl Application {
@@ -97,28 +107,6 @@ impl Application {
             service,
             tokens,
         })
-    }
-
-    /// Where the server listens.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr()
-    }
-
-    /// What its `GET /metrics` shows (for the one-process launcher, whose
-    /// gateway shows it too).
-    pub fn metrics(&self) -> platform::metrics::Render {
-        self.listener.metrics()
-    }
-
-    /// Where `GET /metrics` is served, if it is.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.listener.metrics_addr()
-    }
-
-    /// A client channel to this service for callers in this process: calls
-    /// run the service directly (beside the TCP listener, once running).
-    pub fn in_process_channel(&mut self) -> GrpcChannel {
-        GrpcChannel::InProcess(self.listener.in_process_channel())
     }
 
     /// The token index `Authenticate` answers from, for services in this

@@ -45,6 +45,38 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// What every service's `Application` answers about where and how it
+/// serves: written once, here, from the listener it holds.
+pub trait Served {
+    /// The service's listener.
+    fn listener(&self) -> &GrpcListener;
+
+    /// The same, to hand out an in-process channel.
+    fn listener_mut(&mut self) -> &mut GrpcListener;
+
+    /// Where the server listens.
+    fn local_addr(&self) -> SocketAddr {
+        self.listener().local_addr()
+    }
+
+    /// What its `GET /metrics` shows (for the one-process launcher, whose
+    /// gateway shows it too).
+    fn metrics(&self) -> crate::metrics::Render {
+        self.listener().metrics()
+    }
+
+    /// Where `GET /metrics` is served, if it is.
+    fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.listener().metrics_addr()
+    }
+
+    /// A client channel to this service for callers in this process: calls
+    /// run the service directly (beside the TCP listener, once running).
+    fn in_process_channel(&mut self) -> GrpcChannel {
+        GrpcChannel::InProcess(self.listener_mut().in_process_channel())
+    }
+}
+
 /// A bound gRPC listener (and, if asked for, in-process clients beside it).
 pub struct GrpcListener {
     incoming: TcpIncoming,

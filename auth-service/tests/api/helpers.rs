@@ -1,3 +1,4 @@
+use platform::grpc::Served as _;
 use std::time::Duration;
 
 use auth_service::{Application, Config};

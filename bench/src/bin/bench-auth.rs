@@ -7,6 +7,7 @@
 //! - Authenticate calls/s with 32 concurrent clients, alone and while 16
 //!   clients flood Login (target: the flooded rate >= 0.5x the calm one).
 
+use platform::grpc::Served as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};

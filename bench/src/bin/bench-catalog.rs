@@ -9,6 +9,7 @@
 //!   identity check over gRPC to auth-service (separate processes) and
 //!   in-process (the all-in-one launcher).
 
+use platform::grpc::Served as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -1,3 +1,4 @@
+use platform::grpc::Served as _;
 use std::sync::Arc;
 use std::time::Duration;
 
