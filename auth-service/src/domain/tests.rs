@@ -1,0 +1,474 @@
+use chrono::{DateTime, Utc};
+use event_sourcing::decider::Decider;
+
+use super::user::issued;
+use super::*;
+
+#[test]
+fn usernames_follow_django_rules() {
+    assert!(Username::parse("hp1").is_ok());
+    assert!(Username::parse("a.b+c-d_e@f").is_ok());
+    assert!(Username::parse("Zoë").is_ok());
+    assert!(Username::parse("").is_err());
+    assert!(Username::parse("has space").is_err());
+    assert!(Username::parse(&"x".repeat(150)).is_ok());
+    assert!(Username::parse(&"x".repeat(151)).is_err());
+    // Python's `\w`: letters and numbers of any script, not marks.
+    assert!(Username::parse("Ωμέγα٣").is_ok());
+    assert!(
+        Username::parse("\u{915}\u{93F}").is_err(),
+        "a vowel sign is a mark"
+    );
+    assert!(
+        Username::parse("\u{301}").is_err(),
+        "a lone combining accent"
+    );
+}
+
+#[test]
+fn usernames_are_nfkc_and_confusables_share_a_skeleton() {
+    assert_eq!(Username::parse("ａｄｍｉｎ").unwrap().as_str(), "admin");
+    assert_eq!(Username::parse("ﬁle").unwrap().as_str(), "file");
+    assert_eq!(normalize_username("Admin"), "admin");
+    let admin = username_skeleton("admin");
+    for confusable in [
+        "Admin",
+        "ADMIN",
+        "\u{0430}dmin",
+        "ａｄｍｉｎ",
+        "adm\u{0456}n",
+    ] {
+        assert_eq!(username_skeleton(confusable), admin, "{confusable}");
+    }
+    assert_eq!(username_skeleton("straße"), username_skeleton("STRASSE"));
+    assert_eq!(username_skeleton("ﬁle"), username_skeleton("file"));
+    assert_ne!(username_skeleton("alice"), username_skeleton("bob"));
+    assert_ne!(username_skeleton("admin1"), username_skeleton("admin2"));
+}
+
+#[test]
+fn a_skeleton_is_claimed_once_and_again_only_by_the_same_name() {
+    let claim = |name: &str| ClaimUsername {
+        skeleton: username_skeleton(name),
+        username: name.to_owned(),
+    };
+    given::<UsernameClaim>(vec![])
+        .when(claim("admin"))
+        .then(vec![AuthEvent::UsernameClaimed {
+            username: "admin".into(),
+        }]);
+    let claimed = || {
+        vec![AuthEvent::UsernameClaimed {
+            username: "admin".into(),
+        }]
+    };
+    given::<UsernameClaim>(claimed())
+        .when(claim("admin"))
+        .then(vec![]);
+    given::<UsernameClaim>(claimed())
+        .when(claim("\u{0430}dmin"))
+        .then_rejects(Rejection::UsernameTaken);
+}
+
+#[test]
+fn a_throttled_login_is_noted_once_a_minute_and_only_for_a_user() {
+    let registered = AuthEvent::UserRegistered {
+        user_id: UserId(7),
+        username: "ann".into(),
+        email: "ann@example.com".into(),
+        password_hash: "h".into(),
+    };
+    let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    let noted = AuthEvent::LoginThrottled {
+        user_id: UserId(7),
+        at: t0,
+    };
+    let note = |secs| UserCommand::NoteThrottled {
+        now: t0 + chrono::TimeDelta::seconds(secs),
+    };
+    given::<User>(vec![registered.clone()])
+        .when(alice(note(0)))
+        .then(vec![noted.clone()]);
+    given::<User>(vec![registered.clone(), noted.clone()])
+        .when(alice(note(59)))
+        .then(vec![]);
+    given::<User>(vec![registered, noted])
+        .when(alice(note(60)))
+        .then(vec![AuthEvent::LoginThrottled {
+            user_id: UserId(7),
+            at: t0 + THROTTLE_NOTE_EVERY,
+        }]);
+    given::<User>(vec![])
+        .when(alice(note(0)))
+        .then_rejects(Rejection::UnknownUser);
+}
+
+#[test]
+fn emails_need_a_plausible_shape() {
+    for ok in [
+        "rit@gmail.com",
+        "a.b+c@sub.example.org",
+        "x@xn--d1acufc.xn--p1ai",
+    ] {
+        assert!(Email::parse(ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        "",
+        "plain",
+        "@x.com",
+        "a@",
+        "a@b",
+        "a b@c.com",
+        "a@b..com",
+        "a@-b.com",
+        "a@1.2",
+    ] {
+        assert!(Email::parse(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn password_limits_count_characters() {
+    assert!(Password::parse_new("1234567".into()).is_err());
+    assert!(Password::parse_new("12345678".into()).is_ok());
+    assert!(Password::parse_new("é".repeat(1024)).is_ok());
+    assert!(Password::parse_new("é".repeat(1025)).is_err());
+    assert!(Password::parse_given("x".into()).is_ok());
+    assert_eq!(
+        format!("{:?}", Password::parse_given("secret".into()).unwrap()),
+        "Password(***)"
+    );
+}
+
+use chrono::TimeDelta;
+use event_sourcing::decider::spec::given;
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn grant() -> Grant {
+    let (_, digest) = crate::token::generate().unwrap();
+    Grant {
+        digest,
+        expires_at: t0() + TimeDelta::hours(10),
+    }
+}
+
+/// `command`, to the user the tests register (Alice).
+fn alice(command: UserCommand) -> ToUser {
+    command.to("alice")
+}
+
+fn register(grant: Grant) -> UserCommand {
+    UserCommand::Register {
+        user_id: UserId(7),
+        username: Username::parse("Alice").unwrap(),
+        email: Email::parse("a@example.com").unwrap(),
+        password_hash: "$argon2id$x".into(),
+        grant,
+    }
+}
+
+fn registered() -> AuthEvent {
+    AuthEvent::UserRegistered {
+        user_id: UserId(7),
+        username: "Alice".into(),
+        email: "a@example.com".into(),
+        password_hash: "$argon2id$x".into(),
+    }
+}
+
+#[test]
+fn registering_records_the_user_and_a_first_token() {
+    let g = grant();
+    given::<User>([])
+        .when(alice(register(g)))
+        .then([registered(), issued(UserId(7), &g)]);
+}
+
+#[test]
+fn a_taken_username_is_refused() {
+    given::<User>([registered()])
+        .when(alice(register(grant())))
+        .then_rejects(Rejection::UsernameTaken);
+}
+
+#[test]
+fn tokens_are_issued_to_registered_users_only() {
+    let g = grant();
+    given::<User>([registered()])
+        .when(alice(UserCommand::IssueToken(g)))
+        .then([issued(UserId(7), &g)]);
+    given::<User>([])
+        .when(alice(UserCommand::IssueToken(g)))
+        .then_rejects(Rejection::UnknownUser);
+}
+
+#[test]
+fn a_live_token_is_revoked_once() {
+    let g = grant();
+    let revoke = || UserCommand::RevokeToken {
+        digest: g.digest,
+        now: t0(),
+    };
+    let revoked = AuthEvent::TokenRevoked {
+        user_id: UserId(7),
+        digest: g.digest,
+    };
+    given::<User>([registered(), issued(UserId(7), &g)])
+        .when(alice(revoke()))
+        .then([revoked.clone()]);
+    given::<User>([registered(), issued(UserId(7), &g), revoked])
+        .when(alice(revoke()))
+        .then_rejects(Rejection::InvalidToken);
+    given::<User>([
+        registered(),
+        issued(UserId(7), &g),
+        AuthEvent::AllTokensRevoked { user_id: UserId(7) },
+    ])
+    .when(alice(revoke()))
+    .then_rejects(Rejection::InvalidToken);
+}
+
+#[test]
+fn an_expired_or_unknown_token_cannot_be_revoked() {
+    let g = grant();
+    given::<User>([registered(), issued(UserId(7), &g)])
+        .when(alice(UserCommand::RevokeToken {
+            digest: g.digest,
+            now: g.expires_at,
+        }))
+        .then_rejects(Rejection::InvalidToken);
+    given::<User>([registered()])
+        .when(alice(UserCommand::RevokeToken {
+            digest: g.digest,
+            now: t0(),
+        }))
+        .then_rejects(Rejection::InvalidToken);
+    given::<User>([])
+        .when(alice(UserCommand::RevokeAllTokens))
+        .then_rejects(Rejection::InvalidToken);
+}
+
+#[test]
+fn logging_out_everywhere_revokes_every_token() {
+    given::<User>([
+        registered(),
+        issued(UserId(7), &grant()),
+        issued(UserId(7), &grant()),
+    ])
+    .when(alice(UserCommand::RevokeAllTokens))
+    .then([AuthEvent::AllTokensRevoked { user_id: UserId(7) }]);
+}
+
+#[test]
+fn events_decode_to_what_was_stored() {
+    let g = grant();
+    for e in [
+        registered(),
+        issued(UserId(7), &g),
+        AuthEvent::AllTokensRevoked { user_id: UserId(3) },
+    ] {
+        let json = serde_json::to_string(&e).unwrap();
+        assert_eq!(serde_json::from_str::<AuthEvent>(&json).unwrap(), e);
+    }
+}
+
+fn revoked(g: &Grant) -> AuthEvent {
+    AuthEvent::TokenRevoked {
+        user_id: UserId(7),
+        digest: g.digest,
+    }
+}
+
+#[test]
+fn registration_records_the_name_and_address_as_given() {
+    let g = grant();
+    let command = UserCommand::Register {
+        user_id: UserId(9),
+        username: Username::parse("Zoë").unwrap(),
+        email: Email::parse("zoe@example.org").unwrap(),
+        password_hash: "$argon2id$z".into(),
+        grant: g,
+    };
+    given::<User>([]).when(command.to("zoë")).then([
+        AuthEvent::UserRegistered {
+            user_id: UserId(9),
+            username: "Zoë".into(),
+            email: "zoe@example.org".into(),
+            password_hash: "$argon2id$z".into(),
+        },
+        issued(UserId(9), &g),
+    ]);
+}
+
+#[test]
+fn a_user_logged_out_everywhere_can_log_in_again() {
+    let (first, again) = (grant(), grant());
+    given::<User>([
+        registered(),
+        issued(UserId(7), &first),
+        AuthEvent::AllTokensRevoked { user_id: UserId(7) },
+    ])
+    .when(alice(UserCommand::IssueToken(again)))
+    .then([issued(UserId(7), &again)]);
+}
+
+#[test]
+fn revoking_one_token_leaves_the_others_live() {
+    let (one, other) = (grant(), grant());
+    let revoke = |g: &Grant| {
+        alice(UserCommand::RevokeToken {
+            digest: g.digest,
+            now: t0(),
+        })
+    };
+    given::<User>([
+        registered(),
+        issued(UserId(7), &one),
+        issued(UserId(7), &other),
+        revoked(&one),
+    ])
+    .when(revoke(&other))
+    .then([revoked(&other)]);
+}
+
+#[test]
+fn logging_out_everywhere_with_no_live_token_is_still_recorded() {
+    given::<User>([registered()])
+        .when(alice(UserCommand::RevokeAllTokens))
+        .then([AuthEvent::AllTokensRevoked { user_id: UserId(7) }]);
+}
+
+#[test]
+fn a_token_issued_after_logging_out_everywhere_can_be_revoked() {
+    let (old, new) = (grant(), grant());
+    given::<User>([
+        registered(),
+        issued(UserId(7), &old),
+        AuthEvent::AllTokensRevoked { user_id: UserId(7) },
+        issued(UserId(7), &new),
+    ])
+    .when(alice(UserCommand::RevokeToken {
+        digest: new.digest,
+        now: t0(),
+    }))
+    .then([revoked(&new)]);
+}
+
+#[test]
+fn a_token_is_not_revoked_once_it_expired() {
+    let g = grant();
+    given::<User>([registered(), issued(UserId(7), &g)])
+        .when(alice(UserCommand::RevokeToken {
+            digest: g.digest,
+            now: g.expires_at + TimeDelta::seconds(1),
+        }))
+        .then_rejects(Rejection::InvalidToken);
+}
+
+#[test]
+fn a_throttled_login_is_noted_at_most_once_a_minute_after_the_last_note() {
+    let at = |secs| t0() + TimeDelta::seconds(secs);
+    given::<User>([
+        registered(),
+        AuthEvent::LoginThrottled {
+            user_id: UserId(7),
+            at: at(0),
+        },
+        AuthEvent::LoginThrottled {
+            user_id: UserId(7),
+            at: at(60),
+        },
+    ])
+    .when(alice(UserCommand::NoteThrottled { now: at(119) }))
+    .then([]);
+}
+
+#[test]
+fn a_registered_name_claims_no_other_skeleton_again() {
+    let claim = ClaimUsername {
+        skeleton: username_skeleton("bob"),
+        username: "bob".into(),
+    };
+    given::<UsernameClaim>([AuthEvent::UsernameClaimed {
+        username: "bob".into(),
+    }])
+    .when(claim)
+    .then([]);
+}
+
+#[test]
+fn each_user_and_skeleton_has_a_stream_of_its_own() {
+    let to = |name: &str| UserCommand::RevokeAllTokens.to(name);
+    assert_ne!(User::stream(&to("alice")), User::stream(&to("bob")));
+    assert_eq!(User::stream(&to("alice")), user_stream("alice"));
+    let claim = |name: &str| ClaimUsername {
+        skeleton: username_skeleton(name),
+        username: name.into(),
+    };
+    // Look-alikes share the claim's stream: that is what makes one win.
+    assert_eq!(
+        UsernameClaim::stream(&claim("admin")),
+        UsernameClaim::stream(&claim("\u{0430}dmin"))
+    );
+}
+
+#[test]
+fn only_registration_starts_a_users_stream_and_only_additions_commute() {
+    let g = grant();
+    assert!(User::starts_stream(&alice(register(g))));
+    assert!(!User::starts_stream(&alice(UserCommand::IssueToken(g))));
+    assert!(User::commutes(&alice(UserCommand::IssueToken(g))));
+    assert!(User::commutes(&alice(UserCommand::RevokeAllTokens)));
+    let revoke = UserCommand::RevokeToken {
+        digest: g.digest,
+        now: t0(),
+    };
+    assert!(!User::commutes(&alice(revoke)));
+}
+
+#[test]
+fn a_free_skeleton_goes_to_whoever_claims_it_first() {
+    let claim = ClaimUsername {
+        skeleton: username_skeleton("bob"),
+        username: "bob".into(),
+    };
+    given::<UsernameClaim>([])
+        .when(claim)
+        .then([AuthEvent::UsernameClaimed {
+            username: "bob".into(),
+        }]);
+}
+
+#[test]
+fn an_unknown_user_cannot_log_out_everywhere() {
+    given::<User>([])
+        .when(alice(UserCommand::RevokeAllTokens))
+        .then_rejects(Rejection::InvalidToken);
+}
+
+#[test]
+fn an_unknown_user_cannot_revoke_a_token() {
+    let g = grant();
+    given::<User>([])
+        .when(alice(UserCommand::RevokeToken {
+            digest: g.digest,
+            now: t0(),
+        }))
+        .then_rejects(Rejection::InvalidToken);
+}
+
+#[test]
+fn a_token_of_another_user_is_not_revoked_here() {
+    let (mine, theirs) = (grant(), grant());
+    given::<User>([registered(), issued(UserId(7), &mine)])
+        .when(alice(UserCommand::RevokeToken {
+            digest: theirs.digest,
+            now: t0(),
+        }))
+        .then_rejects(Rejection::InvalidToken);
+}

@@ -1,0 +1,243 @@
+//! One user's stream: registration, tokens issued and revoked, throttled
+//! logins noted.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use event_sourcing::decider::Decider;
+
+use super::events::{AuthEvent, Grant, Rejection};
+use super::values::{Email, UserId, Username};
+use crate::token::TokenDigest;
+
+/// The event stream of one user, keyed by the normalized username, so that
+/// appending its first event with `NoStream` claims the name.
+pub fn user_stream(normalized: &str) -> String {
+    format!("user-{normalized}")
+}
+
+/// The stream whose versions allocate user ids (see `event_store::ids`).
+pub const USER_IDS_STREAM: &str = "user-ids";
+
+/// What may be asked of one user's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserCommand {
+    /// Create the user, with a first token.
+    Register {
+        /// A freshly allocated id.
+        user_id: UserId,
+        /// The username.
+        username: Username,
+        /// The address.
+        email: Email,
+        /// argon2id PHC string of the password.
+        password_hash: String,
+        /// The first token.
+        grant: Grant,
+    },
+    /// Issue a token (the caller has checked the password).
+    IssueToken(Grant),
+    /// Revoke one token, if it is live at `now`.
+    RevokeToken {
+        /// The token's digest.
+        digest: TokenDigest,
+        /// The time of the request.
+        now: DateTime<Utc>,
+    },
+    /// Revoke every token of the user.
+    RevokeAllTokens,
+    /// Note that a login was refused as throttled at `now` (nothing, if
+    /// one was noted less than [`THROTTLE_NOTE_EVERY`] before).
+    NoteThrottled {
+        /// The time of the refusal.
+        now: DateTime<Utc>,
+    },
+}
+
+/// A command to one user, named by their normalized username, which names
+/// the user's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToUser {
+    /// The user's normalized username (see `normalize_username`).
+    pub user: String,
+    /// What is asked of them.
+    pub command: UserCommand,
+}
+
+impl UserCommand {
+    /// This command, to the user whose normalized username is `user`.
+    pub fn to(self, user: impl Into<String>) -> ToUser {
+        ToUser {
+            user: user.into(),
+            command: self,
+        }
+    }
+}
+
+/// The least time between two `LoginThrottled` events of one user: a flood
+/// of refused logins writes one event a minute, not one per attempt.
+pub const THROTTLE_NOTE_EVERY: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
+
+/// A registered user, as their stream tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Its id.
+    pub user_id: UserId,
+    /// As registered.
+    pub username: String,
+    /// As registered.
+    pub email: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Tokens issued and not revoked, with their expiry.
+    tokens: HashMap<TokenDigest, DateTime<Utc>>,
+    /// When a throttled login was last noted.
+    throttled_at: Option<DateTime<Utc>>,
+}
+
+/// One user's stream: the decider of registration and tokens.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum User {
+    /// Nobody has this username.
+    #[default]
+    Unregistered,
+    /// The user exists.
+    Registered(Account),
+}
+
+impl User {
+    /// The account, if registered.
+    pub fn account(&self) -> Option<&Account> {
+        match self {
+            Self::Unregistered => None,
+            Self::Registered(a) => Some(a),
+        }
+    }
+}
+
+pub(super) fn issued(user_id: UserId, grant: &Grant) -> AuthEvent {
+    AuthEvent::TokenIssued {
+        user_id,
+        digest: grant.digest,
+        expires_at: grant.expires_at,
+    }
+}
+
+impl Decider for User {
+    type Command = ToUser;
+    type Event = AuthEvent;
+    type State = User;
+    type Rejection = Rejection;
+
+    fn stream(c: &ToUser) -> String {
+        user_stream(&c.user)
+    }
+
+    /// Registering starts the user's stream: appending its first event
+    /// expecting no stream claims the name.
+    fn starts_stream(c: &ToUser) -> bool {
+        matches!(c.command, UserCommand::Register { .. })
+    }
+
+    fn decide(c: &ToUser, state: &User) -> Result<Vec<AuthEvent>, Rejection> {
+        match (&c.command, state) {
+            (UserCommand::Register { .. }, User::Registered(_)) => Err(Rejection::UsernameTaken),
+            (
+                UserCommand::Register {
+                    user_id,
+                    username,
+                    email,
+                    password_hash,
+                    grant,
+                },
+                User::Unregistered,
+            ) => Ok(vec![
+                AuthEvent::UserRegistered {
+                    user_id: *user_id,
+                    username: username.as_str().to_owned(),
+                    email: email.as_str().to_owned(),
+                    password_hash: password_hash.clone(),
+                },
+                issued(*user_id, grant),
+            ]),
+            (
+                UserCommand::IssueToken(_) | UserCommand::NoteThrottled { .. },
+                User::Unregistered,
+            ) => Err(Rejection::UnknownUser),
+            (_, User::Unregistered) => Err(Rejection::InvalidToken),
+            (UserCommand::IssueToken(grant), User::Registered(a)) => {
+                Ok(vec![issued(a.user_id, grant)])
+            }
+            (UserCommand::RevokeToken { digest, now }, User::Registered(a)) => {
+                if a.tokens.get(digest).is_none_or(|expiry| expiry <= now) {
+                    return Err(Rejection::InvalidToken);
+                }
+                Ok(vec![AuthEvent::TokenRevoked {
+                    user_id: a.user_id,
+                    digest: *digest,
+                }])
+            }
+            (UserCommand::RevokeAllTokens, User::Registered(a)) => {
+                Ok(vec![AuthEvent::AllTokensRevoked { user_id: a.user_id }])
+            }
+            (UserCommand::NoteThrottled { now }, User::Registered(a)) => {
+                if a.throttled_at
+                    .is_some_and(|at| *now - at < THROTTLE_NOTE_EVERY)
+                {
+                    return Ok(vec![]);
+                }
+                Ok(vec![AuthEvent::LoginThrottled {
+                    user_id: a.user_id,
+                    at: *now,
+                }])
+            }
+        }
+    }
+
+    /// Issuing a token and revoking every token only add to a registered
+    /// user's stream: concurrent logins of one user must not conflict.
+    fn commutes(c: &ToUser) -> bool {
+        matches!(
+            c.command,
+            UserCommand::IssueToken(_) | UserCommand::RevokeAllTokens
+        )
+    }
+
+    fn evolve(state: User, event: &AuthEvent) -> User {
+        match (state, event) {
+            (
+                User::Unregistered,
+                AuthEvent::UserRegistered {
+                    user_id,
+                    username,
+                    email,
+                    password_hash,
+                },
+            ) => User::Registered(Account {
+                user_id: *user_id,
+                username: username.clone(),
+                email: email.clone(),
+                password_hash: password_hash.clone(),
+                tokens: HashMap::new(),
+                throttled_at: None,
+            }),
+            (User::Registered(mut a), event) => {
+                match event {
+                    AuthEvent::TokenIssued {
+                        digest, expires_at, ..
+                    } => {
+                        a.tokens.insert(*digest, *expires_at);
+                    }
+                    AuthEvent::TokenRevoked { digest, .. } => {
+                        a.tokens.remove(digest);
+                    }
+                    AuthEvent::AllTokensRevoked { .. } => a.tokens.clear(),
+                    AuthEvent::LoginThrottled { at, .. } => a.throttled_at = Some(*at),
+                    AuthEvent::UserRegistered { .. } | AuthEvent::UsernameClaimed { .. } => {}
+                }
+                User::Registered(a)
+            }
+            (state, _) => state,
+        }
+    }
+}
