@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use event_sourcing::idempotency::{Keyed, KeyedIndex, KeyedModel};
+use event_sourcing::read_model::history::{Fact, Histories};
 use event_sourcing::read_model::snapshot::{Damaged, Decoder, Encoder, Snapshot};
 use event_sourcing::read_model::{Projection, ReadModel};
 use event_store::RecordedEvent;
@@ -63,6 +64,50 @@ pub struct AuthView {
     /// Registrations sent with an idempotency key, by the id of their
     /// `UserRegistered` event.
     keyed: KeyedIndex<Registration>,
+    /// What each user's account did, oldest first ("my activity").
+    activity: Histories<UserId>,
+}
+
+/// What a user's account did, as their activity keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountActivity {
+    /// Registered.
+    Registered = 0,
+    /// Logged in (a token issued).
+    LoggedIn = 1,
+    /// Logged out (one token revoked).
+    LoggedOut = 2,
+    /// Logged out everywhere.
+    LoggedOutAll = 3,
+    /// A login refused as throttled.
+    Throttled = 4,
+}
+
+impl AccountActivity {
+    /// The entry `event` adds to its user's activity, if any.
+    fn of(event: &AuthEvent) -> Option<(UserId, Self)> {
+        Some(match event {
+            AuthEvent::UserRegistered { user_id, .. } => (*user_id, Self::Registered),
+            AuthEvent::TokenIssued { user_id, .. } => (*user_id, Self::LoggedIn),
+            AuthEvent::TokenRevoked { user_id, .. } => (*user_id, Self::LoggedOut),
+            AuthEvent::AllTokensRevoked { user_id } => (*user_id, Self::LoggedOutAll),
+            AuthEvent::LoginThrottled { user_id, .. } => (*user_id, Self::Throttled),
+            AuthEvent::UsernameClaimed { .. } => return None,
+        })
+    }
+
+    /// What the activity entry `code` records (`None`: an unknown code).
+    pub fn of_code(code: i64) -> Option<Self> {
+        [
+            Self::Registered,
+            Self::LoggedIn,
+            Self::LoggedOut,
+            Self::LoggedOutAll,
+            Self::Throttled,
+        ]
+        .into_iter()
+        .find(|a| *a as i64 == code)
+    }
 }
 
 impl KeyedModel for AuthView {
@@ -74,6 +119,12 @@ impl KeyedModel for AuthView {
 }
 
 impl AuthView {
+    /// The newest `newest` entries of `user`'s activity (all with `None`),
+    /// newest first, and how many there are in all.
+    pub fn activity(&self, user: UserId, newest: Option<usize>) -> (Vec<Fact>, usize) {
+        self.activity.newest(user, newest)
+    }
+
     /// A user by id.
     pub fn user(&self, id: UserId) -> Option<&UserRecord> {
         self.by_id.get(&id)
@@ -152,6 +203,10 @@ impl ReadModel for AuthView {
 impl AuthView {
     fn apply_at(&mut self, event: AuthEvent, recorded_at: DateTime<Utc>) {
         self.sweep_expired(recorded_at);
+        if let Some((user, did)) = AccountActivity::of(&event) {
+            self.activity
+                .push(user, recorded_at.timestamp_micros(), did as i64);
+        }
         match event {
             AuthEvent::UserRegistered {
                 user_id,
@@ -208,7 +263,7 @@ impl Snapshot for AuthView {
     /// `the_snapshot_encoding_is_pinned` fails until you do. (2: tokens by
     /// user are no longer written, but rebuilt.)
     /// 3: users without their password hash (the login reads it from the
-    /// user's stream; the view never needed it).
+    /// user's stream; the view never needed it), and each user's activity.
     const VERSION: u32 = 3;
 
     fn encode(&self, out: &mut Encoder<'_>) {
@@ -250,6 +305,7 @@ impl Snapshot for AuthView {
             out.i64(k.created.user_id);
             out.str(&serde_json::Value::Object(k.created.sealed.clone()).to_string());
         }
+        self.activity.encode(out);
     }
 
     fn decode(input: &mut Decoder<'_>) -> Result<Self, Damaged> {
@@ -300,6 +356,7 @@ impl Snapshot for AuthView {
                 },
             );
         }
+        view.activity = Histories::decode(input)?;
         Ok(view)
     }
 }
@@ -362,6 +419,26 @@ mod tests {
             expires_at: at + ttl,
         };
         users.apply_at(event, at);
+    }
+
+    /// Each user's activity is what their events did, newest first; the
+    /// skeleton claims are nobody's activity.
+    #[test]
+    fn a_users_activity_follows_their_events() {
+        let history = fixed_history();
+        let kinds = |user: i64, newest| {
+            let (facts, count) = history.activity(UserId(user), newest);
+            let kinds: Vec<_> = facts
+                .iter()
+                .map(|f| AccountActivity::of_code(f.what).unwrap())
+                .collect();
+            (kinds, count)
+        };
+        use AccountActivity::*;
+        assert_eq!(kinds(1, None), (vec![LoggedIn, LoggedIn, Registered], 3));
+        assert_eq!(kinds(2, Some(2)), (vec![LoggedOut, LoggedIn], 4));
+        assert_eq!(kinds(3, None), (vec![], 0));
+        assert_eq!(AccountActivity::of_code(9), None);
     }
 
     #[test]
@@ -464,7 +541,7 @@ mod tests {
         assert_eq!(AuthView::VERSION, 3);
         assert_eq!(
             hex::encode(sha2::Sha256::digest(fixed_history().to_bytes())),
-            "cc7787bc98d61f0af462f5a204a557bb5f36882295540418fef8ed153f148feb"
+            "721c38951a26188dacdccab8eb4ee954c50f7d6d66ab7a4ac21080f1da4c3a07"
         );
     }
 }

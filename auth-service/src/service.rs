@@ -10,7 +10,7 @@ use event_sourcing::decider::{self, Loaded};
 use event_sourcing::idempotency::{self, Idempotent, Outcome};
 use event_sourcing::read_model::Projection;
 use event_store::ids::IdSequence;
-use event_store::{Event, EventStore, EventStoreError};
+use event_store::{EventStore, EventStoreError};
 use proto::auth::auth_service_server::AuthService;
 use proto::auth::{
     Activity, ActivityKind, AuthenticateRequest, AuthenticateResponse, ListActivityRequest,
@@ -20,13 +20,12 @@ use proto::auth::{
 use tonic::{Request, Response, Status};
 
 use crate::domain::{
-    AuthEvent, ClaimUsername, Email, Grant, Password, ToUser, USER_IDS_STREAM, User, UserCommand,
-    UserId, Username, UsernameClaim, normalize_username, parse_login, user_stream,
-    username_skeleton,
+    ClaimUsername, Email, Grant, Password, ToUser, USER_IDS_STREAM, User, UserCommand, UserId,
+    Username, UsernameClaim, normalize_username, parse_login, username_skeleton,
 };
 use crate::error::{AuthError, Result};
 use crate::password::PasswordHasher;
-use crate::read_model::{AuthView, Registration};
+use crate::read_model::{AccountActivity, AuthView, Registration};
 use crate::throttle::LoginThrottle;
 use crate::token;
 
@@ -301,31 +300,28 @@ impl AuthGrpc {
     /// `newest` entries (all with `None`) and how many there are.
     async fn activity(&self, token: &str, newest: Option<usize>) -> Result<(Vec<Activity>, usize)> {
         let digest = token::parse(token).ok_or(AuthError::InvalidToken)?;
-        let user = self.user_of(&digest).await?;
-        let stream = user_stream(&normalize_username(&user.username));
-        let events = self.store.read_stream(&stream, 0).await?;
-        let mut entries: Vec<Activity> = events
+        let view = self.view.read_linearizable().await?;
+        let user = view
+            .by_token(&digest, Utc::now())
+            .ok_or(AuthError::InvalidToken)?
+            .id;
+        let (facts, count) = view.activity(user, newest);
+        let entries = facts
             .iter()
-            .filter_map(|recorded| {
-                let kind = match AuthEvent::from_recorded(recorded).ok()? {
-                    AuthEvent::UserRegistered { .. } => ActivityKind::Registered,
-                    AuthEvent::TokenIssued { .. } => ActivityKind::LoggedIn,
-                    AuthEvent::TokenRevoked { .. } => ActivityKind::LoggedOut,
-                    AuthEvent::AllTokensRevoked { .. } => ActivityKind::LoggedOutAll,
-                    AuthEvent::LoginThrottled { .. } => ActivityKind::Throttled,
-                    AuthEvent::UsernameClaimed { .. } => return None,
+            .filter_map(|fact| {
+                let kind = match AccountActivity::of_code(fact.what)? {
+                    AccountActivity::Registered => ActivityKind::Registered,
+                    AccountActivity::LoggedIn => ActivityKind::LoggedIn,
+                    AccountActivity::LoggedOut => ActivityKind::LoggedOut,
+                    AccountActivity::LoggedOutAll => ActivityKind::LoggedOutAll,
+                    AccountActivity::Throttled => ActivityKind::Throttled,
                 };
                 Some(Activity {
-                    time: Some(proto::timestamp_micros(
-                        recorded.recorded_at.timestamp_micros(),
-                    )),
+                    time: Some(proto::timestamp_micros(fact.at_micros)),
                     kind: kind.into(),
                 })
             })
             .collect();
-        let count = entries.len();
-        entries.reverse();
-        entries.truncate(newest.unwrap_or(usize::MAX));
         Ok((entries, count))
     }
 

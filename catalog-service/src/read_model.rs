@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use event_sourcing::idempotency::{Keyed, KeyedIndex, KeyedModel};
 use event_sourcing::read_model::ReadModel;
+use event_sourcing::read_model::history::{Fact, Histories};
 use event_sourcing::read_model::snapshot::{Damaged, Decoder, Encoder, Snapshot, i64_at};
 use event_store::RecordedEvent;
 use serde::Serialize;
@@ -71,7 +72,7 @@ pub struct CatalogView {
     /// of its event (see `event_sourcing::idempotency`).
     keyed: KeyedIndex<Created>,
     /// What each user did, oldest first.
-    activity: BTreeMap<UserId, Vec<Done>>,
+    activity: Histories<UserId>,
     /// The position of the last catalog event applied.
     #[serde(skip)]
     position: u64,
@@ -143,26 +144,6 @@ fn insert_sorted<T, K: Ord>(sorted: &mut Vec<T>, item: T, key: impl Fn(&T) -> K)
     }
 }
 
-/// One thing a user did, and when, in 16 bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Done {
-    /// When it was stored (microseconds since the epoch).
-    pub at_micros: i64,
-    /// A movie added (its id) or a rating given (minus its id).
-    what: i64,
-}
-
-impl Done {
-    /// The movie added or the rating given.
-    pub fn what(self) -> Created {
-        if self.what < 0 {
-            Created::Rating(RatingId(-self.what))
-        } else {
-            Created::Movie(MovieId(self.what))
-        }
-    }
-}
-
 /// A movie or a rating, by id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Created {
@@ -170,6 +151,26 @@ pub enum Created {
     Movie(MovieId),
     /// A rating.
     Rating(RatingId),
+}
+
+impl Created {
+    /// As an activity entry keeps it: a movie's id, or minus a rating's
+    /// (ids are positive), so that an entry stays 16 bytes.
+    pub fn code(self) -> i64 {
+        match self {
+            Created::Movie(id) => id.0,
+            Created::Rating(id) => -id.0,
+        }
+    }
+
+    /// What [`Created::code`] made `code` of.
+    pub fn of_code(code: i64) -> Self {
+        if code < 0 {
+            Created::Rating(RatingId(-code))
+        } else {
+            Created::Movie(MovieId(code))
+        }
+    }
 }
 
 /// One page of a listing and the size of the whole.
@@ -282,17 +283,9 @@ impl CatalogView {
 
     /// The newest `newest` things `user` did (all with `None`), newest
     /// first, and how many there are in all.
-    pub fn activity(&self, user: UserId, newest: Option<usize>) -> Page<Done> {
-        let done = self.activity.get(&user).map_or(&[][..], Vec::as_slice);
-        Page {
-            items: done
-                .iter()
-                .rev()
-                .take(newest.unwrap_or(usize::MAX))
-                .copied()
-                .collect(),
-            count: done.len(),
-        }
+    pub fn activity(&self, user: UserId, newest: Option<usize>) -> Page<Fact> {
+        let (items, count) = self.activity.newest(user, newest);
+        Page { items, count }
     }
 
     /// Canonical JSON of every read model: equal models give equal bytes.
@@ -323,13 +316,8 @@ impl ReadModel for CatalogView {
             CatalogEvent::MovieAdded { id, added_by, .. } => (Created::Movie(*id), *added_by),
             CatalogEvent::MovieRated { id, user, .. } => (Created::Rating(*id), *user),
         };
-        self.activity.entry(by).or_default().push(Done {
-            at_micros: recorded.recorded_at.timestamp_micros(),
-            what: match created {
-                Created::Movie(id) => id.0,
-                Created::Rating(id) => -id.0,
-            },
-        });
+        self.activity
+            .push(by, recorded.recorded_at.timestamp_micros(), created.code());
         self.keyed.note(recorded, |_| created);
         match event {
             CatalogEvent::MovieAdded {
@@ -413,14 +401,7 @@ impl Snapshot for CatalogView {
             out.str(&k.fingerprint);
             encode_created(out, k.created);
         }
-        out.count(self.activity.len());
-        for (user, done) in &self.activity {
-            out.i64(*user);
-            out.records(done, 16, |d, slot| {
-                slot[..8].copy_from_slice(&d.at_micros.to_le_bytes());
-                slot[8..].copy_from_slice(&d.what.to_le_bytes());
-            });
-        }
+        self.activity.encode(out);
     }
 
     fn decode(input: &mut Decoder<'_>) -> Result<Self, Damaged> {
@@ -473,18 +454,7 @@ impl Snapshot for CatalogView {
                 },
             );
         }
-        for _ in 0..input.count(16)? {
-            let user = input.i64()?;
-            let mut done = Vec::new();
-            input.records(16, |record| {
-                done.push(Done {
-                    at_micros: i64_at(record, 0),
-                    what: i64_at(record, 8),
-                });
-                Ok(())
-            })?;
-            view.activity.insert(UserId(user), done);
-        }
+        view.activity = Histories::decode(input)?;
         Ok(view)
     }
 }
@@ -797,12 +767,19 @@ mod tests {
         let mine = v.activity(UserId(1), None);
         assert_eq!(mine.count, 2);
         assert_eq!(
-            mine.items.iter().map(|d| d.what()).collect::<Vec<_>>(),
+            mine.items
+                .iter()
+                .map(|d| Created::of_code(d.what))
+                .collect::<Vec<_>>(),
             [Created::Movie(MovieId(2)), Created::Movie(MovieId(1))]
         );
         let rater = v.activity(UserId(11), Some(5));
         assert_eq!(
-            rater.items.iter().map(|d| d.what()).collect::<Vec<_>>(),
+            rater
+                .items
+                .iter()
+                .map(|d| Created::of_code(d.what))
+                .collect::<Vec<_>>(),
             [Created::Rating(RatingId(1))]
         );
         assert_eq!(v.activity(UserId(1), Some(1)).items.len(), 1);

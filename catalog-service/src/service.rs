@@ -8,6 +8,7 @@ use std::sync::Arc;
 use event_sourcing::decider;
 use event_sourcing::idempotency::{self, Idempotent};
 use event_sourcing::read_model::Projection;
+use event_sourcing::read_model::history::Fact;
 use event_store::ids::IdSequence;
 use event_store::{EventStore, ids};
 use futures_util::StreamExt;
@@ -29,9 +30,7 @@ use crate::domain::{
     Text,
 };
 use crate::error::{CatalogError, Result};
-use crate::read_model::{
-    CatalogView, Created, Done, MovieListing, MovieRow, RatingRow, RatingsCut,
-};
+use crate::read_model::{CatalogView, Created, MovieListing, MovieRow, RatingRow, RatingsCut};
 use event_sourcing::read_model::ReadPoint;
 
 /// Who may call SubscribeEvents.
@@ -460,8 +459,8 @@ impl CatalogService for CatalogGrpc {
 
 /// One thing a user did, as the API shows it: the movie's id and title,
 /// and for a rating its value.
-fn activity_message(view: &CatalogView, done: &Done) -> Activity {
-    let (kind, movie, rating) = match done.what() {
+fn activity_message(view: &CatalogView, done: &Fact) -> Activity {
+    let (kind, movie, rating) = match Created::of_code(done.what) {
         Created::Movie(id) => (ActivityKind::MovieAdded, id, 0),
         Created::Rating(id) => {
             let rating = view.rating(id);

@@ -2,11 +2,13 @@
 //!
 //! - [`model`]: what a read model is (a pure fold) and how long readers wait;
 //! - [`snapshot`]: a model's snapshot file, its encoding and its checks;
+//! - [`history`]: who did what and when, per user ("my activity");
 //! - [`saver`]: where and how often snapshots are saved, and loading one;
 //! - [`read_index`] and [`lease`]: how a projection on a shared store knows
 //!   it holds every acknowledged write;
 //! - [`projection`]: a model fed by the store's feed, using all of the above.
 
+pub mod history;
 pub mod lease;
 pub mod model;
 pub mod projection;

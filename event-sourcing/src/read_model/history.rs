@@ -1,0 +1,107 @@
+//! Who did what, and when: a list of small facts per user, oldest first,
+//! that a read model keeps for "my activity" (16 bytes a fact), and writes
+//! into its snapshot as fixed-size records.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::snapshot::{Damaged, Decoder, Encoder, i64_at};
+
+/// One thing a user did: when it was stored, and what it was, in the
+/// model's own code (a movie's id, a kind of account event...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Fact {
+    /// When it was stored (microseconds since the epoch).
+    pub at_micros: i64,
+    /// What it was, as the model that keeps it encodes it.
+    pub what: i64,
+}
+
+/// Every user's facts, by user, in the order they were applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Histories<U: Ord> {
+    by_user: BTreeMap<U, Vec<Fact>>,
+}
+
+impl<U: Ord> Default for Histories<U> {
+    fn default() -> Self {
+        Self {
+            by_user: BTreeMap::new(),
+        }
+    }
+}
+
+impl<U: Ord + Copy + Into<i64> + From<i64>> Histories<U> {
+    /// Adds what `user` did at `at_micros`.
+    pub fn push(&mut self, user: U, at_micros: i64, what: i64) {
+        self.by_user
+            .entry(user)
+            .or_default()
+            .push(Fact { at_micros, what });
+    }
+
+    /// The newest `newest` facts of `user` (all with `None`), newest first,
+    /// and how many there are in all.
+    pub fn newest(&self, user: U, newest: Option<usize>) -> (Vec<Fact>, usize) {
+        let facts = self.by_user.get(&user).map_or(&[][..], Vec::as_slice);
+        let page = facts
+            .iter()
+            .rev()
+            .take(newest.unwrap_or(usize::MAX))
+            .copied()
+            .collect();
+        (page, facts.len())
+    }
+
+    /// Writes every user's facts: users in order, each with its facts as
+    /// 16-byte records.
+    pub fn encode(&self, out: &mut Encoder<'_>) {
+        out.count(self.by_user.len());
+        for (user, facts) in &self.by_user {
+            out.i64(*user);
+            out.records(facts, 16, |f, slot| {
+                slot[..8].copy_from_slice(&f.at_micros.to_le_bytes());
+                slot[8..].copy_from_slice(&f.what.to_le_bytes());
+            });
+        }
+    }
+
+    /// Reads what [`Histories::encode`] wrote.
+    pub fn decode(input: &mut Decoder<'_>) -> Result<Self, Damaged> {
+        let mut by_user = BTreeMap::new();
+        for _ in 0..input.count(16)? {
+            let user = input.id()?;
+            let mut facts = Vec::new();
+            input.records(16, |record| {
+                facts.push(Fact {
+                    at_micros: i64_at(record, 0),
+                    what: i64_at(record, 8),
+                });
+                Ok(())
+            })?;
+            by_user.insert(user, facts);
+        }
+        Ok(Self { by_user })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_come_first_and_the_count_is_of_all() {
+        let mut h = Histories::<i64>::default();
+        for (at, what) in [(1, 10), (2, 20), (3, 30)] {
+            h.push(7, at, what);
+        }
+        h.push(8, 4, 40);
+        let (page, count) = h.newest(7, Some(2));
+        assert_eq!(count, 3);
+        assert_eq!(page.iter().map(|f| f.what).collect::<Vec<_>>(), [30, 20]);
+        assert_eq!(h.newest(7, None).0.len(), 3);
+        assert_eq!(h.newest(9, None), (vec![], 0));
+    }
+}
