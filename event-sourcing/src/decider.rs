@@ -115,13 +115,14 @@ async fn fold<D: Decider>(
     Ok(version)
 }
 
-/// Reads the streams `command`'s decision reads, and its own stream, and
-/// folds them into `D`'s state.
+/// Reads what `command`'s decision reads before its first attempt, and
+/// folds it into `D`'s state: the streams it reads, and its own stream
+/// unless the command starts it (see [`Decider::starts_stream`]).
 pub async fn load<D: Decider>(
     store: &dyn EventStore,
     command: &D::Command,
 ) -> Result<Loaded<D::State>> {
-    load_from::<D>(store, command, true).await
+    load_from::<D>(store, command, !D::starts_stream(command)).await
 }
 
 async fn load_from<D: Decider>(
@@ -157,7 +158,7 @@ pub async fn execute<D: Decider>(
     command: &D::Command,
     key: Option<&Idempotent>,
 ) -> Result<Executed<D::Event>, CommandError<D::Rejection>> {
-    let loaded = load_from::<D>(store, command, !D::starts_stream(command)).await?;
+    let loaded = load::<D>(store, command).await?;
     execute_loaded::<D>(store, command, loaded, key).await
 }
 
@@ -201,7 +202,8 @@ pub async fn execute_loaded<D: Decider>(
             }
             Err(EventStoreError::WrongExpectedVersion { .. }) if attempt < MAX_ATTEMPTS => {
                 attempt += 1;
-                loaded = load::<D>(store, command).await?;
+                // Its own stream too, now that it is known to exist.
+                loaded = load_from::<D>(store, command, true).await?;
             }
             Err(e) => return Err(e.into()),
         }
@@ -320,9 +322,25 @@ mod tests {
         for _ in 0..2 {
             execute::<Tally>(&*store, &10, None).await.unwrap();
         }
-        let loaded = load::<Tally>(&*store, &10).await.unwrap();
-        assert_eq!(loaded.state, 2, "the second decision saw the first event");
-        assert_eq!(loaded.version, CurrentVersion::At(1));
+        // Tally assumes its stream new, so `load` reads nothing of it...
+        let assumed = load::<Tally>(&*store, &10).await.unwrap();
+        assert_eq!(
+            (assumed.state, assumed.version),
+            (0, CurrentVersion::NoStream)
+        );
+        // ...and the conflict made the second decision read it.
+        let counted: Vec<_> = store
+            .read_stream("tally", 0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| Counted::from_recorded(e).unwrap())
+            .collect();
+        assert_eq!(
+            counted,
+            [Counted::Counted { n: 1 }, Counted::Counted { n: 2 }],
+            "the second decision saw the first event"
+        );
         // A rejection on the reloaded state writes nothing.
         let full = execute::<Tally>(&*store, &1, None).await;
         assert!(matches!(full, Err(CommandError::Rejected("full"))));
