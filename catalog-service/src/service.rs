@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use event_sourcing::decider;
-use event_sourcing::idempotency::{self, Idempotent};
+use event_sourcing::idempotency::{self, Idempotent, Outcome};
 use event_sourcing::read_model::Projection;
 use event_sourcing::read_model::history::Fact;
 use event_store::ids::IdSequence;
@@ -182,6 +182,9 @@ impl CatalogGrpc {
                 &[title.as_str(), director.as_str()],
             )
         });
+        // This attempt's own row: the answer when no key was sent (no read
+        // of the view needed).
+        let mut fresh = None;
         let run = async {
             let command = AddMovie {
                 id: MovieId(self.movie_ids.next(&self.store).await?),
@@ -192,10 +195,21 @@ impl CatalogGrpc {
             let done =
                 decider::execute::<domain::Movie>(&*self.store, &command, key.as_ref()).await?;
             tracing::info!(movie = %command.id, "movie added");
+            fresh = Some(MovieRow {
+                id: command.id,
+                title: command.title.as_str().to_owned(),
+                director: command.director.as_str().to_owned(),
+                added_by: user,
+                rating_count: 0,
+                rating_sum: 0,
+            });
             Ok::<_, CatalogError>((done.position, Created::Movie(command.id)))
         };
         let outcome = idempotency::once(&self.view, key.as_ref(), run).await?;
-        self.movie_of(outcome.into_inner())
+        match (outcome, fresh) {
+            (Outcome::Recorded(_), Some(row)) if key.is_none() => Ok(row),
+            (outcome, _) => self.movie_of(outcome.into_inner()),
+        }
     }
 
     async fn rate_movie(
@@ -212,6 +226,7 @@ impl CatalogGrpc {
                 &[&r.movie.to_string(), &rating.get().to_string()],
             )
         });
+        let mut fresh = None;
         let run = async {
             let id = self.rating_ids.next(&self.store);
             let command = RateMovie {
@@ -232,10 +247,19 @@ impl CatalogGrpc {
             let applied = self.view.wait_for(done.position);
             self.stages.time("rate_apply_wait", applied).await?;
             tracing::info!(rating = %command.id, "movie rated");
+            fresh = Some(RatingRow {
+                id: command.id,
+                movie: command.movie_id,
+                user,
+                rating,
+            });
             Ok::<_, CatalogError>((done.position, Created::Rating(command.id)))
         };
         let outcome = idempotency::once(&self.view, key.as_ref(), run).await?;
-        self.rating_of(outcome.into_inner())
+        match (outcome, fresh) {
+            (Outcome::Recorded(_), Some(row)) if key.is_none() => Ok(row),
+            (outcome, _) => self.rating_of(outcome.into_inner()),
+        }
     }
 }
 
