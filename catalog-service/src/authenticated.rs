@@ -21,8 +21,8 @@ use platform::metrics::Stages;
 use crate::domain::UserId;
 use crate::error::CatalogError;
 use crate::identity::Identity;
+use crate::methods::{Access, access};
 use crate::read_model::CatalogView;
-use crate::service::Access;
 
 /// The user a call is authenticated as: a request extension set by
 /// [`Authenticated`] for every method but the open ones.
@@ -83,7 +83,7 @@ where
         // The clone is the one polled ready (tower's usual swap).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let access = crate::service::access(request.uri().path());
+        let access = access(request.uri().path());
         if access == Access::Open {
             return Box::pin(inner.call(request));
         }

@@ -19,6 +19,7 @@ mod config;
 pub mod domain;
 pub mod error;
 pub mod identity;
+mod methods;
 pub mod read_model;
 mod service;
 

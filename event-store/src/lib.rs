@@ -30,6 +30,7 @@ pub mod lease;
 mod model;
 mod open;
 pub mod postgres;
+mod row;
 pub mod sqlite;
 pub mod stats;
 mod store;

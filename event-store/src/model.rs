@@ -142,29 +142,3 @@ pub struct AppendResult {
     /// The global position of the last event appended.
     pub position: u64,
 }
-
-/// Builds a [`RecordedEvent`] from a stored row, checking that its JSON is
-/// still JSON (the file or table may have been written by something else).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn decode_row(
-    position: u64,
-    stream: String,
-    version: u64,
-    event_type: String,
-    id: Uuid,
-    data: String,
-    metadata: String,
-    recorded_at: Option<DateTime<Utc>>,
-) -> crate::error::Result<RecordedEvent> {
-    let corrupt = |reason: String| crate::error::EventStoreError::Corrupt { position, reason };
-    Ok(RecordedEvent {
-        position,
-        stream,
-        version,
-        event_type,
-        id,
-        data: RawValue::from_string(data).map_err(|e| corrupt(format!("data: {e}")))?,
-        metadata: RawValue::from_string(metadata).map_err(|e| corrupt(format!("metadata: {e}")))?,
-        recorded_at: recorded_at.ok_or_else(|| corrupt("recorded_at out of range".into()))?,
-    })
-}

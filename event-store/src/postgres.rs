@@ -668,7 +668,7 @@ const SELECT_EVENT: &str = "SELECT position, stream, version, event_type, event_
      metadata, recorded_at FROM es_events";
 
 fn row_to_event(row: &Row) -> Result<RecordedEvent> {
-    crate::model::decode_row(
+    crate::row::decode_row(
         row.get::<_, i64>(0) as u64,
         row.get(1),
         row.get::<_, i64>(2) as u64,

@@ -278,7 +278,7 @@ fn row_to_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RecordedEven
     let metadata: String = row.get(6)?;
     let micros: i64 = row.get(7)?;
     let recorded_at = DateTime::from_timestamp_micros(micros);
-    Ok(crate::model::decode_row(
+    Ok(crate::row::decode_row(
         position,
         stream,
         version,
