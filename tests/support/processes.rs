@@ -203,7 +203,7 @@ impl Deployment {
                 ("GATEWAY_GRPC_TIMEOUT_MS", "2000"),
                 ("GATEWAY_LIST_PAGE", "3"),
                 // The tests send many logins and registrations from one
-                // address; the per-address limit is not what they test.
+                // address; the per-client limit is not what they test.
                 ("GATEWAY_AUTH_PER_MINUTE", "1000000"),
             ]))
         })
