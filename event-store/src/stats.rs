@@ -5,74 +5,25 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-/// Append latency bucket bounds, in seconds.
-const LATENCY_BOUNDS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
+use metrics_text::{Histogram, header};
 
 /// Group commit size bucket bounds, in appends.
 const GROUP_BOUNDS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 512.0, 1024.0];
 
-/// A histogram of fixed buckets; the sum is kept in `unit`s (nanoseconds,
-/// or appends) so that it too is one atomic addition.
-struct Histogram<const N: usize> {
-    bounds: &'static [f64; N],
-    unit: f64,
-    buckets: [AtomicU64; N],
-    count: AtomicU64,
-    sum: AtomicU64,
-}
-
-impl<const N: usize> Histogram<N> {
-    fn new(bounds: &'static [f64; N], unit: f64) -> Self {
-        Self {
-            bounds,
-            unit,
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            count: AtomicU64::new(0),
-            sum: AtomicU64::new(0),
-        }
-    }
-
-    fn observe(&self, value: f64) {
-        if let Some(i) = self.bounds.iter().position(|&b| value <= b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum
-            .fetch_add((value / self.unit) as u64, Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str, labels: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (bound, n) in self.bounds.iter().zip(&self.buckets) {
-            cumulative += n.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let sum = self.sum.load(Ordering::Relaxed) as f64 * self.unit;
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
-    }
-}
-
 /// One store's counters (shared by every handle to it).
 pub struct StoreStats {
-    appends: Histogram<12>,
-    groups: Histogram<9>,
+    appends: Histogram,
+    groups: Histogram,
     subscribers: AtomicI64,
 }
 
 impl Default for StoreStats {
     fn default() -> Self {
         Self {
-            appends: Histogram::new(&LATENCY_BOUNDS, 1e-9),
+            appends: Histogram::seconds(),
             groups: Histogram::new(&GROUP_BOUNDS, 1.0),
             subscribers: AtomicI64::new(0),
         }
@@ -113,25 +64,29 @@ impl StoreStats {
     pub fn render(&self, store: &str) -> String {
         let labels = format!("store=\"{store}\"");
         let mut out = String::new();
-        self.appends.render(
+        for (name, help, histogram) in [
+            (
+                "event_store_append_duration_seconds",
+                "Time from queueing an append to its answer (commit included).",
+                &self.appends,
+            ),
+            (
+                "event_store_group_commit_appends",
+                "Appends committed together in one transaction.",
+                &self.groups,
+            ),
+        ] {
+            header(&mut out, name, "histogram", help);
+            histogram.write(&mut out, name, &labels);
+        }
+        let name = "event_store_feed_subscribers";
+        header(
             &mut out,
-            "event_store_append_duration_seconds",
-            "Time from queueing an append to its answer (commit included).",
-            &labels,
+            name,
+            "gauge",
+            "Open subscriptions to the global feed.",
         );
-        self.groups.render(
-            &mut out,
-            "event_store_group_commit_appends",
-            "Appends committed together in one transaction.",
-            &labels,
-        );
-        let _ = writeln!(
-            out,
-            "# HELP event_store_feed_subscribers Open subscriptions to the global feed.\n\
-             # TYPE event_store_feed_subscribers gauge\n\
-             event_store_feed_subscribers{{{labels}}} {}",
-            self.subscribers()
-        );
+        let _ = writeln!(out, "{name}{{{labels}}} {}", self.subscribers());
         out
     }
 }

@@ -6,19 +6,13 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::future::Future;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
-/// Latency histogram bucket bounds, in seconds.
-const BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
+use metrics_text::{Histogram, header};
 
-#[derive(Default, Clone)]
-struct Series {
-    count: u64,
-    sum: f64,
-    buckets: [u64; BUCKETS.len()],
-}
+/// One series: a latency histogram, shared so that a scrape renders a copy
+/// of the map's handles, never holding the lock that requests take.
+type Series = Arc<Histogram>;
 
 /// `<prefix>_requests_total` and `<prefix>_request_duration_seconds`, by
 /// three labels.
@@ -41,7 +35,7 @@ impl Histograms {
     /// Counts one request with these label values, answered in `seconds`.
     pub fn observe(&self, values: [&'static str; 3], seconds: f64) {
         let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        series.entry(values).or_default().observe(seconds);
+        series.entry(values).or_insert_with(fresh).observe(seconds);
     }
 
     /// The text exposition of everything observed.
@@ -52,22 +46,15 @@ impl Histograms {
             |k: &[&str; 3]| format!("{a}=\"{}\",{b}=\"{}\",{c}=\"{}\"", k[0], k[1], k[2]);
         let p = self.prefix;
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP {p}_requests_total Requests answered.");
-        let _ = writeln!(out, "# TYPE {p}_requests_total counter");
+        let total = format!("{p}_requests_total");
+        header(&mut out, &total, "counter", "Requests answered.");
         for (k, s) in &series {
-            let _ = writeln!(out, "{p}_requests_total{{{}}} {}", label_text(k), s.count);
+            let _ = writeln!(out, "{total}{{{}}} {}", label_text(k), s.count());
         }
-        let _ = writeln!(
-            out,
-            "# HELP {p}_request_duration_seconds Time to answer requests."
-        );
-        let _ = writeln!(out, "# TYPE {p}_request_duration_seconds histogram");
+        let duration = format!("{p}_request_duration_seconds");
+        header(&mut out, &duration, "histogram", "Time to answer requests.");
         for (k, s) in &series {
-            s.write(
-                &mut out,
-                &format!("{p}_request_duration_seconds"),
-                &label_text(k),
-            );
+            s.write(&mut out, &duration, &label_text(k));
         }
         out
     }
@@ -81,26 +68,8 @@ fn sorted<K: Ord + Copy>(series: &Mutex<HashMap<K, Series>>) -> Vec<(K, Series)>
     sorted
 }
 
-impl Series {
-    fn observe(&mut self, seconds: f64) {
-        self.count += 1;
-        self.sum += seconds;
-        if let Some(i) = BUCKETS.iter().position(|&b| seconds <= b) {
-            self.buckets[i] += 1;
-        }
-    }
-
-    /// The samples of histogram `name` for this series, labelled `labels`.
-    fn write(&self, out: &mut String, name: &str, labels: &str) {
-        let mut cumulative = 0;
-        for (bound, n) in BUCKETS.iter().zip(self.buckets) {
-            cumulative += n;
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
-        }
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
-    }
+fn fresh() -> Series {
+    Arc::new(Histogram::seconds())
 }
 
 /// How long each stage of a piece of work takes: one histogram family,
@@ -124,7 +93,10 @@ impl Stages {
     /// Counts one pass through `stage`, which took `took`.
     pub fn observe(&self, stage: &'static str, took: std::time::Duration) {
         let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        series.entry(stage).or_default().observe(took.as_secs_f64());
+        series
+            .entry(stage)
+            .or_insert_with(fresh)
+            .observe(took.as_secs_f64());
     }
 
     /// Runs `work`, counting the time it takes as a pass through `stage`.
@@ -138,7 +110,8 @@ impl Stages {
     /// The text exposition of everything observed.
     pub fn render(&self) -> String {
         let (name, help) = (self.name, self.help);
-        let mut out = format!("# HELP {name} {help}\n# TYPE {name} histogram\n");
+        let mut out = String::new();
+        header(&mut out, name, "histogram", help);
         for (stage, s) in sorted(&self.series) {
             s.write(&mut out, name, &format!("stage=\"{stage}\""));
         }
