@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use event_sourcing::decider::{self, Loaded};
-use event_sourcing::idempotency::{self, Idempotent, Outcome};
+use event_sourcing::idempotency::{self, Idempotent, Ran};
 use event_sourcing::read_model::Projection;
 use event_store::ids::IdSequence;
 use event_store::{EventStore, EventStoreError};
@@ -104,8 +104,6 @@ impl AuthGrpc {
                 &[username.as_str(), email.as_str()],
             )
         });
-        // This attempt's own session: the answer when no key was sent.
-        let mut fresh = None;
         let run = async {
             // A cheap refusal before the costly hash; the store decides.
             // Names registered before skeletons were claimed are found by
@@ -149,18 +147,19 @@ impl AuthGrpc {
             .to(normalized.clone());
             let done = decider::execute::<User>(&*self.store, &command, keyed.as_ref()).await?;
             tracing::info!(%user_id, "user registered");
-            fresh = Some(session(user, token, grant));
-            let created = Registration {
-                user_id,
-                sealed: serde_json::Map::new(),
-            };
-            Ok((done.position, created))
+            Ok(Ran {
+                position: done.position,
+                created: Registration {
+                    user_id,
+                    sealed: serde_json::Map::new(),
+                },
+                answer: session(user, token, grant),
+            })
         };
-        let outcome = idempotency::once(&self.view, keyed.as_ref(), run).await?;
-        match (outcome, fresh) {
-            (Outcome::Recorded(_), Some(session)) if keyed.is_none() => Ok(session),
-            (outcome, _) => self.unseal(outcome.into_inner(), &given_password).await,
-        }
+        let stored = async |created| self.unseal(created, &given_password).await;
+        Ok(idempotency::once(&self.view, keyed.as_ref(), run, stored)
+            .await?
+            .into_inner())
     }
 
     /// Seals `token` under a key derived from `password`, in `keyed`'s stamp.

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use event_sourcing::decider;
-use event_sourcing::idempotency::{self, Idempotent, Outcome};
+use event_sourcing::idempotency::{self, Idempotent, Ran};
 use event_sourcing::read_model::Projection;
 use event_sourcing::read_model::history::Fact;
 use event_store::ids::IdSequence;
@@ -182,9 +182,6 @@ impl CatalogGrpc {
                 &[title.as_str(), director.as_str()],
             )
         });
-        // This attempt's own row: the answer when no key was sent (no read
-        // of the view needed).
-        let mut fresh = None;
         let run = async {
             let command = AddMovie {
                 id: MovieId(self.movie_ids.next(&self.store).await?),
@@ -195,21 +192,23 @@ impl CatalogGrpc {
             let done =
                 decider::execute::<domain::Movie>(&*self.store, &command, key.as_ref()).await?;
             tracing::info!(movie = %command.id, "movie added");
-            fresh = Some(MovieRow {
-                id: command.id,
-                title: command.title.as_str().to_owned(),
-                director: command.director.as_str().to_owned(),
-                added_by: user,
-                rating_count: 0,
-                rating_sum: 0,
-            });
-            Ok::<_, CatalogError>((done.position, Created::Movie(command.id)))
+            Ok::<_, CatalogError>(Ran {
+                position: done.position,
+                created: Created::Movie(command.id),
+                answer: MovieRow {
+                    id: command.id,
+                    title: command.title.as_str().to_owned(),
+                    director: command.director.as_str().to_owned(),
+                    added_by: user,
+                    rating_count: 0,
+                    rating_sum: 0,
+                },
+            })
         };
-        let outcome = idempotency::once(&self.view, key.as_ref(), run).await?;
-        match (outcome, fresh) {
-            (Outcome::Recorded(_), Some(row)) if key.is_none() => Ok(row),
-            (outcome, _) => self.movie_of(outcome.into_inner()),
-        }
+        let stored = async |created| self.movie_of(created);
+        Ok(idempotency::once(&self.view, key.as_ref(), run, stored)
+            .await?
+            .into_inner())
     }
 
     async fn rate_movie(
@@ -226,7 +225,6 @@ impl CatalogGrpc {
                 &[&r.movie.to_string(), &rating.get().to_string()],
             )
         });
-        let mut fresh = None;
         let run = async {
             let id = self.rating_ids.next(&self.store);
             let command = RateMovie {
@@ -247,19 +245,21 @@ impl CatalogGrpc {
             let applied = self.view.wait_for(done.position);
             self.stages.time("rate_apply_wait", applied).await?;
             tracing::info!(rating = %command.id, "movie rated");
-            fresh = Some(RatingRow {
-                id: command.id,
-                movie: command.movie_id,
-                user,
-                rating,
-            });
-            Ok::<_, CatalogError>((done.position, Created::Rating(command.id)))
+            Ok::<_, CatalogError>(Ran {
+                position: done.position,
+                created: Created::Rating(command.id),
+                answer: RatingRow {
+                    id: command.id,
+                    movie: command.movie_id,
+                    user,
+                    rating,
+                },
+            })
         };
-        let outcome = idempotency::once(&self.view, key.as_ref(), run).await?;
-        match (outcome, fresh) {
-            (Outcome::Recorded(_), Some(row)) if key.is_none() => Ok(row),
-            (outcome, _) => self.rating_of(outcome.into_inner()),
-        }
+        let stored = async |created| self.rating_of(created);
+        Ok(idempotency::once(&self.view, key.as_ref(), run, stored)
+            .await?
+            .into_inner())
     }
 }
 

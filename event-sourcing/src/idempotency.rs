@@ -206,23 +206,37 @@ pub trait KeyedModel: ReadModel {
     fn keyed(&self) -> &KeyedIndex<Self::Created>;
 }
 
-/// How a command ended.
+/// How a command ended: the answer, and who recorded what it answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome<T> {
+pub enum Outcome<A> {
     /// This call recorded it.
-    Recorded(T),
+    Recorded(A),
     /// A call with the same key and request recorded it before (or at the
-    /// same time, elsewhere): what that call created.
-    Replayed(T),
+    /// same time, elsewhere): the answer is made from what that call
+    /// created.
+    Replayed(A),
 }
 
-impl<T> Outcome<T> {
-    /// What was created, whoever recorded it.
-    pub fn into_inner(self) -> T {
+impl<A> Outcome<A> {
+    /// The answer, whoever recorded it.
+    pub fn into_inner(self) -> A {
         match self {
-            Self::Recorded(t) | Self::Replayed(t) => t,
+            Self::Recorded(a) | Self::Replayed(a) => a,
         }
     }
+}
+
+/// What a command's run did: the position of its last event, what the
+/// index keeps for it, and this call's own answer (used when no key was
+/// sent, so that no read of the view is needed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ran<C, A> {
+    /// The position of the last event it appended.
+    pub position: u64,
+    /// What a keyed copy's record holds ([`KeyedModel::Created`]).
+    pub created: C,
+    /// The answer, made from this call's own values.
+    pub answer: A,
 }
 
 /// The errors of a service's keyed commands.
@@ -241,49 +255,52 @@ pub trait KeyedError: From<KeyReused> + From<StaleRead> + From<NotApplied> {
 /// The one path of a command that may carry an idempotency key.
 ///
 /// `run` records the command (its first event stamped with `key`, see
-/// [`crate::decider::execute`]) and gives the position of its last event
-/// and what it created. Without a key, that is the answer, once `view` has
-/// applied it. With one:
-/// - a key already stored answers at once with what its command created
-///   ([`Outcome::Replayed`]), and `run` is never started (no id taken, no
-///   password hashed); the same key for another request is [`KeyReused`];
-/// - when `run` succeeds, the answer is still what is *stored* for the key:
-///   a copy of the request that lost a race may have "appended" the
-///   winner's events again (the store's idempotent retry), with values of
-///   its own that were never stored;
+/// [`crate::decider::execute`]). Without a key, its own answer is the
+/// answer, once `view` has applied its events. With one, the answer is
+/// what `answer` makes of what is *stored* for the key:
+/// - a key already stored answers at once ([`Outcome::Replayed`]), and
+///   `run` is never started (no id taken, no password hashed); the same
+///   key for another request is [`KeyReused`];
+/// - when `run` succeeds, a copy of the request that lost a race may have
+///   "appended" the winner's events again (the store's idempotent retry),
+///   with values of its own that were never stored: its own answer is not
+///   used;
 /// - when `run` is refused in a way the same request's first copy explains
 ///   ([`KeyedError::may_be_replay`]), that copy's record answers, once
 ///   `view` has caught up with the store.
-pub async fn once<M, E, Fut>(
+pub async fn once<M, E, A, Fut>(
     view: &Projection<M>,
     key: Option<&Idempotent>,
     run: Fut,
-) -> Result<Outcome<M::Created>, E>
+    answer: impl AsyncFnOnce(M::Created) -> Result<A, E>,
+) -> Result<Outcome<A>, E>
 where
     M: KeyedModel,
     E: KeyedError,
-    Fut: Future<Output = Result<(u64, M::Created), E>>,
+    Fut: Future<Output = Result<Ran<M::Created, A>, E>>,
 {
     let Some(key) = key else {
-        let (position, created) = run.await?;
-        view.wait_for(position).await?;
-        return Ok(Outcome::Recorded(created));
+        let ran = run.await?;
+        view.wait_for(ran.position).await?;
+        return Ok(Outcome::Recorded(ran.answer));
     };
     let stored = |view: &M| view.keyed().lookup(key).map(|c| c.cloned());
-    if let Some(created) = stored(&*view.read_linearizable().await?)? {
-        return Ok(Outcome::Replayed(created));
+    let already = stored(&*view.read_linearizable().await?)?;
+    if let Some(created) = already {
+        return answer(created).await.map(Outcome::Replayed);
     }
     match run.await {
-        Ok((position, _)) => {
-            view.wait_for(position).await?;
-            let created = stored(&view.read())?;
-            created.map(Outcome::Recorded).ok_or_else(E::not_indexed)
+        Ok(ran) => {
+            view.wait_for(ran.position).await?;
+            let created = stored(&view.read())?.ok_or_else(E::not_indexed)?;
+            answer(created).await.map(Outcome::Recorded)
         }
         Err(e) if e.may_be_replay() => {
             // The other copy's event is committed, maybe not yet applied.
             view.catch_up().await?;
-            match stored(&view.read())? {
-                Some(created) => Ok(Outcome::Replayed(created)),
+            let replayed = stored(&view.read())?;
+            match replayed {
+                Some(created) => answer(created).await.map(Outcome::Replayed),
                 None => Err(e),
             }
         }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use event_sourcing::decider::{self, CommandError, Decider};
 use event_sourcing::idempotency::{
-    self, Idempotent, KeyReused, KeyedError, KeyedIndex, KeyedModel, Outcome,
+    self, Idempotent, KeyReused, KeyedError, KeyedIndex, KeyedModel, Outcome, Ran,
 };
 use event_sourcing::read_model::{NotApplied, Projection, ReadModel, StaleRead};
 use event_store::{Event, EventStore, EventStoreError, RecordedEvent};
@@ -150,9 +150,13 @@ impl Fixture {
         let run = async {
             self.runs.fetch_add(1, Ordering::SeqCst);
             let done = decider::execute::<Claim>(&*self.store, &command, key.as_ref()).await?;
-            Ok::<_, Error>((done.position, n))
+            Ok::<_, Error>(Ran {
+                position: done.position,
+                created: n,
+                answer: n,
+            })
         };
-        idempotency::once(&self.view, key.as_ref(), run).await
+        idempotency::once(&self.view, key.as_ref(), run, async |stored| Ok(stored)).await
     }
 }
 
