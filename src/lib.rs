@@ -42,11 +42,12 @@ impl Config {
 /// How the services reach each other inside the stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wiring {
-    /// As one process should: the gateway calls both services through the
-    /// same gRPC services and codec, handed over in-process, without HTTP/2
-    /// or sockets; the catalog reads auth's token index directly.
+    /// As one process should: the gateway calls both services, and the
+    /// catalog calls auth, through the same gRPC services and codec, handed
+    /// over in-process, without HTTP/2 or sockets.
     InProcess,
-    /// As separate processes do: every hop is gRPC over loopback TCP.
+    /// As separate processes do: every hop is gRPC over loopback TCP (a
+    /// test fixture: the end-to-end suite runs on both).
     Grpc,
 }
 
@@ -60,16 +61,16 @@ pub struct Stack {
 impl Stack {
     /// Opens the stores, rebuilds the read models and binds every address.
     pub async fn build(config: &Config, wiring: Wiring) -> Result<Self, BoxError> {
-        let mut auth = auth_service::Application::build(&config.auth).await?;
+        let auth = auth_service::Application::build(&config.auth).await?;
         let mut catalog_config = config.catalog.clone();
         // Following the catalog's events needs no key only while nobody but
         // this machine can reach any of the stack's ports.
         catalog_config.catalog_open_subscriptions |=
             catalog_config.catalog_service_key.is_none() && config.loopback_only();
-        let mut catalog = match wiring {
+        let catalog = match wiring {
             Wiring::InProcess => {
                 let store = event_store::open(&catalog_config.catalog_store_url).await?;
-                let identity = catalog_service::Identity::Local(auth.token_check());
+                let identity = catalog_service::Identity::over(auth.in_process_channel());
                 catalog_service::Application::build_with(&catalog_config, store, identity).await?
             }
             Wiring::Grpc => {

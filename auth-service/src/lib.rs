@@ -56,16 +56,12 @@ pub enum StartError {
 pub struct Application {
     listener: GrpcListener,
     service: AuthGrpc,
-    tokens: read_model::Tokens,
+    view: Arc<Projection<AuthView>>,
 }
 
 impl platform::grpc::Served for Application {
     fn listener(&self) -> &GrpcListener {
         &self.listener
-    }
-
-    fn listener_mut(&mut self) -> &mut GrpcListener {
-        &mut self.listener
     }
 }
 
@@ -97,22 +93,21 @@ impl Application {
         );
         let throttle = LoginThrottle::open(&config.auth_store_url, config.login_limits()).await?;
         let view = Arc::new(view);
-        let tokens = read_model::Tokens(view.clone());
-        let service = AuthGrpc::new(store.clone(), view, hasher, throttle, config.token_ttl());
+        let service = AuthGrpc::new(
+            store.clone(),
+            view.clone(),
+            hasher,
+            throttle,
+            config.token_ttl(),
+        );
         let mut listener =
             GrpcListener::bind(config.auth_listen, config.auth_metrics_listen.0).await?;
-        listener.add_metrics(Arc::new(tokens.0.metrics_source("auth", store.clone())));
+        listener.add_metrics(Arc::new(view.metrics_source("auth", store.clone())));
         Ok(Self {
             listener,
             service,
-            tokens,
+            view,
         })
-    }
-
-    /// The token index `Authenticate` answers from, for services in this
-    /// process (the same answer without a gRPC round trip).
-    pub fn token_check(&self) -> Arc<dyn platform::TokenCheck> {
-        Arc::new(self.tokens.clone())
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight calls finish.
@@ -123,7 +118,7 @@ impl Application {
         let service = AuthServiceServer::new(self.service)
             .max_decoding_message_size(platform::grpc::MAX_REQUEST_BYTES);
         self.listener.serve(service, shutdown).await?;
-        self.tokens.0.close().await;
+        self.view.close().await;
         Ok(())
     }
 }

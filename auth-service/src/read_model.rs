@@ -2,13 +2,12 @@
 //! user's events: what `Authenticate` answers from, with no store read.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use event_sourcing::idempotency::{Keyed, KeyedIndex, KeyedModel};
 use event_sourcing::read_model::history::{Fact, Histories};
 use event_sourcing::read_model::snapshot::{Damaged, Decoder, Encoder, Snapshot};
-use event_sourcing::read_model::{Projection, ReadModel};
+use event_sourcing::read_model::ReadModel;
 use event_store::RecordedEvent;
 use uuid::Uuid;
 
@@ -379,29 +378,6 @@ fn decode_time(input: &mut Decoder<'_>) -> Result<DateTime<Utc>, Damaged> {
         .ok()
         .and_then(|nanos| DateTime::from_timestamp(secs, nanos))
         .ok_or(Damaged("a time out of range"))
-}
-
-/// The token index behind `Authenticate`, shareable with other services in
-/// this process.
-#[derive(Clone)]
-pub struct Tokens(pub Arc<Projection<AuthView>>);
-
-impl Tokens {
-    /// `read` of the user of a live token, now: an in-memory lookup, no
-    /// store read.
-    pub fn user_of<T>(
-        &self,
-        digest: &TokenDigest,
-        read: impl FnOnce(&UserRecord) -> T,
-    ) -> Option<T> {
-        self.0.read().by_token(digest, Utc::now()).map(read)
-    }
-}
-
-impl platform::TokenCheck for Tokens {
-    fn user_id(&self, token: &str) -> Option<i64> {
-        self.user_of(&crate::token::parse(token)?, |u| u.id.0)
-    }
 }
 
 #[cfg(test)]

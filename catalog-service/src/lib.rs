@@ -68,10 +68,6 @@ impl platform::grpc::Served for Application {
     fn listener(&self) -> &GrpcListener {
         &self.listener
     }
-
-    fn listener_mut(&mut self) -> &mut GrpcListener {
-        &mut self.listener
-    }
 }
 
 impl Application {

@@ -1,15 +1,4 @@
-//! Credentials as django-rest-knox reads them, and the in-process token
-//! check.
-
-/// Resolves a token to its user, inside one process: auth-service's token
-/// index, lent to catalog-service by the all-in-one launcher. (Separate
-/// processes ask auth-service's `Authenticate` RPC, which answers from the
-/// same index.)
-pub trait TokenCheck: Send + Sync + 'static {
-    /// The id of the user of `token` if it is live now; `None` if it is
-    /// malformed, unknown, revoked or expired.
-    fn user_id(&self, token: &str) -> Option<i64>;
-}
+//! Credentials as django-rest-knox reads them.
 
 /// What an `Authorization` value carries, read as django-rest-knox reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

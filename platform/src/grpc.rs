@@ -51,9 +51,6 @@ pub trait Served {
     /// The service's listener.
     fn listener(&self) -> &GrpcListener;
 
-    /// The same, to hand out an in-process channel.
-    fn listener_mut(&mut self) -> &mut GrpcListener;
-
     /// Where the server listens.
     fn local_addr(&self) -> SocketAddr {
         self.listener().local_addr()
@@ -72,8 +69,8 @@ pub trait Served {
 
     /// A client channel to this service for callers in this process: calls
     /// run the service directly (beside the TCP listener, once running).
-    fn in_process_channel(&mut self) -> GrpcChannel {
-        GrpcChannel::InProcess(self.listener_mut().in_process_channel())
+    fn in_process_channel(&self) -> GrpcChannel {
+        GrpcChannel::InProcess(self.listener().in_process_channel())
     }
 }
 
@@ -81,7 +78,7 @@ pub trait Served {
 pub struct GrpcListener {
     incoming: TcpIncoming,
     local_addr: SocketAddr,
-    in_process: Option<in_process::Channel>,
+    in_process: in_process::Channel,
     metrics: std::sync::Arc<crate::metrics::Histograms>,
     metrics_listener: Option<tokio::net::TcpListener>,
     more_metrics: crate::metrics::Render,
@@ -106,7 +103,7 @@ impl GrpcListener {
         Ok(Self {
             incoming: TcpIncoming::from(listener).with_nodelay(Some(true)),
             local_addr,
-            in_process: None,
+            in_process: in_process::Channel::default(),
             metrics: call_metrics("grpc_server"),
             metrics_listener,
             more_metrics: crate::metrics::nothing_more(),
@@ -116,10 +113,8 @@ impl GrpcListener {
     /// A client of this server for callers in the same process: calls run
     /// the service directly, beside the TCP listener, from when it serves
     /// until it stops.
-    pub fn in_process_channel(&mut self) -> in_process::Channel {
-        self.in_process
-            .get_or_insert_with(in_process::Channel::default)
-            .clone()
+    pub fn in_process_channel(&self) -> in_process::Channel {
+        self.in_process.clone()
     }
 
     /// Where it listens.
@@ -184,9 +179,8 @@ impl GrpcListener {
             .add_service(reflection_v1alpha)
             .add_service(service)
             .prepare();
-        if let Some(c) = &self.in_process {
-            c.serve(Observed::server(routes.clone(), self.metrics.clone()));
-        }
+        self.in_process
+            .serve(Observed::server(routes.clone(), self.metrics.clone()));
         let render = self.metrics();
         let metrics_server = self
             .metrics_listener
@@ -202,9 +196,7 @@ impl GrpcListener {
             .add_routes(routes)
             .serve_with_incoming_shutdown(self.incoming, shutdown)
             .await;
-        if let Some(c) = &self.in_process {
-            c.stop();
-        }
+        self.in_process.stop();
         if let Some(m) = metrics_server {
             m.abort();
         }
@@ -625,7 +617,7 @@ mod tests {
 
     #[tokio::test]
     async fn in_process_calls_wait_for_the_server_and_fail_once_it_stopped() {
-        let mut listener = GrpcListener::bind("127.0.0.1:0".parse().unwrap(), None)
+        let listener = GrpcListener::bind("127.0.0.1:0".parse().unwrap(), None)
             .await
             .unwrap();
         let channel = GrpcChannel::InProcess(listener.in_process_channel());
