@@ -19,7 +19,7 @@ work=$(mktemp -d)
 stack=""
 cleanup() { [ -n "$stack" ] && kill "$stack" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+. bench/lib.sh
 
 declare -A rates
 for round in $(seq 1 "$rounds"); do
@@ -38,7 +38,7 @@ for round in $(seq 1 "$rounds"); do
 done
 echo "--- medians over $rounds rounds of $seconds s, 64 connections"
 for scenario in $scenarios; do
-  o=$(echo "${rates[$scenario-old]}" | tr ' ' '\n' | grep . | median)
-  n=$(echo "${rates[$scenario-new]}" | tr ' ' '\n' | grep . | median)
+  o=$(median "${rates[$scenario-old]}")
+  n=$(median "${rates[$scenario-new]}")
   printf '%-8s old %9.0f req/s  new %9.0f req/s  new/old %.3f\n' "$scenario" "$o" "$n" "$(echo "$n / $o" | bc -l)"
 done

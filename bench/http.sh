@@ -22,7 +22,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 
 wait_for() { for _ in $(seq 1 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+. bench/lib.sh
 rate_of() { awk '{print $1}' | tr -d '/s'; }
 
 "$bin/loadgen" bare --listen 127.0.0.1:8100 2>/dev/null & pids+=($!)
@@ -69,12 +69,12 @@ for round in $(seq 1 "$rounds"); do
   done
 done
 echo "--- medians over $rounds rounds of $seconds s, 64 connections"
-bare=$(echo "${results[bare-movies]}" | tr ' ' '\n' | grep . | median)
+bare=$(median "${results[bare-movies]}")
 for k in bare-movies stack-movies stack-rating stack-login procs-movies; do
-  m=$(echo "${results[$k]}" | tr ' ' '\n' | grep . | median)
+  m=$(median "${results[$k]}")
   printf '%-14s %9.0f req/s  (%.2fx bare)\n' "$k" "$m" "$(echo "$m / $bare" | bc -l)"
 done
-stack=$(echo "${results[stack-movies]}" | tr ' ' '\n' | grep . | median)
+stack=$(median "${results[stack-movies]}")
 half=$(echo "$stack / 2" | bc -l)
 echo "stack-movies paced at half its maximum ($(printf '%.0f' "$half") req/s):"
 start_stack
@@ -91,8 +91,8 @@ if command -v wrk >/dev/null; then
     echo "wrk round $round: bare $b req/s, stack GET movies $s req/s"
     results[wrk-bare]+="$b "; results[wrk-stack]+="$s "
   done
-  wb=$(echo "${results[wrk-bare]}" | tr ' ' '\n' | grep . | median)
-  ws=$(echo "${results[wrk-stack]}" | tr ' ' '\n' | grep . | median)
+  wb=$(median "${results[wrk-bare]}")
+  ws=$(median "${results[wrk-stack]}")
   printf 'wrk medians: bare %.0f req/s, stack GET movies %.0f req/s (%.2fx bare)\n' "$wb" "$ws" "$(echo "$ws / $wb" | bc -l)"
   stop_stack
 fi

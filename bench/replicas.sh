@@ -27,7 +27,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+. bench/lib.sh
 limits=(AUTH_LOGIN_MAX_FAILURES=1000000 AUTH_LOGIN_MAX_FAILURES_PER_USER=1000000
         AUTH_HASH_QUEUE=100000 GATEWAY_AUTH_PER_MINUTE=100000000 GATEWAY_AUTH_BURST=100000000 GATEWAY_AUTH_CONCURRENCY=100000)
 
@@ -76,11 +76,11 @@ for round in $(seq 1 "$rounds"); do
 done
 echo "--- medians over $rounds rounds of $seconds s, 64 connections, three processes on PostgreSQL"
 for scenario in $scenarios; do
-  o=$(echo "${rates[$scenario-old]}" | tr ' ' '\n' | grep . | median)
-  n=$(echo "${rates[$scenario-new]}" | tr ' ' '\n' | grep . | median)
-  po=$(echo "${p99s[$scenario-old]}" | tr ' ' '\n' | grep . | median)
-  pn=$(echo "${p99s[$scenario-new]}" | tr ' ' '\n' | grep . | median)
-  h=$(echo "${heads[$scenario]}" | tr ' ' '\n' | grep . | median)
+  o=$(median "${rates[$scenario-old]}")
+  n=$(median "${rates[$scenario-new]}")
+  po=$(median "${p99s[$scenario-old]}")
+  pn=$(median "${p99s[$scenario-new]}")
+  h=$(median "${heads[$scenario]}")
   printf '%-8s old %7.0f req/s p99 %s ms   new %7.0f req/s p99 %s ms   new/old %.3f   head queries/s (new) %s\n' \
     "$scenario" "$o" "$po" "$n" "$pn" "$(echo "$n / $o" | bc -l)" "$h"
 done

@@ -4,6 +4,18 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// `?limit&offset`, as the OpenAPI document declares them on every list
+/// (`params(Page)`); [`ListQuery`] reads them.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, reason = "declares the parameters; never built")]
+pub struct Page {
+    /// Page size: turns the list into a page.
+    limit: Option<u32>,
+    /// Rows to skip (with limit).
+    offset: Option<u32>,
+}
+
 /// The query of a list request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListQuery {

@@ -125,10 +125,7 @@ fn catalog_entry(a: proto::catalog::Activity) -> Option<Entry> {
 /// throttled logins, movies added, ratings given. Never another user's,
 /// never a token. `?limit&offset` paginate.
 #[utoipa::path(get, path = "/api/auth/me/activity", tag = "auth", security(("token" = [])),
-    params(
-        ("limit" = Option<u32>, Query, description = "Page size: turns the list into a page"),
-        ("offset" = Option<u32>, Query, description = "Entries to skip (with limit)"),
-    ),
+    params(crate::pagination::Page),
     responses(
         (status = 200, description = "The caller's history", body = ActivityList),
         (status = 401, description = "Missing or invalid token", body = Detail),

@@ -85,10 +85,7 @@ fn movie_out(m: Movie) -> MovieOut {
 
 /// Every movie by id ascending; `?limit=L&offset=O` paginates.
 #[utoipa::path(get, path = "/api/auth/movies", tag = "movies", security(("token" = [])),
-    params(
-        ("limit" = Option<u32>, Query, description = "Page size: turns the list into a page"),
-        ("offset" = Option<u32>, Query, description = "Rows to skip (with limit)"),
-    ),
+    params(crate::pagination::Page),
     responses(
         (status = 200, description = "The movies", body = MovieList),
         (status = 401, description = "Missing or invalid token", body = Detail),

@@ -68,8 +68,7 @@ fn rating_out(r: Rating) -> RatingOut {
 #[utoipa::path(get, path = "/api/auth/rating", tag = "ratings", security(("token" = [])),
     params(
         ("movie" = Option<i64>, Query, description = "Only this movie's ratings"),
-        ("limit" = Option<u32>, Query, description = "Page size: turns the list into a page"),
-        ("offset" = Option<u32>, Query, description = "Rows to skip (with limit)"),
+        crate::pagination::Page,
     ),
     responses(
         (status = 200, description = "The ratings", body = RatingList),
