@@ -42,9 +42,10 @@ impl Config {
 /// How the services reach each other inside the stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wiring {
-    /// As one process should: the gateway calls both services, and the
-    /// catalog calls auth, through the same gRPC services and codec, handed
-    /// over in-process, without HTTP/2 or sockets.
+    /// As one process should: the gateway calls both services through the
+    /// same gRPC services and codec, handed over in-process, without HTTP/2
+    /// or sockets; the catalog checks tokens by what auth's `Authenticate`
+    /// runs, without encoding a call.
     InProcess,
     /// As separate processes do: every hop is gRPC over loopback TCP (a
     /// test fixture: the end-to-end suite runs on both).
@@ -70,7 +71,7 @@ impl Stack {
         let catalog = match wiring {
             Wiring::InProcess => {
                 let store = event_store::open(&catalog_config.catalog_store_url).await?;
-                let identity = catalog_service::Identity::over(auth.in_process_channel());
+                let identity = catalog_service::Identity::Local(auth.token_check());
                 catalog_service::Application::build_with(&catalog_config, store, identity).await?
             }
             Wiring::Grpc => {

@@ -110,6 +110,12 @@ impl Application {
         })
     }
 
+    /// The token check `Authenticate` answers from, for services in this
+    /// process: the same linearizable read, without encoding a call.
+    pub fn token_check(&self) -> Arc<dyn platform::TokenCheck> {
+        Arc::new(service::Tokens(self.view.clone()))
+    }
+
     /// Serves until `shutdown` resolves, then lets in-flight calls finish.
     pub async fn run_until_stopped(
         self,

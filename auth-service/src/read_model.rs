@@ -5,9 +5,9 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use event_sourcing::idempotency::{Keyed, KeyedIndex, KeyedModel};
+use event_sourcing::read_model::ReadModel;
 use event_sourcing::read_model::history::{Fact, Histories};
 use event_sourcing::read_model::snapshot::{Damaged, Decoder, Encoder, Snapshot};
-use event_sourcing::read_model::ReadModel;
 use event_store::RecordedEvent;
 use uuid::Uuid;
 

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use event_sourcing::decider::{self, Loaded};
 use event_sourcing::idempotency::{self, Idempotent, Ran};
-use event_sourcing::read_model::Projection;
+use event_sourcing::read_model::{Projection, StaleRead};
 use event_store::ids::IdSequence;
 use event_store::{EventStore, EventStoreError};
+use platform::CheckUnavailable;
 use proto::auth::auth_service_server::AuthService;
 use proto::auth::{
     Activity, ActivityKind, AuthenticateRequest, AuthenticateResponse, ListActivityRequest,
@@ -333,14 +334,12 @@ impl AuthGrpc {
     }
 
     async fn user_of(&self, digest: &token::TokenDigest) -> Result<UserMessage> {
-        let view = self.view.read_linearizable().await?;
-        view.by_token(digest, Utc::now())
-            .map(|u| UserMessage {
-                id: u.id.0,
-                username: u.username.clone(),
-                email: u.email.clone(),
-            })
-            .ok_or(AuthError::InvalidToken)
+        let user = live_user(&self.view, digest, |u| UserMessage {
+            id: u.id.0,
+            username: u.username.clone(),
+            email: u.email.clone(),
+        });
+        user.await?.ok_or(AuthError::InvalidToken)
     }
 
     /// Runs a command on the stream of `token`'s user.
@@ -439,5 +438,32 @@ impl AuthService for AuthGrpc {
             .await?;
         tracing::info!(%user_id, "all tokens revoked");
         Ok(Response::new(LogoutAllResponse {}))
+    }
+}
+
+/// `read` of the user of a live token, read linearizably: what
+/// `Authenticate` answers, and what [`Tokens`] lends to services in this
+/// process.
+async fn live_user<T>(
+    view: &Projection<AuthView>,
+    digest: &token::TokenDigest,
+    read: impl FnOnce(&crate::read_model::UserRecord) -> T,
+) -> std::result::Result<Option<T>, StaleRead> {
+    let view = view.read_linearizable().await?;
+    Ok(view.by_token(digest, Utc::now()).map(read))
+}
+
+/// auth-service's token check for other services in this process: the
+/// answer of `Authenticate`, by the same read, without encoding a call.
+pub struct Tokens(pub(crate) Arc<Projection<AuthView>>);
+
+#[tonic::async_trait]
+impl platform::TokenCheck for Tokens {
+    async fn user_id(&self, token: &str) -> std::result::Result<Option<i64>, CheckUnavailable> {
+        let Some(digest) = token::parse(token) else {
+            return Ok(None);
+        };
+        let user = live_user(&self.0, &digest, |u| u.id.0).await;
+        user.map_err(|e| CheckUnavailable(e.to_string()))
     }
 }

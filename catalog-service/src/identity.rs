@@ -1,8 +1,10 @@
 //! Who is calling: the end user's token, checked with auth-service's
 //! `Authenticate` on every call (so a revocation counts at once).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use platform::TokenCheck;
 use platform::grpc::GrpcChannel;
 use proto::auth::AuthenticateRequest;
 use proto::auth::auth_service_client::AuthServiceClient;
@@ -14,11 +16,18 @@ use crate::error::{CatalogError, Result};
 /// Deadline of one `Authenticate` call.
 const AUTHENTICATE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Who checks tokens for the catalog: always auth-service's `Authenticate`
-/// RPC, which reads its token index linearizably, so a revocation counts on
-/// the very next call, on any replica.
+/// Who checks tokens for the catalog: always auth-service's token index,
+/// read linearizably, so a revocation counts on the very next call, on any
+/// replica.
 #[derive(Clone)]
-pub struct Identity(AuthServiceClient<GrpcChannel>);
+pub enum Identity {
+    /// Its `Authenticate` RPC, over one reused HTTP/2 connection (which
+    /// multiplexes concurrent calls), or any other channel.
+    Grpc(AuthServiceClient<GrpcChannel>),
+    /// The same check, in this process (the all-in-one launcher): what
+    /// `Authenticate` runs, without encoding a call.
+    Local(Arc<dyn TokenCheck>),
+}
 
 impl Identity {
     /// A client for auth-service at `urls` (a comma-separated list of
@@ -29,11 +38,9 @@ impl Identity {
         Ok(Self::over(channel))
     }
 
-    /// A client over `channel`: in the all-in-one launcher, auth-service's
-    /// in-process channel (the one path by which services in one process
-    /// call each other).
+    /// A client over `channel` (a remote or an in-process one).
     pub fn over(channel: GrpcChannel) -> Self {
-        Self(AuthServiceClient::new(channel))
+        Self::Grpc(AuthServiceClient::new(channel))
     }
 
     /// The id of the user whose token an `authorization` value carries:
@@ -46,7 +53,16 @@ impl Identity {
             platform::Credentials::Malformed => return Err(CatalogError::InvalidToken),
             platform::Credentials::Token(token) => token,
         };
-        let client = &self.0;
+        let client = match self {
+            Self::Local(check) => {
+                return match check.user_id(token).await {
+                    Ok(Some(id)) => Ok(UserId(id)),
+                    Ok(None) => Err(CatalogError::InvalidToken),
+                    Err(e) => Err(CatalogError::IdentityUnavailable(e.to_string())),
+                };
+            }
+            Self::Grpc(client) => client,
+        };
         let request = AuthenticateRequest {
             token: token.to_owned(),
         };

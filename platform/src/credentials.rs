@@ -1,4 +1,23 @@
-//! Credentials as django-rest-knox reads them.
+//! Credentials as django-rest-knox reads them, and the in-process token
+//! check.
+
+/// Resolves a token to its user inside one process: what auth-service's
+/// `Authenticate` answers from, by the same linearizable read, lent to
+/// catalog-service by the all-in-one launcher without encoding a call
+/// (measured: over the in-process gRPC channel, authenticated GETs ran at
+/// 0.76x; `bash bench/compare.sh`).
+#[tonic::async_trait]
+pub trait TokenCheck: Send + Sync + 'static {
+    /// The id of the user of `token` if it is live now; `None` if it is
+    /// malformed, unknown, revoked or expired.
+    async fn user_id(&self, token: &str) -> Result<Option<i64>, CheckUnavailable>;
+}
+
+/// A token could not be checked now (the token index could not catch up
+/// with the store in time).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the token check is unavailable: {0}")]
+pub struct CheckUnavailable(pub String);
 
 /// What an `Authorization` value carries, read as django-rest-knox reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,7 +22,7 @@ pub mod telemetry;
 pub mod testing;
 
 pub use cli::{MaybeAddr, defaults, exit_code, parse_cli, probe_exit, run_binary};
-pub use credentials::{Credentials, credentials};
+pub use credentials::{CheckUnavailable, Credentials, TokenCheck, credentials};
 pub use logging::init_tracing;
 pub use process::{raise_open_file_limit, shutdown_signal};
 pub use request::{

@@ -7,7 +7,7 @@
 //!   (a subscription feeding the live read model); target >= 200,000/s;
 //! - ListMovies (100 movies) calls/s with 32 concurrent gRPC clients, with the
 //!   identity check over gRPC to auth-service (separate processes) and
-//!   over its in-process channel (the all-in-one launcher).
+//!   in-process (the all-in-one launcher).
 
 use platform::grpc::Served as _;
 use std::sync::Arc;
@@ -124,7 +124,7 @@ async fn main() {
     .await
     .unwrap();
     let auth_addr = auth.local_addr();
-    let auth_in_process = auth.in_process_channel();
+    let token_check = auth.token_check();
     tokio::spawn(auth.run_until_stopped(std::future::pending()));
     let token = AuthServiceClient::new(channel(auth_addr).await)
         .register(RegisterRequest {
@@ -160,7 +160,7 @@ async fn main() {
     let in_process = catalog_service::Application::build_with(
         &config,
         event_store::open(&catalog_url).await.unwrap(),
-        catalog_service::Identity::over(auth_in_process),
+        catalog_service::Identity::Local(token_check),
     )
     .await
     .unwrap();
