@@ -238,7 +238,8 @@ async fn three_processes_survive_sigkill_without_losing_or_doubling_writes() {
     let (status, listed) = api.get("/api/auth/rating", &adder).await;
     assert_eq!(status, StatusCode::OK);
     let expected: Vec<Value> = rebuilt
-        .ratings(None, None, 0)
+        .ratings
+        .page(None, None, 0)
         .items
         .iter()
         .map(|r| json!({"id": r.id, "movie": r.movie, "rating": r.rating}))
@@ -246,7 +247,10 @@ async fn three_processes_survive_sigkill_without_losing_or_doubling_writes() {
     assert_eq!(listed, Value::Array(expected));
     for m in &movies {
         let (_, detail) = api.get(&format!("/api/auth/movies/{m}"), &adder).await;
-        let row = rebuilt.movie(catalog_service::domain::MovieId(*m)).unwrap();
+        let row = rebuilt
+            .movies
+            .get(catalog_service::domain::MovieId(*m))
+            .unwrap();
         assert_eq!(detail["rating_count"], json!(row.rating_count));
     }
 

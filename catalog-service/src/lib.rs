@@ -94,8 +94,8 @@ impl Application {
         )
         .await?;
         tracing::info!(
-            movies = view.read().movies(Some(0), 0).count,
-            ratings = view.read().ratings(None, Some(0), 0).count,
+            movies = view.read().movies.len(),
+            ratings = view.read().ratings.len(),
             from_snapshot = view.started_from(),
             "catalog read models ready"
         );

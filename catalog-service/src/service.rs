@@ -104,7 +104,7 @@ impl CatalogGrpc {
             None => self.view.read_linearizable().await?,
         };
         let cut = given.unwrap_or_else(|| view.ratings_cut());
-        let rows = view.ratings_at(
+        let rows = view.ratings.at(
             &cut,
             RatingId(r.after_id.unwrap_or(0)),
             limit.unwrap_or(usize::MAX),
@@ -143,7 +143,7 @@ impl CatalogGrpc {
     /// The movie `created` names, as the view has it.
     fn movie_of(&self, created: Created) -> Result<MovieRow> {
         match created {
-            Created::Movie(id) => self.view.read().movie(id).cloned(),
+            Created::Movie(id) => self.view.read().movies.get(id).cloned(),
             Created::Rating(_) => return Err(CatalogError::KeyReused),
         }
         .ok_or(CatalogError::NotFound)
@@ -152,7 +152,7 @@ impl CatalogGrpc {
     /// The rating `created` names, as the view has it.
     fn rating_of(&self, created: Created) -> Result<RatingRow> {
         match created {
-            Created::Rating(id) => self.view.read().rating(id),
+            Created::Rating(id) => self.view.read().ratings.get(id),
             Created::Movie(_) => return Err(CatalogError::KeyReused),
         }
         .ok_or(CatalogError::CannotRate)
@@ -316,7 +316,8 @@ impl CatalogService for CatalogGrpc {
         let m = self
             .view_for(&request)
             .await?
-            .movie(MovieId(request.get_ref().id))
+            .movies
+            .get(MovieId(request.get_ref().id))
             .cloned()
             .ok_or(CatalogError::NotFound)?;
         Ok(Response::new(GetMovieResponse {
@@ -335,7 +336,7 @@ impl CatalogService for CatalogGrpc {
     ) -> Result<Response<ListMoviesResponse>, Status> {
         self.caller(&request)?;
         let r = request.get_ref();
-        let listing = self.view_for(&request).await?.movie_list(
+        let listing = self.view_for(&request).await?.movies.listing(
             r.limit.map(|l| l as usize),
             r.offset as usize,
             &r.if_none_match,
@@ -378,7 +379,9 @@ impl CatalogService for CatalogGrpc {
             return Ok(Response::new(self.ratings_page(r, limit).await?));
         }
         let view = self.view_for(&request).await?;
-        let page = view.ratings(r.movie.map(MovieId), limit, r.offset as usize);
+        let page = view
+            .ratings
+            .page(r.movie.map(MovieId), limit, r.offset as usize);
         Ok(Response::new(ListRatingsResponse {
             ratings: page.items.into_iter().map(listed_rating_message).collect(),
             count: page.count as u64,
@@ -447,7 +450,7 @@ fn activity_message(view: &CatalogView, done: &Fact) -> Activity {
     let (kind, movie, rating) = match Created::of_code(done.what) {
         Created::Movie(id) => (ActivityKind::MovieAdded, id, 0),
         Created::Rating(id) => {
-            let rating = view.rating(id);
+            let rating = view.ratings.get(id);
             (
                 ActivityKind::Rated,
                 rating.map_or(MovieId(0), |r| r.movie),
@@ -460,7 +463,8 @@ fn activity_message(view: &CatalogView, done: &Fact) -> Activity {
         kind: kind.into(),
         movie: movie.0,
         title: view
-            .movie(movie)
+            .movies
+            .get(movie)
             .map(|m| m.title.clone())
             .unwrap_or_default(),
         rating,

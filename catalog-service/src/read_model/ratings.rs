@@ -1,0 +1,274 @@
+//! The rating list: every rating by id ascending, each movie's rating ids,
+//! and cuts (the list at one position) that a listing read in pages, on any
+//! replica, is served from.
+
+use std::collections::{HashMap, HashSet};
+
+use event_sourcing::read_model::snapshot::{Damaged, Decoder, Encoder, i64_at};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::Page;
+use crate::domain::{CatalogEvent, MovieId, Rating, RatingId, UserId};
+
+/// A rating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RatingRow {
+    /// Its id.
+    pub id: RatingId,
+    /// The movie rated.
+    pub movie: MovieId,
+    /// Who rated it.
+    pub user: UserId,
+    /// 1..=5.
+    pub rating: Rating,
+}
+
+/// The rating list at one position: what a listing read in pages (from
+/// any replica) shows, so that the pages make up one list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RatingsCut {
+    /// Every event up to here, none after.
+    pub position: u64,
+    /// The greatest rating id then.
+    pub max_id: RatingId,
+    /// How many ratings then.
+    pub count: usize,
+    /// The list's tag then (128 bits).
+    pub tag: [u8; 16],
+}
+
+/// Every rating, compact: 24 bytes each in the list and 8 in their
+/// movie's index (plus the vectors' spare capacity).
+#[derive(Debug, Default, Serialize)]
+pub struct RatingList {
+    /// Every rating, by id ascending.
+    list: Vec<Packed>,
+    /// Each movie's rating ids, ascending.
+    #[serde(skip)]
+    by_movie: HashMap<MovieId, Vec<RatingId>>,
+    /// The list's tag: SHA-256 chained over every rating, in feed order
+    /// (derived, so not part of the canonical JSON).
+    #[serde(skip)]
+    tag: [u8; 32],
+    /// Ratings applied after one with a greater id (ids are allocated
+    /// before their command commits, so a race commits them out of order),
+    /// with the position that applied them: what a [`RatingsCut`] leaves out.
+    #[serde(skip)]
+    late: Vec<(RatingId, u64)>,
+}
+
+impl RatingList {
+    /// Folds one event, applied at `position`: a rating joins the list.
+    pub(super) fn apply(&mut self, event: &CatalogEvent, position: u64) {
+        let CatalogEvent::MovieRated {
+            id,
+            movie,
+            user,
+            rating,
+        } = *event
+        else {
+            return;
+        };
+        let row = RatingRow {
+            id,
+            movie,
+            user,
+            rating,
+        };
+        if self.list.last().is_some_and(|last| last.id > id) {
+            self.late.push((id, position));
+        }
+        self.tag = chain_rating(&self.tag, &row);
+        insert_sorted(&mut self.list, Packed::new(row), |p| p.id);
+        insert_sorted(self.by_movie.entry(movie).or_default(), id, |&i| i);
+    }
+
+    /// A rating by id.
+    pub fn get(&self, id: RatingId) -> Option<RatingRow> {
+        let at = self.list.binary_search_by_key(&id, |p| p.id).ok()?;
+        Some(self.list[at].row())
+    }
+
+    /// How many ratings there are.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Ratings by id ascending, optionally of one movie; `limit: None` means all.
+    pub fn page(
+        &self,
+        movie: Option<MovieId>,
+        limit: Option<usize>,
+        offset: usize,
+    ) -> Page<RatingRow> {
+        let take = limit.unwrap_or(usize::MAX);
+        match movie {
+            None => Page {
+                items: self
+                    .list
+                    .iter()
+                    .skip(offset)
+                    .take(take)
+                    .map(|p| p.row())
+                    .collect(),
+                count: self.list.len(),
+            },
+            Some(m) => {
+                let ids = self.by_movie.get(&m).map_or(&[][..], Vec::as_slice);
+                Page {
+                    items: ids
+                        .iter()
+                        .skip(offset)
+                        .take(take)
+                        .filter_map(|&id| self.get(id))
+                        .collect(),
+                    count: ids.len(),
+                }
+            }
+        }
+    }
+
+    /// The list as it is now, every event up to `position` applied, as a
+    /// cut to read it at.
+    pub(super) fn cut(&self, position: u64) -> RatingsCut {
+        let mut tag = [0; 16];
+        tag.copy_from_slice(&self.tag[..16]);
+        RatingsCut {
+            position,
+            max_id: self.list.last().map_or(RatingId(0), |p| p.id),
+            count: self.list.len(),
+            tag,
+        }
+    }
+
+    /// Up to `limit` ratings with an id above `after`, by id ascending, of
+    /// the list as it was at `cut` (`cut.position` must be applied here).
+    pub fn at(&self, cut: &RatingsCut, after: RatingId, limit: usize) -> Vec<RatingRow> {
+        // Applied after the cut below its greatest id: few, and at the end.
+        let later: HashSet<RatingId> = self
+            .late
+            .iter()
+            .rev()
+            .take_while(|(_, at)| *at > cut.position)
+            .map(|(id, _)| *id)
+            .collect();
+        let start = self.list.partition_point(|p| p.id <= after);
+        self.list[start..]
+            .iter()
+            .take_while(|p| p.id <= cut.max_id)
+            .filter(|p| !later.contains(&p.id))
+            .take(limit)
+            .map(|p| p.row())
+            .collect()
+    }
+
+    pub(super) fn encode(&self, out: &mut Encoder<'_>) {
+        out.fixed(&self.tag);
+        out.records(&self.list, 24, |p, slot| {
+            slot[..8].copy_from_slice(&p.id.0.to_le_bytes());
+            slot[8..16].copy_from_slice(&p.movie.0.to_le_bytes());
+            slot[16..].copy_from_slice(&p.user_rating.to_le_bytes());
+        });
+        out.count(self.late.len());
+        for &(id, position) in &self.late {
+            out.i64(id);
+            out.u64(position);
+        }
+    }
+
+    pub(super) fn decode(input: &mut Decoder<'_>) -> Result<Self, Damaged> {
+        let mut ratings = RatingList {
+            tag: input.array()?,
+            ..Self::default()
+        };
+        input.records(24, |record| {
+            let p = Packed {
+                id: RatingId(i64_at(record, 0)),
+                movie: MovieId(i64_at(record, 8)),
+                user_rating: i64_at(record, 16),
+            };
+            if !(1..=5).contains(&(p.user_rating & 7)) {
+                return Err(Damaged("a rating out of range"));
+            }
+            if ratings.list.last().is_some_and(|last| last.id >= p.id) {
+                return Err(Damaged("ratings out of order"));
+            }
+            ratings.list.push(p);
+            ratings.by_movie.entry(p.movie).or_default().push(p.id);
+            Ok(())
+        })?;
+        for _ in 0..input.count(16)? {
+            ratings.late.push((input.id()?, input.u64()?));
+        }
+        Ok(ratings)
+    }
+
+    #[cfg(test)]
+    pub(super) fn late(&self) -> &[(RatingId, u64)] {
+        &self.late
+    }
+}
+
+/// A rating in 24 bytes: the user and the rating share one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+struct Packed {
+    id: RatingId,
+    movie: MovieId,
+    /// `user << 3 | rating` (a rating is 1..=5; user ids are positive and
+    /// far below 2^60).
+    user_rating: i64,
+}
+
+impl Packed {
+    fn new(row: RatingRow) -> Self {
+        Self {
+            id: row.id,
+            movie: row.movie,
+            user_rating: (row.user.0 << 3) | i64::from(row.rating.get()),
+        }
+    }
+
+    fn row(self) -> RatingRow {
+        RatingRow {
+            id: self.id,
+            movie: self.movie,
+            user: UserId(self.user_rating >> 3),
+            rating: Rating::from_stored((self.user_rating & 7) as u8),
+        }
+    }
+}
+
+/// Inserts `item` into `sorted` (ascending by `key`), where it almost
+/// always goes last: ids are allocated in order, and only a race between
+/// two commands commits them out of order.
+fn insert_sorted<T, K: Ord>(sorted: &mut Vec<T>, item: T, key: impl Fn(&T) -> K) {
+    let k = key(&item);
+    match sorted.last() {
+        Some(last) if key(last) > k => {
+            let at = sorted.partition_point(|x| key(x) < k);
+            sorted.insert(at, item);
+        }
+        _ => sorted.push(item),
+    }
+}
+
+/// The next rating-list tag: `previous` extended by one rating.
+fn chain_rating(previous: &[u8; 32], row: &RatingRow) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(previous);
+    for field in [
+        row.id.0,
+        row.movie.0,
+        row.user.0,
+        i64::from(row.rating.get()),
+    ] {
+        h.update(field.to_le_bytes());
+    }
+    h.finalize().into()
+}
