@@ -861,12 +861,7 @@ async fn replicas_show_each_others_writes_at_once() {
     // The reads above were served under each replica's read lease (not
     // only by asking the store's head).
     for (model, addr) in &metrics {
-        let text = reqwest::get(format!("http://{addr}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = support::scrape(&reqwest::Client::new(), addr).await;
         let series = format!("read_lease_reads_total{{model=\"{model}\"}}");
         let reads =
             support::sample(&text, &series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
@@ -1400,14 +1395,7 @@ async fn each_process_serves_its_metrics() {
     let scrape = |addr: String| {
         let http = api.http.clone();
         async move {
-            let text = http
-                .get(format!("http://{addr}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let text = support::scrape(&http, &addr).await;
             assert_families_once(&text);
             text
         }

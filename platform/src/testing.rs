@@ -115,3 +115,36 @@ pub async fn parallel_guesses(
     }
     checked
 }
+
+/// Declares each test case once per fixture: a module per fixture, a
+/// `#[tokio::test]` per case in it, each calling `super::<case>(fixture)`
+/// with what `<maker>("<case>")` gives (an `async fn(&str) -> Option<_>`;
+/// `None` skips the case, say without PostgreSQL). A fixture given a
+/// `["reason"]` marks its tests `#[ignore = "reason"]`.
+///
+/// ```ignore
+/// platform::cases_on!([logs_in, logs_out];
+///     sqlite => crate::helpers::sqlite;
+///     postgres => crate::helpers::postgres;
+/// );
+/// ```
+#[macro_export]
+macro_rules! cases_on {
+    ($cases:tt; $($module:ident => $maker:path $([$why:literal])?;)+) => {
+        $( $crate::cases_on!(@module $module ($maker) [$($why)?] $cases); )+
+    };
+    (@module $module:ident $maker:tt $why:tt [$($case:ident),* $(,)?]) => {
+        mod $module {
+            $( $crate::cases_on!(@case $maker $why $case); )*
+        }
+    };
+    (@case ($maker:path) [$($why:literal)?] $case:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        $(#[ignore = $why])?
+        async fn $case() {
+            if let Some(fixture) = $maker(stringify!($case)).await {
+                super::$case(fixture).await;
+            }
+        }
+    };
+}

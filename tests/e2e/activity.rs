@@ -23,13 +23,7 @@ async fn my_activity_is_mine_newest_first_and_paginated(app: TestApp) {
     let (adder, _) = app.user("adder").await;
     let m = app.movie(&adder, "Heat").await;
     let (rater, _) = app.user("rater").await;
-    let rated = app
-        .post(
-            "/api/auth/rating",
-            Some(&rater),
-            json!({"movie": m, "rating": 4}),
-        )
-        .await;
+    let rated = app.rate(&rater, m, 4).await;
     assert_eq!(rated.status, StatusCode::CREATED, "{}", rated.text);
     assert_eq!(
         app.post("/api/auth/logout", Some(&rater), json!({}))

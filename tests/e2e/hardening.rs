@@ -3,22 +3,14 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{TestApp, assert_answer};
+use crate::helpers::{Answer, TestApp, assert_answer};
 
 crate::on_every_backend!(malformed_requests_get_drf_errors_and_never_a_5xx);
 
 async fn malformed_requests_get_drf_errors_and_never_a_5xx(app: TestApp) {
     let (t, _) = app.user("u").await;
     let json_ct = Some("application/json");
-    let a = app
-        .send(
-            Method::POST,
-            "/api/auth/movies",
-            Some(&t),
-            json_ct,
-            Some(b"{\"title\": ".to_vec()),
-        )
-        .await;
+    let a = send_json(&app, Method::POST, "/api/auth/movies", &t, b"{\"title\": ").await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert!(
         a.body["detail"]
@@ -85,15 +77,7 @@ async fn malformed_requests_get_drf_errors_and_never_a_5xx(app: TestApp) {
     let a = app.get("/no/such/path", None).await;
     assert_answer(&a, StatusCode::NOT_FOUND, json!({"detail": "Not found."}));
 
-    let a = app
-        .send(
-            Method::PUT,
-            "/api/auth/movies",
-            Some(&t),
-            json_ct,
-            Some(b"{}".to_vec()),
-        )
-        .await;
+    let a = send_json(&app, Method::PUT, "/api/auth/movies", &t, b"{}").await;
     assert_answer(
         &a,
         StatusCode::METHOD_NOT_ALLOWED,
@@ -117,27 +101,11 @@ async fn malformed_requests_get_drf_errors_and_never_a_5xx(app: TestApp) {
         vec![0xff, 0xfe, 0x00],
         b"{\"movie\": 1e400, \"rating\": 1}".to_vec(),
     ] {
-        let a = app
-            .send(
-                Method::POST,
-                "/api/auth/rating",
-                Some(&t),
-                json_ct,
-                Some(body),
-            )
-            .await;
+        let a = send_json(&app, Method::POST, "/api/auth/rating", &t, &body).await;
         assert!(a.status.is_client_error(), "{} {}", a.status, a.text);
     }
     let huge = b"{\"movie\": 99999999999999999999, \"rating\": 99999999999999999999}".to_vec();
-    let a = app
-        .send(
-            Method::POST,
-            "/api/auth/rating",
-            Some(&t),
-            json_ct,
-            Some(huge),
-        )
-        .await;
+    let a = send_json(&app, Method::POST, "/api/auth/rating", &t, &huge).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text);
 }
 
@@ -204,4 +172,11 @@ async fn backends_down_or_silent_are_503_or_504() {
         );
         server.abort();
     }
+}
+
+/// `method path` as the holder of `token`, with `body` sent as JSON.
+async fn send_json(app: &TestApp, method: Method, path: &str, token: &str, body: &[u8]) -> Answer {
+    let json = Some("application/json");
+    app.send(method, path, Some(token), json, Some(body.to_vec()))
+        .await
 }

@@ -7,41 +7,18 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-/// Runs each named case once per backend: `sqlite::case` and `postgres::case`.
+/// Runs each named case once per backend and wiring: `sqlite::case` (one
+/// process, in-process wiring), `postgres::case` (one process, gRPC over
+/// TCP) and `processes::case` (the release binaries, run by `.ci/run`).
 #[macro_export]
 macro_rules! on_every_backend {
     ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let stores = $crate::helpers::Stores::sqlite().await;
-                    let app = $crate::helpers::TestApp::start(&stores, movies::Wiring::InProcess).await;
-                    super::$case(app).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let Some(stores) = $crate::helpers::Stores::postgres(stringify!($case)).await else { return };
-                    let app = $crate::helpers::TestApp::start(&stores, movies::Wiring::Grpc).await;
-                    super::$case(app).await;
-                }
-            )*
-        }
-        mod processes {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                #[ignore = "needs the binaries (cargo build --workspace --bins) and PostgreSQL; .ci/run runs it"]
-                async fn $case() {
-                    let Some(stores) = $crate::helpers::Stores::postgres(stringify!($case)).await else { return };
-                    let app = $crate::helpers::TestApp::processes(&stores).await;
-                    super::$case(app).await;
-                }
-            )*
-        }
+        platform::cases_on!([$($case),*];
+            sqlite => $crate::helpers::TestApp::on_sqlite;
+            postgres => $crate::helpers::TestApp::on_postgres;
+            processes => $crate::helpers::TestApp::on_processes
+                ["needs the binaries (cargo build --workspace --bins) and PostgreSQL; .ci/run runs it"];
+        );
     };
 }
 
@@ -91,6 +68,8 @@ pub struct TestApp {
     server: Option<Running>,
     /// The processes, in the multi-process variant.
     _processes: Option<crate::support::Deployment>,
+    /// The stores, when the app owns them (dropped after it).
+    _stores: Option<Stores>,
 }
 
 pub fn config(stores: &Stores) -> Config {
@@ -111,6 +90,31 @@ pub fn config(stores: &Stores) -> Config {
 }
 
 impl TestApp {
+    /// One process on SQLite, wired in-process (what `cargo run` runs).
+    pub async fn on_sqlite(_case: &str) -> Option<Self> {
+        Some(Self::owning(Stores::sqlite().await, Wiring::InProcess).await)
+    }
+
+    /// One process on PostgreSQL, every hop gRPC over loopback TCP.
+    pub async fn on_postgres(case: &str) -> Option<Self> {
+        let stores = Stores::postgres(case).await?;
+        Some(Self::owning(stores, Wiring::Grpc).await)
+    }
+
+    /// The release binaries, on PostgreSQL.
+    pub async fn on_processes(case: &str) -> Option<Self> {
+        let stores = Stores::postgres(case).await?;
+        let mut app = Self::processes(&stores).await;
+        app._stores = Some(stores);
+        Some(app)
+    }
+
+    async fn owning(stores: Stores, wiring: Wiring) -> Self {
+        let mut app = Self::start(&stores, wiring).await;
+        app._stores = Some(stores);
+        app
+    }
+
     pub async fn start(stores: &Stores, identity: Wiring) -> Self {
         let stack = Stack::build(&config(stores), identity)
             .await
@@ -128,6 +132,7 @@ impl TestApp {
             http: client(),
             server: Some(server),
             _processes: None,
+            _stores: None,
         }
     }
 
@@ -140,6 +145,7 @@ impl TestApp {
             http: client(),
             server: None,
             _processes: Some(deployment),
+            _stores: None,
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         let ready = format!("{}/readyz", app.base);
@@ -234,6 +240,17 @@ impl TestApp {
     }
 
     /// Adds a movie; returns its id.
+    /// `POST /api/auth/rating` as `token`'s user (the answer, unchecked).
+    pub async fn rate(
+        &self,
+        token: &str,
+        movie: impl Into<Value>,
+        rating: impl Into<Value>,
+    ) -> Answer {
+        let body = serde_json::json!({"movie": movie.into(), "rating": rating.into()});
+        self.post("/api/auth/rating", Some(token), body).await
+    }
+
     pub async fn movie(&self, token: &str, title: &str) -> i64 {
         let a = self
             .post(

@@ -34,13 +34,7 @@ async fn the_documented_flow_reads_its_own_writes(app: TestApp) {
         StatusCode::OK,
         json!([{"id": id, "title": "Transformer", "director": "XYZ"}]),
     );
-    let a = app
-        .post(
-            "/api/auth/rating",
-            Some(&rater),
-            json!({"movie": id, "rating": 2}),
-        )
-        .await;
+    let a = app.rate(&rater, id, 2).await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
     let rating_id = a.body["id"].as_i64().unwrap();
     assert_eq!(a.body, json!({"id": rating_id, "movie": id, "rating": 2}));
@@ -136,13 +130,7 @@ async fn repeated_lists_follow_every_change(app: TestApp) {
         assert_answer(&a, StatusCode::OK, page(1, None, json!([movie(m0, "M0")])));
     }
     // A rating does not change the list.
-    let a = app
-        .post(
-            "/api/auth/rating",
-            Some(&rater),
-            json!({"movie": m0, "rating": 5}),
-        )
-        .await;
+    let a = app.rate(&rater, m0, 5).await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
     let a = app.get("/api/auth/movies", Some(&adder)).await;
     assert_answer(&a, StatusCode::OK, json!([movie(m0, "M0")]));
@@ -199,12 +187,7 @@ async fn movie_detail_has_stats_and_unknown_ids_are_404(app: TestApp) {
     );
     for (i, r) in [4, 5].into_iter().enumerate() {
         let (t, _) = app.user(&format!("r{i}")).await;
-        app.post(
-            "/api/auth/rating",
-            Some(&t),
-            json!({"movie": id, "rating": r}),
-        )
-        .await;
+        app.rate(&t, id, r).await;
     }
     let a = app
         .get(&format!("/api/auth/movies/{id}"), Some(&adder))

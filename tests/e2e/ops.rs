@@ -151,13 +151,7 @@ async fn one_process_metrics_show_all_three_services() {
     let (adder, _) = app.user("adder").await;
     let (rater, _) = app.user("rater").await;
     let movie = app.movie(&adder, "Counted").await;
-    let a = app
-        .post(
-            "/api/auth/rating",
-            Some(&rater),
-            json!({"movie": movie, "rating": 4}),
-        )
-        .await;
+    let a = app.rate(&rater, movie, 4).await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -59,12 +59,7 @@ async fn the_streamed_full_list_is_the_pages_put_together(app: TestApp) {
         .unwrap();
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
     let (late, _) = app.user("late").await;
-    app.post(
-        "/api/auth/rating",
-        Some(&late),
-        json!({"movie": movies[0], "rating": 2}),
-    )
-    .await;
+    app.rate(&late, movies[0], 2).await;
     let after = app.get("/api/auth/rating", Some(&adder)).await;
     assert_ne!(
         after.headers["etag"].to_str().unwrap(),
@@ -79,13 +74,7 @@ async fn rating_refusals_match_the_contract(app: TestApp) {
     let (rater, _) = app.user("rater").await;
     let id = app.movie(&adder, "M").await;
     let cant = json!({"detail": "You cant rate it "});
-    let a = app
-        .post(
-            "/api/auth/rating",
-            Some(&adder),
-            json!({"movie": id, "rating": 3}),
-        )
-        .await;
+    let a = app.rate(&adder, id, 3).await;
     assert_answer(&a, StatusCode::FORBIDDEN, cant.clone());
     let cases = [
         (
@@ -122,21 +111,9 @@ async fn rating_refusals_match_the_contract(app: TestApp) {
         assert_answer(&a, StatusCode::BAD_REQUEST, expected);
     }
     // A rating given as text is read as DRF reads it.
-    let a = app
-        .post(
-            "/api/auth/rating",
-            Some(&rater),
-            json!({"movie": id.to_string(), "rating": "4"}),
-        )
-        .await;
+    let a = app.rate(&rater, id.to_string(), "4").await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
-    let a = app
-        .post(
-            "/api/auth/rating",
-            Some(&rater),
-            json!({"movie": id, "rating": 5}),
-        )
-        .await;
+    let a = app.rate(&rater, id, 5).await;
     assert_answer(&a, StatusCode::FORBIDDEN, cant);
 }
 
@@ -183,19 +160,9 @@ async fn rating_lists_filter_by_movie_and_paginate(app: TestApp) {
     let m2 = app.movie(&adder, "Two").await;
     for i in 0..3 {
         let (t, _) = app.user(&format!("r{i}")).await;
-        app.post(
-            "/api/auth/rating",
-            Some(&t),
-            json!({"movie": m1, "rating": i + 1}),
-        )
-        .await;
+        app.rate(&t, m1, i + 1).await;
         if i == 0 {
-            app.post(
-                "/api/auth/rating",
-                Some(&t),
-                json!({"movie": m2, "rating": 5}),
-            )
-            .await;
+            app.rate(&t, m2, 5).await;
         }
     }
     let all = app.get("/api/auth/rating", Some(&adder)).await.body;

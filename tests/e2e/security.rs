@@ -134,14 +134,7 @@ async fn made_up_methods_do_not_grow_the_metrics() {
     while let Some(done) = sent.join_next().await {
         done.unwrap();
     }
-    let metrics = http
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::support::scrape(&http, &addr).await;
     assert!(metrics.len() < 100_000, "{} bytes", metrics.len());
     assert!(metrics.contains("method=\"other\""), "{metrics}");
 }

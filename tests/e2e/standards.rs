@@ -78,13 +78,7 @@ async fn every_get_has_a_strong_etag_that_changes_exactly_with_the_answer(app: T
 
     // A rating moves the movie's average and the ratings lists; the movie
     // list (no averages in it) stays as it was.
-    let a = app
-        .post(
-            "/api/auth/rating",
-            Some(&rater),
-            json!({"movie": m, "rating": 5}),
-        )
-        .await;
+    let a = app.rate(&rater, m, 5).await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
     let mut after = Vec::new();
     for p in &paths {
@@ -228,23 +222,19 @@ async fn a_retried_post_with_a_key_gives_the_first_answer_and_stores_once(app: T
 
     // A rating: its retry gives the rating again, not "You cant rate it ".
     let m = first.1["id"].clone();
-    let rated = post_keyed(
-        &app,
-        "/api/auth/rating",
-        Some(&rater),
-        "r-1",
-        json!({"movie": m, "rating": 4}),
-    )
-    .await;
+    let rating = json!({"movie": m, "rating": 4});
+    let rate = || {
+        post_keyed(
+            &app,
+            "/api/auth/rating",
+            Some(&rater),
+            "r-1",
+            rating.clone(),
+        )
+    };
+    let rated = rate().await;
     assert_eq!(rated.0, StatusCode::CREATED, "{rated:?}");
-    let again = post_keyed(
-        &app,
-        "/api/auth/rating",
-        Some(&rater),
-        "r-1",
-        json!({"movie": m, "rating": 4}),
-    )
-    .await;
+    let again = rate().await;
     assert_eq!(again, rated);
     let ratings = app.get("/api/auth/rating", Some(&rater)).await;
     assert_eq!(
@@ -254,13 +244,7 @@ async fn a_retried_post_with_a_key_gives_the_first_answer_and_stores_once(app: T
         ratings.text
     );
     // Without a key, or with another key, a second rating is still refused.
-    let unkeyed = app
-        .post(
-            "/api/auth/rating",
-            Some(&rater),
-            json!({"movie": m, "rating": 4}),
-        )
-        .await;
+    let unkeyed = app.rate(&rater, m.clone(), 4).await;
     assert_eq!(unkeyed.status, StatusCode::FORBIDDEN);
     let other_key = post_keyed(
         &app,

@@ -250,3 +250,10 @@ pub fn assert_families_once(text: &str) {
         assert!(seen.insert(name), "{name} declared twice:\n{text}");
     }
 }
+
+/// The Prometheus text `GET http://<addr>/metrics` answers.
+pub async fn scrape(http: &reqwest::Client, addr: &str) -> String {
+    let url = format!("http://{addr}/metrics");
+    let answer = http.get(&url).send().await.unwrap();
+    answer.text().await.unwrap()
+}

@@ -17,25 +17,16 @@ pub use platform::testing::{Running, assert_code, violations};
 #[macro_export]
 macro_rules! on_every_backend {
     ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::$case($crate::helpers::Location::sqlite()).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    if let Some(loc) = $crate::helpers::Location::postgres(stringify!($case)).await {
-                        super::$case(loc).await;
-                    }
-                }
-            )*
-        }
+        platform::cases_on!([$($case),*];
+            sqlite => $crate::helpers::sqlite;
+            postgres => $crate::helpers::Location::postgres;
+        );
     };
+}
+
+/// A SQLite store for `case`.
+pub async fn sqlite(_case: &str) -> Option<Location> {
+    Some(Location::sqlite())
 }
 
 /// Where a test's event store lives; removed when dropped.

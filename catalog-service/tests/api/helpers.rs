@@ -23,24 +23,10 @@ pub const SERVICE_KEY: &str = "test-service-key";
 #[macro_export]
 macro_rules! on_every_backend {
     ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::$case($crate::helpers::Stores::sqlite().await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    if let Some(s) = $crate::helpers::Stores::postgres(stringify!($case)).await {
-                        super::$case(s).await;
-                    }
-                }
-            )*
-        }
+        platform::cases_on!([$($case),*];
+            sqlite => $crate::helpers::Stores::sqlite;
+            postgres => $crate::helpers::Stores::postgres;
+        );
     };
 }
 
@@ -53,12 +39,12 @@ pub struct Stores {
 }
 
 impl Stores {
-    pub async fn sqlite() -> Self {
-        Self {
+    pub async fn sqlite(_case: &str) -> Option<Self> {
+        Some(Self {
             auth: TempStore::sqlite(),
             catalog: TempStore::sqlite(),
             snapshots: tempfile::tempdir().unwrap(),
-        }
+        })
     }
 
     pub async fn postgres(test: &str) -> Option<Self> {

@@ -150,7 +150,7 @@ async fn a_snapshot_of_another_database_is_ignored(stores: Stores) {
     populate(&stack).await;
     stack.stop_catalog().await;
     let other = match stores.catalog.url().starts_with("sqlite") {
-        true => Stores::sqlite().await,
+        true => Stores::sqlite("another_database").await.unwrap(),
         false => Stores::postgres("another_database").await.unwrap(),
     };
     std::fs::copy(stores.catalog_snapshot(), other.catalog_snapshot()).unwrap();
