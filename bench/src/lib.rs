@@ -122,3 +122,23 @@ pub fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs[xs.len() / 2]
 }
+
+/// A connected gRPC channel to `addr` (panics if it cannot connect).
+pub async fn channel(addr: std::net::SocketAddr) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Registers the benchmarks' user with auth-service at `addr`: its token.
+pub async fn bench_user(addr: std::net::SocketAddr) -> String {
+    let request = proto::auth::RegisterRequest {
+        username: "bench".into(),
+        email: "bench@example.com".into(),
+        password: "password123".into(),
+    };
+    let mut client = proto::auth::auth_service_client::AuthServiceClient::new(channel(addr).await);
+    client.register(request).await.unwrap().into_inner().token
+}

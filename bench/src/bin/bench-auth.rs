@@ -17,7 +17,7 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use bench::{median, run_for};
 use clap::Parser;
 use proto::auth::auth_service_client::AuthServiceClient;
-use proto::auth::{AuthenticateRequest, LoginRequest, RegisterRequest};
+use proto::auth::{AuthenticateRequest, LoginRequest};
 use tonic::transport::Channel;
 
 #[derive(Parser)]
@@ -58,12 +58,7 @@ fn raw_verify_rate(seconds: u64) -> f64 {
 }
 
 async fn client(addr: std::net::SocketAddr) -> AuthServiceClient<Channel> {
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    AuthServiceClient::new(channel)
+    AuthServiceClient::new(bench::channel(addr).await)
 }
 
 #[tokio::main]
@@ -83,17 +78,7 @@ async fn main() {
     .unwrap();
     let addr = app.local_addr();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
-    let token = client(addr)
-        .await
-        .register(RegisterRequest {
-            username: "bench".into(),
-            email: "bench@example.com".into(),
-            password: "password123".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
+    let token = bench::bench_user(addr).await;
 
     let login = |mut c: AuthServiceClient<Channel>| async move {
         let ok = c

@@ -13,12 +13,10 @@ use platform::grpc::Served as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bench::{median, run_for};
+use bench::{channel, median, run_for};
 use catalog_service::domain::{CatalogEvent, Rating};
 use clap::Parser;
 use event_store::{Event, EventStore, ExpectedVersion};
-use proto::auth::RegisterRequest;
-use proto::auth::auth_service_client::AuthServiceClient;
 use proto::catalog::catalog_service_client::CatalogServiceClient;
 use proto::catalog::{AddMovieRequest, ListMoviesRequest};
 use tonic::transport::Channel;
@@ -66,14 +64,6 @@ async fn fill(store: &Arc<dyn EventStore>, events: u64) {
             .unwrap();
         next += 1000;
     }
-}
-
-async fn channel(addr: std::net::SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
 }
 
 #[tokio::main]
@@ -126,16 +116,7 @@ async fn main() {
     let auth_addr = auth.local_addr();
     let token_check = auth.token_check();
     tokio::spawn(auth.run_until_stopped(std::future::pending()));
-    let token = AuthServiceClient::new(channel(auth_addr).await)
-        .register(RegisterRequest {
-            username: "bench".into(),
-            email: "bench@example.com".into(),
-            password: "password123".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
+    let token = bench::bench_user(auth_addr).await;
     let catalog_url = format!("sqlite://{}", dir.path().join("catalog.db").display());
     let config = catalog_service::Config {
         catalog_listen: "127.0.0.1:0".parse().unwrap(),
