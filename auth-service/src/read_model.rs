@@ -23,6 +23,8 @@ pub struct UserRecord {
     pub username: String,
     /// As registered.
     pub email: String,
+    /// When the registration was stored.
+    pub joined: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -223,6 +225,7 @@ impl AuthView {
                         id: user_id,
                         username,
                         email,
+                        joined: recorded_at,
                     },
                 );
             }
@@ -263,7 +266,7 @@ impl Snapshot for AuthView {
     /// user are no longer written, but rebuilt.)
     /// 3: users without their password hash (the login reads it from the
     /// user's stream; the view never needed it), and each user's activity.
-    const VERSION: u32 = 3;
+    const VERSION: u32 = 4;
 
     fn encode(&self, out: &mut Encoder<'_>) {
         out.count(self.by_id.len());
@@ -271,6 +274,7 @@ impl Snapshot for AuthView {
             out.i64(user.id);
             out.str(&user.username);
             out.str(&user.email);
+            encode_time(out, user.joined);
         }
         for names in [&self.by_name, &self.by_skeleton] {
             out.count(names.len());
@@ -314,6 +318,7 @@ impl Snapshot for AuthView {
                 id: input.id()?,
                 username: input.str()?,
                 email: input.str()?,
+                joined: decode_time(input)?,
             };
             view.by_id.insert(user.id, user);
         }
@@ -507,17 +512,17 @@ mod tests {
         assert!(!back.tokens_of.contains_key(&UserId(2)));
     }
 
-    /// Pins what version 3 of the projection makes of a fixed history.
+    /// Pins what version 4 of the projection makes of a fixed history.
     /// When this fails, you changed `apply` or the encoding: bump
     /// `AuthView::VERSION` (old snapshots are then ignored, not misread)
     /// and update the digest.
     #[test]
     fn the_snapshot_encoding_is_pinned() {
         use sha2::Digest;
-        assert_eq!(AuthView::VERSION, 3);
+        assert_eq!(AuthView::VERSION, 4);
         assert_eq!(
             hex::encode(sha2::Sha256::digest(fixed_history().to_bytes())),
-            "721c38951a26188dacdccab8eb4ee954c50f7d6d66ab7a4ac21080f1da4c3a07"
+            "0e14ab60c93ec89b3be9d8b4a9abdeb38b107e6d7883737ed23a8f5b52a0aea6"
         );
     }
 }

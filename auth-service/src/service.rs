@@ -14,9 +14,10 @@ use event_store::{EventStore, EventStoreError};
 use platform::CheckUnavailable;
 use proto::auth::auth_service_server::AuthService;
 use proto::auth::{
-    Activity, ActivityKind, AuthenticateRequest, AuthenticateResponse, ListActivityRequest,
-    ListActivityResponse, LoginRequest, LoginResponse, LogoutAllRequest, LogoutAllResponse,
-    LogoutRequest, LogoutResponse, RegisterRequest, RegisterResponse, Session, User as UserMessage,
+    Activity, ActivityKind, AuthenticateRequest, AuthenticateResponse, GetAccountRequest,
+    GetAccountResponse, ListActivityRequest, ListActivityResponse, LoginRequest, LoginResponse,
+    LogoutAllRequest, LogoutAllResponse, LogoutRequest, LogoutResponse, RegisterRequest,
+    RegisterResponse, Session, User as UserMessage,
 };
 use tonic::{Request, Response, Status};
 
@@ -334,11 +335,7 @@ impl AuthGrpc {
     }
 
     async fn user_of(&self, digest: &token::TokenDigest) -> Result<UserMessage> {
-        let user = live_user(&self.view, digest, |u| UserMessage {
-            id: u.id.0,
-            username: u.username.clone(),
-            email: u.email.clone(),
-        });
+        let user = live_user(&self.view, digest, user_message);
         user.await?.ok_or(AuthError::InvalidToken)
     }
 
@@ -429,6 +426,19 @@ impl AuthService for AuthGrpc {
         }))
     }
 
+    async fn get_account(
+        &self,
+        request: Request<GetAccountRequest>,
+    ) -> Result<Response<GetAccountResponse>, Status> {
+        let digest = token::parse(&request.get_ref().token).ok_or(AuthError::InvalidToken)?;
+        let account = live_user(&self.view, &digest, |u| GetAccountResponse {
+            user: Some(user_message(u)),
+            date_joined: Some(proto::timestamp_micros(u.joined.timestamp_micros())),
+        });
+        let account = account.await.map_err(AuthError::from)?;
+        Ok(Response::new(account.ok_or(AuthError::InvalidToken)?))
+    }
+
     async fn logout_all(
         &self,
         request: Request<LogoutAllRequest>,
@@ -438,6 +448,14 @@ impl AuthService for AuthGrpc {
             .await?;
         tracing::info!(%user_id, "all tokens revoked");
         Ok(Response::new(LogoutAllResponse {}))
+    }
+}
+
+fn user_message(u: &crate::read_model::UserRecord) -> UserMessage {
+    UserMessage {
+        id: u.id.0,
+        username: u.username.clone(),
+        email: u.email.clone(),
     }
 }
 

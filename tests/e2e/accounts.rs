@@ -11,6 +11,7 @@ crate::on_every_backend!(
     missing_and_invalid_tokens_are_401_with_www_authenticate,
     logout_revokes_that_token_at_once_and_only_it,
     logoutall_revokes_every_token,
+    me_is_the_callers_profile_and_only_theirs,
 );
 
 async fn register_answers_the_user_a_token_and_its_expiry(app: TestApp) {
@@ -243,4 +244,37 @@ async fn logoutall_revokes_every_token(app: TestApp) {
         app.get("/api/auth/movies", Some(&third)).await.status,
         StatusCode::OK
     );
+}
+
+async fn me_is_the_callers_profile_and_only_theirs(app: TestApp) {
+    let before = chrono::Utc::now();
+    let (token, id) = app.user("zoe").await;
+    let (other, _) = app.user("other").await;
+    let a = app.get("/api/auth/me", Some(&token)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.headers["cache-control"], "no-store");
+    let joined = a.body["date_joined"].as_str().unwrap().to_owned();
+    assert_eq!(
+        a.body,
+        json!({"id": id, "username": "zoe", "email": "zoe@example.com", "date_joined": joined})
+    );
+    let joined = chrono::DateTime::parse_from_rfc3339(&joined).unwrap();
+    let after = chrono::Utc::now();
+    assert!(
+        before - chrono::TimeDelta::seconds(1) <= joined && joined <= after,
+        "{joined}"
+    );
+    assert_eq!(
+        app.get("/api/auth/me", Some(&other)).await.body["username"],
+        "other"
+    );
+    let detail = json!({"detail": "Authentication credentials were not provided."});
+    assert_answer(
+        &app.get("/api/auth/me", None).await,
+        StatusCode::UNAUTHORIZED,
+        detail,
+    );
+    app.post("/api/auth/logout", Some(&token), json!({})).await;
+    let a = app.get("/api/auth/me", Some(&token)).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.text);
 }

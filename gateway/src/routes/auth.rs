@@ -1,9 +1,11 @@
-//! Register, login, logout, logout-all.
+//! Register, login, logout, logout-all, and the caller's profile.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use proto::auth::{LoginRequest, LogoutAllRequest, LogoutRequest, RegisterRequest, Session};
+use proto::auth::{
+    GetAccountRequest, LoginRequest, LogoutAllRequest, LogoutRequest, RegisterRequest, Session,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -23,6 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(login))
         .routes(routes!(logout))
         .routes(routes!(logout_all))
+        .routes(routes!(me))
 }
 
 /// Registration request.
@@ -183,4 +186,47 @@ pub async fn logout_all(
     );
     b.call(b.auth.clone().logout_all(request)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's profile, named as Django's user model names it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountOut {
+    /// Positive, unique, increasing.
+    pub id: i64,
+    /// As registered.
+    pub username: String,
+    /// As registered.
+    pub email: String,
+    /// When the account was created (RFC 3339, UTC, microseconds).
+    pub date_joined: String,
+}
+
+/// The caller's own profile. Personal data: answered `no-store`.
+#[utoipa::path(get, path = "/api/auth/me", tag = "auth", security(("token" = [])),
+    responses(
+        (status = 200, description = "The caller's profile", body = AccountOut),
+        (status = 401, description = "Missing or invalid token", body = Detail),
+    ))]
+pub async fn me(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<NoStore<Json<AccountOut>>, ApiError> {
+    let b = &state.backends;
+    let account = b
+        .read(|| {
+            let message = GetAccountRequest {
+                token: caller.token.clone(),
+            };
+            let (mut auth, request) = (b.auth.clone(), b.request(message, None));
+            async move { auth.get_account(request).await }
+        })
+        .await?;
+    let user = account.user.unwrap_or_default();
+    let joined = rfc3339(account.date_joined).map(|(_, text)| text);
+    Ok(NoStore(Json(AccountOut {
+        id: user.id,
+        username: user.username,
+        email: user.email,
+        date_joined: joined.unwrap_or_default(),
+    })))
 }
