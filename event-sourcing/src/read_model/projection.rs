@@ -290,6 +290,11 @@ impl<M: ReadModel> Projection<M> {
     }
 
     async fn wait_within(&self, position: u64, timeout: Duration) -> Result<(), NotApplied> {
+        // Applied already (the common case once a command has waited): no
+        // timer to arm.
+        if *self.applied.borrow() >= position {
+            return Ok(());
+        }
         let mut applied = self.applied.clone();
         match tokio::time::timeout(timeout, applied.wait_for(|&p| p >= position)).await {
             Ok(Ok(_)) => Ok(()),
