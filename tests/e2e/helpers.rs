@@ -73,12 +73,17 @@ pub struct TestApp {
 }
 
 pub fn config(stores: &Stores) -> Config {
+    config_on(stores.auth.url(), stores.catalog.url())
+}
+
+/// A test stack's configuration on these two stores.
+pub fn config_on(auth_store_url: &str, catalog_store_url: &str) -> Config {
     let any = "127.0.0.1:0".parse().unwrap();
     let mut c = Config::default();
     c.auth.auth_listen = any;
-    c.auth.auth_store_url = stores.auth.url().to_owned();
+    c.auth.auth_store_url = auth_store_url.to_owned();
     c.catalog.catalog_listen = any;
-    c.catalog.catalog_store_url = stores.catalog.url().to_owned();
+    c.catalog.catalog_store_url = catalog_store_url.to_owned();
     c.gateway.gateway_listen = any;
     // Full rating lists stream in pages of 3: every test reading one
     // crosses pages.
@@ -267,4 +272,25 @@ impl TestApp {
 /// Asserts status and exact JSON body.
 pub fn assert_answer(a: &Answer, status: StatusCode, body: Value) {
     assert_eq!((a.status, &a.body), (status, &body), "body: {}", a.text);
+}
+
+/// `POST path` with an `Idempotency-Key`: the status and the JSON body.
+pub async fn post_keyed(
+    app: &TestApp,
+    path: &str,
+    token: Option<&str>,
+    key: &str,
+    body: serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
+    let mut r = app
+        .http
+        .post(format!("{}{path}", app.base))
+        .header("idempotency-key", key)
+        .json(&body);
+    if let Some(t) = token {
+        r = r.header("authorization", format!("Token {t}"));
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or_default())
 }

@@ -12,6 +12,7 @@ mod helpers;
 mod movies;
 mod ops;
 mod ratings;
+mod releases;
 mod security;
 mod standards;
 #[path = "../support/processes.rs"]

@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use serde_json::json;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, post_keyed};
 
 crate::on_every_backend!(
     every_get_has_a_strong_etag_that_changes_exactly_with_the_answer,
@@ -164,28 +164,6 @@ async fn problem_details_are_given_to_who_asks_for_them(app: TestApp) {
         .await
         .unwrap();
     assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
-}
-
-/// A POST with an `Idempotency-Key` (and a token, if given): its status and
-/// JSON body.
-async fn post_keyed(
-    app: &TestApp,
-    path: &str,
-    token: Option<&str>,
-    key: &str,
-    body: serde_json::Value,
-) -> (StatusCode, serde_json::Value) {
-    let mut r = app
-        .http
-        .post(format!("{}{path}", app.base))
-        .header("idempotency-key", key)
-        .json(&body);
-    if let Some(t) = token {
-        r = r.header("authorization", format!("Token {t}"));
-    }
-    let r = r.send().await.unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or_default())
 }
 
 async fn a_retried_post_with_a_key_gives_the_first_answer_and_stores_once(app: TestApp) {

@@ -1,0 +1,86 @@
+//! Data written by earlier releases keeps working. Each fixture in
+//! `tests/fixtures/release-<commit>/` holds a data directory that release
+//! wrote over REST (its `generate.py` says how) and the answers it gave
+//! (`expected.json`). The current stack, started on a copy, must give the
+//! same answers, accept the same live tokens, refuse the same revoked ones,
+//! log every user in with their password, and answer every keyed retry with
+//! the first answer. A release that changes an event adds its own fixture.
+
+use std::path::Path;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{TestApp, config_on, post_keyed};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn data_written_by_release_3c5e5a3_is_served_as_it_was() {
+    served_as_it_was("release-3c5e5a3").await;
+}
+
+async fn served_as_it_was(fixture: &str) {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(fixture);
+    let expected = std::fs::read_to_string(fixture.join("expected.json")).unwrap();
+    let expected: Value = serde_json::from_str(&expected).unwrap();
+    // A copy: the stack writes (snapshots, throttle rows, keyed retries).
+    let dir = tempfile::tempdir().unwrap();
+    for file in std::fs::read_dir(fixture.join("data")).unwrap() {
+        let file = file.unwrap();
+        std::fs::copy(file.path(), dir.path().join(file.file_name())).unwrap();
+    }
+    let url = |db: &str| format!("sqlite://{}", dir.path().join(db).display());
+    let config = config_on(&url("auth.db"), &url("catalog.db"));
+    let stack = movies::Stack::build(&config, movies::Wiring::InProcess)
+        .await
+        .expect("the stack starts on the old data");
+    let app = TestApp::serve(stack).await;
+    // Links in the old answers name the old stack's address.
+    let old_base = expected["base"].as_str().unwrap();
+    let rebased = |v: &Value| -> Value {
+        serde_json::from_str(&v.to_string().replace(old_base, &app.base)).unwrap()
+    };
+
+    for read in expected["reads"].as_array().unwrap() {
+        let path = read["path"].as_str().unwrap();
+        let a = app.get(path, read["token"].as_str()).await;
+        assert_eq!(
+            u64::from(a.status.as_u16()),
+            read["status"],
+            "{path}: {}",
+            a.text
+        );
+        assert_eq!(a.body, rebased(&read["body"]), "{path}");
+    }
+    for user in expected["users"].as_array().unwrap() {
+        let name = user["username"].as_str().unwrap();
+        for (tokens, status) in [
+            ("live", StatusCode::OK),
+            ("revoked", StatusCode::UNAUTHORIZED),
+        ] {
+            for token in user[tokens].as_array().unwrap() {
+                let a = app.get("/api/auth/movies", token.as_str()).await;
+                assert_eq!(a.status, status, "{name}'s {tokens} token: {}", a.text);
+            }
+        }
+        let login = serde_json::json!({"username": name, "password": user["password"]});
+        let a = app.post("/api/auth/login", None, login).await;
+        assert_eq!(a.status, StatusCode::OK, "{name} logs in: {}", a.text);
+    }
+    for keyed in expected["keyed"].as_array().unwrap() {
+        let path = keyed["path"].as_str().unwrap();
+        let key = keyed["key"].as_str().unwrap();
+        let (status, answer) = post_keyed(
+            &app,
+            path,
+            keyed["token"].as_str(),
+            key,
+            keyed["body"].clone(),
+        )
+        .await;
+        assert!(status.is_success(), "{path} {key}: {status} {answer}");
+        assert_eq!(answer, rebased(&keyed["answer"]), "{path} {key}");
+    }
+    app.stop().await;
+}
