@@ -10,7 +10,7 @@ use event_sourcing::idempotency::{self, Idempotent, Ran};
 use event_sourcing::read_model::Projection;
 use event_sourcing::read_model::history::Fact;
 use event_store::ids::IdSequence;
-use event_store::{EventStore, ids};
+use event_store::{Event as _, EventStore, ids, upcast};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use platform::metrics::Stages;
@@ -26,8 +26,8 @@ use tonic::{Request, Response, Status};
 
 use crate::authenticated::Caller;
 use crate::domain::{
-    self, AddMovie, MOVIE_IDS_STREAM, MovieId, MovieRating, RATING_IDS_STREAM, RateMovie, RatingId,
-    Text,
+    self, AddMovie, CatalogEvent, MOVIE_IDS_STREAM, MovieId, MovieRating, RATING_IDS_STREAM,
+    RateMovie, RatingId, Text,
 };
 use crate::error::{CatalogError, Result};
 use crate::read_model::{CatalogView, Created, MovieListing, MovieRow, RatingRow, RatingsCut};
@@ -421,20 +421,31 @@ impl CatalogService for CatalogGrpc {
             .subscribe_all(from)
             .filter(|e| std::future::ready(!e.as_ref().is_ok_and(ids::is_allocation)))
             .map(|e| match e {
-                Ok(e) => Ok({
+                Ok(e) => {
                     let _span = event_store::trace::linked("forward", &e).map(|s| s.entered());
-                    SubscribeEventsResponse {
+                    // Subscribers see every event in its current shape.
+                    let (event_type, data_json) =
+                        if upcast::needed(CatalogEvent::upcasts(), &e.event_type) {
+                            let (t, data) = CatalogEvent::current(&e).map_err(|why| {
+                                tracing::error!(position = e.position, %why, "a stored event cannot be upcast");
+                                Status::internal("a stored event cannot be read")
+                            })?;
+                            (t, serde_json::Value::Object(data).to_string())
+                        } else {
+                            (e.event_type, e.data.get().to_owned())
+                        };
+                    Ok(SubscribeEventsResponse {
                         position: e.position,
                         stream: e.stream,
                         version: e.version,
-                        event_type: e.event_type,
+                        event_type,
                         event_id: e.id.to_string(),
-                        data_json: e.data.get().to_owned(),
+                        data_json,
                         recorded_at: Some(proto::timestamp_micros(
                             e.recorded_at.timestamp_micros(),
                         )),
-                    }
-                }),
+                    })
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "event subscription failed");
                     Err(Status::unavailable("event feed interrupted; resubscribe"))

@@ -11,10 +11,18 @@ use uuid::Uuid;
 
 use crate::error::{EventStoreError, Result};
 use crate::model::{NewEvent, RecordedEvent};
+use crate::upcast::{self, Upcast};
 
 /// An enum of domain events with `#[serde(tag = "type")]`: the tag (the
-/// variant's name unless renamed) is the stored event type, stable forever.
+/// variant's name unless renamed) is the stored event type. A stored type
+/// never changes shape: a new shape is a new version (`<Name>.v<N>`, see
+/// [`crate::upcast`]), and [`Event::upcasts`] carries old events to it.
 pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// How older stored types become the current ones (none by default).
+    fn upcasts() -> &'static [Upcast] {
+        &[]
+    }
+
     /// The event ready to append, with a fresh id; its type is its serde tag,
     /// its metadata the current trace context (see [`crate::trace`]).
     fn to_new_event(&self) -> Result<NewEvent> {
@@ -29,12 +37,26 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
         })
     }
 
-    /// Decodes a stored event of this enum.
+    /// Decodes a stored event of this enum, upcast to its current shape
+    /// first if it is of an older version: the one decode every reader
+    /// (deciders, read models, rebuilds, subscribers) goes through.
     fn from_recorded(recorded: &RecordedEvent) -> Result<Self> {
-        recorded.decode().map_err(|e| EventStoreError::Corrupt {
+        let corrupt = |e: &dyn std::fmt::Display| EventStoreError::Corrupt {
             position: recorded.position,
             reason: format!("{} in {}: {e}", recorded.event_type, recorded.stream),
-        })
+        };
+        if !upcast::needed(Self::upcasts(), &recorded.event_type) {
+            return recorded.decode().map_err(|e| corrupt(&e));
+        }
+        let (_, current) = Self::current(recorded).map_err(|e| corrupt(&e))?;
+        serde_json::from_value(serde_json::Value::Object(current)).map_err(|e| corrupt(&e))
+    }
+
+    /// A stored event's type and JSON in the current shape (as they are,
+    /// if no upcast applies): what a subscriber outside the service is sent.
+    fn current(recorded: &RecordedEvent) -> std::result::Result<(String, upcast::Fields), String> {
+        let data = serde_json::from_str(recorded.data.get()).map_err(|e| e.to_string())?;
+        upcast::to_current(Self::upcasts(), &recorded.event_type, data)
     }
 }
 
@@ -86,5 +108,62 @@ mod tests {
             Plain { id: 1 }.to_new_event(),
             Err(EventStoreError::InvalidEvent(_))
         ));
+    }
+
+    /// Version 2 of `Opened` keeps its id as text; version 1 (stored as
+    /// `Opened`) kept a number.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type")]
+    enum Versioned {
+        #[serde(rename = "Opened.v2")]
+        Opened { id: String },
+    }
+    impl Event for Versioned {
+        fn upcasts() -> &'static [Upcast] {
+            &[Upcast {
+                from: "Opened",
+                to: "Opened.v2",
+                apply: |mut m| {
+                    let id = m.remove("id").and_then(|v| v.as_i64()).ok_or("no id")?;
+                    m.insert("id".into(), id.to_string().into());
+                    Ok(m)
+                },
+            }]
+        }
+    }
+
+    fn stored(event_type: &str, data: &str) -> RecordedEvent {
+        RecordedEvent {
+            position: 1,
+            stream: "s".into(),
+            version: 0,
+            event_type: event_type.into(),
+            id: Uuid::nil(),
+            data: serde_json::value::RawValue::from_string(data.into()).unwrap(),
+            metadata: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+            recorded_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_stored_old_version_is_read_in_the_current_shape() {
+        let old = stored("Opened", r#"{"type":"Opened","id":7}"#);
+        let want = Versioned::Opened { id: "7".into() };
+        assert_eq!(Versioned::from_recorded(&old).unwrap(), want);
+        let (t, current) = Versioned::current(&old).unwrap();
+        assert_eq!(t, "Opened.v2");
+        assert_eq!(
+            serde_json::Value::Object(current),
+            serde_json::json!({"type": "Opened.v2", "id": "7"})
+        );
+        // New events are written as the new version, and read as they are.
+        let new = want.to_new_event().unwrap();
+        assert_eq!(new.event_type, "Opened.v2");
+        let again = stored(&new.event_type, new.data.get());
+        assert_eq!(Versioned::from_recorded(&again).unwrap(), want);
+        // An old event the upcast cannot read is corrupt, named by position.
+        let bad = stored("Opened", r#"{"type":"Opened"}"#);
+        let err = Versioned::from_recorded(&bad).unwrap_err().to_string();
+        assert!(err.contains("Opened -> Opened.v2: no id"), "{err}");
     }
 }

@@ -36,6 +36,7 @@ pub mod stats;
 mod store;
 mod subscription;
 pub mod trace;
+pub mod upcast;
 
 pub(crate) use error::redact_url;
 pub use error::{EventStoreError, Result};
