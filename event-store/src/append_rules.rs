@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use crate::error::{EventStoreError, Result};
-use crate::model::{AppendResult, CurrentVersion, ExpectedVersion, NewEvent};
+use crate::model::{AppendResult, CurrentVersion, ExpectedVersion, NewEvent, RecordedEvent};
 
 /// Where an event id is already stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +89,22 @@ pub(crate) fn decide(
         stream_version: last.version,
         position: last.position,
     }))
+}
+
+/// Checks that imported events follow `head` in strictly increasing
+/// position order (see [`crate::EventStore::import`]).
+pub(crate) fn check_import(events: &[RecordedEvent], head: u64) -> Result<()> {
+    let mut last = head;
+    for e in events {
+        if e.position <= last || e.position > i64::MAX as u64 {
+            return Err(EventStoreError::ImportOutOfOrder {
+                position: e.position,
+                head: last,
+            });
+        }
+        last = e.position;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

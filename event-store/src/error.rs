@@ -52,6 +52,22 @@ pub enum EventStoreError {
         /// The last position written.
         position: u64,
     },
+    /// The backend cannot do this (see the method's documentation).
+    #[error("not supported by this backend: {0}")]
+    Unsupported(&'static str),
+    /// Events handed to [`crate::EventStore::import`] do not follow the
+    /// store's head in increasing position order; nothing was written.
+    #[error("cannot import position {position}: the store's head is at {head}")]
+    ImportOutOfOrder {
+        /// The first position out of order.
+        position: u64,
+        /// The position it had to be above.
+        head: u64,
+    },
+    /// A read lease is live on the store: some service reads it now, and an
+    /// import would not be acknowledged by it (see [`crate::EventStore::import`]).
+    #[error("a service holds a read lease on this store: stop it before importing")]
+    InUse,
     /// The store has been shut down.
     #[error("the event store is shut down")]
     Closed,

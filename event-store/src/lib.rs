@@ -20,6 +20,7 @@
 //! (embedded, the default) or `postgres://user@host/db`.
 
 mod append_rules;
+pub mod copy;
 mod error;
 #[cfg(feature = "eventstoredb")]
 pub mod esdb;

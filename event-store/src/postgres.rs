@@ -695,6 +695,64 @@ impl EventStore for PostgresStore {
         submit(&self.inner.writer, stream, expected, events).await
     }
 
+    async fn import(&self, events: Vec<RecordedEvent>) -> Result<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        // Under the append lock: no append interleaves, and the head read
+        // here is the last one.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&APPEND_LOCK])
+            .await
+            .map_err(db_err)?;
+        if !tx
+            .query(LIVE_LEASES_SQL, &[])
+            .await
+            .map_err(db_err)?
+            .is_empty()
+        {
+            return Err(EventStoreError::InUse);
+        }
+        let head: i64 = tx.query_one(HEAD_SQL, &[]).await.map_err(db_err)?.get(0);
+        crate::append_rules::check_import(&events, head as u64)?;
+        let Some(last) = events.last().map(|e| e.position) else {
+            return Ok(head as u64);
+        };
+        let mut rows = Rows::default();
+        let mut times = Vec::with_capacity(events.len());
+        for e in &events {
+            rows.positions.push(e.position as i64);
+            rows.streams.push(&e.stream);
+            rows.versions.push(e.version.min(i64::MAX as u64) as i64);
+            rows.types.push(&e.event_type);
+            rows.ids.push(e.id);
+            rows.data.push(e.data.get());
+            rows.metadata.push(e.metadata.get());
+            times.push(e.recorded_at);
+        }
+        tx.execute(
+            "INSERT INTO es_events
+                 (position, stream, version, event_type, event_id, data, metadata, recorded_at)
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[],
+                                  $5::uuid[], $6::text[], $7::text[], $8::timestamptz[])",
+            &[
+                &rows.positions,
+                &rows.streams,
+                &rows.versions,
+                &rows.types,
+                &rows.ids,
+                &rows.data,
+                &rows.metadata,
+                &times,
+            ],
+        )
+        .await
+        .map_err(db_err)?;
+        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &last.to_string()])
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(last)
+    }
+
     async fn read_stream(&self, stream: &str, from_version: u64) -> Result<Vec<RecordedEvent>> {
         let client = self.client().await?;
         let stmt = client

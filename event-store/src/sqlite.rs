@@ -27,7 +27,7 @@ use crate::group::{AppendRequest, MAX_GROUP, Queue, answer, queue, submit};
 use crate::model::{AppendResult, CurrentVersion, ExpectedVersion, NewEvent, RecordedEvent};
 use crate::stats::StoreStats;
 use crate::store::{EventStore, EventStream};
-use crate::subscription::catch_up_then_live;
+use crate::subscription::{advance, catch_up_then_live};
 
 const BACKEND: &str = "sqlite";
 /// The most idle read connections kept open.
@@ -49,6 +49,10 @@ struct Inner {
     writer: Queue,
     readers: Mutex<Vec<Connection>>,
     head: watch::Receiver<u64>,
+    /// Raised by the writer thread and by imports.
+    head_tx: Arc<watch::Sender<u64>>,
+    /// The connection imports write through, once one has run.
+    importer: Mutex<Option<Connection>>,
 }
 
 impl SqliteStore {
@@ -62,11 +66,13 @@ impl SqliteStore {
                 .map_err(|e| EventStoreError::backend(BACKEND, e))??
         };
         let (head_tx, head_rx) = watch::channel(head_position);
+        let head_tx = Arc::new(head_tx);
         let (writer, rx) = queue();
         let stats = writer.stats.clone();
+        let writer_head = head_tx.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run_writer(conn, rx, head_tx, &stats))
+            .spawn(move || run_writer(conn, rx, &writer_head, &stats))
             .map_err(|e| EventStoreError::backend(BACKEND, e))?;
         tracing::info!(path = %path.display(), head_position, "opened sqlite event store");
         Ok(Self {
@@ -75,6 +81,8 @@ impl SqliteStore {
                 writer,
                 readers: Mutex::new(Vec::new()),
                 head: head_rx,
+                head_tx,
+                importer: Mutex::new(None),
             }),
         })
     }
@@ -112,6 +120,14 @@ fn open_writer(path: &Path) -> Result<(Connection, u64)> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| EventStoreError::backend(BACKEND, e))?;
     }
+    let conn = open_write_connection(path)?;
+    let head = head_of(&conn)?;
+    Ok((conn, head))
+}
+
+/// Opens a write connection to `path` (the schema made if needed) and
+/// returns it with the head position.
+fn open_write_connection(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path).map_err(db_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(db_err)?;
@@ -131,12 +147,48 @@ fn open_writer(path: &Path) -> Result<(Connection, u64)> {
          );",
     )
     .map_err(db_err)?;
-    let head: i64 = conn
-        .query_row("SELECT coalesce(max(position), 0) FROM events", [], |r| {
-            r.get(0)
-        })
+    Ok(conn)
+}
+
+fn head_of(conn: &Connection) -> Result<u64> {
+    conn.query_row("SELECT coalesce(max(position), 0) FROM events", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|p| p as u64)
+    .map_err(db_err)
+}
+
+/// Writes imported events in one transaction (see [`EventStore::import`]).
+fn import_on(conn: &mut Connection, events: &[RecordedEvent]) -> Result<u64> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db_err)?;
-    Ok((conn, head as u64))
+    let head = head_of(&tx)?;
+    crate::append_rules::check_import(events, head)?;
+    {
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO events (position, stream, version, event_type, event_id, data, metadata, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .map_err(db_err)?;
+        for e in events {
+            insert
+                .execute(params![
+                    e.position as i64,
+                    e.stream,
+                    e.version.min(i64::MAX as u64) as i64,
+                    e.event_type,
+                    e.id.as_bytes(),
+                    e.data.get(),
+                    e.metadata.get(),
+                    e.recorded_at.timestamp_micros(),
+                ])
+                .map_err(db_err)?;
+        }
+    }
+    tx.commit().map_err(db_err)?;
+    Ok(events.last().map_or(head, |e| e.position))
 }
 
 fn open_reader(path: &Path) -> Result<Connection> {
@@ -154,7 +206,7 @@ fn open_reader(path: &Path) -> Result<Connection> {
 fn run_writer(
     mut conn: Connection,
     mut rx: mpsc::UnboundedReceiver<AppendRequest>,
-    head: watch::Sender<u64>,
+    head: &watch::Sender<u64>,
     stats: &StoreStats,
 ) {
     let mut group = Vec::with_capacity(MAX_GROUP);
@@ -167,7 +219,7 @@ fn run_writer(
             }
         }
         let results = commit_group(&mut conn, &group);
-        answer(&mut group, results, &head, stats);
+        answer(&mut group, results, head, stats);
     }
     tracing::debug!("sqlite writer stopped");
 }
@@ -309,6 +361,22 @@ impl EventStore for SqliteStore {
         events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
         submit(&self.inner.writer, stream, expected, events).await
+    }
+
+    async fn import(&self, events: Vec<RecordedEvent>) -> Result<u64> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut importer = inner.importer.lock().unwrap_or_else(|p| p.into_inner());
+            let conn = match importer.as_mut() {
+                Some(conn) => conn,
+                None => importer.insert(open_write_connection(&inner.path)?),
+            };
+            let head = import_on(conn, &events)?;
+            advance(&inner.head_tx, head);
+            Ok(head)
+        })
+        .await
+        .map_err(|e| EventStoreError::backend(BACKEND, e))?
     }
 
     async fn read_stream(&self, stream: &str, from_version: u64) -> Result<Vec<RecordedEvent>> {

@@ -41,6 +41,25 @@ pub trait EventStore: Send + Sync + 'static {
     /// `>= from_position`, in increasing position order.
     async fn read_all(&self, from_position: u64, limit: usize) -> Result<Vec<RecordedEvent>>;
 
+    /// Writes `events` exactly as another store recorded them (positions,
+    /// stream versions, ids, types, data, metadata and times), all or none,
+    /// in one transaction; returns the new head. This is how `copy` fills a
+    /// new store: it is not an append (no expected version is checked and
+    /// no read lease waits for it), so it refuses a store with a live read
+    /// lease ([`EventStoreError::InUse`]) and positions that are not
+    /// strictly increasing above the head
+    /// ([`EventStoreError::ImportOutOfOrder`]). Unique ids and
+    /// `(stream, version)` pairs are still enforced by the database.
+    ///
+    /// [`EventStoreError::InUse`]: crate::EventStoreError::InUse
+    /// [`EventStoreError::ImportOutOfOrder`]: crate::EventStoreError::ImportOutOfOrder
+    async fn import(&self, events: Vec<RecordedEvent>) -> Result<u64> {
+        let _ = events;
+        Err(crate::EventStoreError::Unsupported(
+            "importing events at given positions and times",
+        ))
+    }
+
     /// The global position of the last committed event (0 when empty).
     async fn head_position(&self) -> Result<u64>;
 
