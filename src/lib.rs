@@ -2,6 +2,8 @@
 //! gateway, each the same `Application` its own binary runs. `main.rs` and
 //! the end-to-end tests both start this [`Stack`].
 
+pub mod copy;
+
 use platform::grpc::Served as _;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -10,10 +10,27 @@ use movies::{Stack, Wiring};
 
 /// Runs the movie-rating platform in one process.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     config: movies::Config,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Copies the auth and catalog stores (the same flags and variables as
+    /// a run name them) to other stores, for instance from the embedded
+    /// SQLite files to PostgreSQL: every event with its position, version,
+    /// id, metadata and time, and the login throttle's records. Stop the
+    /// services first. Resumable: run it again after an interruption.
+    Copy {
+        #[command(flatten)]
+        to: movies::copy::CopyArgs,
+        #[command(flatten)]
+        config: Box<movies::Config>,
+    },
 }
 
 #[tokio::main]
@@ -21,6 +38,9 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     platform::init_tracing("movies");
     let result = async {
+        if let Some(Command::Copy { to, config }) = &cli.command {
+            return movies::copy::run(config, to).await;
+        }
         let stack = Stack::build(&cli.config, Wiring::InProcess).await?;
         tracing::info!(rest = %stack.gateway_addr(), "movies is up");
         stack.run_until_stopped(platform::shutdown_signal()).await

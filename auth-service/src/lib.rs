@@ -33,7 +33,7 @@ use proto::auth::auth_service_server::AuthServiceServer;
 
 pub use config::Config;
 pub use service::AuthGrpc;
-pub use throttle::LoginThrottle;
+pub use throttle::{BooksCopied, LoginThrottle, copy_books};
 
 use crate::password::PasswordHasher;
 use crate::read_model::AuthView;

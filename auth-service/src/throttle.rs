@@ -254,31 +254,38 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS login_throttle (
 /// An arbitrary constant: serializes the table's creation between replicas.
 const CREATE_LOCK: i64 = 0x6c6f_6769_6e5f_7468;
 
+/// A pool on the database at `url`, with the throttle's table made there
+/// if it is not yet.
+async fn books_table(url: &str) -> Result<deadpool_postgres::Pool> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(db_err)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    let manager = deadpool_postgres::Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    let pool = deadpool_postgres::Pool::builder(manager)
+        .max_size(8)
+        .build()
+        .map_err(db_err)?;
+    let mut client = pool.get().await.map_err(db_err)?;
+    let tx = client.transaction().await.map_err(db_err)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CREATE_LOCK])
+        .await
+        .map_err(db_err)?;
+    tx.batch_execute(CREATE_TABLE).await.map_err(db_err)?;
+    tx.commit().await.map_err(db_err)?;
+    drop(client);
+    Ok(pool)
+}
+
 impl PostgresBooks {
     async fn open(url: &str, limits: Limits) -> Result<Self> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(db_err)?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(5));
-        }
-        let manager = deadpool_postgres::Manager::from_config(
-            config,
-            tokio_postgres::NoTls,
-            deadpool_postgres::ManagerConfig {
-                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-            },
-        );
-        let pool = deadpool_postgres::Pool::builder(manager)
-            .max_size(8)
-            .build()
-            .map_err(db_err)?;
-        let mut client = pool.get().await.map_err(db_err)?;
-        let tx = client.transaction().await.map_err(db_err)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CREATE_LOCK])
-            .await
-            .map_err(db_err)?;
-        tx.batch_execute(CREATE_TABLE).await.map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        drop(client);
+        let pool = books_table(url).await?;
         let sweeper = tokio::spawn(sweep(pool.clone(), limits));
         Ok(Self { pool, sweeper })
     }
@@ -383,6 +390,80 @@ impl Books for PostgresBooks {
     }
 }
 
+fn is_postgres(store_url: &str) -> bool {
+    store_url.starts_with("postgres://") || store_url.starts_with("postgresql://")
+}
+
+/// What [`copy_books`] did with the throttle's books.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BooksCopied {
+    /// This many records were copied (from table to table).
+    Records(u64),
+    /// The source keeps its books in memory (SQLite): nothing is stored
+    /// to copy; the target starts with empty books.
+    NoneStored,
+    /// The target keeps its books in memory (SQLite): the source's records
+    /// cannot go with it, and it starts with empty books.
+    NotKept,
+}
+
+/// Rows copied per statement by [`copy_books`].
+const BOOKS_BATCH: i64 = 10_000;
+
+/// Copies the throttle's books from beside the store at `from` to beside
+/// the store at `to` (both PostgreSQL; otherwise see [`BooksCopied`]), a
+/// batch at a time in key order. A record the target holds already is
+/// overwritten, so running it again after a crash is harmless.
+pub async fn copy_books(from: &str, to: &str) -> Result<BooksCopied> {
+    if !is_postgres(from) {
+        return Ok(BooksCopied::NoneStored);
+    }
+    if !is_postgres(to) {
+        return Ok(BooksCopied::NotKept);
+    }
+    let (source, target) = (books_table(from).await?, books_table(to).await?);
+    let (source, target) = (
+        source.get().await.map_err(db_err)?,
+        target.get().await.map_err(db_err)?,
+    );
+    let (mut after, mut copied) = (String::new(), 0);
+    loop {
+        let rows = source
+            .query(
+                "SELECT key, failures, running, last_failure, lease_until FROM login_throttle \
+                 WHERE key > $1 ORDER BY key LIMIT $2",
+                &[&after, &BOOKS_BATCH],
+            )
+            .await
+            .map_err(db_err)?;
+        let Some(last) = rows.last() else {
+            return Ok(BooksCopied::Records(copied));
+        };
+        after = last.get(0);
+        let column = |i| {
+            rows.iter()
+                .map(move |r| r.get::<_, Option<DateTime<Utc>>>(i))
+        };
+        let keys: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let failures: Vec<i32> = rows.iter().map(|r| r.get(1)).collect();
+        let running: Vec<i32> = rows.iter().map(|r| r.get(2)).collect();
+        let last_failure: Vec<_> = column(3).collect();
+        let lease_until: Vec<_> = column(4).collect();
+        target
+            .execute(
+                "INSERT INTO login_throttle (key, failures, running, last_failure, lease_until) \
+                 SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::timestamptz[], \
+                 $5::timestamptz[]) ON CONFLICT (key) DO UPDATE SET failures = excluded.failures, \
+                 running = excluded.running, last_failure = excluded.last_failure, \
+                 lease_until = excluded.lease_until",
+                &[&keys, &failures, &running, &last_failure, &lease_until],
+            )
+            .await
+            .map_err(db_err)?;
+        copied += rows.len() as u64;
+    }
+}
+
 /// Failed-login bookkeeping by normalized username and client address.
 #[derive(Clone)]
 pub struct LoginThrottle {
@@ -406,7 +487,7 @@ impl LoginThrottle {
     /// A throttle whose books follow the event store at `store_url`: in
     /// PostgreSQL for `postgres://` (shared by every replica), else in memory.
     pub async fn open(store_url: &str, limits: Limits) -> Result<Self> {
-        if !store_url.starts_with("postgres://") && !store_url.starts_with("postgresql://") {
+        if !is_postgres(store_url) {
             return Ok(Self::in_memory(limits));
         }
         let limits = Self::sane(limits);
@@ -514,6 +595,58 @@ mod tests {
     async fn fail(t: &LoginThrottle, user: &str, client: &str, now: DateTime<Utc>) {
         let attempt = t.reserve_at(user, client, now).await.unwrap();
         attempt.settle(true, now).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn copied_books_throttle_on_the_target_as_on_the_source() {
+        use event_store::testing::TempDatabase;
+        let Some(from) = TempDatabase::create("throttle_copy_from").await else {
+            return;
+        };
+        let Some(to) = TempDatabase::create("throttle_copy_to").await else {
+            return;
+        };
+        let limits = Limits {
+            per_client: 2,
+            per_user: 10,
+            base_pause: Duration::from_secs(60),
+            window: Duration::from_secs(900),
+        };
+        let source = LoginThrottle::open(from.url(), limits).await.unwrap();
+        for _ in 0..2 {
+            source
+                .reserve("ada", "ip")
+                .await
+                .unwrap()
+                .failed()
+                .await
+                .unwrap();
+        }
+        assert!(source.reserve("ada", "ip").await.is_err());
+        let copied = copy_books(from.url(), to.url()).await.unwrap();
+        assert_eq!(
+            copied,
+            BooksCopied::Records(2),
+            "the address's and the name's"
+        );
+        let target = LoginThrottle::open(to.url(), limits).await.unwrap();
+        assert!(wait_of(target.reserve("ada", "ip").await) > 0);
+        assert!(target.reserve("bob", "ip").await.is_ok());
+        // Run again (as after a crash): the same two, overwritten.
+        assert_eq!(
+            copy_books(from.url(), to.url()).await.unwrap(),
+            BooksCopied::Records(2)
+        );
+        assert!(wait_of(target.reserve("ada", "ip").await) > 0);
+        let sqlite = "sqlite://./data/auth.db";
+        assert_eq!(
+            copy_books(sqlite, to.url()).await.unwrap(),
+            BooksCopied::NoneStored
+        );
+        assert_eq!(
+            copy_books(from.url(), sqlite).await.unwrap(),
+            BooksCopied::NotKept
+        );
     }
 
     #[tokio::test]

@@ -98,7 +98,7 @@ impl EventStoreError {
 pub type Result<T, E = EventStoreError> = std::result::Result<T, E>;
 
 /// Removes a password from a URL so it can be logged or shown in an error.
-pub(crate) fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

@@ -39,7 +39,7 @@ mod subscription;
 pub mod trace;
 pub mod upcast;
 
-pub(crate) use error::redact_url;
+pub use error::redact_url;
 pub use error::{EventStoreError, Result};
 pub use event::Event;
 pub use model::{AppendResult, CurrentVersion, ExpectedVersion, NewEvent, RecordedEvent};
