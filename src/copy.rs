@@ -49,7 +49,9 @@ pub enum CopyRefused {
     },
     /// The source is an SQLite file that does not exist (opening it would
     /// make an empty one: most likely the wrong directory or URL).
-    #[error("{service}: there is no store at {path} (run the copy where the stack ran, or name the store with --{service}-store-url)")]
+    #[error(
+        "{service}: there is no store at {path} (run the copy where the stack ran, or name the store with --{service}-store-url)"
+    )]
     NoSource {
         /// Which service's store.
         service: &'static str,

@@ -4,7 +4,8 @@
 //! (`expected.json`). The current stack, started on a copy, must give the
 //! same answers, accept the same live tokens, refuse the same revoked ones,
 //! log every user in with their password, and answer every keyed retry with
-//! the first answer. A release that changes an event adds its own fixture.
+//! the first answer. A release that changes an event adds its own fixture
+//! (`tests/fixtures/generate.py` writes one).
 
 use std::path::Path;
 
@@ -22,8 +23,7 @@ async fn served_as_it_was(fixture: &str) {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(fixture);
-    let expected = std::fs::read_to_string(fixture.join("expected.json")).unwrap();
-    let expected: Value = serde_json::from_str(&expected).unwrap();
+    let expected = expected(&fixture);
     // A copy: the stack writes (snapshots, throttle rows, keyed retries).
     let dir = tempfile::tempdir().unwrap();
     for file in std::fs::read_dir(fixture.join("data")).unwrap() {
@@ -36,6 +36,19 @@ async fn served_as_it_was(fixture: &str) {
         .await
         .expect("the stack starts on the old data");
     let app = TestApp::serve(stack).await;
+    answers_as_recorded(&expected, &app).await;
+    app.stop().await;
+}
+
+/// The answers a fixture's `expected.json` in `dir` recorded.
+pub fn expected(dir: &Path) -> Value {
+    let expected = std::fs::read_to_string(dir.join("expected.json")).unwrap();
+    serde_json::from_str(&expected).unwrap()
+}
+
+/// Checks `app` against what `expected` recorded: every read, every token
+/// (live accepted, revoked refused), every password, every keyed retry.
+pub async fn answers_as_recorded(expected: &Value, app: &TestApp) {
     // Links in the old answers name the old stack's address.
     let old_base = expected["base"].as_str().unwrap();
     let rebased = |v: &Value| -> Value {
@@ -82,5 +95,4 @@ async fn served_as_it_was(fixture: &str) {
         assert!(status.is_success(), "{path} {key}: {status} {answer}");
         assert_eq!(answer, rebased(&keyed["answer"]), "{path} {key}");
     }
-    app.stop().await;
 }
