@@ -10,6 +10,7 @@ mod activity;
 mod hardening;
 mod helpers;
 mod movies;
+mod moving;
 mod ops;
 mod ratings;
 mod releases;
