@@ -11,7 +11,7 @@ use event_sourcing::read_model::snapshot::{Damaged, Decoder, Encoder, Snapshot};
 use event_store::RecordedEvent;
 use uuid::Uuid;
 
-use crate::domain::{AuthEvent, UserId, normalize_username, username_skeleton};
+use crate::domain::{AuthEvent, Personal, UserId, normalize_username, username_skeleton};
 use crate::token::TokenDigest;
 
 /// A registered user.
@@ -211,9 +211,9 @@ impl AuthView {
         match event {
             AuthEvent::UserRegistered {
                 user_id,
-                username,
-                email,
-                ..
+                personal: Personal {
+                    username, email, ..
+                },
             } => {
                 self.by_name.insert(normalize_username(&username), user_id);
                 self.by_skeleton
@@ -453,9 +453,11 @@ mod tests {
         for (id, name) in [(1, "Ann"), (2, "bob")] {
             let event = AuthEvent::UserRegistered {
                 user_id: UserId(id),
-                username: name.into(),
-                email: format!("{name}@example.com"),
-                password_hash: "$argon2id$x".into(),
+                personal: Personal {
+                    username: name.into(),
+                    email: format!("{name}@example.com"),
+                    password_hash: "$argon2id$x".into(),
+                },
             };
             users.apply_at(event, t0);
         }

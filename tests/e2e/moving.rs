@@ -135,6 +135,23 @@ async fn release_3c5e5a3s_data_moves_to_postgres_upcast_and_answers_the_same() {
             .output()
             .unwrap(),
     );
+    // The target holds the current versions only: no reader upcasts.
+    let target = event_store::open(stores.auth.url()).await.unwrap();
+    let types: Vec<String> = target
+        .read_all(0, 1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert!(types.iter().any(|t| t == "UserRegistered.v2"), "{types:?}");
+    let upcasts = <auth_service::domain::AuthEvent as event_store::Event>::upcasts();
+    assert!(
+        !types
+            .iter()
+            .any(|t| event_store::upcast::needed(upcasts, t)),
+        "{types:?}"
+    );
     served_from_postgres(dir.path(), &stores).await;
 }
 

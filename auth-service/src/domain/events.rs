@@ -2,26 +2,27 @@
 
 use chrono::{DateTime, Utc};
 use event_store::Event;
+use event_store::upcast::{Fields, Upcast};
 use serde::{Deserialize, Serialize};
 
 use super::values::UserId;
 use crate::token::TokenDigest;
 
-/// Every event of the auth service. The variant names are the stored event
-/// types: stable forever.
+/// Every event of the auth service. The serde tags are the stored event
+/// types: a stored type never changes shape; a new shape is a new version
+/// (`<Name>.v<N>`), and [`AuthEvent::upcasts`] carries the old ones to it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum AuthEvent {
-    /// A user exists. First event of the user's stream.
+    /// A user exists. First event of the user's stream. Version 2: the
+    /// personal fields as one object (version 1, stored as
+    /// `UserRegistered`, held them beside `user_id`).
+    #[serde(rename = "UserRegistered.v2")]
     UserRegistered {
         /// Its id.
         user_id: UserId,
-        /// As given at registration.
-        username: String,
-        /// As given at registration.
-        email: String,
-        /// argon2id PHC string.
-        password_hash: String,
+        /// Who registered.
+        personal: Personal,
     },
     /// A token was issued. Only its SHA-256 digest is stored.
     TokenIssued {
@@ -60,7 +61,42 @@ pub enum AuthEvent {
     },
 }
 
-impl Event for AuthEvent {}
+/// The personal data a registration holds, as one unit: what erasure
+/// seals under the user's own key, so that destroying the key forgets it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Personal {
+    /// As given at registration.
+    pub username: String,
+    /// As given at registration.
+    pub email: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+}
+
+impl Event for AuthEvent {
+    fn upcasts() -> &'static [Upcast] {
+        &[Upcast {
+            from: "UserRegistered",
+            to: "UserRegistered.v2",
+            apply: personal_in_one_object,
+        }]
+    }
+}
+
+/// `UserRegistered` → `.v2`: `username`, `email` and `password_hash` move
+/// into `personal`.
+fn personal_in_one_object(mut fields: Fields) -> Result<Fields, String> {
+    let mut personal = Fields::new();
+    for name in ["username", "email", "password_hash"] {
+        let value = fields.remove(name).ok_or(format!("no {name}"))?;
+        if !value.is_string() {
+            return Err(format!("{name} is not text"));
+        }
+        personal.insert(name.into(), value);
+    }
+    fields.insert("personal".into(), personal.into());
+    Ok(fields)
+}
 
 /// A token handed out: its digest and its expiry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -74,9 +74,11 @@ fn a_skeleton_is_claimed_once_and_again_only_by_the_same_name() {
 fn a_throttled_login_is_noted_once_a_minute_and_only_for_a_user() {
     let registered = AuthEvent::UserRegistered {
         user_id: UserId(7),
-        username: "ann".into(),
-        email: "ann@example.com".into(),
-        password_hash: "h".into(),
+        personal: Personal {
+            username: "ann".into(),
+            email: "ann@example.com".into(),
+            password_hash: "h".into(),
+        },
     };
     let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
     let noted = AuthEvent::LoginThrottled {
@@ -175,9 +177,11 @@ fn register(grant: Grant) -> UserCommand {
 fn registered() -> AuthEvent {
     AuthEvent::UserRegistered {
         user_id: UserId(7),
-        username: "Alice".into(),
-        email: "a@example.com".into(),
-        password_hash: "$argon2id$x".into(),
+        personal: Personal {
+            username: "Alice".into(),
+            email: "a@example.com".into(),
+            password_hash: "$argon2id$x".into(),
+        },
     }
 }
 
@@ -297,9 +301,11 @@ fn registration_records_the_name_and_address_as_given() {
     given::<User>([]).when(command.to("zoë")).then([
         AuthEvent::UserRegistered {
             user_id: UserId(9),
-            username: "Zoë".into(),
-            email: "zoe@example.org".into(),
-            password_hash: "$argon2id$z".into(),
+            personal: Personal {
+                username: "Zoë".into(),
+                email: "zoe@example.org".into(),
+                password_hash: "$argon2id$z".into(),
+            },
         },
         issued(UserId(9), &g),
     ]);
@@ -471,4 +477,80 @@ fn a_token_of_another_user_is_not_revoked_here() {
             now: t0(),
         }))
         .then_rejects(Rejection::InvalidToken);
+}
+
+/// A stored event as the store hands it to readers.
+fn stored(event_type: &str, data: &str) -> event_store::RecordedEvent {
+    event_store::RecordedEvent {
+        position: 1,
+        stream: "user-x".into(),
+        version: 0,
+        event_type: event_type.into(),
+        id: uuid::Uuid::nil(),
+        data: serde_json::value::RawValue::from_string(data.into()).unwrap(),
+        metadata: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+        recorded_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+    }
+}
+
+/// Byte for byte what release 3c5e5a3 stored (tests/fixtures/release-3c5e5a3).
+const REGISTERED_V1: &str = r#"{"type":"UserRegistered","user_id":2,"username":"Zoë","email":"user1@example.com","password_hash":"$argon2id$v=19$m=19456,t=2,p=1$XJ0lmsr1UU6JZZYRQe54LA$FqIsnsHDEdOfflEC+G5IF1TyBmCnwGlobh52AdDBmPI"}"#;
+
+#[test]
+fn a_version_1_registration_reads_as_version_2_with_its_personal_fields_in_one_object() {
+    use event_store::Event;
+    // Given the stored version 1, when read, then version 2.
+    let read = AuthEvent::from_recorded(&stored("UserRegistered", REGISTERED_V1)).unwrap();
+    assert_eq!(
+        read,
+        AuthEvent::UserRegistered {
+            user_id: UserId(2),
+            personal: Personal {
+                username: "Zoë".into(),
+                email: "user1@example.com".into(),
+                password_hash: "$argon2id$v=19$m=19456,t=2,p=1$XJ0lmsr1UU6JZZYRQe54LA$FqIsnsHDEdOfflEC+G5IF1TyBmCnwGlobh52AdDBmPI".into(),
+            },
+        }
+    );
+    // What a subscriber or a rewriting copy gets: the current type and JSON.
+    let (event_type, json) = AuthEvent::current(&stored("UserRegistered", REGISTERED_V1)).unwrap();
+    assert_eq!(event_type, "UserRegistered.v2");
+    assert_eq!(
+        serde_json::Value::Object(json),
+        serde_json::json!({
+            "type": "UserRegistered.v2",
+            "user_id": 2,
+            "personal": {
+                "username": "Zoë",
+                "email": "user1@example.com",
+                "password_hash": "$argon2id$v=19$m=19456,t=2,p=1$XJ0lmsr1UU6JZZYRQe54LA$FqIsnsHDEdOfflEC+G5IF1TyBmCnwGlobh52AdDBmPI",
+            }
+        })
+    );
+}
+
+#[test]
+fn a_new_registration_is_stored_as_version_2_and_reads_back_unchanged() {
+    use event_store::Event;
+    let new = registered().to_new_event().unwrap();
+    assert_eq!(new.event_type, "UserRegistered.v2");
+    assert!(new.data.get().contains(r#""personal":{"username":"Alice""#));
+    let read = AuthEvent::from_recorded(&stored(&new.event_type, new.data.get())).unwrap();
+    assert_eq!(read, registered());
+}
+
+#[test]
+fn a_version_1_registration_without_its_fields_is_refused_saying_why() {
+    use event_store::Event;
+    let broken = r#"{"type":"UserRegistered","user_id":2,"username":"Zoë","password_hash":"h"}"#;
+    let e = AuthEvent::from_recorded(&stored("UserRegistered", broken)).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("UserRegistered -> UserRegistered.v2: no email"),
+        "{e}"
+    );
+    let numeric =
+        r#"{"type":"UserRegistered","user_id":2,"username":7,"email":"e","password_hash":"h"}"#;
+    let e = AuthEvent::from_recorded(&stored("UserRegistered", numeric)).unwrap_err();
+    assert!(e.to_string().contains("username is not text"), "{e}");
 }

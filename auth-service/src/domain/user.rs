@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use event_sourcing::decider::Decider;
 
-use super::events::{AuthEvent, Grant, Rejection};
+use super::events::{AuthEvent, Grant, Personal, Rejection};
 use super::values::{Email, UserId, Username};
 use crate::token::TokenDigest;
 
@@ -154,9 +154,11 @@ impl Decider for User {
             ) => Ok(vec![
                 AuthEvent::UserRegistered {
                     user_id: *user_id,
-                    username: username.as_str().to_owned(),
-                    email: email.as_str().to_owned(),
-                    password_hash: password_hash.clone(),
+                    personal: Personal {
+                        username: username.as_str().to_owned(),
+                        email: email.as_str().to_owned(),
+                        password_hash: password_hash.clone(),
+                    },
                 },
                 issued(*user_id, grant),
             ]),
@@ -205,22 +207,16 @@ impl Decider for User {
 
     fn evolve(state: User, event: &AuthEvent) -> User {
         match (state, event) {
-            (
-                User::Unregistered,
-                AuthEvent::UserRegistered {
-                    user_id,
-                    username,
-                    email,
-                    password_hash,
-                },
-            ) => User::Registered(Account {
-                user_id: *user_id,
-                username: username.clone(),
-                email: email.clone(),
-                password_hash: password_hash.clone(),
-                tokens: HashMap::new(),
-                throttled_at: None,
-            }),
+            (User::Unregistered, AuthEvent::UserRegistered { user_id, personal }) => {
+                User::Registered(Account {
+                    user_id: *user_id,
+                    username: personal.username.clone(),
+                    email: personal.email.clone(),
+                    password_hash: personal.password_hash.clone(),
+                    tokens: HashMap::new(),
+                    throttled_at: None,
+                })
+            }
             (User::Registered(mut a), event) => {
                 match event {
                     AuthEvent::TokenIssued {

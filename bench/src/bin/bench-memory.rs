@@ -147,9 +147,11 @@ fn main() {
     for user_id in 1..=users as i64 {
         let event = AuthEvent::UserRegistered {
             user_id: auth_service::domain::UserId(user_id),
-            username: format!("user{user_id}"),
-            email: format!("user{user_id}@example.com"),
-            password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1${}", "x".repeat(65)),
+            personal: auth_service::domain::Personal {
+                username: format!("user{user_id}"),
+                email: format!("user{user_id}@example.com"),
+                password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1${}", "x".repeat(65)),
+            },
         };
         auth.apply(event, &at);
     }
