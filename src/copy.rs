@@ -6,8 +6,8 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use event_sourcing::read_model::rebuild;
 use event_sourcing::read_model::snapshot::{Snapshot, digest};
-use event_sourcing::read_model::{ReadModel, rebuild};
 use event_store::copy::{self, AsIs, Progress, Transform, Upcasting};
 use event_store::{Event, EventStore};
 
@@ -155,11 +155,7 @@ async fn copy_store<M: Snapshot + Default>(
     to_url: &str,
     upcasts: Option<&'static [event_store::upcast::Upcast]>,
     verify: bool,
-) -> Result<Copied, BoxError>
-where
-    M: ReadModel,
-    M::Event: Event,
-{
+) -> Result<Copied, BoxError> {
     if from_url == to_url {
         let url = event_store::redact_url(from_url);
         return Err(CopyRefused::SameStore { service, url }.into());

@@ -85,7 +85,7 @@ pub async fn answers_as_recorded(expected: &Value, app: &TestApp) {
         let path = keyed["path"].as_str().unwrap();
         let key = keyed["key"].as_str().unwrap();
         let (status, answer) = post_keyed(
-            &app,
+            app,
             path,
             keyed["token"].as_str(),
             key,
