@@ -350,6 +350,21 @@ struct Rows<'a> {
     metadata: Vec<&'a str>,
 }
 
+impl Rows<'_> {
+    /// The columns as the insert's parameters `$1`…`$7`.
+    fn columns(&self) -> [&(dyn ToSql + Sync); 7] {
+        [
+            &self.positions,
+            &self.streams,
+            &self.versions,
+            &self.types,
+            &self.ids,
+            &self.data,
+            &self.metadata,
+        ]
+    }
+}
+
 /// Commits every append of `group` that passes its checks in one transaction
 /// under the append lock (see the module docs for why this keeps the global
 /// order gap-free). A refused append writes nothing; the others still commit.
@@ -512,15 +527,7 @@ async fn commit_group_on(
         // If the insert fails, the pipelined COMMIT only ends the aborted
         // transaction; the insert's error is what we report.
         let head = position.to_string();
-        let insert_params: [&(dyn ToSql + Sync); 7] = [
-            &rows.positions,
-            &rows.streams,
-            &rows.versions,
-            &rows.types,
-            &rows.ids,
-            &rows.data,
-            &rows.metadata,
-        ];
+        let insert_params = rows.columns();
         let notify_params: [&(dyn ToSql + Sync); 2] = [&CHANNEL, &head];
         let (committed, live) = tokio::join!(
             async {
@@ -733,16 +740,7 @@ impl EventStore for PostgresStore {
                  (position, stream, version, event_type, event_id, data, metadata, recorded_at)
              SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[],
                                   $5::uuid[], $6::text[], $7::text[], $8::timestamptz[])",
-            &[
-                &rows.positions,
-                &rows.streams,
-                &rows.versions,
-                &rows.types,
-                &rows.ids,
-                &rows.data,
-                &rows.metadata,
-                &times,
-            ],
+            &[rows.columns().as_slice(), &[&times]].concat(),
         )
         .await
         .map_err(db_err)?;
