@@ -8,7 +8,10 @@
 //! - [`service`]: the gRPC edge: parsing, hashing, one command or query each;
 //! - [`error`]: the errors and their one mapping to gRPC statuses;
 //! - `password`, `token`, `throttle`: argon2id, tokens and their digests,
-//!   failed-login counting.
+//!   failed-login counting;
+//! - [`seal`], [`keys`]: crypto-shredding: personal data sealed under a key
+//!   per user, kept in a key table beside the store, and names MACed
+//!   under the server's pepper.
 //!
 //! A library with a thin `main`: tests, the all-in-one launcher and the
 //! binary all start the same [`Application`].
@@ -16,8 +19,10 @@
 mod config;
 pub mod domain;
 pub mod error;
+pub mod keys;
 mod password;
 pub mod read_model;
+pub mod seal;
 mod service;
 mod throttle;
 pub mod token;
