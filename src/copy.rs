@@ -25,6 +25,11 @@ pub struct CopyArgs {
     /// auth's).
     #[arg(long, env = "TO_CATALOG_STORE_URL")]
     pub to_catalog_store_url: String,
+    /// Where auth's key table goes (users' data keys, the generated
+    /// pepper): `auto`, beside the auth target (a `<file>.keys` file for
+    /// SQLite, the same database for PostgreSQL).
+    #[arg(long, env = "TO_AUTH_KEY_STORE_URL", default_value = "auto")]
+    pub to_auth_key_store_url: String,
     /// Rewrites events of older versions into their current types and
     /// shapes on the way (otherwise each is copied as it is stored, and
     /// upcast when read, as on the source).
@@ -58,6 +63,11 @@ pub enum CopyRefused {
         /// The file looked for.
         path: String,
     },
+    /// The auth target is EventStoreDB and no key table is named for it.
+    #[error(
+        "name auth's target key table with --to-auth-key-store-url (sqlite://file or postgres://…)"
+    )]
+    KeyStoreNeeded,
     /// Both services would write into one store.
     #[error("auth and catalog need separate target stores (one database each)")]
     SharedTarget,
@@ -87,9 +97,16 @@ pub async fn run(config: &Config, args: &CopyArgs) -> Result<(), BoxError> {
         !args.no_verify,
     )
     .await?;
+    let to_keys = match args.to_auth_key_store_url.as_str() {
+        "auto" => auth_service::keys::beside(&args.to_auth_store_url)
+            .ok_or(CopyRefused::KeyStoreNeeded)?,
+        url => url.to_owned(),
+    };
+    let keys = auth_service::keys::copy_table(&config.auth.key_store_url()?, &to_keys).await?;
     let books =
         auth_service::copy_books(&config.auth.auth_store_url, &args.to_auth_store_url).await?;
     println!("{copied}");
+    println!("auth: key table: {keys} rows copied");
     println!(
         "auth: login throttle: {}",
         match books {

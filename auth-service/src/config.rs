@@ -1,6 +1,18 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::seal::DataKey;
+
+/// A setting that cannot be used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConfigError {
+    /// The store is EventStoreDB and no key table is named.
+    #[error(
+        "AUTH_KEY_STORE_URL must name a key table (sqlite://file or postgres://…) beside an EventStoreDB store"
+    )]
+    KeyStoreNeeded,
+}
+
 /// auth-service configuration: every flag is also an environment variable.
 /// The defaults run with no configuration at all.
 #[derive(Debug, Clone, clap::Args)]
@@ -47,6 +59,23 @@ pub struct Config {
     /// The longest wait between attempts, and how long failures are remembered, in seconds.
     #[arg(long, env, default_value_t = 900)]
     pub auth_login_window_secs: u64,
+    /// Where users' data keys are kept (see README, "Personal data"):
+    /// `sqlite://file` or `postgres://…`; `auto`, beside the store (a
+    /// `<file>.keys` file for SQLite, the same database for PostgreSQL; an
+    /// EventStoreDB store needs one named).
+    #[arg(long, env, hide_env_values = true, default_value = "auto")]
+    pub auth_key_store_url: String,
+    /// 64 hex digits: the secret usernames and client addresses are MACed
+    /// under wherever they must be found without being readable (the
+    /// throttle's books, logs). Unset: one is generated and kept in the
+    /// key table (a dump of it then holds it too). Never logged.
+    #[arg(long, env, hide_env_values = true)]
+    pub auth_pepper: Option<Secret>,
+    /// 64 hex digits: wraps every data key in the key table, so that a copy
+    /// of the table alone opens nothing. Unset: keys are stored unwrapped.
+    /// Never logged.
+    #[arg(long, env, hide_env_values = true)]
+    pub auth_key_encryption_key: Option<Secret>,
     /// Password hashes (logins, registrations) waiting for a hashing thread
     /// beyond which requests are refused at once with UNAVAILABLE.
     #[arg(long, env, default_value_t = 64)]
@@ -62,6 +91,14 @@ impl Config {
             "auth",
             self.auth_snapshot_every,
         )
+    }
+
+    /// Where the key table is (`auth_key_store_url`, `auto` resolved).
+    pub fn key_store_url(&self) -> Result<String, ConfigError> {
+        if self.auth_key_store_url != "auto" {
+            return Ok(self.auth_key_store_url.clone());
+        }
+        crate::keys::beside(&self.auth_store_url).ok_or(ConfigError::KeyStoreNeeded)
     }
 
     /// The token lifetime.
@@ -80,9 +117,63 @@ impl Config {
     }
 }
 
+/// A 32-byte secret given as 64 hex digits; shown as `Secret(..)`, so that
+/// printing a configuration never prints it.
+#[derive(Clone)]
+pub struct Secret(pub DataKey);
+
+impl std::str::FromStr for Secret {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        DataKey::from_hex(text)
+            .map(Self)
+            .map_err(|_| "must be 64 hex digits (32 random bytes: `openssl rand -hex 32`)".into())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 impl Default for Config {
     /// The defaults the flags declare.
     fn default() -> Self {
         platform::defaults()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_table_goes_beside_the_store_unless_named() {
+        let mut c = Config::default();
+        assert_eq!(c.key_store_url().unwrap(), "sqlite://data/auth.db.keys");
+        c.auth_store_url = "postgres://u@h/auth".into();
+        assert_eq!(c.key_store_url().unwrap(), "postgres://u@h/auth");
+        c.auth_store_url = "esdb://h:2113?tls=false".into();
+        assert!(matches!(
+            c.key_store_url(),
+            Err(ConfigError::KeyStoreNeeded)
+        ));
+        c.auth_key_store_url = "sqlite:///keys/auth.keys".into();
+        assert_eq!(c.key_store_url().unwrap(), "sqlite:///keys/auth.keys");
+    }
+
+    #[test]
+    fn secrets_are_64_hex_digits_and_never_printed() {
+        let secret: Secret = "ab".repeat(32).parse().unwrap();
+        assert_eq!(format!("{secret:?}"), "Secret(..)");
+        let c = Config {
+            auth_pepper: Some(secret),
+            ..Config::default()
+        };
+        assert!(!format!("{c:?}").contains("abab"));
+        assert!("abcd".parse::<Secret>().is_err());
+        assert!("zz".repeat(32).parse::<Secret>().is_err());
     }
 }

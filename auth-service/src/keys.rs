@@ -2,12 +2,13 @@
 //! never in its log, so that destroying a user's key makes every sealed
 //! field of theirs noise, in every copy of the log (crypto-shredding).
 //!
-//! - **SQLite** (the one-command stack): a file of its own beside the
-//!   store's, `<store file>.keys`, with `secure_delete` (a deleted key's
-//!   bytes are overwritten) and a rollback journal (`journal_mode=DELETE`:
-//!   no write-ahead log keeps old pages around after a commit).
-//! - **PostgreSQL**: the tables `auth_user_keys` and `auth_secrets` in the
-//!   store's database, shared by every replica.
+//! - **SQLite** (the one-command stack): a file of its own (by default
+//!   beside the store's, `<store file>.keys`), with `secure_delete` (a
+//!   deleted key's bytes are overwritten) and a rollback journal
+//!   (`journal_mode=DELETE`: no write-ahead log keeps old pages around
+//!   after a commit).
+//! - **PostgreSQL**: the tables `auth_user_keys` and `auth_secrets` (by
+//!   default in the store's database), shared by every replica.
 //!
 //! With `AUTH_KEY_ENCRYPTION_KEY` set (64 hex digits), every key is stored
 //! wrapped (sealed) under it, so a copy of the table alone opens nothing.
@@ -102,20 +103,27 @@ const POSTGRES_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS auth_user_keys (
 /// Serializes the tables' creation between replicas (any constant).
 const SCHEMA_LOCK: i64 = 0x6b65_7973_0000_0001;
 
-/// The key file beside an SQLite store's file.
-pub fn sqlite_key_file(store_path: &std::path::Path) -> PathBuf {
-    let mut name = store_path.as_os_str().to_owned();
-    name.push(".keys");
-    PathBuf::from(name)
+/// Where the key table of the event store at `store_url` is kept by
+/// default: a file beside an SQLite store's (`<file>.keys`), the same
+/// database for PostgreSQL; EventStoreDB has no default (`None`).
+pub fn beside(store_url: &str) -> Option<String> {
+    match event_store::StoreUrl::parse(store_url).ok()? {
+        event_store::StoreUrl::Sqlite(path) => {
+            let mut name = path.into_os_string();
+            name.push(".keys");
+            Some(format!("sqlite://{}", PathBuf::from(name).display()))
+        }
+        event_store::StoreUrl::Postgres(url) => Some(url),
+        event_store::StoreUrl::EventStoreDb(_) => None,
+    }
 }
 
 impl Keyring {
-    /// The key table beside the store at `store_url`, made if needed;
-    /// `kek` wraps every key stored from now on.
-    pub async fn open(store_url: &str, kek: Option<DataKey>) -> Result<Self> {
-        let table = match event_store::StoreUrl::parse(store_url).map_err(table_err)? {
-            event_store::StoreUrl::Sqlite(path) => {
-                let file = sqlite_key_file(&path);
+    /// The key table at `url` (`sqlite://file` or `postgres://…`), made
+    /// if needed; `kek` wraps every key stored from now on.
+    pub async fn open(url: &str, kek: Option<DataKey>) -> Result<Self> {
+        let table = match event_store::StoreUrl::parse(url).map_err(table_err)? {
+            event_store::StoreUrl::Sqlite(file) => {
                 let conn = tokio::task::spawn_blocking(move || {
                     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
                         std::fs::create_dir_all(dir).map_err(table_err)?;
@@ -136,8 +144,7 @@ impl Keyring {
             }
             event_store::StoreUrl::EventStoreDb(_) => {
                 return Err(KeyError::Table(
-                    "an EventStoreDB store has no key table beside it; keys need SQLite or PostgreSQL"
-                        .into(),
+                    "a key table is kept in SQLite or PostgreSQL, not EventStoreDB".into(),
                 ));
             }
         };
@@ -356,11 +363,189 @@ impl Keyring {
             }
         };
         let stored = stored.ok_or(KeyError::Table("the pepper just stored is gone".into()))?;
-        tracing::warn!(
-            "AUTH_PEPPER is not set: using the pepper generated in the key table; \
-             set AUTH_PEPPER to keep it out of the database"
-        );
+        if matches!(self.table, Table::Postgres(_)) {
+            tracing::warn!(
+                "AUTH_PEPPER is not set: using the pepper generated in the key table; \
+                 set AUTH_PEPPER to keep it out of the database and its dumps"
+            );
+        }
         Ok(Pepper::new(self.unwrap_key(what, stored)?))
+    }
+}
+
+/// Rows copied per batch by [`copy_table`].
+const COPY_BATCH: i64 = 10_000;
+
+/// Copies every row of the key table at `from` into the one at `to` (made
+/// if needed), as stored (wrapped keys stay wrapped: the target needs the
+/// same `AUTH_KEY_ENCRYPTION_KEY`), in batches; a row the target has
+/// already is kept, so a second run after an interruption is harmless.
+/// Returns how many rows were read (user keys and secrets). A missing
+/// SQLite file at `from` has nothing to copy.
+pub async fn copy_table(from: &str, to: &str) -> Result<u64> {
+    if let Ok(event_store::StoreUrl::Sqlite(path)) = event_store::StoreUrl::parse(from)
+        && !path.exists()
+    {
+        return Ok(0);
+    }
+    let (source, target) = (
+        Keyring::open(from, None).await?,
+        Keyring::open(to, None).await?,
+    );
+    let mut copied = 0;
+    for (table, key) in [("keys", "user_id"), ("secrets", "name")] {
+        let mut after: Option<Row> = None;
+        loop {
+            let rows = source.rows(table, key, after.as_ref()).await?;
+            let Some(last) = rows.last() else { break };
+            after = Some(last.clone());
+            copied += rows.len() as u64;
+            target.insert_rows(table, rows).await?;
+        }
+    }
+    Ok(copied)
+}
+
+/// A row of either table, as stored: its key (an id or a name), its bytes.
+#[derive(Debug, Clone)]
+enum Row {
+    Key(i64, Vec<u8>, bool),
+    Secret(String, Vec<u8>, bool),
+}
+
+impl Keyring {
+    /// The next batch of `table`'s rows after `after`, in key order.
+    async fn rows(&self, table: &str, key: &str, after: Option<&Row>) -> Result<Vec<Row>> {
+        let secrets = table == "secrets";
+        let (after_id, after_name) = match after {
+            Some(Row::Key(id, ..)) => (*id, String::new()),
+            Some(Row::Secret(name, ..)) => (0, name.clone()),
+            None => (i64::MIN, String::new()),
+        };
+        let row = move |secrets: bool, a: Option<i64>, b: Option<String>, bytes, wrapped| {
+            if secrets {
+                Row::Secret(b.unwrap_or_default(), bytes, wrapped)
+            } else {
+                Row::Key(a.unwrap_or_default(), bytes, wrapped)
+            }
+        };
+        match &self.table {
+            Table::Sqlite(conn) => {
+                let conn = conn.clone();
+                let (name, value) = if secrets {
+                    ("secrets", "value")
+                } else {
+                    ("user_keys", "key")
+                };
+                let sql = format!(
+                    "SELECT {key}, {value}, wrapped FROM {name} WHERE {key} > ?1 ORDER BY {key} LIMIT {COPY_BATCH}"
+                );
+                tokio::task::spawn_blocking(move || {
+                    let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut stmt = conn.prepare(&sql).map_err(table_err)?;
+                    let read = |r: &rusqlite::Row<'_>| {
+                        let (a, b) = if secrets {
+                            (None, Some(r.get::<_, String>(0)?))
+                        } else {
+                            (Some(r.get::<_, i64>(0)?), None)
+                        };
+                        Ok(row(secrets, a, b, r.get(1)?, r.get(2)?))
+                    };
+                    let rows = if secrets {
+                        stmt.query_map(params![after_name], read)
+                    } else {
+                        stmt.query_map(params![after_id], read)
+                    };
+                    rows.map_err(table_err)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                        .map_err(table_err)
+                })
+                .await
+                .map_err(table_err)?
+            }
+            Table::Postgres(pool) => {
+                let client = pool.get().await.map_err(table_err)?;
+                let (name, value) = if secrets {
+                    ("auth_secrets", "value")
+                } else {
+                    ("auth_user_keys", "key")
+                };
+                let sql = format!(
+                    "SELECT {key}, {value}, wrapped FROM {name} WHERE {key} > $1 ORDER BY {key} LIMIT {COPY_BATCH}"
+                );
+                let rows = if secrets {
+                    client.query(&sql, &[&after_name]).await
+                } else {
+                    client.query(&sql, &[&after_id]).await
+                }
+                .map_err(table_err)?;
+                Ok(rows
+                    .iter()
+                    .map(|r| {
+                        let (a, b) = if secrets {
+                            (None, Some(r.get::<_, String>(0)))
+                        } else {
+                            (Some(r.get::<_, i64>(0)), None)
+                        };
+                        row(secrets, a, b, r.get(1), r.get(2))
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// Inserts `rows`, keeping any the table has already.
+    async fn insert_rows(&self, table: &str, rows: Vec<Row>) -> Result<()> {
+        let secrets = table == "secrets";
+        match &self.table {
+            Table::Sqlite(conn) => {
+                let conn = conn.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                    let tx = conn.transaction().map_err(table_err)?;
+                    for row in &rows {
+                        match row {
+                            Row::Key(id, bytes, wrapped) => tx.execute(
+                                "INSERT INTO user_keys (user_id, key, wrapped) VALUES (?1, ?2, ?3) \
+                                 ON CONFLICT DO NOTHING",
+                                params![id, bytes, wrapped],
+                            ),
+                            Row::Secret(name, bytes, wrapped) => tx.execute(
+                                "INSERT INTO secrets (name, value, wrapped) VALUES (?1, ?2, ?3) \
+                                 ON CONFLICT DO NOTHING",
+                                params![name, bytes, wrapped],
+                            ),
+                        }
+                        .map_err(table_err)?;
+                    }
+                    tx.commit().map_err(table_err)
+                })
+                .await
+                .map_err(table_err)?
+            }
+            Table::Postgres(pool) => {
+                let mut client = pool.get().await.map_err(table_err)?;
+                let tx = client.transaction().await.map_err(table_err)?;
+                let sql = if secrets {
+                    "INSERT INTO auth_secrets (name, value, wrapped) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+                } else {
+                    "INSERT INTO auth_user_keys (user_id, key, wrapped) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+                };
+                let stmt = tx.prepare(sql).await.map_err(table_err)?;
+                for row in &rows {
+                    match row {
+                        Row::Key(id, bytes, wrapped) => {
+                            tx.execute(&stmt, &[id, bytes, wrapped]).await
+                        }
+                        Row::Secret(name, bytes, wrapped) => {
+                            tx.execute(&stmt, &[name, bytes, wrapped]).await
+                        }
+                    }
+                    .map_err(table_err)?;
+                }
+                tx.commit().await.map_err(table_err)
+            }
+        }
     }
 }
 
@@ -419,16 +604,23 @@ mod tests {
     use super::*;
     use event_store::testing::TempStore;
 
-    async fn each_table(test: &str) -> Vec<TempStore> {
+    /// Key tables beside a fresh SQLite store and a fresh PostgreSQL one.
+    async fn each_table(test: &str) -> Vec<(TempStore, String)> {
         let mut stores = vec![TempStore::sqlite()];
         stores.extend(TempStore::postgres(test).await);
         stores
+            .into_iter()
+            .map(|s| {
+                let url = beside(s.url()).unwrap();
+                (s, url)
+            })
+            .collect()
     }
 
     #[tokio::test]
     async fn a_key_is_made_once_found_again_and_destroyed_for_good() {
-        for store in each_table("keys_lifecycle").await {
-            let ring = Keyring::open(store.url(), None).await.unwrap();
+        for (_store, url) in each_table("keys_lifecycle").await {
+            let ring = Keyring::open(&url, None).await.unwrap();
             let key = ring.create(UserId(7)).await.unwrap();
             assert_eq!(
                 ring.create(UserId(7)).await.unwrap(),
@@ -437,7 +629,7 @@ mod tests {
             );
             let sealed = seal::seal(&key, b"7", b"zoe@example.org").unwrap();
             // Another process (another replica) finds it in the table.
-            let other = Keyring::open(store.url(), None).await.unwrap();
+            let other = Keyring::open(&url, None).await.unwrap();
             let found = other.get(UserId(7)).await.unwrap().unwrap();
             assert_eq!(
                 seal::open(&found, b"7", &sealed).unwrap(),
@@ -454,35 +646,35 @@ mod tests {
 
     #[tokio::test]
     async fn wrapped_keys_need_their_key_encryption_key() {
-        for store in each_table("keys_wrapped").await {
+        for (_store, url) in each_table("keys_wrapped").await {
             let kek = DataKey::from_hex(&"42".repeat(32)).unwrap();
-            let ring = Keyring::open(store.url(), Some(kek.clone())).await.unwrap();
+            let ring = Keyring::open(&url, Some(kek.clone())).await.unwrap();
             let key = ring.create(UserId(1)).await.unwrap();
             let pepper = ring.pepper(None).await.unwrap();
-            let same = Keyring::open(store.url(), Some(kek)).await.unwrap();
+            let same = Keyring::open(&url, Some(kek)).await.unwrap();
             assert_eq!(same.get(UserId(1)).await.unwrap().unwrap(), key);
             assert_eq!(
                 same.pepper(None).await.unwrap(),
                 pepper,
                 "one pepper, shared"
             );
-            let without = Keyring::open(store.url(), None).await.unwrap();
+            let without = Keyring::open(&url, None).await.unwrap();
             assert!(matches!(
                 without.get(UserId(1)).await,
                 Err(KeyError::Wrapped)
             ));
             let wrong = DataKey::from_hex(&"43".repeat(32)).unwrap();
-            let wrong = Keyring::open(store.url(), Some(wrong)).await.unwrap();
+            let wrong = Keyring::open(&url, Some(wrong)).await.unwrap();
             assert!(matches!(wrong.get(UserId(1)).await, Err(KeyError::Wrapped)));
         }
     }
 
     #[tokio::test]
     async fn a_configured_pepper_wins_and_a_generated_one_is_kept() {
-        for store in each_table("keys_pepper").await {
-            let ring = Keyring::open(store.url(), None).await.unwrap();
+        for (_store, url) in each_table("keys_pepper").await {
+            let ring = Keyring::open(&url, None).await.unwrap();
             let generated = ring.pepper(None).await.unwrap();
-            let again = Keyring::open(store.url(), None).await.unwrap();
+            let again = Keyring::open(&url, None).await.unwrap();
             assert_eq!(again.pepper(None).await.unwrap(), generated);
             let configured = DataKey::from_hex(&"07".repeat(32)).unwrap();
             let chosen = ring.pepper(Some(configured.clone())).await.unwrap();
@@ -492,9 +684,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_copied_table_opens_the_same_keys_and_pepper_elsewhere() {
+        let tables = each_table("keys_copy").await;
+        let (_, sqlite) = &tables[0];
+        let ring = Keyring::open(sqlite, None).await.unwrap();
+        let mut keys = Vec::new();
+        for id in 1..=25 {
+            keys.push(ring.create(UserId(id)).await.unwrap());
+        }
+        let pepper = ring.pepper(None).await.unwrap();
+        let targets: Vec<String> = match tables.get(1) {
+            Some((_, pg)) => vec![pg.clone()],
+            None => vec![],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let other_sqlite = format!("sqlite://{}", dir.path().join("copy.keys").display());
+        for target in targets.iter().chain([&other_sqlite]) {
+            assert_eq!(copy_table(sqlite, target).await.unwrap(), 26);
+            assert_eq!(
+                copy_table(sqlite, target).await.unwrap(),
+                26,
+                "again: harmless"
+            );
+            let copy = Keyring::open(target, None).await.unwrap();
+            for (i, key) in keys.iter().enumerate() {
+                assert_eq!(
+                    copy.get(UserId(i as i64 + 1)).await.unwrap().as_ref(),
+                    Some(key)
+                );
+            }
+            assert_eq!(copy.pepper(None).await.unwrap(), pepper);
+        }
+        let missing = format!("sqlite://{}", dir.path().join("none.keys").display());
+        assert_eq!(copy_table(&missing, &other_sqlite).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
     async fn a_destroyed_key_leaves_no_bytes_in_the_sqlite_file() {
         let store = TempStore::sqlite();
-        let ring = Keyring::open(store.url(), None).await.unwrap();
+        let url = beside(store.url()).unwrap();
+        let ring = Keyring::open(&url, None).await.unwrap();
         let keys: Vec<DataKey> = {
             let mut keys = Vec::new();
             for id in 1..=50 {
@@ -503,12 +732,11 @@ mod tests {
             keys
         };
         assert!(ring.destroy(UserId(25)).await.unwrap());
-        let event_store::StoreUrl::Sqlite(path) =
-            event_store::StoreUrl::parse(store.url()).unwrap()
+        let event_store::StoreUrl::Sqlite(path) = event_store::StoreUrl::parse(&url).unwrap()
         else {
             unreachable!()
         };
-        let dir = sqlite_key_file(&path).parent().unwrap().to_owned();
+        let dir = path.parent().unwrap().to_owned();
         let mut files = 0;
         for file in std::fs::read_dir(dir).unwrap() {
             let path = file.unwrap().path();
@@ -526,5 +754,6 @@ mod tests {
             assert!(has(&keys[23]), "the search reads {}", path.display());
         }
         assert_eq!(files, 1, "the key file alone: no journal left behind");
+        assert!(beside("esdb://localhost:2113").is_none());
     }
 }

@@ -36,7 +36,8 @@ use event_store::{EventStore, EventStoreError};
 use platform::grpc::{GrpcListener, ServeError};
 use proto::auth::auth_service_server::AuthServiceServer;
 
-pub use config::Config;
+pub use config::{Config, Secret};
+use keys::Keyring;
 pub use service::AuthGrpc;
 pub use throttle::{BooksCopied, LoginThrottle, copy_books};
 
@@ -52,6 +53,12 @@ pub enum StartError {
     /// The hashing threads or the login throttle could not start.
     #[error("auth: {0}")]
     Auth(#[from] error::AuthError),
+    /// A setting cannot be used.
+    #[error("auth: {0}")]
+    Config(#[from] config::ConfigError),
+    /// The key table could not be opened.
+    #[error("auth: {0}")]
+    Keys(#[from] keys::KeyError),
     /// The server could not listen, or failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
@@ -96,7 +103,17 @@ impl Application {
             from_snapshot = view.started_from(),
             "auth read model ready"
         );
-        let throttle = LoginThrottle::open(&config.auth_store_url, config.login_limits()).await?;
+        let kek = config.auth_key_encryption_key.clone().map(|s| s.0);
+        let keyring = Keyring::open(&config.key_store_url()?, kek).await?;
+        let pepper = keyring
+            .pepper(config.auth_pepper.clone().map(|s| s.0))
+            .await?;
+        let throttle = LoginThrottle::open(
+            &config.auth_store_url,
+            config.login_limits(),
+            pepper.clone(),
+        )
+        .await?;
         let view = Arc::new(view);
         let service = AuthGrpc::new(
             store.clone(),
@@ -104,6 +121,7 @@ impl Application {
             hasher,
             throttle,
             config.token_ttl(),
+            pepper,
         );
         let mut listener =
             GrpcListener::bind(config.auth_listen, config.auth_metrics_listen.0).await?;

@@ -28,6 +28,7 @@ use crate::domain::{
 use crate::error::{AuthError, Result};
 use crate::password::PasswordHasher;
 use crate::read_model::{AccountActivity, AuthView, Registration};
+use crate::seal::Pepper;
 use crate::throttle::LoginThrottle;
 use crate::token;
 
@@ -39,6 +40,8 @@ pub struct AuthGrpc {
     throttle: LoginThrottle,
     token_ttl: chrono::Duration,
     user_ids: IdSequence,
+    /// For the pseudonyms in logs.
+    pepper: Pepper,
 }
 
 impl AuthGrpc {
@@ -49,6 +52,7 @@ impl AuthGrpc {
         hasher: PasswordHasher,
         throttle: LoginThrottle,
         token_ttl: std::time::Duration,
+        pepper: Pepper,
     ) -> Self {
         Self {
             store,
@@ -57,7 +61,15 @@ impl AuthGrpc {
             throttle,
             token_ttl: chrono::Duration::from_std(token_ttl).unwrap_or(chrono::Duration::MAX),
             user_ids: IdSequence::new(USER_IDS_STREAM, "User"),
+            pepper,
         }
+    }
+
+    /// How logs name a username: its MAC under the pepper (see README,
+    /// "What the logs hold"), so that the attempts on one account can be
+    /// followed without the log naming anyone.
+    fn pseudonym(&self, normalized: &str) -> String {
+        self.pepper.mac("log-user", normalized)
     }
 
     /// A new token, shown once, and the grant recorded for it.
@@ -249,7 +261,8 @@ impl AuthGrpc {
             Ok(attempt) => attempt,
             Err(e) => {
                 if let AuthError::Throttled { retry_after_secs } = e {
-                    tracing::warn!(username = %key, client, retry_after_secs, "login throttled");
+                    let user = self.pseudonym(&key);
+                    tracing::warn!(user, client, retry_after_secs, "login throttled");
                     self.note_throttled(&key).await;
                 }
                 return Err(e);
@@ -260,7 +273,7 @@ impl AuthGrpc {
         let loaded = decider::load::<User>(&*self.store, &command).await?;
         let hash = loaded.state.account().map(|a| a.password_hash.clone());
         if !self.hasher.verify(password, hash).await? {
-            tracing::warn!(username = %key, client, "login failed");
+            tracing::warn!(user = self.pseudonym(&key), client, "login failed");
             attempt.failed().await?;
             return Err(AuthError::IncorrectCredentials);
         }

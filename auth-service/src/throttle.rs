@@ -29,6 +29,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::error::{AuthError, Result};
+use crate::seal::Pepper;
 
 /// How long a reservation may run unsettled before it counts as a failure
 /// (longer than any call may take).
@@ -128,7 +129,10 @@ impl Record {
     }
 }
 
-/// The keys of the two books an attempt counts in, in lock order.
+/// The keys of the two books an attempt counts in, in lock order: MACs
+/// of the username and the address under the pepper, never the name or
+/// the address itself (`c:<user>:<client>`, `u:<user>`: a user's rows
+/// share a prefix).
 #[derive(Debug, Clone)]
 struct Keys {
     client: String,
@@ -136,9 +140,11 @@ struct Keys {
 }
 
 impl Keys {
-    fn new(user: &str, client: &str) -> Self {
+    fn new(pepper: &Pepper, user: &str, client: &str) -> Self {
+        let user = pepper.mac("throttle-user", user);
+        let client = pepper.mac("throttle-client", client);
         Self {
-            client: format!("c:{user}\n{client}"),
+            client: format!("c:{user}:{client}"),
             user: format!("u:{user}"),
         }
     }
@@ -464,19 +470,22 @@ pub async fn copy_books(from: &str, to: &str) -> Result<BooksCopied> {
     }
 }
 
-/// Failed-login bookkeeping by normalized username and client address.
+/// Failed-login bookkeeping by normalized username and client address
+/// (each kept as its MAC under `pepper`).
 #[derive(Clone)]
 pub struct LoginThrottle {
     limits: Limits,
+    pepper: Pepper,
     books: Arc<dyn Books>,
 }
 
 impl LoginThrottle {
     /// A throttle keeping its books in this process's memory.
-    pub fn in_memory(limits: Limits) -> Self {
+    pub fn in_memory(limits: Limits, pepper: Pepper) -> Self {
         let limits = Self::sane(limits);
         Self {
             limits,
+            pepper,
             books: Arc::new(MemoryBooks {
                 limits,
                 records: Mutex::new(HashMap::new()),
@@ -486,13 +495,14 @@ impl LoginThrottle {
 
     /// A throttle whose books follow the event store at `store_url`: in
     /// PostgreSQL for `postgres://` (shared by every replica), else in memory.
-    pub async fn open(store_url: &str, limits: Limits) -> Result<Self> {
+    pub async fn open(store_url: &str, limits: Limits, pepper: Pepper) -> Result<Self> {
         if !is_postgres(store_url) {
-            return Ok(Self::in_memory(limits));
+            return Ok(Self::in_memory(limits, pepper));
         }
         let limits = Self::sane(limits);
         Ok(Self {
             limits,
+            pepper,
             books: Arc::new(PostgresBooks::open(store_url, limits).await?),
         })
     }
@@ -514,7 +524,7 @@ impl LoginThrottle {
     }
 
     async fn reserve_at(&self, user: &str, client: &str, now: DateTime<Utc>) -> Result<Attempt> {
-        let keys = Keys::new(user, client);
+        let keys = Keys::new(&self.pepper, user, client);
         match self.books.reserve(&keys, &self.limits, now).await? {
             Ok(()) => Ok(Attempt {
                 books: Some(self.books.clone()),
@@ -575,13 +585,18 @@ impl Drop for Attempt {
 mod tests {
     use super::*;
 
+    fn pepper() -> Pepper {
+        Pepper::new(crate::seal::DataKey::from_hex(&"5a".repeat(32)).unwrap())
+    }
+
     fn throttle(per_client: u32, per_user: u32) -> LoginThrottle {
-        LoginThrottle::in_memory(Limits {
+        let limits = Limits {
             per_client,
             per_user,
             base_pause: Duration::from_secs(1),
             window: Duration::from_secs(900),
-        })
+        };
+        LoginThrottle::in_memory(limits, pepper())
     }
 
     fn wait_of(answer: Result<Attempt>) -> u64 {
@@ -612,7 +627,9 @@ mod tests {
             base_pause: Duration::from_secs(60),
             window: Duration::from_secs(900),
         };
-        let source = LoginThrottle::open(from.url(), limits).await.unwrap();
+        let source = LoginThrottle::open(from.url(), limits, pepper())
+            .await
+            .unwrap();
         for _ in 0..2 {
             source
                 .reserve("ada", "ip")
@@ -623,13 +640,32 @@ mod tests {
                 .unwrap();
         }
         assert!(source.reserve("ada", "ip").await.is_err());
+        // The table holds MACs, never the name or the address.
+        let pool = books_table(from.url()).await.unwrap();
+        let keys: Vec<String> = pool
+            .get()
+            .await
+            .unwrap()
+            .query("SELECT key FROM login_throttle", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(keys.len(), 2);
+        assert!(
+            keys.iter().all(|k| !k.contains("ada") && !k.contains("ip")),
+            "{keys:?}"
+        );
         let copied = copy_books(from.url(), to.url()).await.unwrap();
         assert_eq!(
             copied,
             BooksCopied::Records(2),
             "the address's and the name's"
         );
-        let target = LoginThrottle::open(to.url(), limits).await.unwrap();
+        let target = LoginThrottle::open(to.url(), limits, pepper())
+            .await
+            .unwrap();
         assert!(wait_of(target.reserve("ada", "ip").await) > 0);
         assert!(target.reserve("bob", "ip").await.is_ok());
         // Run again (as after a crash): the same two, overwritten.

@@ -105,8 +105,12 @@ async fn the_one_command_stack_moves_to_postgres_and_answers_the_same() {
         .status()
         .expect("python3 runs");
     assert!(generated.success(), "generate.py: {generated}");
-    // Step 2.
-    copied(copy_command(dir.path(), &stores, &[]).output().unwrap());
+    // Step 2 (the key table goes along: the pepper the stack generated).
+    let report = copied(copy_command(dir.path(), &stores, &[]).output().unwrap());
+    assert!(
+        report.contains("auth: key table: 1 rows copied"),
+        "{report}"
+    );
     // Steps 3 and 4.
     served_from_postgres(dir.path(), &stores).await;
 }
