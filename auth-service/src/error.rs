@@ -50,6 +50,9 @@ pub enum AuthError {
     /// Hashing or the random number generator failed (not a client's fault).
     #[error("password hashing failed: {0}")]
     Hashing(String),
+    /// The key table could not be read or written.
+    #[error(transparent)]
+    Keys(#[from] crate::keys::KeyError),
 }
 
 impl From<KeyReused> for AuthError {
@@ -151,6 +154,10 @@ impl From<AuthError> for Status {
             AuthError::Hashing(e) => {
                 tracing::error!(error = %e, "password hashing failure");
                 Status::internal("internal error")
+            }
+            AuthError::Keys(e) => {
+                tracing::error!(error = %e, "key table failure");
+                Status::unavailable("storage unavailable")
             }
         }
     }

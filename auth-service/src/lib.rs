@@ -121,7 +121,7 @@ impl Application {
             hasher,
             throttle,
             config.token_ttl(),
-            pepper,
+            (pepper, Arc::new(keyring)),
         );
         let mut listener =
             GrpcListener::bind(config.auth_listen, config.auth_metrics_listen.0).await?;

@@ -12,6 +12,22 @@ use event_store::RecordedEvent;
 use uuid::Uuid;
 
 use crate::domain::{AuthEvent, Personal, UserId, normalize_username, username_skeleton};
+
+/// A user's username and email, as the view holds them: sealed (every
+/// registration since sealing: opened by the service, with the user's key,
+/// when an answer needs them), or in the clear (older ones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Profile {
+    /// `Personal` as JSON, sealed under the user's key.
+    Sealed(String),
+    /// Written before sealing.
+    Clear {
+        /// As registered.
+        username: String,
+        /// As registered.
+        email: String,
+    },
+}
 use crate::token::TokenDigest;
 
 /// A registered user.
@@ -19,10 +35,10 @@ use crate::token::TokenDigest;
 pub struct UserRecord {
     /// Positive, unique, increasing.
     pub id: UserId,
-    /// As registered.
-    pub username: String,
-    /// As registered.
-    pub email: String,
+    /// The user's stream (`user-<id>`; `user-<name>` for older users).
+    pub stream: String,
+    /// Username and email.
+    pub profile: Profile,
     /// When the registration was stored.
     pub joined: DateTime<Utc>,
 }
@@ -49,14 +65,21 @@ pub struct Registration {
 /// How often (in event time) every expired token is forgotten.
 const SWEEP_EVERY: TimeDelta = TimeDelta::hours(1);
 
-/// Users by id and by normalized username; tokens by digest.
+/// Users by id and by the MAC of their normalized username (by the name
+/// itself for users registered before sealing); tokens by digest.
 #[derive(Debug, Default)]
 pub struct AuthView {
     by_id: HashMap<UserId, UserRecord>,
+    /// Older users by normalized username.
     by_name: HashMap<String, UserId>,
-    /// Users by the skeleton of their username (see `username_skeleton`),
-    /// for the names registered before skeletons were claimed.
+    /// Older users by the skeleton of their username (see
+    /// `username_skeleton`), for the names registered before skeletons
+    /// were claimed.
     by_skeleton: HashMap<String, UserId>,
+    /// Users by the MAC of their normalized username.
+    by_name_mac: HashMap<String, UserId>,
+    /// Users by the MAC of their username's skeleton.
+    by_skeleton_mac: HashMap<String, UserId>,
     tokens: HashMap<TokenDigest, TokenRecord>,
     tokens_of: HashMap<UserId, Vec<TokenDigest>>,
     /// When the next sweep of expired tokens is due, in event time, so that
@@ -88,12 +111,15 @@ impl AccountActivity {
     /// The entry `event` adds to its user's activity, if any.
     fn of(event: &AuthEvent) -> Option<(UserId, Self)> {
         Some(match event {
-            AuthEvent::UserRegistered { user_id, .. } => (*user_id, Self::Registered),
+            AuthEvent::UserRegistered { user_id, .. }
+            | AuthEvent::UserRegisteredInClear { user_id, .. } => (*user_id, Self::Registered),
             AuthEvent::TokenIssued { user_id, .. } => (*user_id, Self::LoggedIn),
             AuthEvent::TokenRevoked { user_id, .. } => (*user_id, Self::LoggedOut),
             AuthEvent::AllTokensRevoked { user_id } => (*user_id, Self::LoggedOutAll),
             AuthEvent::LoginThrottled { user_id, .. } => (*user_id, Self::Throttled),
-            AuthEvent::UsernameClaimed { .. } => return None,
+            AuthEvent::UsernameClaimed { .. } | AuthEvent::UsernameClaimedInClear { .. } => {
+                return None;
+            }
         })
     }
 
@@ -131,18 +157,33 @@ impl AuthView {
         self.by_id.get(&id)
     }
 
-    /// The user registered under `username`, compared case-insensitively.
-    pub fn by_username(&self, username: &str) -> Option<&UserRecord> {
-        self.by_name
-            .get(&normalize_username(username))
+    /// The user registered under the normalized username `normalized`,
+    /// whose MAC is `name_mac`.
+    pub fn by_username(&self, normalized: &str, name_mac: &str) -> Option<&UserRecord> {
+        self.by_name_mac
+            .get(name_mac)
+            .or_else(|| self.by_name.get(normalized))
             .and_then(|id| self.by_id.get(id))
     }
 
-    /// The user whose username a reader could take for `username`.
-    pub fn by_skeleton(&self, username: &str) -> Option<&UserRecord> {
-        self.by_skeleton
-            .get(&username_skeleton(username))
-            .and_then(|id| self.by_id.get(id))
+    /// The user whose username a reader could take for one of skeleton
+    /// `skeleton` (its MAC: `skeleton_mac`), if the name is not `name_mac`'s
+    /// (or, for older users, `normalized`).
+    pub fn confusable(
+        &self,
+        (skeleton, skeleton_mac): (&str, &str),
+        (normalized, name_mac): (&str, &str),
+    ) -> bool {
+        let same = |id: &UserId| {
+            self.by_name_mac.get(name_mac) == Some(id) || self.by_name.get(normalized) == Some(id)
+        };
+        [
+            self.by_skeleton_mac.get(skeleton_mac),
+            self.by_skeleton.get(skeleton),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|id| !same(id))
     }
 
     /// The user a live token belongs to, if the token is known, unrevoked and
@@ -191,18 +232,21 @@ impl ReadModel for AuthView {
     type Event = AuthEvent;
 
     fn apply(&mut self, event: AuthEvent, recorded: &RecordedEvent) {
-        if let AuthEvent::UserRegistered { user_id, .. } = &event {
+        if let AuthEvent::UserRegistered { user_id, .. }
+        | AuthEvent::UserRegisteredInClear { user_id, .. } = &event
+        {
             self.keyed.note(recorded, |sealed| Registration {
                 user_id: *user_id,
                 sealed,
             });
         }
-        self.apply_at(event, recorded.recorded_at);
+        self.apply_in(event, &recorded.stream, recorded.recorded_at);
     }
 }
 
 impl AuthView {
-    fn apply_at(&mut self, event: AuthEvent, recorded_at: DateTime<Utc>) {
+    /// Folds `event`, stored in `stream` at `recorded_at`.
+    fn apply_in(&mut self, event: AuthEvent, stream: &str, recorded_at: DateTime<Utc>) {
         self.sweep_expired(recorded_at);
         if let Some((user, did)) = AccountActivity::of(&event) {
             self.activity
@@ -210,6 +254,24 @@ impl AuthView {
         }
         match event {
             AuthEvent::UserRegistered {
+                user_id,
+                name,
+                skeleton,
+                sealed,
+            } => {
+                self.by_name_mac.insert(name, user_id);
+                self.by_skeleton_mac.entry(skeleton).or_insert(user_id);
+                self.by_id.insert(
+                    user_id,
+                    UserRecord {
+                        id: user_id,
+                        stream: stream.to_owned(),
+                        profile: Profile::Sealed(sealed),
+                        joined: recorded_at,
+                    },
+                );
+            }
+            AuthEvent::UserRegisteredInClear {
                 user_id,
                 personal: Personal {
                     username, email, ..
@@ -223,8 +285,8 @@ impl AuthView {
                     user_id,
                     UserRecord {
                         id: user_id,
-                        username,
-                        email,
+                        stream: stream.to_owned(),
+                        profile: Profile::Clear { username, email },
                         joined: recorded_at,
                     },
                 );
@@ -254,7 +316,9 @@ impl AuthView {
                     self.tokens.remove(&digest);
                 }
             }
-            AuthEvent::UsernameClaimed { .. } | AuthEvent::LoginThrottled { .. } => {}
+            AuthEvent::UsernameClaimed { .. }
+            | AuthEvent::UsernameClaimedInClear { .. }
+            | AuthEvent::LoginThrottled { .. } => {}
         }
     }
 }
@@ -266,17 +330,33 @@ impl Snapshot for AuthView {
     /// user are no longer written, but rebuilt.)
     /// 3: users without their password hash (the login reads it from the
     /// user's stream; the view never needed it), and each user's activity.
-    const VERSION: u32 = 4;
+    /// 5: sealed profiles, users' streams, names by MAC.
+    const VERSION: u32 = 5;
 
     fn encode(&self, out: &mut Encoder<'_>) {
         out.count(self.by_id.len());
         for user in sorted(&self.by_id, |id| *id) {
             out.i64(user.id);
-            out.str(&user.username);
-            out.str(&user.email);
+            out.str(&user.stream);
+            match &user.profile {
+                Profile::Sealed(sealed) => {
+                    out.u8(0);
+                    out.str(sealed);
+                }
+                Profile::Clear { username, email } => {
+                    out.u8(1);
+                    out.str(username);
+                    out.str(email);
+                }
+            }
             encode_time(out, user.joined);
         }
-        for names in [&self.by_name, &self.by_skeleton] {
+        for names in [
+            &self.by_name,
+            &self.by_skeleton,
+            &self.by_name_mac,
+            &self.by_skeleton_mac,
+        ] {
             out.count(names.len());
             let mut names: Vec<_> = names.iter().collect();
             names.sort_unstable();
@@ -313,16 +393,31 @@ impl Snapshot for AuthView {
 
     fn decode(input: &mut Decoder<'_>) -> Result<Self, Damaged> {
         let mut view = Self::default();
-        for _ in 0..input.count(32)? {
+        for _ in 0..input.count(34)? {
+            let id = input.id()?;
+            let stream = input.str()?;
+            let profile = match input.u8()? {
+                0 => Profile::Sealed(input.str()?),
+                1 => Profile::Clear {
+                    username: input.str()?,
+                    email: input.str()?,
+                },
+                _ => return Err(Damaged("an unknown profile")),
+            };
             let user = UserRecord {
-                id: input.id()?,
-                username: input.str()?,
-                email: input.str()?,
+                id,
+                stream,
+                profile,
                 joined: decode_time(input)?,
             };
             view.by_id.insert(user.id, user);
         }
-        for names in [&mut view.by_name, &mut view.by_skeleton] {
+        for names in [
+            &mut view.by_name,
+            &mut view.by_skeleton,
+            &mut view.by_name_mac,
+            &mut view.by_skeleton_mac,
+        ] {
             for _ in 0..input.count(16)? {
                 names.insert(input.str()?, input.id()?);
             }
@@ -389,6 +484,13 @@ fn decode_time(input: &mut Decoder<'_>) -> Result<DateTime<Utc>, Damaged> {
 mod tests {
     use super::*;
 
+    impl AuthView {
+        /// Folds `event` as stored in its user's stream at `at`.
+        fn apply_at(&mut self, event: AuthEvent, at: DateTime<Utc>) {
+            self.apply_in(event, "user-test", at);
+        }
+    }
+
     fn digest(byte: u8) -> TokenDigest {
         TokenDigest::try_from(hex::encode([byte; 32])).unwrap()
     }
@@ -450,17 +552,23 @@ mod tests {
     fn fixed_history() -> AuthView {
         let t0 = DateTime::from_timestamp(1_700_000_000, 5).unwrap();
         let mut users = AuthView::default();
-        for (id, name) in [(1, "Ann"), (2, "bob")] {
-            let event = AuthEvent::UserRegistered {
-                user_id: UserId(id),
-                personal: Personal {
-                    username: name.into(),
-                    email: format!("{name}@example.com"),
-                    password_hash: "$argon2id$x".into(),
-                },
-            };
-            users.apply_at(event, t0);
-        }
+        // Ann registered sealed; bob before sealing, in the clear.
+        let ann = AuthEvent::UserRegistered {
+            user_id: UserId(1),
+            name: "mac(ann)".into(),
+            skeleton: "mac(skeleton of ann)".into(),
+            sealed: "v1.ann-sealed".into(),
+        };
+        users.apply_in(ann, "user-1", t0);
+        let bob = AuthEvent::UserRegisteredInClear {
+            user_id: UserId(2),
+            personal: Personal {
+                username: "bob".into(),
+                email: "bob@example.com".into(),
+                password_hash: "$argon2id$x".into(),
+            },
+        };
+        users.apply_in(bob, "user-bob", t0);
         let minute = TimeDelta::minutes(1);
         issue(&mut users, UserId(1), 1, t0, minute);
         issue(&mut users, UserId(2), 2, t0, TimeDelta::days(1));
@@ -498,7 +606,19 @@ mod tests {
             users.by_token(&digest(3), now)
         );
         assert!(back.by_token(&digest(2), now).is_none());
-        assert_eq!(back.by_username("ANN").map(|u| u.id), Some(UserId(1)));
+        assert_eq!(
+            back.by_username("ann", "mac(ann)").map(|u| u.id),
+            Some(UserId(1))
+        );
+        assert_eq!(
+            back.by_username("bob", "mac(bob)")
+                .map(|u| (u.id, u.stream.as_str())),
+            Some((UserId(2), "user-bob"))
+        );
+        assert_eq!(
+            back.user(UserId(1)).map(|u| &u.profile),
+            Some(&Profile::Sealed("v1.ann-sealed".into()))
+        );
         assert_eq!(
             back.keyed.get(Uuid::from_u128(9)),
             users.keyed.get(Uuid::from_u128(9))
@@ -514,17 +634,17 @@ mod tests {
         assert!(!back.tokens_of.contains_key(&UserId(2)));
     }
 
-    /// Pins what version 4 of the projection makes of a fixed history.
+    /// Pins what version 5 of the projection makes of a fixed history.
     /// When this fails, you changed `apply` or the encoding: bump
     /// `AuthView::VERSION` (old snapshots are then ignored, not misread)
     /// and update the digest.
     #[test]
     fn the_snapshot_encoding_is_pinned() {
         use sha2::Digest;
-        assert_eq!(AuthView::VERSION, 4);
+        assert_eq!(AuthView::VERSION, 5);
         assert_eq!(
             hex::encode(sha2::Sha256::digest(fixed_history().to_bytes())),
-            "0e14ab60c93ec89b3be9d8b4a9abdeb38b107e6d7883737ed23a8f5b52a0aea6"
+            "dd0e20e52f4a974d859744cd57e1817b8d6772c56f08c9cf788c9d710d26f38e"
         );
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use event_sourcing::decider::{self, Loaded};
-use event_sourcing::idempotency::{self, Idempotent, Ran};
+use event_sourcing::idempotency::{self, Idempotent, KeyedModel, Ran};
 use event_sourcing::read_model::{Projection, StaleRead};
 use event_store::ids::IdSequence;
 use event_store::{EventStore, EventStoreError};
@@ -22,15 +22,19 @@ use proto::auth::{
 use tonic::{Request, Response, Status};
 
 use crate::domain::{
-    ClaimUsername, Email, Grant, Password, ToUser, USER_IDS_STREAM, User, UserCommand, UserId,
-    Username, UsernameClaim, normalize_username, parse_login, username_skeleton,
+    AuthEvent, ClaimUsername, Email, Grant, Password, Personal, StoredPersonal, ToUser,
+    USER_IDS_STREAM, User, UserCommand, UserId, Username, UsernameClaim, claim_stream,
+    normalize_username, parse_login, sealed_for, user_stream, username_skeleton,
 };
 use crate::error::{AuthError, Result};
+use crate::keys::Keyring;
 use crate::password::PasswordHasher;
-use crate::read_model::{AccountActivity, AuthView, Registration};
+use crate::read_model::{AccountActivity, AuthView, Profile, Registration, UserRecord};
+use crate::seal;
 use crate::seal::Pepper;
 use crate::throttle::LoginThrottle;
 use crate::token;
+use event_sourcing::decider::Decider;
 
 /// The `movies.auth.v1.AuthService` implementation.
 pub struct AuthGrpc {
@@ -40,8 +44,10 @@ pub struct AuthGrpc {
     throttle: LoginThrottle,
     token_ttl: chrono::Duration,
     user_ids: IdSequence,
-    /// For the pseudonyms in logs.
+    /// Names in the log, the throttle and the logs as MACs under it.
     pepper: Pepper,
+    /// Users' data keys: personal data sealed and opened with them.
+    keyring: Arc<Keyring>,
 }
 
 impl AuthGrpc {
@@ -52,7 +58,7 @@ impl AuthGrpc {
         hasher: PasswordHasher,
         throttle: LoginThrottle,
         token_ttl: std::time::Duration,
-        pepper: Pepper,
+        (pepper, keyring): (Pepper, Arc<Keyring>),
     ) -> Self {
         Self {
             store,
@@ -62,7 +68,49 @@ impl AuthGrpc {
             token_ttl: chrono::Duration::from_std(token_ttl).unwrap_or(chrono::Duration::MAX),
             user_ids: IdSequence::new(USER_IDS_STREAM, "User"),
             pepper,
+            keyring,
         }
+    }
+
+    /// The username, email and password hash `stored` holds for `user`:
+    /// opened with the user's key if sealed (`None`: the key is gone).
+    async fn personal(&self, user: UserId, stored: &StoredPersonal) -> Result<Option<Personal>> {
+        let sealed = match stored {
+            StoredPersonal::Clear(personal) => return Ok(Some(personal.clone())),
+            StoredPersonal::Sealed(sealed) => sealed,
+        };
+        let Some(key) = self.keyring.get(user).await? else {
+            return Ok(None);
+        };
+        let json = seal::open(&key, &sealed_for(user), sealed).map_err(corrupt(user))?;
+        Ok(Some(serde_json::from_slice(&json).map_err(corrupt(user))?))
+    }
+
+    /// A user as answers show them: id, username and email (opened with
+    /// the user's key if sealed).
+    async fn user_message(&self, record: &UserRecord) -> Result<UserMessage> {
+        let (username, email) = match &record.profile {
+            Profile::Clear { username, email } => (username.clone(), email.clone()),
+            Profile::Sealed(sealed) => {
+                let stored = StoredPersonal::Sealed(sealed.clone());
+                let personal = self.personal(record.id, &stored).await?;
+                let personal = personal.ok_or(AuthError::InvalidToken)?;
+                (personal.username, personal.email)
+            }
+        };
+        Ok(UserMessage {
+            id: record.id.0,
+            username,
+            email,
+        })
+    }
+
+    /// The MACs of a username: of its normalized form and of its skeleton.
+    fn macs(&self, username: &str) -> (String, String) {
+        (
+            self.pepper.mac("name", &normalize_username(username)),
+            self.pepper.mac("skeleton", &username_skeleton(username)),
+        )
     }
 
     /// How logs name a username: its MAC under the pepper (see README,
@@ -111,23 +159,17 @@ impl AuthGrpc {
             }
         };
         let normalized = normalize_username(username.as_str());
-        let keyed = key.map(|k| {
-            Idempotent::new(
-                &format!("register:{normalized}"),
-                k,
-                &[username.as_str(), email.as_str()],
-            )
-        });
+        let (name, skeleton) = self.macs(username.as_str());
+        let keyed = key.map(|k| self.registration_key(k, &normalized, &name, &username, &email));
         let run = async {
             // A cheap refusal before the costly hash; the store decides.
-            // Names registered before skeletons were claimed are found by
-            // the view.
+            // Names registered before skeletons were claimed (or before
+            // they were sealed) are found by the view.
             let taken = {
                 let view = self.view.read();
-                let confusable = view
-                    .by_skeleton(username.as_str())
-                    .is_some_and(|u| normalize_username(&u.username) != normalized);
-                confusable || view.by_username(username.as_str()).is_some()
+                let skeletons = (username_skeleton(username.as_str()), skeleton.clone());
+                view.confusable((&skeletons.0, &skeletons.1), (&normalized, &name))
+                    || view.by_username(&normalized, &name).is_some()
             };
             if taken {
                 return Err(AuthError::UsernameTaken);
@@ -138,27 +180,39 @@ impl AuthGrpc {
             if let Some(k) = &mut keyed {
                 self.seal(k, &token, &grant, given_password.clone()).await?;
             }
-            let user_id = UserId(self.user_ids.next(&self.store).await?);
+            let allocated = UserId(self.user_ids.next(&self.store).await?);
             // The skeleton first: of two confusable names registered at
-            // once, only one gets the claim.
+            // once, only one gets the claim; of two registrations of one
+            // name, both go on as the user it was claimed for, and only
+            // one can create that user's stream.
             let claim = ClaimUsername {
-                skeleton: username_skeleton(username.as_str()),
-                username: normalized.clone(),
+                skeleton: skeleton.clone(),
+                name: name.clone(),
+                user_id: allocated,
             };
             decider::execute::<UsernameClaim>(&*self.store, &claim, None).await?;
-            let user = UserMessage {
-                id: user_id.0,
+            let user_id = self.claimed(&claim).await?;
+            let key = self.keyring.create(user_id).await?;
+            let personal = Personal {
                 username: username.as_str().to_owned(),
                 email: email.as_str().to_owned(),
+                password_hash,
+            };
+            let json = serde_json::to_vec(&personal).map_err(corrupt(user_id))?;
+            let sealed = seal::seal(&key, &sealed_for(user_id), &json).map_err(corrupt(user_id))?;
+            let user = UserMessage {
+                id: user_id.0,
+                username: personal.username,
+                email: personal.email,
             };
             let command = UserCommand::Register {
                 user_id,
-                username,
-                email,
-                password_hash,
+                name,
+                skeleton,
+                sealed,
                 grant,
             }
-            .to(normalized.clone());
+            .to(user_stream(user_id));
             let done = decider::execute::<User>(&*self.store, &command, keyed.as_ref()).await?;
             tracing::info!(%user_id, "user registered");
             Ok(Ran {
@@ -174,6 +228,50 @@ impl AuthGrpc {
         Ok(idempotency::once(&self.view, keyed.as_ref(), run, stored)
             .await?
             .into_inner())
+    }
+
+    /// The idempotency of a keyed registration: by the name's MAC, with a
+    /// fingerprint of MACs (no personal data in the stamp). A key a release
+    /// before sealing recorded (scope and fingerprint by the name itself)
+    /// still answers its retries.
+    fn registration_key(
+        &self,
+        key: &str,
+        normalized: &str,
+        name: &str,
+        username: &Username,
+        email: &Email,
+    ) -> Idempotent {
+        let older = Idempotent::new(
+            &format!("register:{normalized}"),
+            key,
+            &[username.as_str(), email.as_str()],
+        );
+        if self.view.read().keyed().get(older.event_id).is_some() {
+            return older;
+        }
+        let (username, email) = (
+            self.pepper.mac("fingerprint", username.as_str()),
+            self.pepper.mac("fingerprint", email.as_str()),
+        );
+        Idempotent::new(&format!("register:{name}"), key, &[&username, &email])
+    }
+
+    /// The user a claim was made for (see `UsernameClaim::holder_for`), or
+    /// [`AuthError::UsernameTaken`].
+    async fn claimed(&self, claim: &ClaimUsername) -> Result<UserId> {
+        let mut state = UsernameClaim::default();
+        for recorded in self
+            .store
+            .read_stream(&claim_stream(&claim.skeleton), 0)
+            .await?
+        {
+            let event = <AuthEvent as event_store::Event>::from_recorded(&recorded)?;
+            state = <UsernameClaim as Decider>::evolve(state, &event);
+        }
+        state
+            .holder_for(&claim.name)
+            .ok_or(AuthError::UsernameTaken)
     }
 
     /// Seals `token` under a key derived from `password`, in `keyed`'s stamp.
@@ -244,11 +342,7 @@ impl AuthGrpc {
         if token::parse(&token) != Some(digest) {
             return Err(AuthError::KeyReused);
         }
-        let user = UserMessage {
-            id: user.id.0,
-            username: user.username,
-            email: user.email,
-        };
+        let user = self.user_message(&user).await?;
         Ok(session(user, token, Grant { digest, expires_at }))
     }
 
@@ -269,23 +363,37 @@ impl AuthGrpc {
             }
         };
         let (token, grant) = self.new_token()?;
-        let command = UserCommand::IssueToken(grant).to(key.as_str());
-        let loaded = decider::load::<User>(&*self.store, &command).await?;
-        let hash = loaded.state.account().map(|a| a.password_hash.clone());
+        let found = self.stream_of(&key).await?;
+        let (loaded, personal) = match found {
+            Some(stream) => {
+                let command = UserCommand::IssueToken(grant).to(stream);
+                let loaded = decider::load::<User>(&*self.store, &command).await?;
+                let personal = match loaded.state.account() {
+                    Some(a) => self.personal(a.user_id, &a.personal).await?,
+                    None => None,
+                };
+                (Some((command, loaded)), personal)
+            }
+            None => (None, None),
+        };
+        let hash = personal.as_ref().map(|p| p.password_hash.clone());
         if !self.hasher.verify(password, hash).await? {
             tracing::warn!(user = self.pseudonym(&key), client, "login failed");
             attempt.failed().await?;
             return Err(AuthError::IncorrectCredentials);
         }
         attempt.succeeded().await?;
+        let (Some((command, loaded)), Some(personal)) = (loaded, personal) else {
+            return Err(AuthError::IncorrectCredentials);
+        };
         let account = loaded
             .state
             .account()
             .ok_or(AuthError::IncorrectCredentials)?;
         let user = UserMessage {
             id: account.user_id.0,
-            username: account.username.clone(),
-            email: account.email.clone(),
+            username: personal.username,
+            email: personal.email,
         };
         self.execute(&command, loaded).await?;
         tracing::info!(user_id = user.id, "token issued");
@@ -296,8 +404,11 @@ impl AuthGrpc {
     /// throttled (at most once a minute; nothing for an unknown username).
     /// A failure here is logged: the refusal stands either way.
     async fn note_throttled(&self, normalized: &str) {
-        let command = UserCommand::NoteThrottled { now: Utc::now() }.to(normalized);
         let noted = async {
+            let Some(stream) = self.stream_of(normalized).await? else {
+                return Ok(());
+            };
+            let command = UserCommand::NoteThrottled { now: Utc::now() }.to(stream);
             let loaded = decider::load::<User>(&*self.store, &command).await?;
             if loaded.state.account().is_none() {
                 return Ok(());
@@ -308,6 +419,16 @@ impl AuthGrpc {
         if let Err(e) = noted.await {
             tracing::warn!(error = %e, "could not note a throttled login");
         }
+    }
+
+    /// The stream of the user registered as `normalized`, if any, read
+    /// linearizably (a registration acknowledged anywhere counts).
+    async fn stream_of(&self, normalized: &str) -> Result<Option<String>> {
+        let name = self.pepper.mac("name", normalized);
+        let view = self.view.read_linearizable().await?;
+        Ok(view
+            .by_username(normalized, &name)
+            .map(|u| u.stream.clone()))
     }
 
     /// The account history of `token`'s user, newest first: the newest
@@ -348,8 +469,9 @@ impl AuthGrpc {
     }
 
     async fn user_of(&self, digest: &token::TokenDigest) -> Result<UserMessage> {
-        let user = live_user(&self.view, digest, user_message);
-        user.await?.ok_or(AuthError::InvalidToken)
+        let user = live_user(&self.view, digest, UserRecord::clone).await?;
+        self.user_message(&user.ok_or(AuthError::InvalidToken)?)
+            .await
     }
 
     /// Runs a command on the stream of `token`'s user.
@@ -359,11 +481,12 @@ impl AuthGrpc {
         command: impl FnOnce(token::TokenDigest) -> UserCommand,
     ) -> Result<UserId> {
         let digest = token::parse(token).ok_or(AuthError::InvalidToken)?;
-        let user = self.user_of(&digest).await?;
-        let command = command(digest).to(normalize_username(&user.username));
+        let user = live_user(&self.view, &digest, |u| (u.id, u.stream.clone())).await?;
+        let (user_id, stream) = user.ok_or(AuthError::InvalidToken)?;
+        let command = command(digest).to(stream);
         let loaded = decider::load::<User>(&*self.store, &command).await?;
         self.execute(&command, loaded).await?;
-        Ok(UserId(user.id))
+        Ok(user_id)
     }
 }
 
@@ -377,7 +500,7 @@ fn session(user: UserMessage, token: String, grant: Grant) -> Session {
 
 #[tonic::async_trait]
 impl AuthService for AuthGrpc {
-    #[tracing::instrument(skip_all, fields(username = %request.get_ref().username))]
+    #[tracing::instrument(skip_all)]
     async fn register(
         &self,
         request: Request<RegisterRequest>,
@@ -390,7 +513,7 @@ impl AuthService for AuthGrpc {
         ))
     }
 
-    #[tracing::instrument(skip_all, fields(username = %request.get_ref().username))]
+    #[tracing::instrument(skip_all)]
     async fn login(
         &self,
         request: Request<LoginRequest>,
@@ -444,12 +567,13 @@ impl AuthService for AuthGrpc {
         request: Request<GetAccountRequest>,
     ) -> Result<Response<GetAccountResponse>, Status> {
         let digest = token::parse(&request.get_ref().token).ok_or(AuthError::InvalidToken)?;
-        let account = live_user(&self.view, &digest, |u| GetAccountResponse {
-            user: Some(user_message(u)),
-            date_joined: Some(proto::timestamp_micros(u.joined.timestamp_micros())),
-        });
-        let account = account.await.map_err(AuthError::from)?;
-        Ok(Response::new(account.ok_or(AuthError::InvalidToken)?))
+        let user = live_user(&self.view, &digest, UserRecord::clone);
+        let user = user.await.map_err(AuthError::from)?;
+        let user = user.ok_or(AuthError::InvalidToken)?;
+        Ok(Response::new(GetAccountResponse {
+            user: Some(self.user_message(&user).await?),
+            date_joined: Some(proto::timestamp_micros(user.joined.timestamp_micros())),
+        }))
     }
 
     async fn logout_all(
@@ -464,11 +588,14 @@ impl AuthService for AuthGrpc {
     }
 }
 
-fn user_message(u: &crate::read_model::UserRecord) -> UserMessage {
-    UserMessage {
-        id: u.id.0,
-        username: u.username.clone(),
-        email: u.email.clone(),
+/// A stored personal value of `user` that does not open or decode with
+/// their key: the store or the key table was written by something else.
+fn corrupt<E: std::fmt::Display>(user: UserId) -> impl Fn(E) -> AuthError {
+    move |e| {
+        AuthError::Store(EventStoreError::Corrupt {
+            position: 0,
+            reason: format!("the personal data of user {user}: {e}"),
+        })
     }
 }
 
@@ -478,7 +605,7 @@ fn user_message(u: &crate::read_model::UserRecord) -> UserMessage {
 async fn live_user<T>(
     view: &Projection<AuthView>,
     digest: &token::TokenDigest,
-    read: impl FnOnce(&crate::read_model::UserRecord) -> T,
+    read: impl FnOnce(&UserRecord) -> T,
 ) -> std::result::Result<Option<T>, StaleRead> {
     let view = view.read_linearizable().await?;
     Ok(view.by_token(digest, Utc::now()).map(read))

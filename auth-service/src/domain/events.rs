@@ -14,11 +14,30 @@ use crate::token::TokenDigest;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum AuthEvent {
-    /// A user exists. First event of the user's stream. Version 2: the
-    /// personal fields as one object (version 1, stored as
-    /// `UserRegistered`, held them beside `user_id`).
-    #[serde(rename = "UserRegistered.v2")]
+    /// A user exists. First event of the user's stream (`user-<id>`).
+    /// Version 3: no personal data in the clear. The username, email and
+    /// password hash are sealed under the user's own key (see
+    /// [`crate::seal`], [`crate::keys`]); the name and its skeleton are
+    /// there as MACs under the pepper, for finding the user at login and
+    /// for refusing look-alike names, never as text.
+    #[serde(rename = "UserRegistered.v3")]
     UserRegistered {
+        /// Its id.
+        user_id: UserId,
+        /// MAC of the normalized username (see [`crate::seal::Pepper`]).
+        name: String,
+        /// MAC of the username's skeleton.
+        skeleton: String,
+        /// [`Personal`] as JSON, sealed under the user's key and bound to
+        /// its id (see [`sealed_for`]).
+        sealed: String,
+    },
+    /// A user registered before personal data was sealed (version 2, and
+    /// version 1 upcast to it), in a stream named by the username: read,
+    /// never written any more. Sealing needs the user's key, which no
+    /// pure upcast has: `movies copy` rewrites these (see README).
+    #[serde(rename = "UserRegistered.v2")]
+    UserRegisteredInClear {
         /// Its id.
         user_id: UserId,
         /// Who registered.
@@ -53,12 +72,29 @@ pub enum AuthEvent {
         /// When a refusal was noted.
         at: DateTime<Utc>,
     },
-    /// A username skeleton is claimed by one username (normalized). First
-    /// event of a claim stream.
+    /// A username skeleton is claimed for one username by one user. First
+    /// event of a claim stream, `username-<MAC of the skeleton>`. Version
+    /// 2: the name as its MAC, and the user who holds it.
+    #[serde(rename = "UsernameClaimed.v2")]
     UsernameClaimed {
+        /// MAC of the normalized username that holds the claim.
+        name: String,
+        /// The user registering under it.
+        user_id: UserId,
+    },
+    /// A claim written before personal data was sealed (stream
+    /// `username-<skeleton>`): read, never written any more.
+    #[serde(rename = "UsernameClaimed")]
+    UsernameClaimedInClear {
         /// The normalized username that holds the claim.
         username: String,
     },
+}
+
+/// What a user's sealed fields are bound to (the associated data): a
+/// sealed value of one user never opens as another's.
+pub fn sealed_for(user: UserId) -> Vec<u8> {
+    format!("user:{user}").into_bytes()
 }
 
 /// The personal data a registration holds, as one unit: what erasure
@@ -71,6 +107,16 @@ pub struct Personal {
     pub email: String,
     /// argon2id PHC string.
     pub password_hash: String,
+}
+
+/// A user's personal data as their stream keeps it: sealed (every
+/// registration since sealing), or in the clear (older ones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredPersonal {
+    /// [`Personal`] sealed under the user's key (see [`sealed_for`]).
+    Sealed(String),
+    /// Written before sealing.
+    Clear(Personal),
 }
 
 impl Event for AuthEvent {

@@ -11,7 +11,7 @@ pub mod user;
 pub mod username_claim;
 pub mod values;
 
-pub use events::{AuthEvent, Grant, Personal, Rejection};
+pub use events::{AuthEvent, Grant, Personal, Rejection, StoredPersonal, sealed_for};
 pub use user::{
     Account, THROTTLE_NOTE_EVERY, ToUser, USER_IDS_STREAM, User, UserCommand, user_stream,
 };

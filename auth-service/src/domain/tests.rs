@@ -46,40 +46,47 @@ fn usernames_are_nfkc_and_confusables_share_a_skeleton() {
     assert_ne!(username_skeleton("admin1"), username_skeleton("admin2"));
 }
 
+/// A claim of `name` for user `id`. The service MACs the name and the
+/// skeleton under the pepper; the rules only compare them, so the tests
+/// stand a readable tag in for each MAC.
+fn claim(name: &str, id: i64) -> ClaimUsername {
+    ClaimUsername {
+        skeleton: format!("mac({})", username_skeleton(name)),
+        name: format!("mac({})", normalize_username(name)),
+        user_id: UserId(id),
+    }
+}
+
+fn claimed(name: &str, id: i64) -> AuthEvent {
+    AuthEvent::UsernameClaimed {
+        name: format!("mac({})", normalize_username(name)),
+        user_id: UserId(id),
+    }
+}
+
 #[test]
 fn a_skeleton_is_claimed_once_and_again_only_by_the_same_name() {
-    let claim = |name: &str| ClaimUsername {
-        skeleton: username_skeleton(name),
-        username: name.to_owned(),
-    };
     given::<UsernameClaim>(vec![])
-        .when(claim("admin"))
-        .then(vec![AuthEvent::UsernameClaimed {
-            username: "admin".into(),
-        }]);
-    let claimed = || {
-        vec![AuthEvent::UsernameClaimed {
-            username: "admin".into(),
-        }]
-    };
-    given::<UsernameClaim>(claimed())
-        .when(claim("admin"))
+        .when(claim("admin", 1))
+        .then(vec![claimed("admin", 1)]);
+    // The same name again, by a retry or a racing registration: nothing
+    // to add, and it goes on as the user the claim holds.
+    given::<UsernameClaim>(vec![claimed("admin", 1)])
+        .when(claim("Admin", 2))
         .then(vec![]);
-    given::<UsernameClaim>(claimed())
-        .when(claim("\u{0430}dmin"))
+    let held = [claimed("admin", 1)]
+        .iter()
+        .fold(UsernameClaim::default(), UsernameClaim::evolve);
+    assert_eq!(held.holder_for(&claim("Admin", 2).name), Some(UserId(1)));
+    assert_eq!(held.holder_for(&claim("bob", 2).name), None);
+    given::<UsernameClaim>(vec![claimed("admin", 1)])
+        .when(claim("\u{0430}dmin", 3))
         .then_rejects(Rejection::UsernameTaken);
 }
 
 #[test]
 fn a_throttled_login_is_noted_once_a_minute_and_only_for_a_user() {
-    let registered = AuthEvent::UserRegistered {
-        user_id: UserId(7),
-        personal: Personal {
-            username: "ann".into(),
-            email: "ann@example.com".into(),
-            password_hash: "h".into(),
-        },
-    };
+    let registered = registered();
     let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
     let noted = AuthEvent::LoginThrottled {
         user_id: UserId(7),
@@ -159,17 +166,20 @@ fn grant() -> Grant {
     }
 }
 
-/// `command`, to the user the tests register (Alice).
+/// `command`, to the user the tests register (Alice, user 7).
 fn alice(command: UserCommand) -> ToUser {
-    command.to("alice")
+    command.to(user_stream(UserId(7)))
 }
+
+/// Alice's personal data, sealed (the service seals; the rules carry it).
+const SEALED: &str = "v1.sealed-by-the-service";
 
 fn register(grant: Grant) -> UserCommand {
     UserCommand::Register {
         user_id: UserId(7),
-        username: Username::parse("Alice").unwrap(),
-        email: Email::parse("a@example.com").unwrap(),
-        password_hash: "$argon2id$x".into(),
+        name: "mac(alice)".into(),
+        skeleton: "mac(skeleton of alice)".into(),
+        sealed: SEALED.into(),
         grant,
     }
 }
@@ -177,11 +187,9 @@ fn register(grant: Grant) -> UserCommand {
 fn registered() -> AuthEvent {
     AuthEvent::UserRegistered {
         user_id: UserId(7),
-        personal: Personal {
-            username: "Alice".into(),
-            email: "a@example.com".into(),
-            password_hash: "$argon2id$x".into(),
-        },
+        name: "mac(alice)".into(),
+        skeleton: "mac(skeleton of alice)".into(),
+        sealed: SEALED.into(),
     }
 }
 
@@ -289,26 +297,47 @@ fn revoked(g: &Grant) -> AuthEvent {
 }
 
 #[test]
-fn registration_records_the_name_and_address_as_given() {
+fn registration_records_the_macs_and_the_sealed_data_as_given() {
     let g = grant();
     let command = UserCommand::Register {
         user_id: UserId(9),
-        username: Username::parse("Zoë").unwrap(),
-        email: Email::parse("zoe@example.org").unwrap(),
-        password_hash: "$argon2id$z".into(),
+        name: "mac(zoë)".into(),
+        skeleton: "mac(zoe)".into(),
+        sealed: "v1.zoë-sealed".into(),
         grant: g,
     };
-    given::<User>([]).when(command.to("zoë")).then([
-        AuthEvent::UserRegistered {
-            user_id: UserId(9),
-            personal: Personal {
-                username: "Zoë".into(),
-                email: "zoe@example.org".into(),
-                password_hash: "$argon2id$z".into(),
+    given::<User>([])
+        .when(command.to(user_stream(UserId(9))))
+        .then([
+            AuthEvent::UserRegistered {
+                user_id: UserId(9),
+                name: "mac(zoë)".into(),
+                skeleton: "mac(zoe)".into(),
+                sealed: "v1.zoë-sealed".into(),
             },
+            issued(UserId(9), &g),
+        ]);
+}
+
+#[test]
+fn a_user_registered_before_sealing_is_a_user_as_any_other() {
+    let old = AuthEvent::UserRegisteredInClear {
+        user_id: UserId(3),
+        personal: Personal {
+            username: "Zoë".into(),
+            email: "zoe@example.org".into(),
+            password_hash: "$argon2id$z".into(),
         },
-        issued(UserId(9), &g),
-    ]);
+    };
+    let g = grant();
+    given::<User>([old.clone()])
+        .when(UserCommand::IssueToken(g).to("user-zoë"))
+        .then([issued(UserId(3), &g)]);
+    let state = [old].iter().fold(User::default(), User::evolve);
+    assert!(matches!(
+        &state.account().unwrap().personal,
+        StoredPersonal::Clear(p) if p.username == "Zoë"
+    ));
 }
 
 #[test]
@@ -396,30 +425,20 @@ fn a_throttled_login_is_noted_at_most_once_a_minute_after_the_last_note() {
 
 #[test]
 fn a_registered_name_claims_no_other_skeleton_again() {
-    let claim = ClaimUsername {
-        skeleton: username_skeleton("bob"),
-        username: "bob".into(),
-    };
-    given::<UsernameClaim>([AuthEvent::UsernameClaimed {
-        username: "bob".into(),
-    }])
-    .when(claim)
-    .then([]);
+    given::<UsernameClaim>([claimed("bob", 4)])
+        .when(claim("bob", 5))
+        .then([]);
 }
 
 #[test]
 fn each_user_and_skeleton_has_a_stream_of_its_own() {
-    let to = |name: &str| UserCommand::RevokeAllTokens.to(name);
-    assert_ne!(User::stream(&to("alice")), User::stream(&to("bob")));
-    assert_eq!(User::stream(&to("alice")), user_stream("alice"));
-    let claim = |name: &str| ClaimUsername {
-        skeleton: username_skeleton(name),
-        username: name.into(),
-    };
+    let to = |id: i64| UserCommand::RevokeAllTokens.to(user_stream(UserId(id)));
+    assert_ne!(User::stream(&to(1)), User::stream(&to(2)));
+    assert_eq!(User::stream(&to(7)), "user-7");
     // Look-alikes share the claim's stream: that is what makes one win.
     assert_eq!(
-        UsernameClaim::stream(&claim("admin")),
-        UsernameClaim::stream(&claim("\u{0430}dmin"))
+        UsernameClaim::stream(&claim("admin", 1)),
+        UsernameClaim::stream(&claim("\u{0430}dmin", 2))
     );
 }
 
@@ -439,15 +458,9 @@ fn only_registration_starts_a_users_stream_and_only_additions_commute() {
 
 #[test]
 fn a_free_skeleton_goes_to_whoever_claims_it_first() {
-    let claim = ClaimUsername {
-        skeleton: username_skeleton("bob"),
-        username: "bob".into(),
-    };
     given::<UsernameClaim>([])
-        .when(claim)
-        .then([AuthEvent::UsernameClaimed {
-            username: "bob".into(),
-        }]);
+        .when(claim("bob", 6))
+        .then([claimed("bob", 6)]);
 }
 
 #[test]
@@ -503,7 +516,7 @@ fn a_version_1_registration_reads_as_version_2_with_its_personal_fields_in_one_o
     let read = AuthEvent::from_recorded(&stored("UserRegistered", REGISTERED_V1)).unwrap();
     assert_eq!(
         read,
-        AuthEvent::UserRegistered {
+        AuthEvent::UserRegisteredInClear {
             user_id: UserId(2),
             personal: Personal {
                 username: "Zoë".into(),
@@ -530,13 +543,19 @@ fn a_version_1_registration_reads_as_version_2_with_its_personal_fields_in_one_o
 }
 
 #[test]
-fn a_new_registration_is_stored_as_version_2_and_reads_back_unchanged() {
+fn a_new_registration_is_stored_as_version_3_and_reads_back_unchanged() {
     use event_store::Event;
     let new = registered().to_new_event().unwrap();
-    assert_eq!(new.event_type, "UserRegistered.v2");
-    assert!(new.data.get().contains(r#""personal":{"username":"Alice""#));
+    assert_eq!(new.event_type, "UserRegistered.v3");
+    assert_eq!(
+        new.data.get(),
+        r#"{"type":"UserRegistered.v3","user_id":7,"name":"mac(alice)","skeleton":"mac(skeleton of alice)","sealed":"v1.sealed-by-the-service"}"#
+    );
     let read = AuthEvent::from_recorded(&stored(&new.event_type, new.data.get())).unwrap();
     assert_eq!(read, registered());
+    // A claim: the name's MAC and the user, no name.
+    let claim = claimed("alice", 7).to_new_event().unwrap();
+    assert_eq!(claim.event_type, "UsernameClaimed.v2");
 }
 
 #[test]

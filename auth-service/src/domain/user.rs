@@ -6,14 +6,16 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use event_sourcing::decider::Decider;
 
-use super::events::{AuthEvent, Grant, Personal, Rejection};
-use super::values::{Email, UserId, Username};
+use super::events::{AuthEvent, Grant, Rejection, StoredPersonal};
+use super::values::UserId;
 use crate::token::TokenDigest;
 
-/// The event stream of one user, keyed by the normalized username, so that
-/// appending its first event with `NoStream` claims the name.
-pub fn user_stream(normalized: &str) -> String {
-    format!("user-{normalized}")
+/// The event stream of one user, named by their id (no personal data in
+/// stream names). Users registered before sealing have streams named by
+/// their normalized username (`user-<name>`); the read model remembers
+/// each user's stream.
+pub fn user_stream(user: UserId) -> String {
+    format!("user-{user}")
 }
 
 /// The stream whose versions allocate user ids (see `event_store::ids`).
@@ -26,12 +28,13 @@ pub enum UserCommand {
     Register {
         /// A freshly allocated id.
         user_id: UserId,
-        /// The username.
-        username: Username,
-        /// The address.
-        email: Email,
-        /// argon2id PHC string of the password.
-        password_hash: String,
+        /// MAC of the normalized username.
+        name: String,
+        /// MAC of its skeleton.
+        skeleton: String,
+        /// The username, email and password hash, sealed (see
+        /// `AuthEvent::UserRegistered`).
+        sealed: String,
         /// The first token.
         grant: Grant,
     },
@@ -54,21 +57,20 @@ pub enum UserCommand {
     },
 }
 
-/// A command to one user, named by their normalized username, which names
-/// the user's stream.
+/// A command to one user, by their stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToUser {
-    /// The user's normalized username (see `normalize_username`).
-    pub user: String,
+    /// The user's stream ([`user_stream`], or an older user's `user-<name>`).
+    pub stream: String,
     /// What is asked of them.
     pub command: UserCommand,
 }
 
 impl UserCommand {
-    /// This command, to the user whose normalized username is `user`.
-    pub fn to(self, user: impl Into<String>) -> ToUser {
+    /// This command, to the user whose stream is `stream`.
+    pub fn to(self, stream: impl Into<String>) -> ToUser {
         ToUser {
-            user: user.into(),
+            stream: stream.into(),
             command: self,
         }
     }
@@ -83,16 +85,23 @@ pub const THROTTLE_NOTE_EVERY: chrono::TimeDelta = chrono::TimeDelta::minutes(1)
 pub struct Account {
     /// Its id.
     pub user_id: UserId,
-    /// As registered.
-    pub username: String,
-    /// As registered.
-    pub email: String,
-    /// argon2id PHC string.
-    pub password_hash: String,
+    /// The username, email and password hash.
+    pub personal: StoredPersonal,
     /// Tokens issued and not revoked, with their expiry.
     tokens: HashMap<TokenDigest, DateTime<Utc>>,
     /// When a throttled login was last noted.
     throttled_at: Option<DateTime<Utc>>,
+}
+
+impl Account {
+    fn new(user_id: UserId, personal: StoredPersonal) -> Self {
+        Self {
+            user_id,
+            personal,
+            tokens: HashMap::new(),
+            throttled_at: None,
+        }
+    }
 }
 
 /// One user's stream: the decider of registration and tokens.
@@ -130,7 +139,7 @@ impl Decider for User {
     type Rejection = Rejection;
 
     fn stream(c: &ToUser) -> String {
-        user_stream(&c.user)
+        c.stream.clone()
     }
 
     /// Registering starts the user's stream: appending its first event
@@ -145,20 +154,18 @@ impl Decider for User {
             (
                 UserCommand::Register {
                     user_id,
-                    username,
-                    email,
-                    password_hash,
+                    name,
+                    skeleton,
+                    sealed,
                     grant,
                 },
                 User::Unregistered,
             ) => Ok(vec![
                 AuthEvent::UserRegistered {
                     user_id: *user_id,
-                    personal: Personal {
-                        username: username.as_str().to_owned(),
-                        email: email.as_str().to_owned(),
-                        password_hash: password_hash.clone(),
-                    },
+                    name: name.clone(),
+                    skeleton: skeleton.clone(),
+                    sealed: sealed.clone(),
                 },
                 issued(*user_id, grant),
             ]),
@@ -207,15 +214,20 @@ impl Decider for User {
 
     fn evolve(state: User, event: &AuthEvent) -> User {
         match (state, event) {
-            (User::Unregistered, AuthEvent::UserRegistered { user_id, personal }) => {
-                User::Registered(Account {
-                    user_id: *user_id,
-                    username: personal.username.clone(),
-                    email: personal.email.clone(),
-                    password_hash: personal.password_hash.clone(),
-                    tokens: HashMap::new(),
-                    throttled_at: None,
-                })
+            (
+                User::Unregistered,
+                AuthEvent::UserRegistered {
+                    user_id, sealed, ..
+                },
+            ) => User::Registered(Account::new(
+                *user_id,
+                StoredPersonal::Sealed(sealed.clone()),
+            )),
+            (User::Unregistered, AuthEvent::UserRegisteredInClear { user_id, personal }) => {
+                User::Registered(Account::new(
+                    *user_id,
+                    StoredPersonal::Clear(personal.clone()),
+                ))
             }
             (User::Registered(mut a), event) => {
                 match event {
@@ -229,7 +241,10 @@ impl Decider for User {
                     }
                     AuthEvent::AllTokensRevoked { .. } => a.tokens.clear(),
                     AuthEvent::LoginThrottled { at, .. } => a.throttled_at = Some(*at),
-                    AuthEvent::UserRegistered { .. } | AuthEvent::UsernameClaimed { .. } => {}
+                    AuthEvent::UserRegistered { .. }
+                    | AuthEvent::UserRegisteredInClear { .. }
+                    | AuthEvent::UsernameClaimed { .. }
+                    | AuthEvent::UsernameClaimedInClear { .. } => {}
                 }
                 User::Registered(a)
             }

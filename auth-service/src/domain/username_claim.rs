@@ -3,21 +3,26 @@
 use event_sourcing::decider::Decider;
 
 use super::events::{AuthEvent, Rejection};
+use super::values::UserId;
 
-/// The stream that claims a username's skeleton: its first event names the
-/// one username that may register with that skeleton.
-pub fn claim_stream(skeleton: &str) -> String {
-    format!("username-{skeleton}")
+/// The stream that claims a username's skeleton, named by the skeleton's
+/// MAC: its first event names the one username (by MAC) that may register
+/// with that skeleton, and the user registering under it. (Claims written
+/// before sealing are named by the skeleton itself.)
+pub fn claim_stream(skeleton_mac: &str) -> String {
+    format!("username-{skeleton_mac}")
 }
 
-/// Claim a skeleton for a normalized username.
+/// Claim a skeleton for a username, for a user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimUsername {
-    /// The skeleton of the username (see `username_skeleton`): it names
-    /// the claim's stream.
+    /// MAC of the skeleton of the username (see `username_skeleton`): it
+    /// names the claim's stream.
     pub skeleton: String,
-    /// The normalized username.
-    pub username: String,
+    /// MAC of the normalized username.
+    pub name: String,
+    /// The user registering.
+    pub user_id: UserId,
 }
 
 /// A claim stream: which username holds a skeleton. Registration claims the
@@ -29,8 +34,29 @@ pub enum UsernameClaim {
     /// Nobody holds it.
     #[default]
     Free,
-    /// This normalized username holds it.
-    ClaimedBy(String),
+    /// This username (its MAC) holds it, for this user.
+    ClaimedBy {
+        /// MAC of the normalized username.
+        name: String,
+        /// The user it was claimed for.
+        user_id: UserId,
+    },
+}
+
+impl UsernameClaim {
+    /// The user a registration of the username `name` (a MAC) goes on as:
+    /// the one the claim was made for (a registration retried after a
+    /// crash between its claim and its user takes over that id; of two
+    /// racing ones, only one can then create the user).
+    pub fn holder_for(&self, name: &str) -> Option<UserId> {
+        match self {
+            Self::ClaimedBy {
+                name: held,
+                user_id,
+            } if held == name => Some(*user_id),
+            _ => None,
+        }
+    }
 }
 
 impl Decider for UsernameClaim {
@@ -52,20 +78,23 @@ impl Decider for UsernameClaim {
     fn decide(command: &ClaimUsername, state: &Self) -> Result<Vec<AuthEvent>, Rejection> {
         match state {
             Self::Free => Ok(vec![AuthEvent::UsernameClaimed {
-                username: command.username.clone(),
+                name: command.name.clone(),
+                user_id: command.user_id,
             }]),
-            // The same name again (a registration retried after a crash
-            // between its two appends): already claimed, nothing to add.
-            Self::ClaimedBy(holder) if *holder == command.username => Ok(vec![]),
-            Self::ClaimedBy(_) => Err(Rejection::UsernameTaken),
+            // The same name again (a registration retried, or racing):
+            // already claimed, nothing to add; it goes on as the holder
+            // (see `holder_for`).
+            Self::ClaimedBy { name, .. } if *name == command.name => Ok(vec![]),
+            Self::ClaimedBy { .. } => Err(Rejection::UsernameTaken),
         }
     }
 
     fn evolve(state: Self, event: &AuthEvent) -> Self {
         match (state, event) {
-            (Self::Free, AuthEvent::UsernameClaimed { username }) => {
-                Self::ClaimedBy(username.clone())
-            }
+            (Self::Free, AuthEvent::UsernameClaimed { name, user_id }) => Self::ClaimedBy {
+                name: name.clone(),
+                user_id: *user_id,
+            },
             (state, _) => state,
         }
     }

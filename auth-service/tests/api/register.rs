@@ -14,7 +14,70 @@ crate::on_every_backend!(
     names_a_reader_could_confuse_are_taken,
     concurrent_confusable_names_yield_one_user,
     a_keyed_registration_keeps_its_token_sealed_not_in_the_clear,
+    a_registration_leaves_no_personal_data_in_the_log,
 );
+
+/// Every stream name, type, payload and metadata of the log, for users
+/// registered (one with an idempotency key), logged in, failing a login and
+/// logged out: no username (as given, normalized or skeleton), no email
+/// and no password hash, in any case; yet the answers still carry them.
+async fn a_registration_leaves_no_personal_data_in_the_log(loc: Location) {
+    let app = TestApp::start(&loc).await;
+    let mut request = tonic::Request::new(proto::auth::RegisterRequest {
+        username: "Zoë_Unique".into(),
+        email: "Zoe.Unique@Example.org".into(),
+        password: "password123".into(),
+    });
+    request
+        .metadata_mut()
+        .insert("idempotency-key", "k-zoe".parse().unwrap());
+    let session = app
+        .client
+        .clone()
+        .register(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let user = session.user.unwrap();
+    assert_eq!(
+        (user.username.as_str(), user.email.as_str()),
+        ("Zoë_Unique", "Zoe.Unique@Example.org")
+    );
+    app.register("Ω_Other", "other@example.net", "password456")
+        .await
+        .unwrap();
+    let again = app.login("zoë_unique", "password123").await.unwrap();
+    assert_eq!(again.user.unwrap().username, "Zoë_Unique");
+    assert!(app.login("zoë_unique", "wrong-password").await.is_err());
+    app.logout(&again.token).await.unwrap();
+    let me = app.authenticate(&session.token).await.unwrap();
+    assert_eq!(me.email, "Zoe.Unique@Example.org");
+
+    let store = event_store::open(loc.url()).await.unwrap();
+    let events = store.read_all(1, 1000).await.unwrap();
+    assert!(events.len() >= 6, "{}", events.len());
+    let personal = [
+        "zoë_unique",
+        "zoe_unique",
+        "zoe.unique@example.org",
+        "ω_other",
+        "other@example.net",
+        "$argon2",
+    ];
+    for e in &events {
+        let all = format!(
+            "{} {} {} {}",
+            e.stream,
+            e.event_type,
+            e.data.get(),
+            e.metadata.get()
+        )
+        .to_lowercase();
+        for p in personal {
+            assert!(!all.contains(p), "{p:?} in the log: {all}");
+        }
+    }
+}
 
 async fn registration_returns_the_user_and_a_working_token(loc: Location) {
     let app = TestApp::start(&loc).await;

@@ -88,6 +88,8 @@ fn snapshot_figures<M: Snapshot>(model: &M, path: &Path) {
     );
 }
 
+use auth_service::seal;
+
 fn main() {
     let args = Args::parse();
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -144,14 +146,22 @@ fn main() {
     let users = (args.tokens / 4).max(1);
     let before = rss();
     let mut auth = AuthView::default();
+    // As registrations are stored since sealing: MACs and a sealed blob.
+    let pepper = auth_service::seal::Pepper::new(seal::DataKey::random().expect("random"));
+    let key = seal::DataKey::random().expect("random");
     for user_id in 1..=users as i64 {
+        let id = auth_service::domain::UserId(user_id);
+        let personal = auth_service::domain::Personal {
+            username: format!("user{user_id}"),
+            email: format!("user{user_id}@example.com"),
+            password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1${}", "x".repeat(65)),
+        };
+        let json = serde_json::to_vec(&personal).expect("serializes");
         let event = AuthEvent::UserRegistered {
-            user_id: auth_service::domain::UserId(user_id),
-            personal: auth_service::domain::Personal {
-                username: format!("user{user_id}"),
-                email: format!("user{user_id}@example.com"),
-                password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1${}", "x".repeat(65)),
-            },
+            user_id: id,
+            name: pepper.mac("name", &personal.username),
+            skeleton: pepper.mac("skeleton", &personal.username),
+            sealed: seal::seal(&key, &auth_service::domain::sealed_for(id), &json).expect("seals"),
         };
         auth.apply(event, &at);
     }
