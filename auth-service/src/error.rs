@@ -35,6 +35,12 @@ pub enum AuthError {
     /// The token is unknown, revoked, expired or malformed.
     #[error("invalid token")]
     InvalidToken,
+    /// The account was stored before personal data was sealed: it cannot
+    /// be erased until the store is upgraded (see README).
+    #[error(
+        "this account was stored before personal data was sealed; the store must be upgraded before it can be erased"
+    )]
+    NotSealed,
     /// The change committed but this instance has not applied it in time.
     #[error(transparent)]
     NotYetApplied(#[from] NotApplied),
@@ -155,6 +161,10 @@ impl From<AuthError> for Status {
                 tracing::error!(error = %e, "password hashing failure");
                 Status::internal("internal error")
             }
+            AuthError::NotSealed => Status::failed_precondition(
+                "this account was stored before personal data was sealed; \
+                 the store must be upgraded before it can be erased",
+            ),
             AuthError::Keys(e) => {
                 tracing::error!(error = %e, "key table failure");
                 Status::unavailable("storage unavailable")

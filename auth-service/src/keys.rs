@@ -306,6 +306,42 @@ impl Keyring {
         }
     }
 
+    /// Destroys the keys of every user in `users` (those already gone are
+    /// skipped), in one statement.
+    pub async fn destroy_all(&self, users: &[UserId]) -> Result<()> {
+        for user in users {
+            self.forget(*user);
+        }
+        let ids: Vec<i64> = users.iter().map(|u| u.0).collect();
+        match &self.table {
+            Table::Sqlite(conn) => {
+                let conn = conn.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                    let tx = conn.transaction().map_err(table_err)?;
+                    for id in ids {
+                        tx.execute("DELETE FROM user_keys WHERE user_id = ?1", params![id])
+                            .map_err(table_err)?;
+                    }
+                    tx.commit().map_err(table_err)
+                })
+                .await
+                .map_err(table_err)?
+            }
+            Table::Postgres(pool) => {
+                let client = pool.get().await.map_err(table_err)?;
+                client
+                    .execute(
+                        "DELETE FROM auth_user_keys WHERE user_id = ANY($1)",
+                        &[&ids],
+                    )
+                    .await
+                    .map_err(table_err)?;
+                Ok(())
+            }
+        }
+    }
+
     /// Drops `user`'s key from this process's memory (another replica
     /// destroyed it).
     pub fn forget(&self, user: UserId) {

@@ -69,6 +69,42 @@ pub struct Application {
     listener: GrpcListener,
     service: AuthGrpc,
     view: Arc<Projection<AuthView>>,
+    /// Follows erasures made through other replicas (see [`follow_erasures`]).
+    erasures: tokio::task::JoinHandle<()>,
+}
+
+/// How often a replica looks for erasures made elsewhere.
+const ERASURES_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// On every replica, once its read model has applied an erasure made
+/// anywhere: the erased users' keys leave this process's memory, and its
+/// snapshot is rewritten without them. Runs until the service stops (or
+/// its read model is dropped).
+async fn follow_erasures(view: std::sync::Weak<Projection<AuthView>>, keyring: Arc<Keyring>) {
+    let Some(mut seen) = view.upgrade().map(|v| v.read().erased().len()) else {
+        return;
+    };
+    let mut every = tokio::time::interval(ERASURES_EVERY);
+    loop {
+        every.tick().await;
+        let Some(view) = view.upgrade() else { return };
+        let erased = view
+            .read()
+            .erased()
+            .get(seen..)
+            .unwrap_or_default()
+            .to_vec();
+        if erased.is_empty() {
+            continue;
+        }
+        seen += erased.len();
+        for user in erased {
+            keyring.forget(user);
+        }
+        if let Err(e) = view.save_snapshot().await {
+            tracing::error!(error = %e, "cannot rewrite the snapshot after an erasure");
+        }
+    }
 }
 
 impl platform::grpc::Served for Application {
@@ -115,14 +151,17 @@ impl Application {
         )
         .await?;
         let view = Arc::new(view);
+        let keyring = Arc::new(keyring);
         let service = AuthGrpc::new(
             store.clone(),
             view.clone(),
             hasher,
             throttle,
             config.token_ttl(),
-            (pepper, Arc::new(keyring)),
+            (pepper, keyring.clone()),
         );
+        service.destroy_erased_keys().await?;
+        let erasures = tokio::spawn(follow_erasures(Arc::downgrade(&view), keyring));
         let mut listener =
             GrpcListener::bind(config.auth_listen, config.auth_metrics_listen.0).await?;
         listener.add_metrics(Arc::new(view.metrics_source("auth", store.clone())));
@@ -130,6 +169,7 @@ impl Application {
             listener,
             service,
             view,
+            erasures,
         })
     }
 
@@ -147,6 +187,7 @@ impl Application {
         let service = AuthServiceServer::new(self.service)
             .max_decoding_message_size(platform::grpc::MAX_REQUEST_BYTES);
         self.listener.serve(service, shutdown).await?;
+        self.erasures.abort();
         self.view.close().await;
         Ok(())
     }

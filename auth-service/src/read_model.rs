@@ -90,6 +90,10 @@ pub struct AuthView {
     keyed: KeyedIndex<Registration>,
     /// What each user's account did, oldest first ("my activity").
     activity: Histories<UserId>,
+    /// Users erased, in the order they were (ids only): their keys are
+    /// destroyed again at each start, in case a process died between the
+    /// erasure and the key's destruction.
+    erased: Vec<UserId>,
 }
 
 /// What a user's account did, as their activity keeps it.
@@ -117,7 +121,10 @@ impl AccountActivity {
             AuthEvent::TokenRevoked { user_id, .. } => (*user_id, Self::LoggedOut),
             AuthEvent::AllTokensRevoked { user_id } => (*user_id, Self::LoggedOutAll),
             AuthEvent::LoginThrottled { user_id, .. } => (*user_id, Self::Throttled),
-            AuthEvent::UsernameClaimed { .. } | AuthEvent::UsernameClaimedInClear { .. } => {
+            AuthEvent::UserErased { .. }
+            | AuthEvent::UsernameReleased { .. }
+            | AuthEvent::UsernameClaimed { .. }
+            | AuthEvent::UsernameClaimedInClear { .. } => {
                 return None;
             }
         })
@@ -194,6 +201,32 @@ impl AuthView {
             return None;
         }
         self.by_id.get(&t.user_id)
+    }
+
+    /// Drops everything about an erased user: record, names, tokens,
+    /// activity, keyed registrations. (The name maps are scanned: an
+    /// erasure is rare.)
+    fn forget(&mut self, user: UserId) {
+        self.by_id.remove(&user);
+        for names in [
+            &mut self.by_name,
+            &mut self.by_skeleton,
+            &mut self.by_name_mac,
+            &mut self.by_skeleton_mac,
+        ] {
+            names.retain(|_, id| *id != user);
+        }
+        for digest in self.tokens_of.remove(&user).unwrap_or_default() {
+            self.tokens.remove(&digest);
+        }
+        self.activity.forget(user);
+        self.keyed.retain(|r| r.user_id != user);
+        self.erased.push(user);
+    }
+
+    /// The users erased so far, oldest first.
+    pub fn erased(&self) -> &[UserId] {
+        &self.erased
     }
 
     /// How many users exist.
@@ -316,7 +349,9 @@ impl AuthView {
                     self.tokens.remove(&digest);
                 }
             }
+            AuthEvent::UserErased { user_id } => self.forget(user_id),
             AuthEvent::UsernameClaimed { .. }
+            | AuthEvent::UsernameReleased { .. }
             | AuthEvent::UsernameClaimedInClear { .. }
             | AuthEvent::LoginThrottled { .. } => {}
         }
@@ -330,8 +365,8 @@ impl Snapshot for AuthView {
     /// user are no longer written, but rebuilt.)
     /// 3: users without their password hash (the login reads it from the
     /// user's stream; the view never needed it), and each user's activity.
-    /// 5: sealed profiles, users' streams, names by MAC.
-    const VERSION: u32 = 5;
+    /// 5: sealed profiles, users' streams, names by MAC. 6: erased users.
+    const VERSION: u32 = 6;
 
     fn encode(&self, out: &mut Encoder<'_>) {
         out.count(self.by_id.len());
@@ -389,6 +424,10 @@ impl Snapshot for AuthView {
             out.str(&serde_json::Value::Object(k.created.sealed.clone()).to_string());
         }
         self.activity.encode(out);
+        out.count(self.erased.len());
+        for id in &self.erased {
+            out.i64(*id);
+        }
     }
 
     fn decode(input: &mut Decoder<'_>) -> Result<Self, Damaged> {
@@ -456,6 +495,9 @@ impl Snapshot for AuthView {
             );
         }
         view.activity = Histories::decode(input)?;
+        for _ in 0..input.count(8)? {
+            view.erased.push(input.id()?);
+        }
         Ok(view)
     }
 }
@@ -569,6 +611,16 @@ mod tests {
             },
         };
         users.apply_in(bob, "user-bob", t0);
+        // Cy registered, logged in, and was erased.
+        let cy = AuthEvent::UserRegistered {
+            user_id: UserId(3),
+            name: "mac(cy)".into(),
+            skeleton: "mac(skeleton of cy)".into(),
+            sealed: "v1.cy-sealed".into(),
+        };
+        users.apply_in(cy, "user-3", t0);
+        issue(&mut users, UserId(3), 7, t0, TimeDelta::days(1));
+        users.apply_in(AuthEvent::UserErased { user_id: UserId(3) }, "user-3", t0);
         let minute = TimeDelta::minutes(1);
         issue(&mut users, UserId(1), 1, t0, minute);
         issue(&mut users, UserId(2), 2, t0, TimeDelta::days(1));
@@ -592,6 +644,22 @@ mod tests {
             },
         );
         users
+    }
+
+    #[test]
+    fn an_erased_user_leaves_nothing_but_their_id() {
+        let users = fixed_history();
+        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        assert!(users.user(UserId(3)).is_none());
+        assert!(users.by_username("cy", "mac(cy)").is_none());
+        assert!(!users.confusable(("cy", "mac(skeleton of cy)"), ("cy2", "mac(cy2)")));
+        assert!(users.by_token(&digest(7), now).is_none());
+        assert_eq!(users.activity(UserId(3), None), (vec![], 0));
+        assert_eq!(users.erased(), &[UserId(3)]);
+        // The others are untouched.
+        assert!(users.user(UserId(1)).is_some() && users.user(UserId(2)).is_some());
+        let back = AuthView::from_bytes(&users.to_bytes()).unwrap();
+        assert_eq!(back.erased(), &[UserId(3)]);
     }
 
     #[test]
@@ -634,17 +702,17 @@ mod tests {
         assert!(!back.tokens_of.contains_key(&UserId(2)));
     }
 
-    /// Pins what version 5 of the projection makes of a fixed history.
+    /// Pins what version 6 of the projection makes of a fixed history.
     /// When this fails, you changed `apply` or the encoding: bump
     /// `AuthView::VERSION` (old snapshots are then ignored, not misread)
     /// and update the digest.
     #[test]
     fn the_snapshot_encoding_is_pinned() {
         use sha2::Digest;
-        assert_eq!(AuthView::VERSION, 5);
+        assert_eq!(AuthView::VERSION, 6);
         assert_eq!(
             hex::encode(sha2::Sha256::digest(fixed_history().to_bytes())),
-            "dd0e20e52f4a974d859744cd57e1817b8d6772c56f08c9cf788c9d710d26f38e"
+            "a3b2db939566b14d5d78a074c36b20cc1a769f1d44f799b383e29c2242c35414"
         );
     }
 }

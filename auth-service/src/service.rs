@@ -14,10 +14,10 @@ use event_store::{EventStore, EventStoreError};
 use platform::CheckUnavailable;
 use proto::auth::auth_service_server::AuthService;
 use proto::auth::{
-    Activity, ActivityKind, AuthenticateRequest, AuthenticateResponse, GetAccountRequest,
-    GetAccountResponse, ListActivityRequest, ListActivityResponse, LoginRequest, LoginResponse,
-    LogoutAllRequest, LogoutAllResponse, LogoutRequest, LogoutResponse, RegisterRequest,
-    RegisterResponse, Session, User as UserMessage,
+    Activity, ActivityKind, AuthenticateRequest, AuthenticateResponse, EraseAccountRequest,
+    EraseAccountResponse, GetAccountRequest, GetAccountResponse, ListActivityRequest,
+    ListActivityResponse, LoginRequest, LoginResponse, LogoutAllRequest, LogoutAllResponse,
+    LogoutRequest, LogoutResponse, RegisterRequest, RegisterResponse, Session, User as UserMessage,
 };
 use tonic::{Request, Response, Status};
 
@@ -189,6 +189,7 @@ impl AuthGrpc {
                 skeleton: skeleton.clone(),
                 name: name.clone(),
                 user_id: allocated,
+                release: false,
             };
             decider::execute::<UsernameClaim>(&*self.store, &claim, None).await?;
             let user_id = self.claimed(&claim).await?;
@@ -474,6 +475,70 @@ impl AuthGrpc {
             .await
     }
 
+    /// Erases `token`'s user, who confirms with `password` (counted as a
+    /// login from `client`). In order, each step safe to repeat: the
+    /// `UserErased` event (their tokens refused from then on, on every
+    /// replica, and the read models drop them); their key destroyed (a
+    /// process dying before this is covered at the next start, see
+    /// [`AuthGrpc::destroy_erased_keys`]); their name's claim released; the
+    /// throttle's records of them deleted; this replica's snapshot
+    /// rewritten (the others rewrite theirs as they apply the event).
+    async fn erase(&self, token: &str, password: String, client: &str) -> Result<UserId> {
+        let digest = token::parse(token).ok_or(AuthError::InvalidToken)?;
+        let user = live_user(&self.view, &digest, UserRecord::clone).await?;
+        let user = user.ok_or(AuthError::InvalidToken)?;
+        if matches!(user.profile, Profile::Clear { .. }) {
+            return Err(AuthError::NotSealed);
+        }
+        let command = UserCommand::Erase.to(user.stream.clone());
+        let loaded = decider::load::<User>(&*self.store, &command).await?;
+        let account = loaded.state.account().ok_or(AuthError::InvalidToken)?;
+        let personal = self.personal(user.id, &account.personal).await?;
+        let personal = personal.ok_or(AuthError::InvalidToken)?;
+        let (normalized, password) =
+            parse_login(&personal.username, password).map_err(AuthError::Invalid)?;
+        let normalized = normalize_username(&normalized);
+        let attempt = self.throttle.reserve(&normalized, client).await?;
+        let hash = Some(personal.password_hash.clone());
+        if !self.hasher.verify(password, hash).await? {
+            tracing::warn!(
+                user = self.pseudonym(&normalized),
+                client,
+                "erasure refused: wrong password"
+            );
+            attempt.failed().await?;
+            return Err(AuthError::IncorrectCredentials);
+        }
+        attempt.succeeded().await?;
+        self.execute(&command, loaded).await?;
+        self.keyring.destroy(user.id).await?;
+        let (name, skeleton) = self.macs(&personal.username);
+        let release = ClaimUsername {
+            skeleton,
+            name,
+            user_id: user.id,
+            release: true,
+        };
+        decider::execute::<UsernameClaim>(&*self.store, &release, None).await?;
+        self.throttle.forget(&normalized).await?;
+        if let Err(e) = self.view.save_snapshot().await {
+            tracing::error!(error = %e, "cannot rewrite the snapshot after an erasure");
+        }
+        tracing::info!(user_id = %user.id, "user erased");
+        Ok(user.id)
+    }
+
+    /// Destroys the keys of every user the view knows to be erased (a
+    /// process may have died between an erasure's event and its key's
+    /// destruction): at start, one statement.
+    pub async fn destroy_erased_keys(&self) -> Result<()> {
+        let erased = self.view.read().erased().to_vec();
+        if !erased.is_empty() {
+            self.keyring.destroy_all(&erased).await?;
+        }
+        Ok(())
+    }
+
     /// Runs a command on the stream of `token`'s user.
     async fn revoke(
         &self,
@@ -574,6 +639,16 @@ impl AuthService for AuthGrpc {
             user: Some(self.user_message(&user).await?),
             date_joined: Some(proto::timestamp_micros(user.joined.timestamp_micros())),
         }))
+    }
+
+    async fn erase_account(
+        &self,
+        request: Request<EraseAccountRequest>,
+    ) -> Result<Response<EraseAccountResponse>, Status> {
+        let client = platform::client_address(&request);
+        let r = request.into_inner();
+        self.erase(&r.token, r.password, &client).await?;
+        Ok(Response::new(EraseAccountResponse {}))
     }
 
     async fn logout_all(

@@ -187,6 +187,9 @@ trait Books: Send + Sync {
     ) -> Result<Result<(), Duration>>;
     /// Applies [`settle`] to the records of `keys`, atomically.
     async fn settle(&self, keys: &Keys, failed: bool, now: DateTime<Utc>) -> Result<()>;
+    /// Deletes every record of the user whose key is `user` (`u:<mac>`)
+    /// and of their addresses (`c:<mac>:…`).
+    async fn forget(&self, user: &str) -> Result<()>;
 }
 
 /// The books in this process's memory.
@@ -229,6 +232,13 @@ impl Books for MemoryBooks {
 
     async fn settle(&self, keys: &Keys, failed: bool, now: DateTime<Utc>) -> Result<()> {
         self.with_two(keys, now, |c, u| settle(c, u, failed, now));
+        Ok(())
+    }
+
+    async fn forget(&self, user: &str) -> Result<()> {
+        let clients = format!("c{}:", &user[1..]);
+        let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        records.retain(|key, _| key != user && !key.starts_with(&clients));
         Ok(())
     }
 }
@@ -394,6 +404,21 @@ impl Books for PostgresBooks {
         self.with_two(keys, move |c, u| settle(c, u, failed, now))
             .await
     }
+
+    async fn forget(&self, user: &str) -> Result<()> {
+        // `u:<mac>` and `c:<mac>:<client mac>`: MACs are hex, so the
+        // pattern has no LIKE wildcard in it.
+        let clients = format!("c{}:%", &user[1..]);
+        let client = self.pool.get().await.map_err(db_err)?;
+        client
+            .execute(
+                "DELETE FROM login_throttle WHERE key = $1 OR key LIKE $2",
+                &[&user, &clients],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
 }
 
 fn is_postgres(store_url: &str) -> bool {
@@ -514,6 +539,13 @@ impl LoginThrottle {
             per_user: limits.per_user.max(limits.per_client).max(1),
             ..limits
         }
+    }
+
+    /// Forgets every record of the username `user` (normalized), from
+    /// every address: an erased account leaves nothing here.
+    pub async fn forget(&self, user: &str) -> Result<()> {
+        let keys = Keys::new(&self.pepper, user, "");
+        self.books.forget(&keys.user).await
     }
 
     /// Reserves an attempt to log in as `user` from `client`, or answers
@@ -668,6 +700,28 @@ mod tests {
             .unwrap();
         assert!(wait_of(target.reserve("ada", "ip").await) > 0);
         assert!(target.reserve("bob", "ip").await.is_ok());
+        // An erased user's records go, from every address.
+        source
+            .reserve("bob", "ip2")
+            .await
+            .unwrap()
+            .failed()
+            .await
+            .unwrap();
+        source.forget("ada").await.unwrap();
+        let attempt = source
+            .reserve("ada", "ip")
+            .await
+            .expect("ada's books are gone");
+        attempt.succeeded().await.unwrap();
+        let count = async || -> i64 {
+            let client = pool.get().await.unwrap();
+            let row = client.query_one("SELECT count(*) FROM login_throttle", &[]);
+            row.await.unwrap().get(0)
+        };
+        assert_eq!(count().await, 4, "bob's two, and ada's new two");
+        source.forget("ada").await.unwrap();
+        assert_eq!(count().await, 2, "bob's two");
         // Run again (as after a crash): the same two, overwritten.
         assert_eq!(
             copy_books(from.url(), to.url()).await.unwrap(),

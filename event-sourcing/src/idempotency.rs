@@ -173,6 +173,12 @@ impl<T> KeyedIndex<T> {
         self.by_event.insert(event_id, keyed);
     }
 
+    /// Keeps only the records whose creation `keep` accepts (an erased
+    /// user's records go with them).
+    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        self.by_event.retain(|_, k| keep(&k.created));
+    }
+
     /// How many keyed commands are indexed.
     pub fn len(&self) -> usize {
         self.by_event.len()

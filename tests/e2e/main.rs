@@ -7,6 +7,7 @@
 
 mod accounts;
 mod activity;
+mod erasure;
 mod hardening;
 mod helpers;
 mod movies;

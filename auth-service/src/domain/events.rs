@@ -82,6 +82,19 @@ pub enum AuthEvent {
         /// The user registering under it.
         user_id: UserId,
     },
+    /// The user was erased: their key is destroyed, so whatever was sealed
+    /// under it is noise; their tokens are refused and their name is free.
+    /// Last event of the user's stream. Ids only.
+    UserErased {
+        /// The user.
+        user_id: UserId,
+    },
+    /// The username a claim held is free again (its user was erased): the
+    /// skeleton may be claimed anew in the same stream.
+    UsernameReleased {
+        /// The user the claim was made for.
+        user_id: UserId,
+    },
     /// A claim written before personal data was sealed (stream
     /// `username-<skeleton>`): read, never written any more.
     #[serde(rename = "UsernameClaimed")]

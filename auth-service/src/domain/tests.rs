@@ -54,6 +54,7 @@ fn claim(name: &str, id: i64) -> ClaimUsername {
         skeleton: format!("mac({})", username_skeleton(name)),
         name: format!("mac({})", normalize_username(name)),
         user_id: UserId(id),
+        release: false,
     }
 }
 
@@ -572,4 +573,50 @@ fn a_version_1_registration_without_its_fields_is_refused_saying_why() {
         r#"{"type":"UserRegistered","user_id":2,"username":7,"email":"e","password_hash":"h"}"#;
     let e = AuthEvent::from_recorded(&stored("UserRegistered", numeric)).unwrap_err();
     assert!(e.to_string().contains("username is not text"), "{e}");
+}
+
+#[test]
+fn an_erased_user_is_asked_nothing_more() {
+    let g = grant();
+    given::<User>([registered(), issued(UserId(7), &g)])
+        .when(alice(UserCommand::Erase))
+        .then([AuthEvent::UserErased { user_id: UserId(7) }]);
+    let erased = || [registered(), AuthEvent::UserErased { user_id: UserId(7) }];
+    given::<User>(erased())
+        .when(alice(UserCommand::IssueToken(grant())))
+        .then_rejects(Rejection::InvalidToken);
+    given::<User>(erased())
+        .when(alice(UserCommand::Erase))
+        .then_rejects(Rejection::InvalidToken);
+    given::<User>(erased())
+        .when(alice(register(grant())))
+        .then_rejects(Rejection::UsernameTaken);
+    given::<User>([])
+        .when(alice(UserCommand::Erase))
+        .then_rejects(Rejection::InvalidToken);
+}
+
+#[test]
+fn a_released_name_is_free_for_anyone_again() {
+    let release = |name: &str, id: i64| ClaimUsername {
+        release: true,
+        ..claim(name, id)
+    };
+    let released = AuthEvent::UsernameReleased { user_id: UserId(1) };
+    given::<UsernameClaim>([claimed("admin", 1)])
+        .when(release("admin", 1))
+        .then([released.clone()]);
+    // Only its holder releases it; a second release adds nothing.
+    given::<UsernameClaim>([claimed("admin", 1)])
+        .when(release("admin", 2))
+        .then([]);
+    given::<UsernameClaim>([claimed("admin", 1), released.clone()])
+        .when(release("admin", 1))
+        .then([]);
+    // Free again: a new user, even a look-alike, takes it.
+    given::<UsernameClaim>([claimed("admin", 1), released])
+        .when(claim("\u{0430}dmin", 8))
+        .then([claimed("\u{0430}dmin", 8)]);
+    assert!(UsernameClaim::starts_stream(&claim("a", 1)));
+    assert!(!UsernameClaim::starts_stream(&release("a", 1)));
 }

@@ -49,6 +49,8 @@ pub enum UserCommand {
     },
     /// Revoke every token of the user.
     RevokeAllTokens,
+    /// Erase the user (the caller has checked the password).
+    Erase,
     /// Note that a login was refused as throttled at `now` (nothing, if
     /// one was noted less than [`THROTTLE_NOTE_EVERY`] before).
     NoteThrottled {
@@ -112,13 +114,15 @@ pub enum User {
     Unregistered,
     /// The user exists.
     Registered(Account),
+    /// The user was erased: nothing is asked of them any more.
+    Erased,
 }
 
 impl User {
     /// The account, if registered.
     pub fn account(&self) -> Option<&Account> {
         match self {
-            Self::Unregistered => None,
+            Self::Unregistered | Self::Erased => None,
             Self::Registered(a) => Some(a),
         }
     }
@@ -150,7 +154,13 @@ impl Decider for User {
 
     fn decide(c: &ToUser, state: &User) -> Result<Vec<AuthEvent>, Rejection> {
         match (&c.command, state) {
-            (UserCommand::Register { .. }, User::Registered(_)) => Err(Rejection::UsernameTaken),
+            (UserCommand::Register { .. }, User::Registered(_) | User::Erased) => {
+                Err(Rejection::UsernameTaken)
+            }
+            (_, User::Erased) => Err(Rejection::InvalidToken),
+            (UserCommand::Erase, User::Registered(a)) => {
+                Ok(vec![AuthEvent::UserErased { user_id: a.user_id }])
+            }
             (
                 UserCommand::Register {
                     user_id,
@@ -229,6 +239,7 @@ impl Decider for User {
                     StoredPersonal::Clear(personal.clone()),
                 ))
             }
+            (User::Registered(_), AuthEvent::UserErased { .. }) => User::Erased,
             (User::Registered(mut a), event) => {
                 match event {
                     AuthEvent::TokenIssued {
@@ -243,7 +254,9 @@ impl Decider for User {
                     AuthEvent::LoginThrottled { at, .. } => a.throttled_at = Some(*at),
                     AuthEvent::UserRegistered { .. }
                     | AuthEvent::UserRegisteredInClear { .. }
+                    | AuthEvent::UserErased { .. }
                     | AuthEvent::UsernameClaimed { .. }
+                    | AuthEvent::UsernameReleased { .. }
                     | AuthEvent::UsernameClaimedInClear { .. } => {}
                 }
                 User::Registered(a)

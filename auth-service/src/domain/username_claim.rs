@@ -13,7 +13,7 @@ pub fn claim_stream(skeleton_mac: &str) -> String {
     format!("username-{skeleton_mac}")
 }
 
-/// Claim a skeleton for a username, for a user.
+/// Claim a skeleton for a username, for a user; or give it up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimUsername {
     /// MAC of the skeleton of the username (see `username_skeleton`): it
@@ -21,8 +21,10 @@ pub struct ClaimUsername {
     pub skeleton: String,
     /// MAC of the normalized username.
     pub name: String,
-    /// The user registering.
+    /// The user registering (or erased).
     pub user_id: UserId,
+    /// Give the claim up (its user is erased) instead of taking it.
+    pub release: bool,
 }
 
 /// A claim stream: which username holds a skeleton. Registration claims the
@@ -70,12 +72,22 @@ impl Decider for UsernameClaim {
     }
 
     /// Most skeletons are claimed once: assume a new stream (if it exists,
-    /// the append conflicts and the claim is read then).
-    fn starts_stream(_: &ClaimUsername) -> bool {
-        true
+    /// the append conflicts and the claim is read then). A release reads it.
+    fn starts_stream(c: &ClaimUsername) -> bool {
+        !c.release
     }
 
     fn decide(command: &ClaimUsername, state: &Self) -> Result<Vec<AuthEvent>, Rejection> {
+        if command.release {
+            // Only the user holding it gives it up; anything else: nothing
+            // to do (released already, or claimed anew since).
+            return Ok(match state {
+                Self::ClaimedBy { user_id, .. } if *user_id == command.user_id => {
+                    vec![AuthEvent::UsernameReleased { user_id: *user_id }]
+                }
+                _ => vec![],
+            });
+        }
         match state {
             Self::Free => Ok(vec![AuthEvent::UsernameClaimed {
                 name: command.name.clone(),
@@ -95,6 +107,11 @@ impl Decider for UsernameClaim {
                 name: name.clone(),
                 user_id: *user_id,
             },
+            (Self::ClaimedBy { user_id, .. }, AuthEvent::UsernameReleased { user_id: freed })
+                if user_id == *freed =>
+            {
+                Self::Free
+            }
             (state, _) => state,
         }
     }

@@ -42,6 +42,11 @@ impl<U: Ord + Copy + Into<i64> + From<i64>> Histories<U> {
             .push(Fact { at_micros, what });
     }
 
+    /// Forgets every fact of `user` (an erased account).
+    pub fn forget(&mut self, user: U) {
+        self.by_user.remove(&user);
+    }
+
     /// The newest `newest` facts of `user` (all with `None`), newest first,
     /// and how many there are in all.
     pub fn newest(&self, user: U, newest: Option<usize>) -> (Vec<Fact>, usize) {

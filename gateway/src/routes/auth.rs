@@ -4,7 +4,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use proto::auth::{
-    GetAccountRequest, LoginRequest, LogoutAllRequest, LogoutRequest, RegisterRequest, Session,
+    EraseAccountRequest, GetAccountRequest, LoginRequest, LogoutAllRequest, LogoutRequest,
+    RegisterRequest, Session,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -26,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(logout))
         .routes(routes!(logout_all))
         .routes(routes!(me))
+        .routes(routes!(erase))
 }
 
 /// Registration request.
@@ -229,4 +231,47 @@ pub async fn me(
         email: user.email,
         date_joined: joined.unwrap_or_default(),
     })))
+}
+
+/// Erasure request: the caller confirms with their password.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct EraseIn {
+    /// The caller's password.
+    pub password: String,
+}
+
+/// Erases the caller's account, for good. At once, on every replica: every
+/// token is refused, the key their personal data was sealed under is
+/// destroyed (what the log holds of them is noise from then on), the
+/// username is free to register again, and the login throttle forgets
+/// them. Their ratings stay in the averages and the movies they added
+/// stay, linked to an id that no longer names anyone. A wrong password
+/// answers as a login's would, and counts toward the same throttle.
+#[utoipa::path(post, path = "/api/auth/me/erase", tag = "auth", request_body = EraseIn,
+    security(("token" = [])),
+    extensions(("x-route" = json!({"limited": true}))),
+    responses(
+        (status = 204, description = "Erased"),
+        (status = 400, description = "Incorrect password or invalid fields", body = FieldErrors),
+        (status = 401, description = "Missing or invalid token", body = Detail),
+        (status = 422, description = "An account stored before personal data was sealed: the operator must upgrade the store first", body = Detail),
+        (status = 429, description = "Too many failed attempts; see Retry-After", body = Detail),
+    ))]
+pub async fn erase(
+    State(state): State<AppState>,
+    caller: Caller,
+    client: ClientAddr,
+    JsonObject(body): JsonObject,
+) -> Result<StatusCode, ApiError> {
+    let mut f = Fields::new(&body);
+    let password = f.string("password");
+    let password = f.finish(password)?;
+    let b = &state.backends;
+    let request = EraseAccountRequest {
+        token: caller.token,
+        password,
+    };
+    let request = client.tag(b.request(request, None));
+    b.call(b.auth.clone().erase_account(request)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

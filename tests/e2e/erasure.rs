@@ -1,0 +1,188 @@
+//! `POST /api/auth/me/erase`: a user erased for good, while what they gave
+//! the catalog stays anonymous; and, on the one-command stack, every byte
+//! under the stores searched for what was theirs.
+
+use std::path::Path;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{Stores, TestApp, post_keyed};
+
+crate::on_every_backend!(an_erased_user_is_gone_and_their_name_is_free);
+
+const NAME: &str = "Erin_Erasable";
+const EMAIL: &str = "Erin.Erasable@Example.org";
+const PASSWORD: &str = "erin-password-1";
+const TITLE: &str = "A Title That Stays In The Clear";
+
+/// Step 1: Erin registers, logs in twice, adds a movie (with an
+/// idempotency key) and rates another's. Returns her tokens, her id and
+/// the movie's.
+async fn erin_uses_the_site(app: &TestApp) -> (Vec<String>, i64, i64) {
+    let body = json!({"username": NAME, "email": EMAIL, "password": PASSWORD});
+    let a = app.post("/api/auth/register", None, body).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let id = a.body["user"]["id"].as_i64().unwrap();
+    let mut tokens = vec![a.body["token"].as_str().unwrap().to_owned()];
+    for _ in 0..2 {
+        let login = json!({"username": NAME.to_lowercase(), "password": PASSWORD});
+        let a = app.post("/api/auth/login", None, login).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        tokens.push(a.body["token"].as_str().unwrap().to_owned());
+    }
+    let movie = json!({"title": TITLE, "director": "Someone"});
+    let (status, added) = post_keyed(
+        app,
+        "/api/auth/movies",
+        Some(&tokens[0]),
+        "erin-movie",
+        movie,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{added}");
+    let (other, _) = app.user("other_rater").await;
+    let theirs = app.movie(&other, "Another's Movie").await;
+    let rated = app.rate(&tokens[1], theirs, 4).await;
+    assert_eq!(rated.status, StatusCode::CREATED, "{}", rated.text);
+    let rated = app.rate(&other, added["id"].clone(), 2).await;
+    assert_eq!(rated.status, StatusCode::CREATED, "{}", rated.text);
+    (tokens, id, added["id"].as_i64().unwrap())
+}
+
+/// Steps 3 and 4: erased (a wrong password first, as a login's), then
+/// nothing of hers answers, her name registers anew, and her movie and
+/// ratings stay without her.
+async fn erin_is_erased(app: &TestApp, tokens: &[String], id: i64, movie: i64) {
+    let wrong = app
+        .post(
+            "/api/auth/me/erase",
+            Some(&tokens[2]),
+            json!({"password": "not-hers"}),
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::BAD_REQUEST, "{}", wrong.text);
+    let blank = app
+        .post("/api/auth/me/erase", Some(&tokens[2]), json!({}))
+        .await;
+    assert_eq!(blank.status, StatusCode::BAD_REQUEST, "{}", blank.text);
+    let erased = app
+        .post(
+            "/api/auth/me/erase",
+            Some(&tokens[2]),
+            json!({"password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(erased.status, StatusCode::NO_CONTENT, "{}", erased.text);
+
+    for token in tokens {
+        let a = app.get("/api/auth/me", Some(token)).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.text);
+        let a = app.get("/api/auth/movies", Some(token)).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.text);
+    }
+    let login = json!({"username": NAME, "password": PASSWORD});
+    let a = app.post("/api/auth/login", None, login).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text);
+
+    // The name is free: a new user, with a new id.
+    let body = json!({"username": NAME, "email": "someone.else@example.net", "password": "new-password-2"});
+    let again = app.post("/api/auth/register", None, body).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    let new_id = again.body["user"]["id"].as_i64().unwrap();
+    assert_ne!(new_id, id);
+    let token = again.body["token"].as_str().unwrap();
+    let me = app.get("/api/auth/me", Some(token)).await;
+    assert_eq!(me.body["id"], new_id);
+    assert_eq!(me.body["email"], "someone.else@example.net");
+
+    // Her movie stays, her ratings count; nothing names her.
+    let detail = app
+        .get(&format!("/api/auth/movies/{movie}"), Some(token))
+        .await;
+    assert_eq!(detail.status, StatusCode::OK, "{}", detail.text);
+    assert_eq!(detail.body["title"], TITLE);
+    let all = app.get("/api/auth/rating", Some(token)).await;
+    let text = all.text.to_lowercase();
+    assert_eq!(
+        all.body.as_array().map(Vec::len),
+        Some(2),
+        "both ratings stay, anonymous: {}",
+        all.text
+    );
+    for personal in [NAME.to_lowercase(), EMAIL.to_lowercase()] {
+        assert!(!text.contains(&personal), "{personal} in {}", all.text);
+    }
+}
+
+async fn an_erased_user_is_gone_and_their_name_is_free(app: TestApp) {
+    let (tokens, id, movie) = erin_uses_the_site(&app).await;
+    // Step 2 comes with the export (next): her profile answers.
+    let me = app.get("/api/auth/me", Some(&tokens[0])).await;
+    assert_eq!(me.body["username"], NAME);
+    erin_is_erased(&app, &tokens, id, movie).await;
+}
+
+/// Every file under `dir`, with its bytes.
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            out.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+        }
+    }
+    out
+}
+
+/// How many times `needle` occurs in `files`, and where.
+fn hits(files: &[(String, Vec<u8>)], needle: &[u8]) -> Vec<String> {
+    files
+        .iter()
+        .filter(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_an_erasure_no_byte_under_the_stores_holds_what_was_theirs() {
+    let stores = Stores::sqlite().await;
+    let app = TestApp::start(&stores, movies::Wiring::InProcess).await;
+    let (tokens, id, movie) = erin_uses_the_site(&app).await;
+    erin_is_erased(&app, &tokens, id, movie).await;
+    // Stopped: the snapshots written at stop are searched too.
+    app.stop().await;
+    let dirs: Vec<std::path::PathBuf> = [stores.auth.url(), stores.catalog.url()]
+        .iter()
+        .map(|url| {
+            Path::new(url.trim_start_matches("sqlite://"))
+                .parent()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let all: Vec<_> = dirs.iter().flat_map(|d| files(d)).collect();
+    let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.iter().any(|n| n.ends_with(".snapshot")), "{names:?}");
+    assert!(names.iter().any(|n| n.ends_with(".keys")), "{names:?}");
+    // The search reads these files: the title Erin gave is there.
+    assert!(
+        !hits(&all, TITLE.as_bytes()).is_empty(),
+        "the title is found: {names:?}"
+    );
+    for needle in [
+        NAME.to_string(),
+        NAME.to_lowercase(),
+        EMAIL.to_string(),
+        EMAIL.to_lowercase(),
+        "$argon2".to_string(),
+    ] {
+        assert_eq!(
+            hits(&all, needle.as_bytes()),
+            Vec::<String>::new(),
+            "{needle}"
+        );
+    }
+}
