@@ -46,7 +46,19 @@ pub struct UserRecord {
 #[derive(Debug, Clone, Copy)]
 struct TokenRecord {
     user_id: UserId,
+    issued_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
+}
+
+/// A live token of a user, without its secret (what an export lists).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveToken {
+    /// Its digest (to tell the caller's own token).
+    pub digest: TokenDigest,
+    /// When it was issued.
+    pub issued_at: DateTime<Utc>,
+    /// When it stops being valid.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A registration sent with an idempotency key, as its retry needs it
@@ -229,6 +241,26 @@ impl AuthView {
         &self.erased
     }
 
+    /// `user`'s tokens live at `now`, oldest first.
+    pub fn live_tokens(&self, user: UserId, now: DateTime<Utc>) -> Vec<LiveToken> {
+        let mut live: Vec<LiveToken> = self
+            .tokens_of
+            .get(&user)
+            .into_iter()
+            .flatten()
+            .filter_map(|digest| {
+                let t = self.tokens.get(digest)?;
+                (t.expires_at > now).then_some(LiveToken {
+                    digest: *digest,
+                    issued_at: t.issued_at,
+                    expires_at: t.expires_at,
+                })
+            })
+            .collect();
+        live.sort_by_key(|t| (t.issued_at, *t.digest.bytes()));
+        live
+    }
+
     /// How many users exist.
     pub fn user_count(&self) -> usize {
         self.by_id.len()
@@ -333,6 +365,7 @@ impl AuthView {
                     digest,
                     TokenRecord {
                         user_id,
+                        issued_at: recorded_at,
                         expires_at,
                     },
                 );
@@ -366,7 +399,8 @@ impl Snapshot for AuthView {
     /// 3: users without their password hash (the login reads it from the
     /// user's stream; the view never needed it), and each user's activity.
     /// 5: sealed profiles, users' streams, names by MAC. 6: erased users.
-    const VERSION: u32 = 6;
+    /// 7: when each token was issued.
+    const VERSION: u32 = 7;
 
     fn encode(&self, out: &mut Encoder<'_>) {
         out.count(self.by_id.len());
@@ -406,6 +440,7 @@ impl Snapshot for AuthView {
         for (digest, t) in tokens {
             out.fixed(digest.bytes());
             out.i64(t.user_id);
+            encode_time(out, t.issued_at);
             encode_time(out, t.expires_at);
         }
         // `tokens_of` is not written: it is `tokens` by user, rebuilt on decode.
@@ -461,10 +496,11 @@ impl Snapshot for AuthView {
                 names.insert(input.str()?, input.id()?);
             }
         }
-        for _ in 0..input.count(56)? {
+        for _ in 0..input.count(72)? {
             let digest = TokenDigest::from_bytes(input.array()?);
             let record = TokenRecord {
                 user_id: input.id()?,
+                issued_at: decode_time(input)?,
                 expires_at: decode_time(input)?,
             };
             view.tokens_of
@@ -647,6 +683,19 @@ mod tests {
     }
 
     #[test]
+    fn a_users_live_tokens_are_listed_oldest_first_without_the_revoked_or_expired() {
+        let users = fixed_history();
+        let t0 = DateTime::from_timestamp(1_700_000_000, 5).unwrap();
+        let live = users.live_tokens(UserId(2), t0);
+        assert_eq!(live.len(), 1, "token 2 was revoked");
+        assert_eq!((live[0].digest, live[0].issued_at), (digest(3), t0));
+        assert_eq!(live[0].expires_at, t0 + TimeDelta::days(1));
+        let later = t0 + TimeDelta::days(2);
+        assert!(users.live_tokens(UserId(2), later).is_empty());
+        assert!(users.live_tokens(UserId(3), t0).is_empty(), "erased");
+    }
+
+    #[test]
     fn an_erased_user_leaves_nothing_but_their_id() {
         let users = fixed_history();
         let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
@@ -702,17 +751,17 @@ mod tests {
         assert!(!back.tokens_of.contains_key(&UserId(2)));
     }
 
-    /// Pins what version 6 of the projection makes of a fixed history.
+    /// Pins what version 7 of the projection makes of a fixed history.
     /// When this fails, you changed `apply` or the encoding: bump
     /// `AuthView::VERSION` (old snapshots are then ignored, not misread)
     /// and update the digest.
     #[test]
     fn the_snapshot_encoding_is_pinned() {
         use sha2::Digest;
-        assert_eq!(AuthView::VERSION, 6);
+        assert_eq!(AuthView::VERSION, 7);
         assert_eq!(
             hex::encode(sha2::Sha256::digest(fixed_history().to_bytes())),
-            "a3b2db939566b14d5d78a074c36b20cc1a769f1d44f799b383e29c2242c35414"
+            "a1fdbc5d02cab01d0907093fc428480e068b36d0108ab94b30ce5330f2efa1b0"
         );
     }
 }

@@ -16,8 +16,9 @@ use proto::auth::auth_service_server::AuthService;
 use proto::auth::{
     Activity, ActivityKind, AuthenticateRequest, AuthenticateResponse, EraseAccountRequest,
     EraseAccountResponse, GetAccountRequest, GetAccountResponse, ListActivityRequest,
-    ListActivityResponse, LoginRequest, LoginResponse, LogoutAllRequest, LogoutAllResponse,
-    LogoutRequest, LogoutResponse, RegisterRequest, RegisterResponse, Session, User as UserMessage,
+    ListActivityResponse, ListTokensRequest, ListTokensResponse, LoginRequest, LoginResponse,
+    LogoutAllRequest, LogoutAllResponse, LogoutRequest, LogoutResponse, RegisterRequest,
+    RegisterResponse, Session, TokenInfo, User as UserMessage,
 };
 use tonic::{Request, Response, Status};
 
@@ -639,6 +640,30 @@ impl AuthService for AuthGrpc {
             user: Some(self.user_message(&user).await?),
             date_joined: Some(proto::timestamp_micros(user.joined.timestamp_micros())),
         }))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<ListTokensRequest>,
+    ) -> Result<Response<ListTokensResponse>, Status> {
+        let digest = token::parse(&request.get_ref().token).ok_or(AuthError::InvalidToken)?;
+        let now = Utc::now();
+        let live = live_user(&self.view, &digest, |u| u.id).await;
+        let user = live
+            .map_err(AuthError::from)?
+            .ok_or(AuthError::InvalidToken)?;
+        let tokens = self
+            .view
+            .read()
+            .live_tokens(user, now)
+            .into_iter()
+            .map(|t| TokenInfo {
+                issued: Some(proto::timestamp_micros(t.issued_at.timestamp_micros())),
+                expiry: Some(proto::timestamp_micros(t.expires_at.timestamp_micros())),
+                current: t.digest == digest,
+            })
+            .collect();
+        Ok(Response::new(ListTokensResponse { tokens }))
     }
 
     async fn erase_account(

@@ -115,12 +115,51 @@ async fn erin_is_erased(app: &TestApp, tokens: &[String], id: i64, movie: i64) {
     }
 }
 
+/// Step 2: her export holds every item: profile, her three live tokens
+/// (the calling one marked, no secret), her whole history, her movie and
+/// her rating.
+async fn erin_exports(app: &TestApp, tokens: &[String], id: i64, movie: i64) {
+    let a = app.get("/api/auth/me/export", Some(&tokens[1])).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.headers["cache-control"], "no-store");
+    let e = &a.body;
+    assert_eq!(e["profile"]["id"], id);
+    assert_eq!(e["profile"]["username"], NAME);
+    assert_eq!(e["profile"]["email"], EMAIL);
+    let live = e["tokens"].as_array().unwrap();
+    assert_eq!(live.len(), 3, "{}", a.text);
+    let current: Vec<bool> = live.iter().map(|t| t["current"] == true).collect();
+    assert_eq!(
+        current,
+        [false, true, false],
+        "oldest first, this call's marked"
+    );
+    for token in tokens {
+        assert!(!a.text.contains(token.as_str()), "no token in the export");
+    }
+    let kinds: Vec<&str> = e["activity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["kind"].as_str().unwrap())
+        .collect();
+    for kind in ["registered", "logged_in", "movie_added", "rated"] {
+        assert!(kinds.contains(&kind), "{kind}: {kinds:?}");
+    }
+    assert_eq!(kinds.iter().filter(|k| **k == "logged_in").count(), 3);
+    assert_eq!(e["movies"].as_array().unwrap().len(), 1);
+    assert_eq!(e["movies"][0]["movie"]["id"], movie);
+    assert_eq!(e["movies"][0]["movie"]["title"], TITLE);
+    assert_eq!(e["ratings"].as_array().unwrap().len(), 1);
+    assert_eq!(e["ratings"][0]["rating"], 4);
+}
+
 async fn an_erased_user_is_gone_and_their_name_is_free(app: TestApp) {
     let (tokens, id, movie) = erin_uses_the_site(&app).await;
-    // Step 2 comes with the export (next): her profile answers.
-    let me = app.get("/api/auth/me", Some(&tokens[0])).await;
-    assert_eq!(me.body["username"], NAME);
+    erin_exports(&app, &tokens, id, movie).await;
     erin_is_erased(&app, &tokens, id, movie).await;
+    let after = app.get("/api/auth/me/export", Some(&tokens[0])).await;
+    assert_eq!(after.status, StatusCode::UNAUTHORIZED, "{}", after.text);
 }
 
 /// Every file under `dir`, with its bytes.

@@ -15,7 +15,9 @@ use crate::routes::{Caller, Detail, absolute_url, rfc3339};
 /// The routes of this module, each declared once: the router and the
 /// OpenAPI document both come from it.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(my_activity))
+    OpenApiRouter::new()
+        .routes(routes!(my_activity))
+        .routes(routes!(my_export))
 }
 
 /// What happened.
@@ -40,7 +42,7 @@ pub enum ActivityKind {
 }
 
 /// A movie an entry is about.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ActivityMovie {
     /// Its id.
     pub id: i64,
@@ -49,7 +51,7 @@ pub struct ActivityMovie {
 }
 
 /// One entry of a user's history.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ActivityOut {
     /// When it was stored (RFC 3339, UTC, microseconds).
     pub time: String,
@@ -139,30 +141,7 @@ pub async fn my_activity(
     let offset = if q.limit.is_some() { q.offset } else { 0 };
     // Each service's newest `offset + limit` entries hold the page (0: all).
     let newest = q.limit.map_or(0, |l| l.saturating_add(offset));
-    let b = &state.backends;
-    let account = b.read(|| {
-        let message = proto::auth::ListActivityRequest {
-            token: caller.token.clone(),
-            newest,
-        };
-        let (mut auth, request) = (b.auth.clone(), b.request(message, None));
-        async move { auth.list_activity(request).await }
-    });
-    let catalog = b.read(|| {
-        let message = proto::catalog::ListActivityRequest { newest };
-        let (mut catalog, request) = (b.catalog.clone(), b.request(message, Some(&caller)));
-        async move { catalog.list_activity(request).await }
-    });
-    let (account, catalog) = tokio::try_join!(account, catalog)?;
-    let count = account.count + catalog.count;
-    let mut entries: Vec<Entry> = account
-        .activities
-        .into_iter()
-        .filter_map(account_entry)
-        .chain(catalog.activities.into_iter().filter_map(catalog_entry))
-        .collect();
-    // Stable: at one instant, account entries stay before catalog ones.
-    entries.sort_by_key(|e| std::cmp::Reverse(e.micros));
+    let (count, entries) = history(&state, &caller, newest).await?;
     let results = entries
         .into_iter()
         .skip(offset as usize)
@@ -176,4 +155,116 @@ pub async fn my_activity(
         }
         None => ActivityList::All(results),
     }))
+}
+
+/// The caller's newest `newest` entries of each service (0: all), merged
+/// newest first, and how many there are in all.
+async fn history(
+    state: &AppState,
+    caller: &Caller,
+    newest: u32,
+) -> Result<(u64, Vec<Entry>), ApiError> {
+    let b = &state.backends;
+    let account = b.read(|| {
+        let message = proto::auth::ListActivityRequest {
+            token: caller.token.clone(),
+            newest,
+        };
+        let (mut auth, request) = (b.auth.clone(), b.request(message, None));
+        async move { auth.list_activity(request).await }
+    });
+    let catalog = b.read(|| {
+        let message = proto::catalog::ListActivityRequest { newest };
+        let (mut catalog, request) = (b.catalog.clone(), b.request(message, Some(caller)));
+        async move { catalog.list_activity(request).await }
+    });
+    let (account, catalog) = tokio::try_join!(account, catalog)?;
+    let count = account.count + catalog.count;
+    let mut entries: Vec<Entry> = account
+        .activities
+        .into_iter()
+        .filter_map(account_entry)
+        .chain(catalog.activities.into_iter().filter_map(catalog_entry))
+        .collect();
+    // Stable: at one instant, account entries stay before catalog ones.
+    entries.sort_by_key(|e| std::cmp::Reverse(e.micros));
+    Ok((count, entries))
+}
+
+/// A live token, without its secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenOut {
+    /// When it was issued (RFC 3339, UTC, microseconds).
+    pub issued: String,
+    /// When it stops being valid.
+    pub expiry: String,
+    /// Whether it is the token of this request.
+    pub current: bool,
+}
+
+/// Everything the platform holds about the caller, in one document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExportOut {
+    /// The profile.
+    pub profile: crate::routes::auth::AccountOut,
+    /// The live tokens, oldest first (never a token itself).
+    pub tokens: Vec<TokenOut>,
+    /// The whole history, newest first (as `/api/auth/me/activity`).
+    pub activity: Vec<ActivityOut>,
+    /// The movies the caller added, newest first (`movie_added` entries).
+    pub movies: Vec<ActivityOut>,
+    /// The ratings the caller gave, newest first (`rated` entries).
+    pub ratings: Vec<ActivityOut>,
+}
+
+/// Everything the platform holds about the caller (GDPR art. 15 and 20):
+/// profile, live tokens (never a secret), the whole history, the movies
+/// they added and their ratings, as one JSON document. Personal data:
+/// answered `no-store`.
+#[utoipa::path(get, path = "/api/auth/me/export", tag = "auth", security(("token" = [])),
+    responses(
+        (status = 200, description = "The caller's data", body = ExportOut),
+        (status = 401, description = "Missing or invalid token", body = Detail),
+    ))]
+pub async fn my_export(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<crate::routes::auth::NoStore<Json<ExportOut>>, ApiError> {
+    let b = &state.backends;
+    let tokens = b.read(|| {
+        let message = proto::auth::ListTokensRequest {
+            token: caller.token.clone(),
+        };
+        let (mut auth, request) = (b.auth.clone(), b.request(message, None));
+        async move { auth.list_tokens(request).await }
+    });
+    let (profile, tokens, (_, entries)) = tokio::try_join!(
+        crate::routes::auth::account(&state, &caller),
+        tokens,
+        history(&state, &caller, 0)
+    )?;
+    let tokens = tokens
+        .tokens
+        .into_iter()
+        .map(|t| TokenOut {
+            issued: rfc3339(t.issued).map(|(_, s)| s).unwrap_or_default(),
+            expiry: rfc3339(t.expiry).map(|(_, s)| s).unwrap_or_default(),
+            current: t.current,
+        })
+        .collect();
+    let activity: Vec<ActivityOut> = entries.into_iter().map(|e| e.out).collect();
+    let of = |kind| {
+        activity
+            .iter()
+            .filter(|a| a.kind == kind)
+            .cloned()
+            .collect()
+    };
+    Ok(crate::routes::auth::NoStore(Json(ExportOut {
+        profile,
+        tokens,
+        movies: of(ActivityKind::MovieAdded),
+        ratings: of(ActivityKind::Rated),
+        activity,
+    })))
 }

@@ -63,7 +63,7 @@ pub struct SessionOut {
 
 /// An answer that carries a token: `Cache-Control: no-store`, so that no
 /// cache on the way keeps it.
-pub struct NoStore<T>(T);
+pub struct NoStore<T>(pub T);
 
 impl<T: axum::response::IntoResponse> axum::response::IntoResponse for NoStore<T> {
     fn into_response(self) -> axum::response::Response {
@@ -213,6 +213,11 @@ pub async fn me(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<NoStore<Json<AccountOut>>, ApiError> {
+    Ok(NoStore(Json(account(&state, &caller).await?)))
+}
+
+/// The caller's profile (`/api/auth/me`, and the export's).
+pub async fn account(state: &AppState, caller: &Caller) -> Result<AccountOut, ApiError> {
     let b = &state.backends;
     let account = b
         .read(|| {
@@ -225,12 +230,12 @@ pub async fn me(
         .await?;
     let user = account.user.unwrap_or_default();
     let joined = rfc3339(account.date_joined).map(|(_, text)| text);
-    Ok(NoStore(Json(AccountOut {
+    Ok(AccountOut {
         id: user.id,
         username: user.username,
         email: user.email,
         date_joined: joined.unwrap_or_default(),
-    })))
+    })
 }
 
 /// Erasure request: the caller confirms with their password.
