@@ -225,3 +225,50 @@ async fn after_an_erasure_no_byte_under_the_stores_holds_what_was_theirs() {
         );
     }
 }
+
+/// The same search in a `pg_dump` of both databases, after an erasure
+/// through one process of each service on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_an_erasure_no_byte_of_a_pg_dump_holds_what_was_theirs() {
+    let Some(stores) = Stores::postgres("erasure_dump").await else {
+        return;
+    };
+    let app = TestApp::start(&stores, movies::Wiring::Grpc).await;
+    let (tokens, id, movie) = erin_uses_the_site(&app).await;
+    erin_is_erased(&app, &tokens, id, movie).await;
+    app.stop().await;
+    let mut dumps = Vec::new();
+    for url in [stores.auth.url(), stores.catalog.url()] {
+        let dump = std::process::Command::new("pg_dump")
+            .arg(url)
+            .output()
+            .expect("pg_dump runs");
+        assert!(
+            dump.status.success(),
+            "{}",
+            String::from_utf8_lossy(&dump.stderr)
+        );
+        dumps.push((url.to_owned(), dump.stdout));
+    }
+    assert!(
+        !hits(&dumps, TITLE.as_bytes()).is_empty(),
+        "the title is found"
+    );
+    assert!(
+        !hits(&dumps, b"auth_user_keys").is_empty(),
+        "the key table is dumped"
+    );
+    for needle in [
+        NAME.to_string(),
+        NAME.to_lowercase(),
+        EMAIL.to_string(),
+        EMAIL.to_lowercase(),
+        "$argon2".to_string(),
+    ] {
+        assert_eq!(
+            hits(&dumps, needle.as_bytes()),
+            Vec::<String>::new(),
+            "{needle}"
+        );
+    }
+}
