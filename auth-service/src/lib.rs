@@ -26,6 +26,7 @@ pub mod seal;
 mod service;
 mod throttle;
 pub mod token;
+pub mod upgrade;
 
 use std::future::Future;
 

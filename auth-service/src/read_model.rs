@@ -35,7 +35,8 @@ use crate::token::TokenDigest;
 pub struct UserRecord {
     /// Positive, unique, increasing.
     pub id: UserId,
-    /// The user's stream (`user-<id>`; `user-<name>` for older users).
+    /// The user's stream (`account-<id>`; `user-<name>` for users
+    /// registered before sealing).
     pub stream: String,
     /// Username and email.
     pub profile: Profile,
@@ -259,6 +260,11 @@ impl AuthView {
             .collect();
         live.sort_by_key(|t| (t.issued_at, *t.digest.bytes()));
         live
+    }
+
+    /// Every user, in no order.
+    pub fn users(&self) -> impl Iterator<Item = &UserRecord> {
+        self.by_id.values()
     }
 
     /// How many users exist.
@@ -565,7 +571,7 @@ mod tests {
     impl AuthView {
         /// Folds `event` as stored in its user's stream at `at`.
         fn apply_at(&mut self, event: AuthEvent, at: DateTime<Utc>) {
-            self.apply_in(event, "user-test", at);
+            self.apply_in(event, "account-test", at);
         }
     }
 
@@ -637,7 +643,7 @@ mod tests {
             skeleton: "mac(skeleton of ann)".into(),
             sealed: "v1.ann-sealed".into(),
         };
-        users.apply_in(ann, "user-1", t0);
+        users.apply_in(ann, "account-1", t0);
         let bob = AuthEvent::UserRegisteredInClear {
             user_id: UserId(2),
             personal: Personal {
@@ -654,9 +660,13 @@ mod tests {
             skeleton: "mac(skeleton of cy)".into(),
             sealed: "v1.cy-sealed".into(),
         };
-        users.apply_in(cy, "user-3", t0);
+        users.apply_in(cy, "account-3", t0);
         issue(&mut users, UserId(3), 7, t0, TimeDelta::days(1));
-        users.apply_in(AuthEvent::UserErased { user_id: UserId(3) }, "user-3", t0);
+        users.apply_in(
+            AuthEvent::UserErased { user_id: UserId(3) },
+            "account-3",
+            t0,
+        );
         let minute = TimeDelta::minutes(1);
         issue(&mut users, UserId(1), 1, t0, minute);
         issue(&mut users, UserId(2), 2, t0, TimeDelta::days(1));
@@ -761,7 +771,7 @@ mod tests {
         assert_eq!(AuthView::VERSION, 7);
         assert_eq!(
             hex::encode(sha2::Sha256::digest(fixed_history().to_bytes())),
-            "a1fdbc5d02cab01d0907093fc428480e068b36d0108ab94b30ce5330f2efa1b0"
+            "2bed2b6041c1b4d42e4878cc4bc81f82a166b71a652119765a2578a975d7d01c"
         );
     }
 }

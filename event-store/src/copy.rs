@@ -38,7 +38,16 @@ const READ_AHEAD: usize = 2;
 /// keep each stream's versions contiguous (a renamed stream keeps its
 /// versions; two streams cannot be merged). What the read models make of
 /// the events should not change: the copy's caller verifies that.
+#[async_trait::async_trait]
 pub trait Transform: Send {
+    /// Runs before the events of a batch are transformed (and before the
+    /// batch is written): what needs I/O for them, such as keys stored
+    /// before anything sealed under them is.
+    async fn prepare(&mut self, batch: &[RecordedEvent]) -> Result<(), String> {
+        let _ = batch;
+        Ok(())
+    }
+
     /// The event as the target should hold it, or why it cannot be copied.
     fn apply(&mut self, event: RecordedEvent) -> Result<RecordedEvent, String>;
 }
@@ -47,6 +56,7 @@ pub trait Transform: Send {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct AsIs;
 
+#[async_trait::async_trait]
 impl Transform for AsIs {
     fn apply(&mut self, event: RecordedEvent) -> Result<RecordedEvent, String> {
         Ok(event)
@@ -59,6 +69,7 @@ impl Transform for AsIs {
 #[derive(Debug, Clone, Copy)]
 pub struct Upcasting(pub &'static [Upcast]);
 
+#[async_trait::async_trait]
 impl Transform for Upcasting {
     fn apply(&mut self, mut event: RecordedEvent) -> Result<RecordedEvent, String> {
         if !upcast::needed(self.0, &event.event_type) {
@@ -73,7 +84,13 @@ impl Transform for Upcasting {
 }
 
 /// Two transforms, one after the other.
+#[async_trait::async_trait]
 impl<A: Transform, B: Transform> Transform for (A, B) {
+    async fn prepare(&mut self, batch: &[RecordedEvent]) -> Result<(), String> {
+        self.0.prepare(batch).await?;
+        self.1.prepare(batch).await
+    }
+
     fn apply(&mut self, event: RecordedEvent) -> Result<RecordedEvent, String> {
         self.1.apply(self.0.apply(event)?)
     }
@@ -190,6 +207,10 @@ pub async fn copy(
     let reader = tokio::spawn(read_ahead(from, resumed_from + 1, until, tx));
     while let Some(batch) = rx.recv().await {
         let batch = batch?;
+        if let Err(reason) = transform.prepare(&batch).await {
+            let position = batch.first().map_or(0, |e| e.position);
+            return Err(CopyError::Transform { position, reason });
+        }
         let mut out = Vec::with_capacity(batch.len());
         for event in batch {
             let position = event.position;

@@ -66,6 +66,7 @@ fn assert_same(a: &[RecordedEvent], b: &[RecordedEvent]) {
 /// Fails at one position: a copy killed halfway.
 struct DiesAt(u64);
 
+#[async_trait::async_trait]
 impl Transform for DiesAt {
     fn apply(&mut self, event: RecordedEvent) -> Result<RecordedEvent, String> {
         if event.position == self.0 {

@@ -14,7 +14,7 @@ use crate::token::TokenDigest;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum AuthEvent {
-    /// A user exists. First event of the user's stream (`user-<id>`).
+    /// A user exists. First event of the user's stream (`account-<id>`).
     /// Version 3: no personal data in the clear. The username, email and
     /// password hash are sealed under the user's own key (see
     /// [`crate::seal`], [`crate::keys`]); the name and its skeleton are

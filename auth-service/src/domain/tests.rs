@@ -435,7 +435,7 @@ fn a_registered_name_claims_no_other_skeleton_again() {
 fn each_user_and_skeleton_has_a_stream_of_its_own() {
     let to = |id: i64| UserCommand::RevokeAllTokens.to(user_stream(UserId(id)));
     assert_ne!(User::stream(&to(1)), User::stream(&to(2)));
-    assert_eq!(User::stream(&to(7)), "user-7");
+    assert_eq!(User::stream(&to(7)), "account-7");
     // Look-alikes share the claim's stream: that is what makes one win.
     assert_eq!(
         UsernameClaim::stream(&claim("admin", 1)),

@@ -11,11 +11,12 @@ use super::values::UserId;
 use crate::token::TokenDigest;
 
 /// The event stream of one user, named by their id (no personal data in
-/// stream names). Users registered before sealing have streams named by
-/// their normalized username (`user-<name>`); the read model remembers
-/// each user's stream.
+/// stream names): `account-<id>`. Users registered before sealing have
+/// streams named by their normalized username (`user-<name>`, a prefix no
+/// new stream takes, so a numeric username never meets an id); the read
+/// model remembers each user's stream.
 pub fn user_stream(user: UserId) -> String {
-    format!("user-{user}")
+    format!("account-{user}")
 }
 
 /// The stream whose versions allocate user ids (see `event_store::ids`).
