@@ -4,6 +4,9 @@
 //! to PostgreSQL".
 
 use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+
+use auth_service::read_model::AuthView;
 use std::time::{Duration, Instant};
 
 use event_sourcing::read_model::rebuild;
@@ -35,6 +38,13 @@ pub struct CopyArgs {
     /// upcast when read, as on the source).
     #[arg(long)]
     pub upcast: bool,
+    /// Rewrites auth's events written before personal data was sealed into
+    /// sealed ones: usernames, emails and hashes sealed under keys made in
+    /// the target's key table, streams named by id and MAC. The upgrade a
+    /// store written before sealing needs before its users can be erased
+    /// (see README, "Personal data"). It implies `--upcast` for auth.
+    #[arg(long)]
+    pub seal: bool,
     /// Skips the check at the end (rebuilding each service's read model
     /// from both stores and comparing digests).
     #[arg(long)]
@@ -71,6 +81,12 @@ pub enum CopyRefused {
     /// Both services would write into one store.
     #[error("auth and catalog need separate target stores (one database each)")]
     SharedTarget,
+    /// A sealed copy does not hold what its source held.
+    #[error("auth: the sealed copy does not match its source: {why}")]
+    NotSealed {
+        /// What differs.
+        why: String,
+    },
     /// The read model rebuilt from the target is not the source's.
     #[error(
         "{service}: the read model rebuilt from the target differs from the source's \
@@ -88,21 +104,44 @@ pub async fn run(config: &Config, args: &CopyArgs) -> Result<(), BoxError> {
     if args.to_auth_store_url == args.to_catalog_store_url {
         return Err(CopyRefused::SharedTarget.into());
     }
-    let auth_upcasts = args.upcast.then(auth_service::domain::AuthEvent::upcasts);
-    let copied = copy_store::<auth_service::read_model::AuthView>(
-        "auth",
-        &config.auth.auth_store_url,
-        &args.to_auth_store_url,
-        auth_upcasts,
-        !args.no_verify,
-    )
-    .await?;
+    // The key table first: the pepper and the keys sealed data needs.
     let to_keys = match args.to_auth_key_store_url.as_str() {
         "auto" => auth_service::keys::beside(&args.to_auth_store_url)
             .ok_or(CopyRefused::KeyStoreNeeded)?,
         url => url.to_owned(),
     };
     let keys = auth_service::keys::copy_table(&config.auth.key_store_url()?, &to_keys).await?;
+    let (from, to) =
+        open_pair("auth", &config.auth.auth_store_url, &args.to_auth_store_url).await?;
+    let copied = if args.seal {
+        let kek = config.auth.auth_key_encryption_key.clone().map(|s| s.0);
+        let keyring = || auth_service::keys::Keyring::open(&to_keys, kek.clone());
+        let pepper = keyring()
+            .await?
+            .pepper(config.auth.auth_pepper.clone().map(|s| s.0))
+            .await?;
+        let mut sealing =
+            auth_service::upgrade::Sealing::new(&*from, keyring().await?, pepper).await?;
+        let last = copy_events("auth", &from, &*to, &mut sealing).await?;
+        let verified = if args.no_verify {
+            Verified::Skipped
+        } else {
+            let (source, _) = rebuild(&*from, AuthView::default()).await?;
+            let (target, _) = rebuild(&*to, AuthView::default()).await?;
+            let checked = auth_service::upgrade::verify_sealed(&source, &target, &keyring().await?)
+                .await
+                .map_err(|why| CopyRefused::NotSealed { why })?;
+            Verified::Sealed(checked)
+        };
+        Copied {
+            service: "auth",
+            last,
+            verified,
+        }
+    } else {
+        let upcasts = args.upcast.then(auth_service::domain::AuthEvent::upcasts);
+        copy_store::<AuthView>("auth", (from, &*to), upcasts, !args.no_verify).await?
+    };
     let books =
         auth_service::copy_books(&config.auth.auth_store_url, &args.to_auth_store_url).await?;
     println!("{copied}");
@@ -120,10 +159,15 @@ pub async fn run(config: &Config, args: &CopyArgs) -> Result<(), BoxError> {
     let catalog_upcasts = args
         .upcast
         .then(catalog_service::domain::CatalogEvent::upcasts);
-    let copied = copy_store::<catalog_service::CatalogView>(
+    let (from, to) = open_pair(
         "catalog",
         &config.catalog.catalog_store_url,
         &args.to_catalog_store_url,
+    )
+    .await?;
+    let copied = copy_store::<catalog_service::CatalogView>(
+        "catalog",
+        (from, &*to),
         catalog_upcasts,
         !args.no_verify,
     )
@@ -136,8 +180,17 @@ pub async fn run(config: &Config, args: &CopyArgs) -> Result<(), BoxError> {
 struct Copied {
     service: &'static str,
     last: Progress,
-    /// The read model's digest (source, target), if verified.
-    digests: Option<(String, String)>,
+    verified: Verified,
+}
+
+/// How a copy was checked.
+enum Verified {
+    /// The read models' digests, source and target, equal.
+    Digests(String, String),
+    /// A sealed copy: this many users, each opening to the source's.
+    Sealed(usize),
+    /// `--no-verify`.
+    Skipped,
 }
 
 impl std::fmt::Display for Copied {
@@ -155,24 +208,29 @@ impl std::fmt::Display for Copied {
         if p.resumed_from > 0 {
             write!(f, " (resumed after position {})", p.resumed_from)?;
         }
-        match &self.digests {
-            Some((source, target)) => write!(
+        match &self.verified {
+            Verified::Digests(source, target) => write!(
                 f,
                 "\n{}: read model sha256 source {source}\n{}: read model sha256 target {target} (equal)",
                 self.service, self.service
             ),
-            None => write!(f, "\n{}: not verified (--no-verify)", self.service),
+            Verified::Sealed(users) => write!(
+                f,
+                "\n{}: {users} users checked: each sealed profile opens to the source's (equal)",
+                self.service
+            ),
+            Verified::Skipped => write!(f, "\n{}: not verified (--no-verify)", self.service),
         }
     }
 }
 
-async fn copy_store<M: Snapshot + Default>(
+/// The source and target stores of `service`, opened (a missing SQLite
+/// source and a target that is its source refused).
+async fn open_pair(
     service: &'static str,
     from_url: &str,
     to_url: &str,
-    upcasts: Option<&'static [event_store::upcast::Upcast]>,
-    verify: bool,
-) -> Result<Copied, BoxError> {
+) -> Result<(Arc<dyn EventStore>, Arc<dyn EventStore>), BoxError> {
     if from_url == to_url {
         let url = event_store::redact_url(from_url);
         return Err(CopyRefused::SameStore { service, url }.into());
@@ -183,30 +241,52 @@ async fn copy_store<M: Snapshot + Default>(
         let path = path.display().to_string();
         return Err(CopyRefused::NoSource { service, path }.into());
     }
-    let from = event_store::open(from_url).await?;
-    let to = event_store::open(to_url).await?;
+    Ok((
+        event_store::open(from_url).await?,
+        event_store::open(to_url).await?,
+    ))
+}
+
+/// Copies `from` into `to` through `transform`, with progress shown.
+async fn copy_events(
+    service: &'static str,
+    from: &Arc<dyn EventStore>,
+    to: &dyn EventStore,
+    transform: &mut dyn Transform,
+) -> Result<Progress, BoxError> {
+    let mut shown = Shown::new(service);
+    let last = copy::copy(from.clone(), to, transform, &mut |p| shown.show(p)).await?;
+    shown.done(&last);
+    Ok(last)
+}
+
+/// Copies, upcast or as is, and compares the read models' digests.
+async fn copy_store<M: Snapshot + Default>(
+    service: &'static str,
+    (from, to): (Arc<dyn EventStore>, &dyn EventStore),
+    upcasts: Option<&'static [event_store::upcast::Upcast]>,
+    verify: bool,
+) -> Result<Copied, BoxError> {
     let mut transform: Box<dyn Transform> = match upcasts {
         Some(upcasts) => Box::new(Upcasting(upcasts)),
         None => Box::new(AsIs),
     };
-    let mut shown = Shown::new(service);
-    let last = copy::copy(from.clone(), &*to, &mut *transform, &mut |p| shown.show(p)).await?;
-    shown.done(&last);
-    let digests = if verify {
+    let last = copy_events(service, &from, to, &mut *transform).await?;
+    let verified = if verify {
         let source = model_digest::<M>(&*from).await?;
-        let target = model_digest::<M>(&*to).await?;
+        let target = model_digest::<M>(to).await?;
         if source != target {
             eprintln!("{service}: read model sha256 source {source}, target {target}");
             return Err(CopyRefused::DigestMismatch { service }.into());
         }
-        Some((source, target))
+        Verified::Digests(source, target)
     } else {
-        None
+        Verified::Skipped
     };
     Ok(Copied {
         service,
         last,
-        digests,
+        verified,
     })
 }
 

@@ -262,6 +262,14 @@ impl AuthView {
         live
     }
 
+    /// How many users were stored before personal data was sealed.
+    pub fn users_in_clear(&self) -> usize {
+        self.by_id
+            .values()
+            .filter(|u| matches!(u.profile, Profile::Clear { .. }))
+            .count()
+    }
+
     /// Every user, in no order.
     pub fn users(&self) -> impl Iterator<Item = &UserRecord> {
         self.by_id.values()

@@ -272,3 +272,89 @@ async fn after_an_erasure_no_byte_of_a_pg_dump_holds_what_was_theirs() {
         );
     }
 }
+
+/// README, "Personal data", the upgrade: release 3c5e5a3's store (every
+/// name, email and hash in the clear) sealed by `movies copy --seal` into
+/// fresh stores. Those answer as the old one did (but for keyed retries of
+/// registrations, whose records named the person), a user of the old
+/// release is erased, and no byte under the new stores holds any old
+/// user's name, email or hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_of_the_previous_release_sealed_by_a_copy_forgets_as_a_new_one() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/release-3c5e5a3");
+    let mut expected = crate::releases::expected(&fixture);
+    let (old, new) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for file in std::fs::read_dir(fixture.join("data")).unwrap() {
+        let file = file.unwrap();
+        std::fs::copy(file.path(), old.path().join(file.file_name())).unwrap();
+    }
+    let url = |dir: &Path, db: &str| format!("sqlite://{}", dir.join(db).display());
+    let source =
+        crate::helpers::config_on(&url(old.path(), "auth.db"), &url(old.path(), "catalog.db"));
+    let args = movies::copy::CopyArgs {
+        to_auth_store_url: url(new.path(), "auth.db"),
+        to_catalog_store_url: url(new.path(), "catalog.db"),
+        to_auth_key_store_url: "auto".into(),
+        upcast: false,
+        seal: true,
+        no_verify: false,
+    };
+    movies::copy::run(&source, &args)
+        .await
+        .expect("the sealing copy");
+
+    let config = crate::helpers::config_on(&args.to_auth_store_url, &args.to_catalog_store_url);
+    let stack = movies::Stack::build(&config, movies::Wiring::InProcess)
+        .await
+        .expect("the stack starts on the sealed copy");
+    let app = TestApp::serve(stack).await;
+    expected["keyed"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|k| k["path"] != "/api/auth/register");
+    crate::releases::answers_as_recorded(&expected, &app).await;
+
+    // A user of the old release erases their account.
+    let zoe = expected["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "Zoë")
+        .unwrap()
+        .clone();
+    let token = zoe["live"][0].as_str().unwrap();
+    let erased = app
+        .post(
+            "/api/auth/me/erase",
+            Some(token),
+            json!({"password": zoe["password"]}),
+        )
+        .await;
+    assert_eq!(erased.status, StatusCode::NO_CONTENT, "{}", erased.text);
+    let login = json!({"username": "Zoë", "password": zoe["password"]});
+    let a = app.post("/api/auth/login", None, login).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text);
+    app.stop().await;
+
+    let all = files(new.path());
+    assert!(
+        !hits(&all, "Amélie".as_bytes()).is_empty(),
+        "the search reads the files"
+    );
+    let mut needles: Vec<String> = vec!["$argon2".into()];
+    for (i, user) in expected["users"].as_array().unwrap().iter().enumerate() {
+        let name = user["username"].as_str().unwrap();
+        needles.extend([
+            name.to_owned(),
+            name.to_lowercase(),
+            format!("user{i}@example.com"),
+        ]);
+    }
+    for needle in needles {
+        assert_eq!(
+            hits(&all, needle.as_bytes()),
+            Vec::<String>::new(),
+            "{needle}"
+        );
+    }
+}
