@@ -3,6 +3,7 @@
 //! the end-to-end tests both start this [`Stack`].
 
 pub mod copy;
+pub mod erasures;
 
 use platform::grpc::Served as _;
 use std::future::Future;

@@ -31,6 +31,29 @@ enum Command {
         #[command(flatten)]
         config: Box<movies::Config>,
     },
+    /// The erasure list, for backups: a backup taken before an erasure
+    /// still holds the user's key; after restoring one, reapply the list
+    /// (see README, "Backups and erasures"). Stop the services first.
+    Erasures {
+        #[command(subcommand)]
+        action: Erasures,
+        #[command(flatten)]
+        config: Box<movies::Config>,
+    },
+}
+
+/// What to do with the erasure list.
+#[derive(clap::Subcommand)]
+enum Erasures {
+    /// Prints the id of every user erased in the auth store, one per line
+    /// (ids only): keep it beside your backups, not in them.
+    List,
+    /// After a restore from a backup older than some erasures: erases again
+    /// every user of the list in FILE (one id per line) the store holds.
+    Reapply {
+        /// The list, as `list` printed it.
+        file: std::path::PathBuf,
+    },
 }
 
 #[tokio::main]
@@ -38,8 +61,15 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     platform::init_tracing("movies");
     let result = async {
-        if let Some(Command::Copy { to, config }) = &cli.command {
-            return movies::copy::run(config, to).await;
+        match &cli.command {
+            Some(Command::Copy { to, config }) => return movies::copy::run(config, to).await,
+            Some(Command::Erasures { action, config }) => {
+                return match action {
+                    Erasures::List => movies::erasures::list(config).await,
+                    Erasures::Reapply { file } => movies::erasures::reapply(config, file).await,
+                };
+            }
+            None => {}
         }
         let stack = Stack::build(&cli.config, Wiring::InProcess).await?;
         tracing::info!(rest = %stack.gateway_addr(), "movies is up");

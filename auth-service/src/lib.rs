@@ -174,6 +174,21 @@ impl Application {
         })
     }
 
+    /// Every user erased in this store, oldest first (ids only): the
+    /// erasure list kept beside backups (see README).
+    pub fn erasures(&self) -> Vec<domain::UserId> {
+        self.service.erasures()
+    }
+
+    /// Erases again every user of `users` this store still holds (after a
+    /// restore from a backup older than their erasure); the ids erased now.
+    pub async fn reapply_erasures(
+        &self,
+        users: &[domain::UserId],
+    ) -> Result<Vec<domain::UserId>, StartError> {
+        Ok(self.service.reapply_erasures(users).await?)
+    }
+
     /// The token check `Authenticate` answers from, for services in this
     /// process: the same linearizable read, without encoding a call.
     pub fn token_check(&self) -> Arc<dyn platform::TokenCheck> {

@@ -511,22 +511,73 @@ impl AuthGrpc {
             return Err(AuthError::IncorrectCredentials);
         }
         attempt.succeeded().await?;
-        self.execute(&command, loaded).await?;
-        self.keyring.destroy(user.id).await?;
+        self.erase_loaded(user.id, &command, loaded, &personal)
+            .await?;
+        Ok(user.id)
+    }
+
+    /// The erasure's steps, once the user is loaded and confirmed.
+    async fn erase_loaded(
+        &self,
+        user: UserId,
+        command: &ToUser,
+        loaded: Loaded<User>,
+        personal: &Personal,
+    ) -> Result<()> {
+        self.execute(command, loaded).await?;
+        self.keyring.destroy(user).await?;
         let (name, skeleton) = self.macs(&personal.username);
         let release = ClaimUsername {
             skeleton,
             name,
-            user_id: user.id,
+            user_id: user,
             release: true,
         };
         decider::execute::<UsernameClaim>(&*self.store, &release, None).await?;
-        self.throttle.forget(&normalized).await?;
+        self.throttle
+            .forget(&normalize_username(&personal.username))
+            .await?;
         if let Err(e) = self.view.save_snapshot().await {
             tracing::error!(error = %e, "cannot rewrite the snapshot after an erasure");
         }
-        tracing::info!(user_id = %user.id, "user erased");
-        Ok(user.id)
+        tracing::info!(user_id = %user, "user erased");
+        Ok(())
+    }
+
+    /// Erases again, with no password, every user of `users` this store
+    /// still holds: the erasures a restored backup predates (see README,
+    /// "Backups and erasures"). Returns the ids erased now; users the store
+    /// does not hold, or holds erased, are skipped.
+    pub async fn reapply_erasures(&self, users: &[UserId]) -> Result<Vec<UserId>> {
+        let mut erased = Vec::new();
+        for &id in users {
+            let Some(user) = self.view.read_linearizable().await?.user(id).cloned() else {
+                continue;
+            };
+            if matches!(user.profile, Profile::Clear { .. }) {
+                return Err(AuthError::NotSealed);
+            }
+            let command = UserCommand::Erase.to(user.stream.clone());
+            let loaded = decider::load::<User>(&*self.store, &command).await?;
+            let Some(account) = loaded.state.account() else {
+                continue;
+            };
+            let personal = self.personal(id, &account.personal).await?;
+            let Some(personal) = personal else {
+                // The key is gone already: only the event is missing.
+                self.execute(&command, loaded).await?;
+                erased.push(id);
+                continue;
+            };
+            self.erase_loaded(id, &command, loaded, &personal).await?;
+            erased.push(id);
+        }
+        Ok(erased)
+    }
+
+    /// Every user erased in this store, oldest first (ids only).
+    pub fn erasures(&self) -> Vec<UserId> {
+        self.view.read().erased().to_vec()
     }
 
     /// Destroys the keys of every user the view knows to be erased (a

@@ -358,3 +358,101 @@ async fn a_store_of_the_previous_release_sealed_by_a_copy_forgets_as_a_new_one()
         );
     }
 }
+
+/// Copies every file of `from` into `to` (made if needed), replacing what
+/// `to` held.
+fn replace_dir(from: &Path, to: &Path) {
+    if to.exists() {
+        std::fs::remove_dir_all(to).unwrap();
+    }
+    std::fs::create_dir_all(to).unwrap();
+    for file in std::fs::read_dir(from).unwrap() {
+        let file = file.unwrap();
+        std::fs::copy(file.path(), to.join(file.file_name())).unwrap();
+    }
+}
+
+/// README, "Backups and erasures": a backup taken before an erasure still
+/// holds the user and their key; after restoring it, reapplying the
+/// erasure list erases them again, and only them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn erasures_reapplied_after_a_restore_erase_again() {
+    let stores = Stores::sqlite().await;
+    let dirs: Vec<std::path::PathBuf> = [stores.auth.url(), stores.catalog.url()]
+        .iter()
+        .map(|url| {
+            Path::new(url.trim_start_matches("sqlite://"))
+                .parent()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let app = TestApp::start(&stores, movies::Wiring::InProcess).await;
+    let (anna, anna_id) = app.user("anna_backup").await;
+    let (bert, _) = app.user("bert_backup").await;
+    app.stop().await;
+    let backup = tempfile::tempdir().unwrap();
+    for (i, dir) in dirs.iter().enumerate() {
+        replace_dir(dir, &backup.path().join(i.to_string()));
+    }
+
+    let app = TestApp::start(&stores, movies::Wiring::InProcess).await;
+    let erased = app
+        .post(
+            "/api/auth/me/erase",
+            Some(&anna),
+            json!({"password": "password123"}),
+        )
+        .await;
+    assert_eq!(erased.status, StatusCode::NO_CONTENT, "{}", erased.text);
+    app.stop().await;
+    let config = crate::helpers::config(&stores);
+    // The list, kept outside the backups.
+    let mut auth = config.auth.clone();
+    auth.auth_metrics_listen = platform::MaybeAddr::OFF;
+    let listed = auth_service::Application::build(&auth)
+        .await
+        .unwrap()
+        .erasures();
+    assert_eq!(listed, [auth_service::domain::UserId(anna_id)]);
+    let list = backup.path().join("erased.txt");
+    std::fs::write(&list, format!("# erased users\n{anna_id}\n")).unwrap();
+
+    // The restore brings Anna back, key and all.
+    for (i, dir) in dirs.iter().enumerate() {
+        replace_dir(&backup.path().join(i.to_string()), dir);
+    }
+    let app = TestApp::start(&stores, movies::Wiring::InProcess).await;
+    assert_eq!(
+        app.get("/api/auth/me", Some(&anna)).await.status,
+        StatusCode::OK
+    );
+    app.stop().await;
+
+    movies::erasures::reapply(&config, &list).await.unwrap();
+    let app = TestApp::start(&stores, movies::Wiring::InProcess).await;
+    assert_eq!(
+        app.get("/api/auth/me", Some(&anna)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let login = json!({"username": "anna_backup", "password": "password123"});
+    assert_eq!(
+        app.post("/api/auth/login", None, login).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        app.get("/api/auth/me", Some(&bert)).await.status,
+        StatusCode::OK
+    );
+    app.stop().await;
+    let keys = auth_service::keys::Keyring::open(&config.auth.key_store_url().unwrap(), None)
+        .await
+        .unwrap();
+    let anna_key = keys
+        .get(auth_service::domain::UserId(anna_id))
+        .await
+        .unwrap();
+    assert!(anna_key.is_none(), "her key is destroyed again");
+    // Reapplying twice changes nothing.
+    movies::erasures::reapply(&config, &list).await.unwrap();
+}
