@@ -641,6 +641,14 @@ async fn sides(
 
 impl Replicated {
     async fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, |_| vec![]).await
+    }
+
+    /// As [`Replicated::start`], auth replica `i` with `auth_env(i)` too.
+    async fn start_with(
+        test: &str,
+        auth_env: impl Fn(usize) -> Vec<(String, String)>,
+    ) -> Option<Self> {
         let auth_db = TempDatabase::create(test).await?;
         let catalog_db = TempDatabase::create(test).await?;
         let mut auth = vec![];
@@ -651,14 +659,16 @@ impl Replicated {
             *metrics_at.borrow_mut() = format!("127.0.0.1:{}", support::free_port());
             metrics_at.borrow().clone()
         };
-        for _ in 0..2 {
+        for i in 0..2 {
             auth.push(
                 Service::start_listening("auth-service", |listen| {
-                    support::env(&[
+                    let mut env = support::env(&[
                         ("AUTH_LISTEN", listen),
                         ("AUTH_STORE_URL", auth_db.url()),
                         ("AUTH_METRICS_LISTEN", &metrics_port()),
-                    ])
+                    ]);
+                    env.extend(auth_env(i));
+                    env
                 })
                 .await,
             );
@@ -1586,4 +1596,78 @@ async fn a_keyed_retry_through_another_replica_or_after_a_crash_gives_the_first_
     let (_, ratings) = b.get(&format!("/api/auth/rating?movie={id}"), &adder).await;
     assert_eq!(ratings.as_array().unwrap().len(), 1, "{ratings}");
     drop((auth, catalog, gateways));
+}
+
+/// An erasure through one replica holds on both at once: both of the
+/// user's tokens are refused through either side, login fails, the name
+/// registers anew; and each auth replica rewrites its own snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the binaries (cargo build --workspace --bins) and PostgreSQL; .ci/run runs it"]
+async fn an_erasure_through_one_replica_holds_on_both_at_once() {
+    let snapshots = tempfile::tempdir().unwrap();
+    let snapshot = |i: usize| snapshots.path().join(format!("auth-{i}.snapshot"));
+    let Some(Replicated {
+        auth,
+        catalog,
+        _dbs,
+        ..
+    }) = Replicated::start_with("erase_replicas", |i| {
+        vec![
+            ("AUTH_SNAPSHOT".into(), snapshot(i).display().to_string()),
+            // No periodic snapshot: only the erasure makes one be written.
+            ("AUTH_SNAPSHOT_EVERY".into(), "1000000".into()),
+        ]
+    })
+    .await
+    else {
+        return;
+    };
+    let (_gateways, sides) = sides(&auth, &catalog).await;
+    let (a, b) = (&sides[0], &sides[1]);
+    let first = a.user("erin_replicas").await;
+    let login = json!({"username": "erin_replicas", "password": "password123"});
+    let Outcome::Acked(second) = b.post("/api/auth/login", None, login.clone()).await else {
+        panic!("login through B failed")
+    };
+    let second = second["token"].as_str().unwrap().to_owned();
+    for side in [a, b] {
+        assert_eq!(side.get("/api/auth/me", &first).await.0, StatusCode::OK);
+    }
+    let before = std::time::SystemTime::now();
+    let erased = b
+        .post(
+            "/api/auth/me/erase",
+            Some(&second),
+            json!({"password": "password123"}),
+        )
+        .await;
+    assert!(matches!(erased, Outcome::Acked(_)), "{erased:?}");
+    for side in [a, b] {
+        for token in [&first, &second] {
+            assert_eq!(
+                side.get("/api/auth/me", token).await.0,
+                StatusCode::UNAUTHORIZED,
+                "a token of the erased user still answers"
+            );
+        }
+        let refused = side.post("/api/auth/login", None, login.clone()).await;
+        assert_eq!(refused, Outcome::Refused(StatusCode::BAD_REQUEST));
+    }
+    let again = a.user("erin_replicas").await;
+    assert_eq!(b.get("/api/auth/me", &again).await.0, StatusCode::OK);
+    // Each replica rewrites its snapshot (the other within a second or so).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for i in 0..2 {
+        loop {
+            let written = std::fs::metadata(snapshot(i)).and_then(|m| m.modified());
+            if written.is_ok_and(|t| t > before) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica {i} kept its old snapshot"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
