@@ -4,7 +4,7 @@
 //! - `loadgen bare --listen 127.0.0.1:8100`: a bare axum handler answering
 //!   `GET /api/auth/movies` with the same 100-movie JSON from memory (the
 //!   ceiling of one HTTP hop).
-//! - `loadgen run --url http://127.0.0.1:8000 --scenario movies|rating|login`:
+//! - `loadgen run --url http://127.0.0.1:8000 --scenario movies|rating|login|register`:
 //!   64 keep-alive connections (one per worker, like wrk) for `--seconds`;
 //!   prints requests/s and p50/p99. `--rate` paces the total rate instead of
 //!   running flat out. Setup (users, 100 movies) goes through the API itself.
@@ -87,6 +87,8 @@ enum Scenario {
     Rating,
     /// POST /api/auth/login with correct credentials.
     Login,
+    /// POST /api/auth/register, each a new user.
+    Register,
 }
 
 fn movies_json() -> Bytes {
@@ -250,6 +252,8 @@ struct Worker {
     name: String,
     /// Movies this worker's user may still rate.
     to_rate: Vec<i64>,
+    /// Users this worker registered (the register scenario).
+    registered: u64,
 }
 
 #[tokio::main]
@@ -329,6 +333,7 @@ async fn run(command: Command) -> Result<(), SetupError> {
                     token,
                     name,
                     to_rate: extra.iter().rev().copied().collect(),
+                    registered: 0,
                 });
             }
             let workers = Arc::new(std::sync::Mutex::new(workers));
@@ -360,6 +365,15 @@ async fn run(command: Command) -> Result<(), SetupError> {
                         let body = json!({"username": w.name, "password": "password123"});
                         w.conn
                             .send(Method::POST, "/api/auth/login", None, Some(body))
+                            .await
+                            .map(|(s, _)| s == StatusCode::OK)
+                    }
+                    Scenario::Register => {
+                        w.registered += 1;
+                        let name = format!("{}r{}", w.name, w.registered);
+                        let body = json!({"username": name, "email": format!("{name}@example.com"), "password": "password123"});
+                        w.conn
+                            .send(Method::POST, "/api/auth/register", None, Some(body))
                             .await
                             .map(|(s, _)| s == StatusCode::OK)
                     }
