@@ -197,9 +197,7 @@ impl Keyring {
         let stored = self.wrap(&what, &fresh)?;
         let kept = match &self.table {
             Table::Sqlite(conn) => {
-                let conn = conn.clone();
-                tokio::task::spawn_blocking(move || {
-                    let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                sqlite(conn, move |conn| {
                     conn.execute(
                         "INSERT INTO user_keys (user_id, key, wrapped) VALUES (?1, ?2, ?3) \
                          ON CONFLICT (user_id) DO NOTHING",
@@ -207,13 +205,12 @@ impl Keyring {
                     )
                     .map_err(table_err)?;
                     sqlite_get(
-                        &conn,
+                        conn,
                         "SELECT key, wrapped FROM user_keys WHERE user_id = ?1",
                         user.0,
                     )
                 })
-                .await
-                .map_err(table_err)??
+                .await?
             }
             Table::Postgres(pool) => {
                 let client = pool.get().await.map_err(table_err)?;
@@ -248,17 +245,14 @@ impl Keyring {
         }
         let stored = match &self.table {
             Table::Sqlite(conn) => {
-                let conn = conn.clone();
-                tokio::task::spawn_blocking(move || {
-                    let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                sqlite(conn, move |conn| {
                     sqlite_get(
-                        &conn,
+                        conn,
                         "SELECT key, wrapped FROM user_keys WHERE user_id = ?1",
                         user.0,
                     )
                 })
-                .await
-                .map_err(table_err)??
+                .await?
             }
             Table::Postgres(pool) => {
                 let client = pool.get().await.map_err(table_err)?;
@@ -284,16 +278,13 @@ impl Keyring {
         self.forget(user);
         match &self.table {
             Table::Sqlite(conn) => {
-                let conn = conn.clone();
-                tokio::task::spawn_blocking(move || {
-                    let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                sqlite(conn, move |conn| {
                     let n = conn
                         .execute("DELETE FROM user_keys WHERE user_id = ?1", params![user.0])
                         .map_err(table_err)?;
                     Ok(n > 0)
                 })
                 .await
-                .map_err(table_err)?
             }
             Table::Postgres(pool) => {
                 let client = pool.get().await.map_err(table_err)?;
@@ -315,9 +306,7 @@ impl Keyring {
         let ids: Vec<i64> = users.iter().map(|u| u.0).collect();
         match &self.table {
             Table::Sqlite(conn) => {
-                let conn = conn.clone();
-                tokio::task::spawn_blocking(move || {
-                    let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                sqlite(conn, move |conn| {
                     let tx = conn.transaction().map_err(table_err)?;
                     for id in ids {
                         tx.execute("DELETE FROM user_keys WHERE user_id = ?1", params![id])
@@ -326,7 +315,6 @@ impl Keyring {
                     tx.commit().map_err(table_err)
                 })
                 .await
-                .map_err(table_err)?
             }
             Table::Postgres(pool) => {
                 let client = pool.get().await.map_err(table_err)?;
@@ -362,9 +350,7 @@ impl Keyring {
         let fresh = self.wrap(what, &DataKey::random()?)?;
         let stored = match &self.table {
             Table::Sqlite(conn) => {
-                let conn = conn.clone();
-                tokio::task::spawn_blocking(move || {
-                    let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                sqlite(conn, move |conn| {
                     conn.execute(
                         "INSERT INTO secrets (name, value, wrapped) VALUES ('pepper', ?1, ?2) \
                          ON CONFLICT (name) DO NOTHING",
@@ -372,13 +358,12 @@ impl Keyring {
                     )
                     .map_err(table_err)?;
                     sqlite_get(
-                        &conn,
+                        conn,
                         "SELECT value, wrapped FROM secrets WHERE name = ?1",
                         "pepper",
                     )
                 })
-                .await
-                .map_err(table_err)??
+                .await?
             }
             Table::Postgres(pool) => {
                 let client = pool.get().await.map_err(table_err)?;
@@ -467,7 +452,6 @@ impl Keyring {
         };
         match &self.table {
             Table::Sqlite(conn) => {
-                let conn = conn.clone();
                 let (name, value) = if secrets {
                     ("secrets", "value")
                 } else {
@@ -476,8 +460,7 @@ impl Keyring {
                 let sql = format!(
                     "SELECT {key}, {value}, wrapped FROM {name} WHERE {key} > ?1 ORDER BY {key} LIMIT {COPY_BATCH}"
                 );
-                tokio::task::spawn_blocking(move || {
-                    let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                sqlite(conn, move |conn| {
                     let mut stmt = conn.prepare(&sql).map_err(table_err)?;
                     let read = |r: &rusqlite::Row<'_>| {
                         let (a, b) = if secrets {
@@ -497,7 +480,6 @@ impl Keyring {
                         .map_err(table_err)
                 })
                 .await
-                .map_err(table_err)?
             }
             Table::Postgres(pool) => {
                 let client = pool.get().await.map_err(table_err)?;
@@ -535,9 +517,7 @@ impl Keyring {
         let secrets = table == "secrets";
         match &self.table {
             Table::Sqlite(conn) => {
-                let conn = conn.clone();
-                tokio::task::spawn_blocking(move || {
-                    let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                sqlite(conn, move |conn| {
                     let tx = conn.transaction().map_err(table_err)?;
                     for row in &rows {
                         match row {
@@ -557,7 +537,6 @@ impl Keyring {
                     tx.commit().map_err(table_err)
                 })
                 .await
-                .map_err(table_err)?
             }
             Table::Postgres(pool) => {
                 let mut client = pool.get().await.map_err(table_err)?;
@@ -585,6 +564,20 @@ impl Keyring {
     }
 }
 
+/// Runs `f` with the key file's connection, on the blocking pool.
+async fn sqlite<T: Send + 'static>(
+    conn: &Arc<Mutex<Connection>>,
+    f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let conn = conn.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn)
+    })
+    .await
+    .map_err(table_err)?
+}
+
 fn sqlite_get(conn: &Connection, sql: &str, id: impl rusqlite::ToSql) -> Result<Option<Stored>> {
     conn.query_row(sql, params![id], |r| {
         Ok(Stored {
@@ -609,30 +602,9 @@ async fn postgres_get(
 }
 
 async fn postgres_pool(url: &str) -> Result<deadpool_postgres::Pool> {
-    let mut config: tokio_postgres::Config = url.parse().map_err(table_err)?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(std::time::Duration::from_secs(5));
-    }
-    let manager = deadpool_postgres::Manager::from_config(
-        config,
-        tokio_postgres::NoTls,
-        deadpool_postgres::ManagerConfig {
-            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-        },
-    );
-    let pool = deadpool_postgres::Pool::builder(manager)
-        .max_size(4)
-        .build()
-        .map_err(table_err)?;
-    let mut client = pool.get().await.map_err(table_err)?;
-    let tx = client.transaction().await.map_err(table_err)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+    crate::pg::pool_with_schema(url, 4, SCHEMA_LOCK, POSTGRES_SCHEMA)
         .await
-        .map_err(table_err)?;
-    tx.batch_execute(POSTGRES_SCHEMA).await.map_err(table_err)?;
-    tx.commit().await.map_err(table_err)?;
-    drop(client);
-    Ok(pool)
+        .map_err(KeyError::Table)
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod domain;
 pub mod error;
 pub mod keys;
 mod password;
+mod pg;
 pub mod read_model;
 pub mod seal;
 mod service;

@@ -273,30 +273,9 @@ const CREATE_LOCK: i64 = 0x6c6f_6769_6e5f_7468;
 /// A pool on the database at `url`, with the throttle's table made there
 /// if it is not yet.
 async fn books_table(url: &str) -> Result<deadpool_postgres::Pool> {
-    let mut config: tokio_postgres::Config = url.parse().map_err(db_err)?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(5));
-    }
-    let manager = deadpool_postgres::Manager::from_config(
-        config,
-        tokio_postgres::NoTls,
-        deadpool_postgres::ManagerConfig {
-            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-        },
-    );
-    let pool = deadpool_postgres::Pool::builder(manager)
-        .max_size(8)
-        .build()
-        .map_err(db_err)?;
-    let mut client = pool.get().await.map_err(db_err)?;
-    let tx = client.transaction().await.map_err(db_err)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CREATE_LOCK])
+    crate::pg::pool_with_schema(url, 8, CREATE_LOCK, CREATE_TABLE)
         .await
-        .map_err(db_err)?;
-    tx.batch_execute(CREATE_TABLE).await.map_err(db_err)?;
-    tx.commit().await.map_err(db_err)?;
-    drop(client);
-    Ok(pool)
+        .map_err(AuthError::Throttle)
 }
 
 impl PostgresBooks {

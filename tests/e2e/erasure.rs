@@ -176,6 +176,29 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// What would be Erin's in the clear: her name as given and lowercased,
+/// her email in both cases, and any argon2 hash.
+fn erins() -> Vec<String> {
+    vec![
+        NAME.to_string(),
+        NAME.to_lowercase(),
+        EMAIL.to_string(),
+        EMAIL.to_lowercase(),
+        "$argon2".to_string(),
+    ]
+}
+
+/// Asserts that no file of `files` holds any of `needles`.
+fn assert_absent(files: &[(String, Vec<u8>)], needles: Vec<String>) {
+    for needle in needles {
+        assert_eq!(
+            hits(files, needle.as_bytes()),
+            Vec::<String>::new(),
+            "{needle}"
+        );
+    }
+}
+
 /// How many times `needle` occurs in `files`, and where.
 fn hits(files: &[(String, Vec<u8>)], needle: &[u8]) -> Vec<String> {
     files
@@ -211,19 +234,7 @@ async fn after_an_erasure_no_byte_under_the_stores_holds_what_was_theirs() {
         !hits(&all, TITLE.as_bytes()).is_empty(),
         "the title is found: {names:?}"
     );
-    for needle in [
-        NAME.to_string(),
-        NAME.to_lowercase(),
-        EMAIL.to_string(),
-        EMAIL.to_lowercase(),
-        "$argon2".to_string(),
-    ] {
-        assert_eq!(
-            hits(&all, needle.as_bytes()),
-            Vec::<String>::new(),
-            "{needle}"
-        );
-    }
+    assert_absent(&all, erins());
 }
 
 /// The same search in a `pg_dump` of both databases, after an erasure
@@ -258,19 +269,7 @@ async fn after_an_erasure_no_byte_of_a_pg_dump_holds_what_was_theirs() {
         !hits(&dumps, b"auth_user_keys").is_empty(),
         "the key table is dumped"
     );
-    for needle in [
-        NAME.to_string(),
-        NAME.to_lowercase(),
-        EMAIL.to_string(),
-        EMAIL.to_lowercase(),
-        "$argon2".to_string(),
-    ] {
-        assert_eq!(
-            hits(&dumps, needle.as_bytes()),
-            Vec::<String>::new(),
-            "{needle}"
-        );
-    }
+    assert_absent(&dumps, erins());
 }
 
 /// README, "Personal data", the upgrade: release 3c5e5a3's store (every
@@ -350,13 +349,7 @@ async fn a_store_of_the_previous_release_sealed_by_a_copy_forgets_as_a_new_one()
             format!("user{i}@example.com"),
         ]);
     }
-    for needle in needles {
-        assert_eq!(
-            hits(&all, needle.as_bytes()),
-            Vec::<String>::new(),
-            "{needle}"
-        );
-    }
+    assert_absent(&all, needles);
 }
 
 /// Copies every file of `from` into `to` (made if needed), replacing what
