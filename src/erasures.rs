@@ -26,9 +26,11 @@ async fn auth(config: &Config) -> Result<auth_service::Application, BoxError> {
 
 /// Prints every erased user's id, one per line, oldest first.
 pub async fn list(config: &Config) -> Result<(), BoxError> {
-    for id in auth(config).await?.erasures() {
+    let auth = auth(config).await?;
+    for id in auth.erasures() {
         println!("{id}");
     }
+    auth.close().await;
     Ok(())
 }
 
@@ -55,7 +57,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Vec<UserId>, BadList> {
 /// Erases again every user of the list in `file` the store still holds.
 pub async fn reapply(config: &Config, file: &Path) -> Result<(), BoxError> {
     let ids = parse(file, &std::fs::read_to_string(file)?)?;
-    let erased = auth(config).await?.reapply_erasures(&ids).await?;
+    let auth = auth(config).await?;
+    let erased = auth.reapply_erasures(&ids).await;
+    auth.close().await;
+    let erased = erased?;
     println!(
         "{} of {} listed users erased again (the others were not in this store, or erased already)",
         erased.len(),

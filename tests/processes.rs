@@ -1633,6 +1633,44 @@ async fn an_erasure_through_one_replica_holds_on_both_at_once() {
     for side in [a, b] {
         assert_eq!(side.get("/api/auth/me", &first).await.0, StatusCode::OK);
     }
+    // She adds a movie through B (with an idempotency key) and rates
+    // another's through A; her export through B holds it all.
+    let title = "A Title The Dump Keeps";
+    let keyed = b
+        .http
+        .post(format!("{}/api/auth/movies", b.base))
+        .header("authorization", format!("Token {second}"))
+        .header("idempotency-key", "erin-replicas-movie")
+        .json(&json!({"title": title, "director": "D"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keyed.status(), StatusCode::CREATED);
+    let other = b.user("other_replicas").await;
+    let Outcome::Acked(theirs) = b
+        .post(
+            "/api/auth/movies",
+            Some(&other),
+            json!({"title": "Theirs", "director": "D"}),
+        )
+        .await
+    else {
+        panic!("adding a movie failed")
+    };
+    let rated = a
+        .post(
+            "/api/auth/rating",
+            Some(&first),
+            json!({"movie": theirs["id"], "rating": 5}),
+        )
+        .await;
+    assert!(matches!(rated, Outcome::Acked(_)), "{rated:?}");
+    let (status, export) = b.get("/api/auth/me/export", &second).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(export["profile"]["username"], "erin_replicas");
+    assert_eq!(export["tokens"].as_array().unwrap().len(), 2);
+    assert_eq!(export["movies"][0]["movie"]["title"], title);
+    assert_eq!(export["ratings"][0]["rating"], 5);
     let before = std::time::SystemTime::now();
     let erased = b
         .post(

@@ -175,6 +175,14 @@ impl Application {
         })
     }
 
+    /// Stops without serving (a command run on the store, not a server):
+    /// the read model's follower and the erasure follower end, so the
+    /// store's files are closed when this returns and the last handle goes.
+    pub async fn close(self) {
+        self.erasures.abort();
+        self.view.close().await;
+    }
+
     /// Every user erased in this store, oldest first (ids only): the
     /// erasure list kept beside backups (see README).
     pub fn erasures(&self) -> Vec<domain::UserId> {

@@ -361,7 +361,13 @@ fn replace_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for file in std::fs::read_dir(from).unwrap() {
         let file = file.unwrap();
-        std::fs::copy(file.path(), to.join(file.file_name())).unwrap();
+        match std::fs::copy(file.path(), to.join(file.file_name())) {
+            // A snapshot's temporary file, renamed meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            copied => {
+                copied.unwrap();
+            }
+        }
     }
 }
 
@@ -403,19 +409,36 @@ async fn erasures_reapplied_after_a_restore_erase_again() {
     // The list, kept outside the backups.
     let mut auth = config.auth.clone();
     auth.auth_metrics_listen = platform::MaybeAddr::OFF;
-    let listed = auth_service::Application::build(&auth)
-        .await
-        .unwrap()
-        .erasures();
+    let auth = auth_service::Application::build(&auth).await.unwrap();
+    let listed = auth.erasures();
+    auth.close().await;
     assert_eq!(listed, [auth_service::domain::UserId(anna_id)]);
     let list = backup.path().join("erased.txt");
     std::fs::write(&list, format!("# erased users\n{anna_id}\n")).unwrap();
 
-    // The restore brings Anna back, key and all.
-    for (i, dir) in dirs.iter().enumerate() {
-        replace_dir(&backup.path().join(i.to_string()), dir);
+    // The restore (into a place of its own, as onto a new machine) brings
+    // Anna back, key and all.
+    let restored = tempfile::tempdir().unwrap();
+    for i in 0..2 {
+        replace_dir(
+            &backup.path().join(i.to_string()),
+            &restored.path().join(i.to_string()),
+        );
     }
-    let app = TestApp::start(&stores, movies::Wiring::InProcess).await;
+    let url = |i: usize| {
+        format!(
+            "sqlite://{}",
+            restored.path().join(format!("{i}/events.db")).display()
+        )
+    };
+    let config = crate::helpers::config_on(&url(0), &url(1));
+    let start = async || {
+        let stack = movies::Stack::build(&config, movies::Wiring::InProcess)
+            .await
+            .unwrap();
+        TestApp::serve(stack).await
+    };
+    let app = start().await;
     assert_eq!(
         app.get("/api/auth/me", Some(&anna)).await.status,
         StatusCode::OK
@@ -423,7 +446,7 @@ async fn erasures_reapplied_after_a_restore_erase_again() {
     app.stop().await;
 
     movies::erasures::reapply(&config, &list).await.unwrap();
-    let app = TestApp::start(&stores, movies::Wiring::InProcess).await;
+    let app = start().await;
     assert_eq!(
         app.get("/api/auth/me", Some(&anna)).await.status,
         StatusCode::UNAUTHORIZED
