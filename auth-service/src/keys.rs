@@ -195,7 +195,7 @@ impl Keyring {
         let what = format!("user-key:{user}");
         let fresh = DataKey::random()?;
         let stored = self.wrap(&what, &fresh)?;
-        let kept = match &self.table {
+        match &self.table {
             Table::Sqlite(conn) => {
                 sqlite(conn, move |conn| {
                     conn.execute(
@@ -203,12 +203,8 @@ impl Keyring {
                          ON CONFLICT (user_id) DO NOTHING",
                         params![user.0, stored.bytes, stored.wrapped],
                     )
-                    .map_err(table_err)?;
-                    sqlite_get(
-                        conn,
-                        "SELECT key, wrapped FROM user_keys WHERE user_id = ?1",
-                        user.0,
-                    )
+                    .map(drop)
+                    .map_err(table_err)
                 })
                 .await?
             }
@@ -222,14 +218,10 @@ impl Keyring {
                     )
                     .await
                     .map_err(table_err)?;
-                postgres_get(
-                    &client,
-                    "SELECT key, wrapped FROM auth_user_keys WHERE user_id = $1",
-                    &user.0,
-                )
-                .await?
             }
-        };
+        }
+        // What the table holds now: this key, or one a retry stored first.
+        let kept = self.stored(user).await?;
         let key = self.unwrap_key(
             &what,
             kept.ok_or(KeyError::Table("a key just stored is gone".into()))?,
@@ -238,12 +230,9 @@ impl Keyring {
         Ok(key)
     }
 
-    /// `user`'s key, if it exists (none: never made, or destroyed).
-    pub async fn get(&self, user: UserId) -> Result<Option<DataKey>> {
-        if let Some(key) = self.cached(user) {
-            return Ok(Some(key));
-        }
-        let stored = match &self.table {
+    /// The row of `user`'s key, as stored.
+    async fn stored(&self, user: UserId) -> Result<Option<Stored>> {
+        match &self.table {
             Table::Sqlite(conn) => {
                 sqlite(conn, move |conn| {
                     sqlite_get(
@@ -252,7 +241,7 @@ impl Keyring {
                         user.0,
                     )
                 })
-                .await?
+                .await
             }
             Table::Postgres(pool) => {
                 let client = pool.get().await.map_err(table_err)?;
@@ -261,10 +250,17 @@ impl Keyring {
                     "SELECT key, wrapped FROM auth_user_keys WHERE user_id = $1",
                     &user.0,
                 )
-                .await?
+                .await
             }
-        };
-        let Some(stored) = stored else {
+        }
+    }
+
+    /// `user`'s key, if it exists (none: never made, or destroyed).
+    pub async fn get(&self, user: UserId) -> Result<Option<DataKey>> {
+        if let Some(key) = self.cached(user) {
+            return Ok(Some(key));
+        }
+        let Some(stored) = self.stored(user).await? else {
             return Ok(None);
         };
         let key = self.unwrap_key(&format!("user-key:{user}"), stored)?;

@@ -162,6 +162,18 @@ async fn an_erased_user_is_gone_and_their_name_is_free(app: TestApp) {
     assert_eq!(after.status, StatusCode::UNAUTHORIZED, "{}", after.text);
 }
 
+/// The directories of the two SQLite stores (each with its snapshots and,
+/// for auth, its key file).
+fn store_dirs(stores: &Stores) -> Vec<std::path::PathBuf> {
+    [stores.auth.url(), stores.catalog.url()]
+        .iter()
+        .map(|url| {
+            let file = Path::new(url.trim_start_matches("sqlite://"));
+            file.parent().unwrap().to_owned()
+        })
+        .collect()
+}
+
 /// Every file under `dir`, with its bytes.
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
@@ -216,15 +228,7 @@ async fn after_an_erasure_no_byte_under_the_stores_holds_what_was_theirs() {
     erin_is_erased(&app, &tokens, id, movie).await;
     // Stopped: the snapshots written at stop are searched too.
     app.stop().await;
-    let dirs: Vec<std::path::PathBuf> = [stores.auth.url(), stores.catalog.url()]
-        .iter()
-        .map(|url| {
-            Path::new(url.trim_start_matches("sqlite://"))
-                .parent()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let dirs = store_dirs(&stores);
     let all: Vec<_> = dirs.iter().flat_map(|d| files(d)).collect();
     let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
     assert!(names.iter().any(|n| n.ends_with(".snapshot")), "{names:?}");
@@ -377,15 +381,7 @@ fn replace_dir(from: &Path, to: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn erasures_reapplied_after_a_restore_erase_again() {
     let stores = Stores::sqlite().await;
-    let dirs: Vec<std::path::PathBuf> = [stores.auth.url(), stores.catalog.url()]
-        .iter()
-        .map(|url| {
-            Path::new(url.trim_start_matches("sqlite://"))
-                .parent()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
+    let dirs = store_dirs(&stores);
     let app = TestApp::start(&stores, movies::Wiring::InProcess).await;
     let (anna, anna_id) = app.user("anna_backup").await;
     let (bert, _) = app.user("bert_backup").await;
