@@ -1609,21 +1609,24 @@ async fn a_keyed_retry_through_another_replica_or_after_a_crash_gives_the_first_
 
 /// An erasure through one replica holds on both at once: both of the
 /// user's tokens are refused through either side, login fails, the name
-/// registers anew; and each auth replica rewrites its own snapshot.
+/// registers anew; each auth replica rewrites its own snapshot without
+/// her (it held her sealed profile before); and a `pg_dump` of both
+/// databases holds the title she gave and nothing of hers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs the binaries (cargo build --workspace --bins) and PostgreSQL; .ci/run runs it"]
 async fn an_erasure_through_one_replica_holds_on_both_at_once() {
     let snapshots = tempfile::tempdir().unwrap();
     let snapshot = |i: usize| snapshots.path().join(format!("auth-{i}.snapshot"));
     let Some(Replicated {
-        auth,
+        mut auth,
         catalog,
-        _dbs,
+        _dbs: dbs,
         ..
     }) = Replicated::start_with("erase_replicas", |i| {
         vec![
             ("AUTH_SNAPSHOT".into(), snapshot(i).display().to_string()),
-            // No periodic snapshot: only the erasure makes one be written.
+            // No periodic snapshot: only a clean stop and the erasure
+            // write them.
             ("AUTH_SNAPSHOT_EVERY".into(), "1000000".into()),
         ]
     })
@@ -1680,7 +1683,44 @@ async fn an_erasure_through_one_replica_holds_on_both_at_once() {
     assert_eq!(export["tokens"].as_array().unwrap().len(), 2);
     assert_eq!(export["movies"][0]["movie"]["title"], title);
     assert_eq!(export["ratings"][0]["rating"], 5);
-    let before = std::time::SystemTime::now();
+
+    // Snapshots are written: both auth replicas stop cleanly and start
+    // again from them. Each then holds her sealed profile, as the log does.
+    for (replica, _) in &mut auth {
+        replica.restart();
+    }
+    for side in [a, b] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while side.get("/api/auth/me", &first).await.0 != StatusCode::OK {
+            assert!(
+                Instant::now() < deadline,
+                "a restarted replica never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let auth_db = dbs.0.url();
+    let sealed = psql(
+        auth_db,
+        &format!(
+            "SELECT data::json->>'sealed' FROM es_events \
+             WHERE event_type = 'UserRegistered.v3' \
+             AND (data::json->>'user_id')::bigint = {}",
+            export["profile"]["id"]
+        ),
+    );
+    assert!(sealed.len() > 40, "her sealed profile: {sealed:?}");
+    let holds = |i: usize| {
+        std::fs::read(snapshot(i))
+            .unwrap()
+            .windows(sealed.len())
+            .any(|w| w == sealed.as_bytes())
+    };
+    assert!(
+        holds(0) && holds(1),
+        "both snapshots hold her sealed profile"
+    );
+
     let erased = b
         .post(
             "/api/auth/me/erase",
@@ -1700,21 +1740,73 @@ async fn an_erasure_through_one_replica_holds_on_both_at_once() {
         let refused = side.post("/api/auth/login", None, login.clone()).await;
         assert_eq!(refused, Outcome::Refused(StatusCode::BAD_REQUEST));
     }
-    let again = a.user("erin_replicas").await;
-    assert_eq!(b.get("/api/auth/me", &again).await.0, StatusCode::OK);
-    // Each replica rewrites its snapshot (the other within a second or so).
+    // Each replica rewrites its snapshot without her (the other within a
+    // second or so): periodic snapshots are off, so the erasure did it.
     let deadline = Instant::now() + Duration::from_secs(10);
     for i in 0..2 {
-        loop {
-            let written = std::fs::metadata(snapshot(i)).and_then(|m| m.modified());
-            if written.is_ok_and(|t| t > before) {
-                break;
-            }
+        while holds(i) {
             assert!(
                 Instant::now() < deadline,
-                "replica {i} kept its old snapshot"
+                "replica {i} kept her in its snapshot"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    let again = a.user("erin_replicas").await;
+    assert_eq!(b.get("/api/auth/me", &again).await.0, StatusCode::OK);
+
+    // Neither database nor snapshot holds her name, her email or any
+    // password hash; the dump holds the title (the search reads it).
+    let mut files: Vec<(String, Vec<u8>)> = [auth_db, dbs.1.url()]
+        .iter()
+        .map(|url| (url.to_string(), pg_dump(url)))
+        .collect();
+    assert!(
+        files
+            .iter()
+            .any(|(_, b)| b.windows(title.len()).any(|w| w == title.as_bytes())),
+        "the dump holds the title"
+    );
+    files.extend((0..2).map(|i| (format!("snapshot {i}"), std::fs::read(snapshot(i)).unwrap())));
+    for needle in [
+        "erin_replicas",
+        "erin_replicas@example.com",
+        "ERIN_REPLICAS@EXAMPLE.COM",
+        "$argon2",
+    ] {
+        for (name, bytes) in &files {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{needle} in {name}"
+            );
+        }
+    }
+}
+
+/// `psql -At -c sql` on `url`: the first row's first column.
+fn psql(url: &str, sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args([url, "-At", "-c", sql])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A plain `pg_dump` of `url`.
+fn pg_dump(url: &str) -> Vec<u8> {
+    let out = std::process::Command::new("pg_dump")
+        .arg(url)
+        .output()
+        .expect("pg_dump runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }

@@ -133,6 +133,13 @@ impl Service {
         panic!("{} did not stop within 10 s of SIGTERM", self.name);
     }
 
+    /// SIGTERM, wait for the end (a clean stop: snapshots are written),
+    /// then start again on the same address and store.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Self::spawn(self.name, &self.env);
+    }
+
     /// SIGKILL, as a lost machine would end it.
     pub fn kill(&mut self) {
         self.child.kill().unwrap(); // SIGKILL on Unix
