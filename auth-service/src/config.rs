@@ -48,6 +48,10 @@ pub struct Config {
     /// How long a token lives, in seconds.
     #[arg(long, env, default_value_t = 36_000)]
     pub auth_token_ttl_secs: u64,
+    /// How long an `Idempotency-Key` sent with a registration answers its
+    /// retries, in seconds (README, "Idempotency keys on register").
+    #[arg(long, env, default_value_t = 86_400)]
+    pub auth_registration_key_ttl_secs: u64,
     /// Failed logins for one username from one client address before each
     /// further attempt waits (1 s, doubling with each failure).
     #[arg(long, env, default_value_t = 5)]
@@ -101,9 +105,14 @@ impl Config {
         crate::keys::beside(&self.auth_store_url).ok_or(ConfigError::KeyStoreNeeded)
     }
 
-    /// The token lifetime.
-    pub fn token_ttl(&self) -> Duration {
-        Duration::from_secs(self.auth_token_ttl_secs)
+    /// The token lifetime, and how long a key on register answers retries.
+    pub fn lifetimes(&self) -> crate::service::Lifetimes {
+        let secs = |s: u64| chrono::Duration::from_std(Duration::from_secs(s));
+        crate::service::Lifetimes {
+            token: secs(self.auth_token_ttl_secs).unwrap_or(chrono::Duration::MAX),
+            registration_key: secs(self.auth_registration_key_ttl_secs)
+                .unwrap_or(chrono::Duration::MAX),
+        }
     }
 
     /// The login throttle's limits.

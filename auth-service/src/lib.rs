@@ -72,7 +72,30 @@ pub struct Application {
     service: AuthGrpc,
     view: Arc<Projection<AuthView>>,
     /// Follows erasures made through other replicas (see [`follow_erasures`]).
-    erasures: tokio::task::JoinHandle<()>,
+    erasures: ErasureFollower,
+}
+
+/// The task running [`follow_erasures`], and how to stop it.
+struct ErasureFollower {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ErasureFollower {
+    fn start(view: &Arc<Projection<AuthView>>, keyring: Arc<Keyring>) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(follow_erasures(Arc::downgrade(view), keyring, stopped));
+        Self { stop, task }
+    }
+
+    /// Stops it, and waits for a snapshot it is writing to be written
+    /// (so that nothing writes the store's files once the service stopped).
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "the erasure follower failed");
+        }
+    }
 }
 
 /// How often a replica looks for erasures made elsewhere.
@@ -80,15 +103,22 @@ const ERASURES_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// On every replica, once its read model has applied an erasure made
 /// anywhere: the erased users' keys leave this process's memory, and its
-/// snapshot is rewritten without them. Runs until the service stops (or
-/// its read model is dropped).
-async fn follow_erasures(view: std::sync::Weak<Projection<AuthView>>, keyring: Arc<Keyring>) {
+/// snapshot is rewritten without them. Runs until `stop` resolves (or its
+/// read model is dropped).
+async fn follow_erasures(
+    view: std::sync::Weak<Projection<AuthView>>,
+    keyring: Arc<Keyring>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
     let Some(mut seen) = view.upgrade().map(|v| v.read().erased().len()) else {
         return;
     };
     let mut every = tokio::time::interval(ERASURES_EVERY);
     loop {
-        every.tick().await;
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = &mut stop => return,
+        }
         let Some(view) = view.upgrade() else { return };
         let erased = view
             .read()
@@ -159,11 +189,11 @@ impl Application {
             view.clone(),
             hasher,
             throttle,
-            config.token_ttl(),
+            config.lifetimes(),
             (pepper, keyring.clone()),
         );
         service.destroy_erased_keys().await?;
-        let erasures = tokio::spawn(follow_erasures(Arc::downgrade(&view), keyring));
+        let erasures = ErasureFollower::start(&view, keyring);
         let mut listener =
             GrpcListener::bind(config.auth_listen, config.auth_metrics_listen.0).await?;
         listener.add_metrics(Arc::new(view.metrics_source("auth", store.clone())));
@@ -179,7 +209,7 @@ impl Application {
     /// the read model's follower and the erasure follower end, so the
     /// store's files are closed when this returns and the last handle goes.
     pub async fn close(self) {
-        self.erasures.abort();
+        self.erasures.stop().await;
         self.view.close().await;
     }
 
@@ -212,7 +242,7 @@ impl Application {
         let service = AuthServiceServer::new(self.service)
             .max_decoding_message_size(platform::grpc::MAX_REQUEST_BYTES);
         self.listener.serve(service, shutdown).await?;
-        self.erasures.abort();
+        self.erasures.stop().await;
         self.view.close().await;
         Ok(())
     }

@@ -75,20 +75,6 @@ impl PasswordHasher {
             .await
     }
 
-    /// 32 bytes derived from `password` and `salt` with the same argon2id
-    /// parameters: the key that seals a token kept for a registration's
-    /// retry (see `service.rs`), as hard to guess as the password's hash.
-    pub async fn derive_key(&self, password: String, salt: [u8; 16]) -> Result<[u8; 32]> {
-        self.run(move || {
-            let mut key = [0u8; 32];
-            Argon2::default()
-                .hash_password_into(password.as_bytes(), &salt, &mut key)
-                .map_err(|e| AuthError::Hashing(e.to_string()))?;
-            Ok(key)
-        })
-        .await
-    }
-
     /// Whether `password` matches `hash`. With no hash (unknown user) it
     /// verifies against a dummy hash, so it takes as long, and answers false.
     pub async fn verify(&self, password: Password, hash: Option<String>) -> Result<bool> {

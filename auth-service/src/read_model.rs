@@ -64,15 +64,13 @@ pub struct LiveToken {
 
 /// A registration sent with an idempotency key, as its retry needs it
 /// (kept in the view's [`KeyedIndex`] beside the request's fingerprint):
-/// the user, and the first token sealed under a key derived from the
-/// password (see the service's `register`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// the user. A retry is answered as a login (see the service's
+/// `register`); what stamps of earlier releases kept beside it (the first
+/// token, sealed under a key derived from the password) is not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Registration {
     /// The user registered.
     pub user_id: UserId,
-    /// The extra members of the stamp: the sealed token, its salt, digest
-    /// and expiry (read by the service, which sealed them).
-    pub sealed: serde_json::Map<String, serde_json::Value>,
 }
 
 /// How often (in event time) every expired token is forgotten.
@@ -314,10 +312,8 @@ impl ReadModel for AuthView {
         if let AuthEvent::UserRegistered { user_id, .. }
         | AuthEvent::UserRegisteredInClear { user_id, .. } = &event
         {
-            self.keyed.note(recorded, |sealed| Registration {
-                user_id: *user_id,
-                sealed,
-            });
+            self.keyed
+                .note(recorded, |_| Registration { user_id: *user_id });
         }
         self.apply_in(event, &recorded.stream, recorded.recorded_at);
     }
@@ -413,8 +409,9 @@ impl Snapshot for AuthView {
     /// 3: users without their password hash (the login reads it from the
     /// user's stream; the view never needed it), and each user's activity.
     /// 5: sealed profiles, users' streams, names by MAC. 6: erased users.
-    /// 7: when each token was issued.
-    const VERSION: u32 = 7;
+    /// 7: when each token was issued. 8: keyed registrations without the
+    /// sealed first token.
+    const VERSION: u32 = 8;
 
     fn encode(&self, out: &mut Encoder<'_>) {
         out.count(self.by_id.len());
@@ -470,7 +467,6 @@ impl Snapshot for AuthView {
             out.fixed(event.as_bytes());
             out.str(&k.fingerprint);
             out.i64(k.created.user_id);
-            out.str(&serde_json::Value::Object(k.created.sealed.clone()).to_string());
         }
         self.activity.encode(out);
         out.count(self.erased.len());
@@ -528,19 +524,15 @@ impl Snapshot for AuthView {
             1 => Some(decode_time(input)?),
             _ => return Err(Damaged("an unknown option")),
         };
-        for _ in 0..input.count(40)? {
+        for _ in 0..input.count(32)? {
             let event = Uuid::from_bytes(input.array()?);
             let fingerprint = input.str()?;
             let user_id = input.id()?;
-            let sealed = match serde_json::from_str(&input.str()?) {
-                Ok(serde_json::Value::Object(sealed)) => sealed,
-                _ => return Err(Damaged("a sealed registration not a JSON object")),
-            };
             view.keyed.insert(
                 event,
                 Keyed {
                     fingerprint,
-                    created: Registration { user_id, sealed },
+                    created: Registration { user_id },
                 },
             );
         }
@@ -685,16 +677,11 @@ mod tests {
         };
         users.apply_at(revoke, t0 + minute);
         issue(&mut users, UserId(1), 4, t0 + SWEEP_EVERY, minute);
-        let mut sealed = serde_json::Map::new();
-        sealed.insert("sealed".into(), "abc".into());
         users.keyed.insert(
             Uuid::from_u128(9),
             Keyed {
                 fingerprint: "f".into(),
-                created: Registration {
-                    user_id: UserId(2),
-                    sealed,
-                },
+                created: Registration { user_id: UserId(2) },
             },
         );
         users
@@ -769,17 +756,17 @@ mod tests {
         assert!(!back.tokens_of.contains_key(&UserId(2)));
     }
 
-    /// Pins what version 7 of the projection makes of a fixed history.
+    /// Pins what version 8 of the projection makes of a fixed history.
     /// When this fails, you changed `apply` or the encoding: bump
     /// `AuthView::VERSION` (old snapshots are then ignored, not misread)
     /// and update the digest.
     #[test]
     fn the_snapshot_encoding_is_pinned() {
         use sha2::Digest;
-        assert_eq!(AuthView::VERSION, 7);
+        assert_eq!(AuthView::VERSION, 8);
         assert_eq!(
             hex::encode(sha2::Sha256::digest(fixed_history().to_bytes())),
-            "2bed2b6041c1b4d42e4878cc4bc81f82a166b71a652119765a2578a975d7d01c"
+            "afc23d1bd89527ac4848a52d4cb6b6c6078451ef99816a92f5fa7325d8657c3f"
         );
     }
 }

@@ -37,13 +37,25 @@ use crate::throttle::LoginThrottle;
 use crate::token;
 use event_sourcing::decider::Decider;
 
+/// How long what auth-service hands out lasts.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    /// A token, from its issue.
+    pub token: chrono::Duration,
+    /// An idempotency key sent with a registration answers its retries
+    /// this long after the registration (a day by default; Stripe keeps
+    /// keys a day as well). After that the key is ignored, and the retry
+    /// is refused as the name is taken.
+    pub registration_key: chrono::Duration,
+}
+
 /// The `movies.auth.v1.AuthService` implementation.
 pub struct AuthGrpc {
     store: Arc<dyn EventStore>,
     view: Arc<Projection<AuthView>>,
     hasher: PasswordHasher,
     throttle: LoginThrottle,
-    token_ttl: chrono::Duration,
+    lifetimes: Lifetimes,
     user_ids: IdSequence,
     /// Names in the log, the throttle and the logs as MACs under it.
     pepper: Pepper,
@@ -58,7 +70,7 @@ impl AuthGrpc {
         view: Arc<Projection<AuthView>>,
         hasher: PasswordHasher,
         throttle: LoginThrottle,
-        token_ttl: std::time::Duration,
+        lifetimes: Lifetimes,
         (pepper, keyring): (Pepper, Arc<Keyring>),
     ) -> Self {
         Self {
@@ -66,7 +78,7 @@ impl AuthGrpc {
             view,
             hasher,
             throttle,
-            token_ttl: chrono::Duration::from_std(token_ttl).unwrap_or(chrono::Duration::MAX),
+            lifetimes,
             user_ids: IdSequence::new(USER_IDS_STREAM, "User"),
             pepper,
             keyring,
@@ -125,7 +137,7 @@ impl AuthGrpc {
     fn new_token(&self) -> Result<(String, Grant)> {
         let (token, digest) = token::generate().map_err(|e| AuthError::Hashing(e.to_string()))?;
         let expires_at = Utc::now()
-            .checked_add_signed(self.token_ttl)
+            .checked_add_signed(self.lifetimes.token)
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
         Ok((token, Grant { digest, expires_at }))
     }
@@ -139,14 +151,21 @@ impl AuthGrpc {
     }
 
     /// Registers a user. With an idempotency key, a retry of the same
-    /// request answers what the first answered, token included: the token
-    /// is kept sealed (XOR) under a key argon2 derives from the password
-    /// with a salt of its own, so only the same password can unseal it, and
-    /// the digest recorded with it tells a wrong password (another request)
-    /// from the right one. The fingerprint covers username and email only:
-    /// a fast hash of a password is never stored.
-    async fn register(&self, r: RegisterRequest, key: Option<&str>) -> Result<Session> {
-        let given_password = r.password.clone();
+    /// request (same key, username and email) is answered as a login with
+    /// the password it carries: the user, and a new token. It is under the
+    /// login throttle, a wrong password is a failed login, and every
+    /// mismatch (email or password) answers [`AuthError::KeyReused`] after
+    /// the same work, so that a key tells nothing to whoever learns it.
+    /// Nothing derived from the password is kept for retries, and a key
+    /// answers retries for [`Lifetimes::registration_key`] only (then the name is
+    /// simply taken).
+    async fn register(
+        &self,
+        r: RegisterRequest,
+        key: Option<&str>,
+        client: &str,
+    ) -> Result<Session> {
+        let given = (r.username.clone(), r.password.clone());
         let (username, email, password) = match (
             Username::parse(&r.username),
             Email::parse(&r.email),
@@ -161,7 +180,12 @@ impl AuthGrpc {
         };
         let normalized = normalize_username(username.as_str());
         let (name, skeleton) = self.macs(username.as_str());
-        let keyed = key.map(|k| self.registration_key(k, &normalized, &name, &username, &email));
+        let keyed =
+            key.and_then(|k| self.registration_key(k, &normalized, &name, &username, &email));
+        // What this call registered (its token's digest and its answer), and
+        // whether a retry's login counted a failure already.
+        let mine = std::sync::Mutex::new(None);
+        let counted = std::sync::atomic::AtomicBool::new(false);
         let run = async {
             // A cheap refusal before the costly hash; the store decides.
             // Names registered before skeletons were claimed (or before
@@ -177,10 +201,6 @@ impl AuthGrpc {
             }
             let password_hash = self.hasher.hash(password).await?;
             let (token, grant) = self.new_token()?;
-            let mut keyed = keyed.clone();
-            if let Some(k) = &mut keyed {
-                self.seal(k, &token, &grant, given_password.clone()).await?;
-            }
             let allocated = UserId(self.user_ids.next(&self.store).await?);
             // The skeleton first: of two confusable names registered at
             // once, only one gets the claim; of two registrations of one
@@ -217,25 +237,60 @@ impl AuthGrpc {
             .to(user_stream(user_id));
             let done = decider::execute::<User>(&*self.store, &command, keyed.as_ref()).await?;
             tracing::info!(%user_id, "user registered");
+            let answer = session(user, token, grant);
+            *mine.lock().expect("not poisoned") = Some((grant.digest, answer.clone()));
             Ok(Ran {
                 position: done.position,
-                created: Registration {
-                    user_id,
-                    sealed: serde_json::Map::new(),
-                },
-                answer: session(user, token, grant),
+                created: Registration { user_id },
+                answer,
             })
         };
-        let stored = async |created| self.unseal(created, &given_password).await;
-        Ok(idempotency::once(&self.view, keyed.as_ref(), run, stored)
-            .await?
-            .into_inner())
+        let retried = async |created: Registration| {
+            // This call's own registration, if it is the one stored.
+            let own = mine.lock().expect("not poisoned").take();
+            if let Some((digest, answer)) = own {
+                let stored = self.view.read().by_token(&digest, Utc::now()).map(|u| u.id);
+                if stored == Some(created.user_id) {
+                    return Ok(answer);
+                }
+            }
+            let (username, password) = given.clone();
+            let session = self
+                .login(LoginRequest { username, password }, client)
+                .await;
+            match session {
+                Ok(s) if s.user.as_ref().map(|u| u.id) == Some(created.user_id.0) => Ok(s),
+                Ok(_) | Err(AuthError::IncorrectCredentials) => {
+                    counted.store(true, std::sync::atomic::Ordering::Relaxed);
+                    Err(AuthError::KeyReused)
+                }
+                Err(e) => Err(e),
+            }
+        };
+        match idempotency::once(&self.view, keyed.as_ref(), run, retried).await {
+            Ok(outcome) => Ok(outcome.into_inner()),
+            // Another email with the key: a failed login, as much work as
+            // a wrong password.
+            Err(AuthError::KeyReused)
+                if keyed.is_some() && !counted.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                let (_, password) = given.clone();
+                let password =
+                    Password::parse_new(password).map_err(|e| AuthError::Invalid(vec![e]))?;
+                let attempt = self.reserve_attempt(&normalized, client).await?;
+                self.hasher.verify(password, None).await?;
+                attempt.failed().await?;
+                Err(AuthError::KeyReused)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The idempotency of a keyed registration: by the name's MAC, with a
     /// fingerprint of MACs (no personal data in the stamp). A key a release
     /// before sealing recorded (scope and fingerprint by the name itself)
-    /// still answers its retries.
+    /// still answers its retries. `None` once the user the key registered
+    /// is older than [`Lifetimes::registration_key`]: the key is then ignored.
     fn registration_key(
         &self,
         key: &str,
@@ -243,20 +298,33 @@ impl AuthGrpc {
         name: &str,
         username: &Username,
         email: &Email,
-    ) -> Idempotent {
+    ) -> Option<Idempotent> {
         let older = Idempotent::new(
             &format!("register:{normalized}"),
             key,
             &[username.as_str(), email.as_str()],
         );
-        if self.view.read().keyed().get(older.event_id).is_some() {
-            return older;
-        }
         let (username, email) = (
             self.pepper.mac("fingerprint", username.as_str()),
             self.pepper.mac("fingerprint", email.as_str()),
         );
-        Idempotent::new(&format!("register:{name}"), key, &[&username, &email])
+        let newer = Idempotent::new(&format!("register:{name}"), key, &[&username, &email]);
+        let view = self.view.read();
+        let recorded = |k: &Idempotent| {
+            let user = view.keyed().get(k.event_id)?.created.user_id;
+            Some(view.user(user).map(|u| u.joined))
+        };
+        let (keyed, joined) = match recorded(&older) {
+            Some(joined) => (older, joined),
+            None => {
+                let joined = recorded(&newer).flatten();
+                (newer, joined)
+            }
+        };
+        match joined {
+            Some(joined) if Utc::now() - joined > self.lifetimes.registration_key => None,
+            _ => Some(keyed),
+        }
     }
 
     /// The user a claim was made for (see `UsernameClaim::holder_for`), or
@@ -276,94 +344,11 @@ impl AuthGrpc {
             .ok_or(AuthError::UsernameTaken)
     }
 
-    /// Seals `token` under a key derived from `password`, in `keyed`'s stamp.
-    async fn seal(
-        &self,
-        keyed: &mut Idempotent,
-        token: &str,
-        grant: &Grant,
-        password: String,
-    ) -> Result<()> {
-        let mut salt = [0u8; 16];
-        getrandom::fill(&mut salt).map_err(|e| AuthError::Hashing(e.to_string()))?;
-        let key = self.hasher.derive_key(password, salt).await?;
-        let mut sealed = [0u8; 32];
-        hex::decode_to_slice(token, &mut sealed).map_err(|e| AuthError::Hashing(e.to_string()))?;
-        for (s, k) in sealed.iter_mut().zip(key) {
-            *s ^= k;
-        }
-        let digest: String = grant.digest.into();
-        keyed.extra.extend([
-            ("sealed_token".to_owned(), hex::encode(sealed).into()),
-            ("salt".to_owned(), hex::encode(salt).into()),
-            ("digest".to_owned(), digest.into()),
-            (
-                "expires_at".to_owned(),
-                grant.expires_at.to_rfc3339().into(),
-            ),
-        ]);
-        Ok(())
-    }
-
-    /// The session a keyed registration answered, from what it stored:
-    /// its first token, unsealed with `password` ([`AuthError::KeyReused`]
-    /// for another password: another request).
-    async fn unseal(&self, registration: Registration, password: &str) -> Result<Session> {
-        let user = self.view.read().user(registration.user_id).cloned();
-        let Some(user) = user else {
-            return Err(AuthError::KeyReused);
-        };
-        let field = |name: &str| {
-            registration
-                .sealed
-                .get(name)
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-        };
-        let mut token = [0u8; 32];
-        let mut salt = [0u8; 16];
-        let expires_at =
-            DateTime::parse_from_rfc3339(field("expires_at")).map(|t| t.with_timezone(&Utc));
-        let (Ok(()), Ok(()), Ok(expires_at), Ok(digest)) = (
-            hex::decode_to_slice(field("sealed_token"), &mut token),
-            hex::decode_to_slice(field("salt"), &mut salt),
-            expires_at,
-            token::TokenDigest::try_from(field("digest").to_owned()),
-        ) else {
-            return Err(AuthError::Store(EventStoreError::Corrupt {
-                position: 0,
-                reason: format!("the sealed registration of user {} is unreadable", user.id),
-            }));
-        };
-        let key = self.hasher.derive_key(password.to_owned(), salt).await?;
-        for (t, k) in token.iter_mut().zip(key) {
-            *t ^= k;
-        }
-        let token = hex::encode(token);
-        // Another password unseals something else, whose digest differs.
-        if token::parse(&token) != Some(digest) {
-            return Err(AuthError::KeyReused);
-        }
-        let user = self.user_message(&user).await?;
-        Ok(session(user, token, Grant { digest, expires_at }))
-    }
-
     async fn login(&self, r: LoginRequest, client: &str) -> Result<Session> {
         let (username, password) =
             parse_login(&r.username, r.password).map_err(AuthError::Invalid)?;
         let key = normalize_username(&username);
-        // Counted before the password is checked: parallel guesses all count.
-        let attempt = match self.throttle.reserve(&key, client).await {
-            Ok(attempt) => attempt,
-            Err(e) => {
-                if let AuthError::Throttled { retry_after_secs } = e {
-                    let user = self.pseudonym(&key);
-                    tracing::warn!(user, client, retry_after_secs, "login throttled");
-                    self.note_throttled(&key).await;
-                }
-                return Err(e);
-            }
-        };
+        let attempt = self.reserve_attempt(&key, client).await?;
         let (token, grant) = self.new_token()?;
         let found = self.stream_of(&key).await?;
         let (loaded, personal) = match found {
@@ -400,6 +385,23 @@ impl AuthGrpc {
         self.execute(&command, loaded).await?;
         tracing::info!(user_id = user.id, "token issued");
         Ok(session(user, token, grant))
+    }
+
+    /// A login attempt for the user `normalized` from `client`, counted
+    /// before the password is checked (parallel guesses all count); a
+    /// throttled one is logged and noted in the user's activity.
+    async fn reserve_attempt(
+        &self,
+        normalized: &str,
+        client: &str,
+    ) -> Result<crate::throttle::Attempt> {
+        let reserved = self.throttle.reserve(normalized, client).await;
+        if let Err(AuthError::Throttled { retry_after_secs }) = &reserved {
+            let user = self.pseudonym(normalized);
+            tracing::warn!(user, client, retry_after_secs, "login throttled");
+            self.note_throttled(normalized).await;
+        }
+        reserved
     }
 
     /// Records, for the user's activity, that their login was refused as
@@ -623,8 +625,9 @@ impl AuthService for AuthGrpc {
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
         let key = platform::idempotency_key(&request).map(str::to_owned);
+        let client = platform::client_address(&request);
         Ok(Response::new(
-            self.register(request.into_inner(), key.as_deref())
+            self.register(request.into_inner(), key.as_deref(), &client)
                 .await?
                 .into(),
         ))

@@ -213,7 +213,9 @@ pub fn complete(doc: &mut Value, policies: &RoutePolicies) {
                     "name": "Idempotency-Key", "in": "header", "required": false,
                     "description": "Makes a retry of this request give the first answer again \
                         (same status and body) instead of creating twice; scoped to the user \
-                        (to the username for a registration)",
+                        (to the username for a registration). A registration's retry is \
+                        answered as a login with its password (the same user, a new token; \
+                        under the login throttle), for 24 hours by default",
                     "schema": {
                         "type": "string",
                         // 1–255 visible ASCII characters, optionally quoted.

@@ -143,8 +143,14 @@ impl TestApp {
 
     /// The stack as three processes of the real binaries, on `stores`.
     pub async fn processes(stores: &Stores) -> Self {
+        Self::processes_with(stores, &[]).await
+    }
+
+    /// As [`TestApp::processes`], with `extra` settings for all three.
+    pub async fn processes_with(stores: &Stores, extra: &[(&str, &str)]) -> Self {
         let deployment =
-            crate::support::Deployment::start(stores.auth.url(), stores.catalog.url()).await;
+            crate::support::Deployment::start_with(stores.auth.url(), stores.catalog.url(), extra)
+                .await;
         let app = Self {
             base: deployment.base.clone(),
             http: client(),

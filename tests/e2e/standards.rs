@@ -12,7 +12,8 @@ crate::on_every_backend!(
     problem_details_are_given_to_who_asks_for_them,
     a_retried_post_with_a_key_gives_the_first_answer_and_stores_once,
     parallel_retries_with_one_key_store_one_movie,
-    a_retried_registration_with_a_key_gets_the_first_answer_token_included,
+    a_retried_registration_with_a_key_is_answered_as_a_login,
+    a_keyed_registration_retry_is_no_password_oracle,
 );
 
 async fn get_with(app: &TestApp, path: &str, token: &str, tag: Option<&str>) -> reqwest::Response {
@@ -249,6 +250,21 @@ async fn race(
     key: &str,
     body: serde_json::Value,
 ) -> (StatusCode, serde_json::Value) {
+    let answers = race_all(app, path, token, key, body).await;
+    for a in &answers {
+        assert_eq!(*a, answers[0], "{path}: every copy gets the one answer");
+    }
+    answers[0].clone()
+}
+
+/// Eight copies of one keyed POST at once: their answers.
+async fn race_all(
+    app: &TestApp,
+    path: &str,
+    token: Option<&str>,
+    key: &str,
+    body: serde_json::Value,
+) -> Vec<(StatusCode, serde_json::Value)> {
     let mut racers = tokio::task::JoinSet::new();
     for _ in 0..8 {
         let (http, url) = (app.http.clone(), format!("{}{path}", app.base));
@@ -262,11 +278,7 @@ async fn race(
             (r.status(), r.json::<serde_json::Value>().await.unwrap())
         });
     }
-    let answers = racers.join_all().await;
-    for a in &answers {
-        assert_eq!(*a, answers[0], "{path}: every copy gets the one answer");
-    }
-    answers[0].clone()
+    racers.join_all().await
 }
 
 async fn parallel_retries_with_one_key_store_one_movie(app: TestApp) {
@@ -280,22 +292,60 @@ async fn parallel_retries_with_one_key_store_one_movie(app: TestApp) {
     let rating = json!({"movie": added.1["id"], "rating": 3});
     let rated = race(&app, "/api/auth/rating", Some(&rater), "race", rating).await;
     assert_eq!(rated.0, StatusCode::CREATED, "{rated:?}");
+    // Registrations: one user. The copy that registered answers it; every
+    // other is answered as a login, so that a burst of them meets the login
+    // throttle as a burst of logins would (each attempt counts until it is
+    // settled): 200 with the user and a working token, or 429.
     let user = json!({"username": "racer", "email": "r@example.com", "password": "password123"});
-    let registered = race(&app, "/api/auth/register", None, "race", user).await;
-    assert_eq!(registered.0, StatusCode::OK, "{registered:?}");
+    let registered = race_all(&app, "/api/auth/register", None, "race", user).await;
+    let ok: Vec<_> = registered
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::OK)
+        .collect();
+    assert!(!ok.is_empty(), "{registered:?}");
+    for (status, answer) in &registered {
+        if *status == StatusCode::OK {
+            assert_eq!(answer["user"], ok[0].1["user"], "one user");
+            let token = answer["token"].as_str().unwrap();
+            let me = app.get("/api/auth/me", Some(token)).await;
+            assert_eq!(me.status, StatusCode::OK, "{}", me.text);
+        } else {
+            assert_eq!(*status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
+        }
+    }
 }
 
-async fn a_retried_registration_with_a_key_gets_the_first_answer_token_included(app: TestApp) {
+/// README, "Idempotency keys on register": a retry of a keyed
+/// registration (same key, username and email) is answered as a login with
+/// the password it carries: the same user, and a new token.
+async fn a_retried_registration_with_a_key_is_answered_as_a_login(app: TestApp) {
     let body = json!({"username": "keyed", "email": "k@example.com", "password": "password123"});
     let first = post_keyed(&app, "/api/auth/register", None, "reg-1", body.clone()).await;
     assert_eq!(first.0, StatusCode::OK, "{first:?}");
-    // The retry: the same body, the same token, one user.
     let again = post_keyed(&app, "/api/auth/register", None, "reg-1", body.clone()).await;
-    assert_eq!(again, first);
-    let token = first.1["token"].as_str().unwrap();
+    assert_eq!(again.0, StatusCode::OK, "{again:?}");
+    assert_eq!(again.1["user"], first.1["user"], "one user");
+    assert_ne!(again.1["token"], first.1["token"], "a login's new token");
+    for answer in [&first.1, &again.1] {
+        let token = answer["token"].as_str().unwrap();
+        let a = app.get("/api/auth/movies", Some(token)).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    }
+    // The retry shows in her activity as the login it is.
+    let token = again.1["token"].as_str().unwrap();
+    let activity = app.get("/api/auth/me/activity", Some(token)).await;
+    let kinds: Vec<_> = activity
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].clone())
+        .collect();
     assert_eq!(
-        app.get("/api/auth/movies", Some(token)).await.status,
-        StatusCode::OK
+        kinds,
+        [json!("logged_in"), json!("logged_in"), json!("registered")],
+        "the retry's login, the registration's token, the registration: {}",
+        activity.text
     );
     // Without the key, the name is taken, as before.
     let unkeyed = app.post("/api/auth/register", None, body.clone()).await;
@@ -323,4 +373,43 @@ async fn a_retried_registration_with_a_key_gets_the_first_answer_token_included(
     .await;
     assert_eq!(other.0, StatusCode::OK, "{other:?}");
     assert_ne!(other.1["token"], first.1["token"]);
+}
+
+/// Security review 3, finding 1: whoever learns a registration's key
+/// (username, email and key) gets no password oracle outside the login
+/// throttle. Every mismatch, of password or of email, counts as a failed
+/// login: after `AUTH_LOGIN_MAX_FAILURES` (5) the retry answers 429, as
+/// login does, even with the right password. And a retry never hands out
+/// a token that was logged out.
+async fn a_keyed_registration_retry_is_no_password_oracle(app: TestApp) {
+    let body = json!({"username": "victim", "email": "v@example.com", "password": "password123"});
+    let first = post_keyed(&app, "/api/auth/register", None, "k", body.clone()).await;
+    assert_eq!(first.0, StatusCode::OK, "{first:?}");
+    let revoked = first.1["token"].as_str().unwrap();
+    let out = app.post("/api/auth/logout", Some(revoked), json!({})).await;
+    assert!(out.status.is_success(), "{}", out.text);
+    // After the logout, the right retry answers a new token, never the
+    // revoked one.
+    let retry = post_keyed(&app, "/api/auth/register", None, "k", body.clone()).await;
+    assert_eq!(retry.0, StatusCode::OK, "{retry:?}");
+    assert_ne!(retry.1["token"].as_str(), Some(revoked));
+    let refused = app.get("/api/auth/me", Some(revoked)).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    // Five guesses: wrong passwords and wrong emails alike.
+    for i in 0..5 {
+        let guess = if i % 2 == 0 {
+            json!({"username": "victim", "email": "v@example.com", "password": format!("guess-{i}-long")})
+        } else {
+            json!({"username": "victim", "email": format!("guess{i}@example.com"), "password": "password123"})
+        };
+        let r = post_keyed(&app, "/api/auth/register", None, "k", guess).await;
+        assert_eq!(r.0, StatusCode::UNPROCESSABLE_ENTITY, "guess {i}: {r:?}");
+    }
+    // Throttled now, the right guess included, and login alike.
+    let right = post_keyed(&app, "/api/auth/register", None, "k", body).await;
+    assert_eq!(right.0, StatusCode::TOO_MANY_REQUESTS, "{right:?}");
+    assert!(right.1.get("token").is_none(), "{right:?}");
+    let login = json!({"username": "victim", "password": "password123"});
+    let a = app.post("/api/auth/login", None, login).await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.text);
 }
