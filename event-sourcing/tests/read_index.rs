@@ -15,6 +15,7 @@ use event_store::testing::TempDatabase;
 use event_store::{
     AppendResult, EventStore, EventStream, ExpectedVersion, NewEvent, RecordedEvent, Result,
 };
+use futures_util::StreamExt;
 use uuid::Uuid;
 
 mod support;
@@ -206,4 +207,103 @@ async fn concurrent_readers_share_head_queries() {
             "{READERS} concurrent readers made {queries} head queries"
         );
     }
+}
+
+/// Security review 3, finding 2: a role that may only connect sends
+/// `NOTIFY es_applied '<holder> <u64::MAX>'` for a holder that renews its
+/// lease but never applies. A writer that believed it would answer at once
+/// and never revoke the holder (which then serves stale reads); the
+/// acknowledgement must come from the holder's row, so the write still
+/// revokes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_acknowledgement_exempts_no_holder() {
+    let Some(db) = TempDatabase::create("read_index").await else {
+        return;
+    };
+    let writer = PostgresStore::connect(db.url()).await.expect("connect");
+    let reader = PostgresStore::connect(db.url()).await.expect("connect");
+    let outsider = db.outsider().await;
+    let leases = reader.read_leases().expect("postgres keeps read leases");
+    let holder = Uuid::new_v4();
+    leases.grant(holder, LEASE_TTL).await.expect("grant");
+    let renewing = {
+        let leases = leases.clone();
+        tokio::spawn(async move {
+            while leases.renew(holder, LEASE_TTL).await.expect("renew") {
+                tokio::time::sleep(RENEW_EVERY).await;
+            }
+        })
+    };
+    outsider
+        .client
+        .batch_execute(&format!("NOTIFY es_applied, '{holder} {}'", u64::MAX))
+        .await
+        .expect("any role that may connect may notify");
+    // The writer's listener has heard it by now (on the old code).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(10), tick(&writer, 1))
+        .await
+        .expect("the write was held up for ever");
+    tokio::time::timeout(Duration::from_secs(5), renewing)
+        .await
+        .expect("the holder was not revoked: the forged acknowledgement was believed")
+        .expect("renewing task");
+}
+
+/// Security review 3, finding 3: one forged `NOTIFY es_events,
+/// '18446744073709551615'` must not put a caught-up subscription in a hot
+/// loop of empty reads (it did: ~13,000 transactions a second per
+/// replica). Counted as the database's committed transactions over 3 s
+/// with one idle subscription: a few a second at rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_head_puts_no_subscription_in_a_loop() {
+    let Some(db) = TempDatabase::create("read_index").await else {
+        return;
+    };
+    let store = PostgresStore::connect(db.url()).await.expect("connect");
+    tick(&store, 1).await;
+    let mut feed = store.subscribe_all(1);
+    let first = tokio::time::timeout(Duration::from_secs(5), feed.next())
+        .await
+        .expect("the first event");
+    assert!(matches!(first, Some(Ok(_))), "{first:?}");
+    let outsider = db.outsider().await;
+    let committed = async || -> i64 {
+        outsider
+            .client
+            .batch_execute("SELECT pg_stat_clear_snapshot()")
+            .await
+            .expect("clear");
+        outsider
+            .client
+            .query_one(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+                &[],
+            )
+            .await
+            .expect("stats")
+            .get(0)
+    };
+    let before = committed().await;
+    outsider
+        .client
+        .batch_execute(&format!("NOTIFY es_events, '{}'", u64::MAX))
+        .await
+        .expect("any role that may connect may notify");
+    // Polled by the subscription, it would fetch nothing meanwhile.
+    let next = tokio::time::timeout(Duration::from_secs(3), feed.next()).await;
+    assert!(next.is_err(), "an event out of nowhere: {next:?}");
+    // Statistics reach the view within a second of a transaction's end.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let spent = committed().await - before;
+    assert!(
+        spent < 500,
+        "{spent} transactions in 4.5 s after one forged notification"
+    );
+    // And the feed still follows real writes.
+    tick(&store, 2).await;
+    let second = tokio::time::timeout(Duration::from_secs(5), feed.next())
+        .await
+        .expect("the next real event");
+    assert!(matches!(second, Some(Ok(_))), "{second:?}");
 }

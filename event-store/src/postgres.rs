@@ -36,9 +36,20 @@
 //! [`crate::lease`]). The statement after each group's `COMMIT` (same round
 //! trip, its own snapshot, so it sees every lease granted before the commit
 //! was visible) lists the live ones; the group is answered once each has
-//! said, by `NOTIFY es_applied '<holder> <position>'`, that it applied the
-//! group, or its lease has ended. Those notifications are sent without
-//! waiting for a flush (`synchronous_commit = off`): they carry no data.
+//! written, in its own row's `applied`, that it applied the group, or its
+//! lease has ended. Those updates are written without waiting for a flush
+//! (`synchronous_commit = off`): they hold no data.
+//!
+//! # What a notification is trusted with
+//!
+//! Nothing but a wake-up. Any role that may connect to the database may
+//! `NOTIFY` on any channel, so neither a head nor an acknowledgement is
+//! taken from a payload: on any notification, the listener reads the head
+//! (`max(position)`) and every live lease's `applied` (at most that head)
+//! from the tables, which only the service's role writes. A forged
+//! notification costs one such read, coalesced with the others pending.
+//! (`NOTIFY es_applied` still carries `'<holder> <position>'`, for writers
+//! of earlier releases during a rolling upgrade; it is not read.)
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -95,6 +106,9 @@ const MIGRATIONS: &[&str] = &[
         expires_at timestamptz NOT NULL,
         revoked    boolean     NOT NULL DEFAULT false
     )",
+    // Acknowledgements in the holder's row, not in notifications (which
+    // any role that may connect can send).
+    "ALTER TABLE es_read_leases ADD COLUMN applied bigint NOT NULL DEFAULT 0",
 ];
 
 fn db_err(e: impl std::error::Error + Send + Sync + 'static) -> EventStoreError {
@@ -547,8 +561,10 @@ async fn commit_group_on(
 }
 
 /// Keeps one connection listening on [`CHANNEL`] and [`APPLIED_CHANNEL`]:
-/// raises `head` on every new position, and notes every holder's applied
-/// position in `acks`; reconnects after a second if the connection drops.
+/// on every notification (only a wake-up; see the module's doc), and once
+/// after each (re)connection, it reads the head and the live leases'
+/// applied positions from the tables ([`refresh`]); reconnects after a
+/// second if the connection drops.
 async fn run_listener(
     config: tokio_postgres::Config,
     head: Arc<watch::Sender<u64>>,
@@ -559,34 +575,33 @@ async fn run_listener(
     loop {
         match config.connect(NoTls).await {
             Ok((client, mut connection)) => {
-                let (tx, mut rx) = mpsc::unbounded_channel();
-                let acks = acks.clone();
-                let driver = tokio::spawn(async move {
+                // Notifications pending while a refresh runs wake one more.
+                let wake = Arc::new(tokio::sync::Notify::new());
+                let woken = wake.clone();
+                let mut driver = tokio::spawn(async move {
                     let mut messages =
                         futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                     while let Some(Ok(message)) = messages.next().await {
-                        let AsyncMessage::Notification(n) = message else {
-                            continue;
-                        };
-                        if n.channel() == APPLIED_CHANNEL {
-                            if let Some((holder, position)) = parse_applied(n.payload()) {
-                                acks.heard(holder, position);
-                            }
-                        } else if let Ok(position) = n.payload().parse::<u64>() {
-                            let _ = tx.send(position);
+                        if let AsyncMessage::Notification(_) = message {
+                            woken.notify_one();
                         }
                     }
                 });
                 let listen = format!("LISTEN {CHANNEL}; LISTEN {APPLIED_CHANNEL}");
                 match client.batch_execute(&listen).await {
-                    Ok(()) => {
+                    Ok(()) => loop {
+                        if let Err(e) = refresh(&client, &head, &acks).await {
+                            tracing::warn!(error = %e, "cannot read the head and the leases");
+                            break;
+                        }
                         if let Some(listening) = listening.take() {
                             let _ = listening.send(());
                         }
-                        while let Some(position) = rx.recv().await {
-                            advance(&head, position);
+                        tokio::select! {
+                            _ = wake.notified() => {}
+                            _ = &mut driver => break,
                         }
-                    }
+                    },
                     Err(e) => tracing::warn!(error = %e, "LISTEN failed"),
                 }
                 driver.abort();
@@ -598,10 +613,31 @@ async fn run_listener(
     }
 }
 
-/// A holder's applied position, as `NOTIFY es_applied` carries it.
-fn parse_applied(payload: &str) -> Option<(Uuid, u64)> {
-    let (holder, position) = payload.split_once(' ')?;
-    Some((holder.parse().ok()?, position.parse().ok()?))
+/// The head, and each live lease's applied position (never past the head),
+/// as the tables hold them.
+const REFRESH_SQL: &str = "SELECT h.head, l.holder, least(l.applied, h.head) \
+     FROM (SELECT coalesce(max(position), 0) AS head FROM es_events) h \
+     LEFT JOIN es_read_leases l ON l.expires_at > clock_timestamp()";
+
+/// Raises `head` and notes every holder's applied position in `acks`, from
+/// the tables.
+async fn refresh(
+    client: &tokio_postgres::Client,
+    head: &watch::Sender<u64>,
+    acks: &Acks,
+) -> Result<()> {
+    let rows = client.query(REFRESH_SQL, &[]).await.map_err(db_err)?;
+    for row in &rows {
+        if let (Some(holder), Some(applied)) =
+            (row.get::<_, Option<Uuid>>(1), row.get::<_, Option<i64>>(2))
+        {
+            acks.heard(holder, applied.max(0) as u64);
+        }
+    }
+    if let Some(row) = rows.first() {
+        advance(head, row.get::<_, i64>(0).max(0) as u64);
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -650,11 +686,15 @@ impl ReadLeases for PostgresStore {
     }
 
     async fn applied(&self, holder: Uuid, position: u64) -> Result<()> {
-        // Simple protocol, one round trip; both values are formatted by us.
+        // Simple protocol, one round trip; the values are formatted by us.
+        // The row is the acknowledgement; the notification wakes writers.
+        let position = clamp(position);
         let client = self.client().await?;
         client
             .batch_execute(&format!(
                 "BEGIN; SET LOCAL synchronous_commit TO off; \
+                 UPDATE es_read_leases SET applied = greatest(applied, {position}) \
+                 WHERE holder = '{holder}'; \
                  SELECT pg_notify('{APPLIED_CHANNEL}', '{holder} {position}'); COMMIT"
             ))
             .await

@@ -51,16 +51,17 @@ where
             if let Some(event) = st.buffer.pop_front() {
                 return Some((Ok(event), st));
             }
+            // Marked seen before the read: a head raised after it wakes the
+            // wait below, whatever it says.
+            st.head.borrow_and_update();
             match st.store.read_all(st.next, BATCH).await {
                 Ok(batch) if batch.is_empty() => {
-                    let next = st.next;
-                    // `wait_for` first checks the current value, so a commit
-                    // between the read above and this wait is not missed.
-                    let _ = tokio::time::timeout(
-                        SUBSCRIPTION_POLL_INTERVAL,
-                        st.head.wait_for(|&h| h >= next),
-                    )
-                    .await;
+                    // Caught up: wait for the head to move (or the poll).
+                    // Not for a head past `next`: a head said to be further
+                    // than what can be read (a forged notification, on a
+                    // backend that trusted one) would make this spin.
+                    let _ =
+                        tokio::time::timeout(SUBSCRIPTION_POLL_INTERVAL, st.head.changed()).await;
                     if st.head.has_changed().is_err() {
                         // The store is gone: its writer dropped the sender.
                         tokio::time::sleep(SUBSCRIPTION_POLL_INTERVAL).await;

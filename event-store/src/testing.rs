@@ -40,10 +40,17 @@ impl TempDatabase {
             }
         };
         let name = format!("movies_test_{}", uuid::Uuid::new_v4().simple());
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+        // As README's set-up does: only roles granted CONNECT may connect.
+        // (Two statements: CREATE DATABASE cannot run in a transaction.)
+        for sql in [
+            format!("CREATE DATABASE {name}"),
+            format!("REVOKE CONNECT, TEMP ON DATABASE {name} FROM PUBLIC"),
+        ] {
+            client
+                .batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("cannot create test database {name}: {e:?}"));
+        }
         let url = with_database(&admin, &name);
         Some(Self { name, url })
     }
@@ -51,6 +58,63 @@ impl TempDatabase {
     /// The URL of the fresh database.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// A role of its own that may connect to this database and nothing
+    /// more (no privilege on any table), connected: what an attacker with
+    /// some other login to the server has. Dropped with the value.
+    pub async fn outsider(&self) -> Outsider {
+        let role = format!("movies_outsider_{}", uuid::Uuid::new_v4().simple());
+        let admin = connect(&admin_url()).await.expect("the admin connects");
+        admin
+            .batch_execute(&format!(
+                "CREATE ROLE {role} LOGIN; GRANT CONNECT ON DATABASE {} TO {role}",
+                self.name
+            ))
+            .await
+            .expect("an outsider role");
+        let mut config: tokio_postgres::Config = self.url.parse().expect("a URL");
+        config.user(&role);
+        let (client, connection) = config.connect(NoTls).await.expect("the outsider connects");
+        tokio::spawn(connection);
+        Outsider {
+            client,
+            role,
+            database: self.name.clone(),
+        }
+    }
+}
+
+/// A role with no privilege but CONNECT, connected (see
+/// [`TempDatabase::outsider`]).
+pub struct Outsider {
+    /// Its connection.
+    pub client: tokio_postgres::Client,
+    role: String,
+    database: String,
+}
+
+impl Drop for Outsider {
+    fn drop(&mut self) {
+        let sql = format!(
+            "REVOKE ALL ON DATABASE {} FROM {role}; DROP ROLE IF EXISTS {role}",
+            self.database,
+            role = self.role
+        );
+        let done = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            let Ok(rt) = rt else { return };
+            rt.block_on(async {
+                if let Ok(client) = connect(&admin_url()).await
+                    && let Err(e) = client.batch_execute(&sql).await
+                {
+                    eprintln!("could not drop a test role: {e}");
+                }
+            });
+        });
+        let _ = done.join();
     }
 }
 
