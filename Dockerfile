@@ -21,7 +21,7 @@ FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /var/lib/movies --create-home movies \
-    && install -d -o movies -g movies /var/lib/movies/snapshots
+    && install -d -m 0700 -o movies -g movies /var/lib/movies/snapshots
 COPY --from=build /out/ /usr/local/bin/
 USER movies
 WORKDIR /var/lib/movies

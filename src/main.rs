@@ -60,6 +60,7 @@ enum Erasures {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     platform::init_tracing("movies");
+    platform::private_files();
     let result = async {
         match &cli.command {
             Some(Command::Copy { to, config }) => return movies::copy::run(config, to).await,

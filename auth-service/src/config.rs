@@ -40,6 +40,13 @@ pub struct Config {
     /// Events applied between two snapshots (one is also saved at stop).
     #[arg(long, env, default_value_t = 100_000)]
     pub auth_snapshot_every: u64,
+    /// 64 hex digits: the key snapshot files are tagged under (HMAC-SHA256;
+    /// a file without this service's tag is refused and the model
+    /// replayed). Unset: the store's database keeps one (table
+    /// `es_secrets`); on EventStoreDB, which keeps none, snapshots are then
+    /// off. Never logged.
+    #[arg(long, env, hide_env_values = true)]
+    pub auth_snapshot_key: Option<event_sourcing::read_model::snapshot::SnapshotKey>,
     /// Address of a plain HTTP listener serving `GET /metrics` (Prometheus:
     /// gRPC calls by method and status, the read model's lag behind the
     /// store, event-store appends); `off` for none.
@@ -95,6 +102,7 @@ impl Config {
             "auth",
             self.auth_snapshot_every,
         )
+        .map(|p| p.with_key(self.auth_snapshot_key.clone()))
     }
 
     /// Where the key table is (`auth_key_store_url`, `auto` resolved).

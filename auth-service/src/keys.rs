@@ -132,6 +132,7 @@ impl Keyring {
                     conn.busy_timeout(std::time::Duration::from_secs(10))
                         .map_err(table_err)?;
                     conn.execute_batch(SQLITE_SCHEMA).map_err(table_err)?;
+                    event_store::sqlite::owner_only(&file);
                     Ok::<_, KeyError>(conn)
                 })
                 .await

@@ -27,6 +27,13 @@ pub struct Config {
     /// Events applied between two snapshots (one is also saved at stop).
     #[arg(long, env, default_value_t = 100_000)]
     pub catalog_snapshot_every: u64,
+    /// 64 hex digits: the key snapshot files are tagged under (HMAC-SHA256;
+    /// a file without this service's tag is refused and the model
+    /// replayed). Unset: the store's database keeps one (table
+    /// `es_secrets`); on EventStoreDB, which keeps none, snapshots are then
+    /// off. Never logged.
+    #[arg(long, env, hide_env_values = true)]
+    pub catalog_snapshot_key: Option<event_sourcing::read_model::snapshot::SnapshotKey>,
     /// Address of a plain HTTP listener serving `GET /metrics` (Prometheus:
     /// as auth-service's, plus
     /// live event-feed subscribers); `off` for none.
@@ -55,6 +62,7 @@ impl Config {
             "catalog",
             self.catalog_snapshot_every,
         )
+        .map(|p| p.with_key(self.catalog_snapshot_key.clone()))
     }
 }
 

@@ -73,6 +73,7 @@ async fn readers_go_on_while_a_snapshot_is_encoded() {
     let policy = SnapshotPolicy {
         path: dir.path().join("gated.snapshot"),
         every: u64::MAX,
+        key: None,
     };
     let projection = Arc::new(
         Projection::start_with_snapshots(store.clone(), model, Some(policy))

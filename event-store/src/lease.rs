@@ -118,6 +118,11 @@ impl Acks {
         });
     }
 
+    /// The position last heard from `holder`, if any.
+    pub fn heard_from(&self, holder: Uuid) -> Option<u64> {
+        self.heard.borrow().get(&holder).copied()
+    }
+
     /// Forgets holders that no lease in `live` names, once there are many.
     pub fn forget_all_but(&self, live: &[Live]) {
         if self.heard.borrow().len() > REMEMBERED {

@@ -45,6 +45,7 @@ pub use event::Event;
 pub use model::{AppendResult, CurrentVersion, ExpectedVersion, NewEvent, RecordedEvent};
 pub use open::{StoreUrl, open};
 pub use store::{EventStore, EventStream};
+pub(crate) use store::{fresh_secret, secret_of};
 pub use subscription::SUBSCRIPTION_POLL_INTERVAL;
 
 #[cfg(feature = "testing")]

@@ -109,6 +109,8 @@ const MIGRATIONS: &[&str] = &[
     // Acknowledgements in the holder's row, not in notifications (which
     // any role that may connect can send).
     "ALTER TABLE es_read_leases ADD COLUMN applied bigint NOT NULL DEFAULT 0",
+    // Secrets kept beside the events (`EventStore::secret`).
+    "CREATE TABLE es_secrets (name text PRIMARY KEY, value bytea NOT NULL)",
 ];
 
 fn db_err(e: impl std::error::Error + Send + Sync + 'static) -> EventStoreError {
@@ -577,12 +579,14 @@ async fn run_listener(
             Ok((client, mut connection)) => {
                 // Notifications pending while a refresh runs wake one more.
                 let wake = Arc::new(tokio::sync::Notify::new());
-                let woken = wake.clone();
+                let (woken, known) = (wake.clone(), (head.clone(), acks.clone()));
                 let mut driver = tokio::spawn(async move {
                     let mut messages =
                         futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                     while let Some(Ok(message)) = messages.next().await {
-                        if let AsyncMessage::Notification(_) = message {
+                        if let AsyncMessage::Notification(n) = message
+                            && !nothing_new(n.channel(), n.payload(), &known.0, &known.1)
+                        {
                             woken.notify_one();
                         }
                     }
@@ -610,6 +614,27 @@ async fn run_listener(
             Err(e) => tracing::warn!(error = %e, "postgres listener cannot connect; retrying"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Whether a notification claims nothing this process does not know: a
+/// position at or below the head, or an acknowledgement at or below what
+/// was heard from that holder (this process's own commits and its own
+/// holders' acknowledgements, known before they are notified). Such a
+/// claim is skipped; any other wakes the listener, which reads the truth
+/// from the tables. A payload can thus save a query, never move a head or
+/// an acknowledgement.
+fn nothing_new(channel: &str, payload: &str, head: &watch::Sender<u64>, acks: &Acks) -> bool {
+    if channel == APPLIED_CHANNEL {
+        let Some((holder, position)) = payload
+            .split_once(' ')
+            .and_then(|(h, p)| Some((h.parse::<Uuid>().ok()?, p.parse::<u64>().ok()?)))
+        else {
+            return false;
+        };
+        acks.heard_from(holder).is_some_and(|at| at >= position)
+    } else {
+        payload.parse::<u64>().is_ok_and(|p| p <= *head.borrow())
     }
 }
 
@@ -819,6 +844,24 @@ impl EventStore for PostgresStore {
             .await
             .map_err(db_err)?;
         rows.iter().map(row_to_event).collect()
+    }
+
+    async fn secret(&self, name: &str) -> Result<[u8; 32]> {
+        let fresh = crate::fresh_secret()?;
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO es_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&name, &&fresh[..]],
+            )
+            .await
+            .map_err(db_err)?;
+        let value: Vec<u8> = client
+            .query_one("SELECT value FROM es_secrets WHERE name = $1", &[&name])
+            .await
+            .map_err(db_err)?
+            .get(0);
+        crate::secret_of(&value)
     }
 
     async fn head_position(&self) -> Result<u64> {

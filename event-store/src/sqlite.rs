@@ -122,7 +122,30 @@ fn open_writer(path: &Path) -> Result<(Connection, u64)> {
     }
     let conn = open_write_connection(path)?;
     let head = head_of(&conn)?;
+    owner_only(path);
     Ok((conn, head))
+}
+
+/// Makes the SQLite database at `path`, its `-wal` and its `-shm` readable
+/// and writable by their owner only (files of earlier releases were 0644:
+/// anyone on the host could read password hashes). Logged, not fatal, if
+/// it cannot (a file of another owner).
+pub fn owner_only(path: &Path) {
+    #[cfg(unix)]
+    for suffix in ["", "-wal", "-shm"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let file = Path::new(&file);
+        let Ok(meta) = std::fs::metadata(file) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o077 != 0
+            && let Err(e) = std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600))
+        {
+            tracing::warn!(path = %file.display(), error = %e, "cannot make a store file the owner's only");
+        }
+    }
 }
 
 /// Opens a write connection to `path` (the schema made if needed) and
@@ -403,6 +426,31 @@ impl EventStore for SqliteStore {
             )
         })
         .await
+    }
+
+    async fn secret(&self, name: &str) -> Result<[u8; 32]> {
+        let (path, name) = (self.inner.path.clone(), name.to_owned());
+        let fresh = crate::fresh_secret()?;
+        tokio::task::spawn_blocking(move || {
+            let conn = open_write_connection(&path)?;
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS es_secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
+            )
+            .map_err(db_err)?;
+            conn.execute(
+                "INSERT OR IGNORE INTO es_secrets (name, value) VALUES (?1, ?2)",
+                params![name, &fresh[..]],
+            )
+            .map_err(db_err)?;
+            let value: Vec<u8> = conn
+                .query_row("SELECT value FROM es_secrets WHERE name = ?1", params![name], |r| {
+                    r.get(0)
+                })
+                .map_err(db_err)?;
+            crate::secret_of(&value)
+        })
+        .await
+        .map_err(|e| EventStoreError::backend(BACKEND, e))?
     }
 
     async fn head_position(&self) -> Result<u64> {

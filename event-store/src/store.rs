@@ -63,6 +63,18 @@ pub trait EventStore: Send + Sync + 'static {
     /// The global position of the last committed event (0 when empty).
     async fn head_position(&self) -> Result<u64>;
 
+    /// The 32-byte secret named `name` this store's database keeps beside
+    /// the events (table `es_secrets`), made at random on first use: for
+    /// what must be kept where the files a service writes are not (the
+    /// key its snapshots are tagged under). Not in the log, so neither a
+    /// copy nor a subscription carries it.
+    async fn secret(&self, name: &str) -> Result<[u8; 32]> {
+        let _ = name;
+        Err(crate::EventStoreError::Unsupported(
+            "keeping secrets beside the events",
+        ))
+    }
+
     /// Whether other processes may append to this store (true unless the
     /// backend says otherwise). A read model fed by a shared store can lag
     /// a write acknowledged elsewhere, so its linearizable reads ask the
@@ -89,4 +101,23 @@ pub trait EventStore: Send + Sync + 'static {
     /// Follows the global feed from `from_position` (inclusive): first every
     /// stored event, then each new one as it commits.
     fn subscribe_all(&self, from_position: u64) -> EventStream;
+}
+
+/// 32 random bytes, for [`EventStore::secret`].
+pub(crate) fn fresh_secret() -> crate::Result<[u8; 32]> {
+    let mut bytes = [0; 32];
+    getrandom::fill(&mut bytes).map_err(|e| {
+        crate::EventStoreError::backend("random", std::io::Error::other(e.to_string()))
+    })?;
+    Ok(bytes)
+}
+
+/// A secret as the database keeps it: exactly 32 bytes, or damage.
+pub(crate) fn secret_of(value: &[u8]) -> crate::Result<[u8; 32]> {
+    value
+        .try_into()
+        .map_err(|_| crate::EventStoreError::Corrupt {
+            position: 0,
+            reason: format!("a secret of {} bytes, not 32", value.len()),
+        })
 }

@@ -93,6 +93,7 @@ pub async fn run_binary<E: Display>(
         return probe_exit(probe.await);
     }
     init_tracing(binary);
+    crate::process::private_files();
     let open_files = raise_open_file_limit();
     tracing::debug!(open_files, "open-file limit");
     let ended = serve.await;

@@ -39,6 +39,18 @@ pub fn raise_open_file_limit() -> u64 {
     u64::MAX
 }
 
+/// Makes every file and directory this process creates from now on its
+/// owner's only (umask 077): SQLite databases and their `-wal` and `-shm`,
+/// key files, snapshots and their temporaries hold password hashes, keys
+/// and tokens' digests, and are nobody else's business on a shared host.
+pub fn private_files() {
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -15,6 +15,7 @@ crate::on_every_backend!(
     tokens_expire_after_their_lifetime,
     tokens_and_revocations_survive_a_restart,
     a_snapshot_and_the_events_after_it_equal_a_full_replay,
+    a_snapshot_the_service_did_not_write_is_refused,
 );
 
 async fn unknown_and_malformed_tokens_are_unauthenticated(loc: Location) {
@@ -139,4 +140,87 @@ async fn a_snapshot_and_the_events_after_it_equal_a_full_replay(loc: Location) {
         app.authenticate(&later.token).await.unwrap(),
         later.user.unwrap()
     );
+}
+
+/// Security review 3, finding 4: whoever can write the snapshot file can
+/// put in another read model, with a token of their own (here: the model
+/// of another store, where they registered the same name and logged in),
+/// under the real file's header, and its checksum recomputed. Without the
+/// service's key the tag cannot be: the file is refused, the model is
+/// replayed from the events, and their token is refused.
+async fn a_snapshot_the_service_did_not_write_is_refused(loc: Location) {
+    use event_sourcing::read_model::snapshot::{SnapshotKey, read_file, write_bytes};
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| dir.path().join(name);
+    let snapshots = |loc: &Location, name: &str| Config {
+        auth_snapshot: file(name).display().to_string(),
+        ..crate::helpers::config(loc)
+    };
+    let key_of = async |loc: &Location| {
+        let store = event_store::open(loc.url()).await.unwrap();
+        SnapshotKey::new(store.secret("snapshot-key:auth").await.unwrap())
+    };
+    // The attacker's own store and snapshot.
+    let theirs = Location::sqlite();
+    let app = TestApp::start_with(snapshots(&theirs, "theirs.snapshot")).await;
+    app.user("victim").await;
+    let forged = app.login("victim", "password123").await.unwrap().token;
+    app.stop().await;
+    let (_, payload) = read_file(
+        &file("theirs.snapshot"),
+        "auth",
+        AuthView::VERSION,
+        &key_of(&theirs).await,
+    )
+    .unwrap()
+    .unwrap();
+    // The real service's snapshot.
+    let app = TestApp::start_with(snapshots(&loc, "auth.snapshot")).await;
+    let victim = app.user("victim").await;
+    app.stop().await;
+    let (header, _) = read_file(
+        &file("auth.snapshot"),
+        "auth",
+        AuthView::VERSION,
+        &key_of(&loc).await,
+    )
+    .unwrap()
+    .unwrap();
+    write_bytes(
+        &file("auth.snapshot"),
+        &header,
+        &SnapshotKey::new([7; 32]),
+        &payload,
+    )
+    .unwrap();
+
+    let app = TestApp::start_with(snapshots(&loc, "auth.snapshot")).await;
+    assert_code(app.authenticate(&forged).await, Code::Unauthenticated);
+    assert_eq!(
+        app.authenticate(&victim.token).await.unwrap(),
+        victim.user.unwrap()
+    );
+}
+
+/// Snapshot files, and the SQLite files beside them, are their owner's
+/// only (they hold password hashes, keys and token digests).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_and_snapshot_files_are_the_owners_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let loc = Location::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("snapshots").join("auth.snapshot");
+    let app = TestApp::start_with(Config {
+        auth_snapshot: snapshot.display().to_string(),
+        ..crate::helpers::config(&loc)
+    })
+    .await;
+    app.user("private").await;
+    app.stop().await;
+    let db = std::path::PathBuf::from(loc.url().trim_start_matches("sqlite://"));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&snapshot), 0o600, "{}", snapshot.display());
+    assert_eq!(mode(snapshot.parent().unwrap()), 0o700);
+    assert_eq!(mode(&db), 0o600, "{}", db.display());
 }

@@ -66,7 +66,8 @@ fn recorded(position: u64) -> RecordedEvent {
 fn snapshot_figures<M: Snapshot>(model: &M, path: &Path) {
     let mut encoding = Duration::ZERO;
     let started = Instant::now();
-    let (_, bytes) = snapshot::write_file(path, M::NAME, M::VERSION, |out| {
+    let key = snapshot::SnapshotKey::new([1; 32]);
+    let (_, bytes) = snapshot::write_file(path, M::NAME, M::VERSION, &key, |out| {
         let t = Instant::now();
         model.encode(out);
         encoding = t.elapsed();
@@ -76,7 +77,9 @@ fn snapshot_figures<M: Snapshot>(model: &M, path: &Path) {
     .expect("something to save");
     let saved = started.elapsed();
     let started = Instant::now();
-    let loaded = snapshot::load::<M>(path).expect("loads").expect("there");
+    let loaded = snapshot::load::<M>(path, &key)
+        .expect("loads")
+        .expect("there");
     let load = started.elapsed();
     drop(loaded);
     println!(

@@ -87,6 +87,7 @@ async fn start_catalog(
         catalog_metrics_listen: platform::MaybeAddr::OFF,
         catalog_snapshot: stores.catalog_snapshot().display().to_string(),
         catalog_snapshot_every: 100_000,
+        catalog_snapshot_key: None,
     })
     .await
     .expect("catalog-service starts");

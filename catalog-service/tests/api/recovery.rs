@@ -75,6 +75,7 @@ async fn a_snapshot_and_the_events_after_it_equal_a_full_replay(stores: Stores) 
     let policy = SnapshotPolicy {
         path: stores.catalog_snapshot(),
         every: u64::MAX,
+        key: None,
     };
     let resumed =
         Projection::start_with_snapshots(store.clone(), CatalogView::default(), Some(policy))
@@ -104,7 +105,10 @@ async fn an_outdated_or_damaged_snapshot_is_ignored(stores: Stores) {
         stack.view.started_from().is_some(),
         "a stop saves a snapshot"
     );
-    let (header, payload) = snapshot::read_file(&path, "catalog", CatalogView::VERSION)
+    let store = event_store::open(stores.catalog.url()).await.unwrap();
+    let key = snapshot::SnapshotKey::new(store.secret("snapshot-key:catalog").await.unwrap());
+    drop(store);
+    let (header, payload) = snapshot::read_file(&path, "catalog", CatalogView::VERSION, &key)
         .unwrap()
         .unwrap();
 
@@ -124,7 +128,7 @@ async fn an_outdated_or_damaged_snapshot_is_ignored(stores: Stores) {
         stack.stop_catalog().await;
         match what {
             "an older projection version" => {
-                snapshot::write_bytes(&path, &older, &payload).unwrap()
+                snapshot::write_bytes(&path, &older, &key, &payload).unwrap()
             }
             "a truncated file" => std::fs::write(&path, &whole[..whole.len() / 2]).unwrap(),
             "a flipped bit" => std::fs::write(&path, &flipped).unwrap(),

@@ -325,8 +325,11 @@ impl<M: Snapshot> Projection<M> {
         let Some(policy) = policy else {
             return Self::start(store, model).await;
         };
+        let Some(key) = policy.key(&*store, M::NAME).await? else {
+            return Self::start(store, model).await;
+        };
         let started = Instant::now();
-        let loaded = load_snapshot::<M>(&*store, &policy.path).await?;
+        let loaded = load_snapshot::<M>(&*store, &policy.path, &key).await?;
         let loaded_in = started.elapsed();
         let (model, last, from) = match loaded {
             Some((h, m)) => (m, (h.position, h.event_id), Some(h.position)),
@@ -358,6 +361,7 @@ impl<M: Snapshot> Projection<M> {
             path: policy.path,
             name: M::NAME,
             version: M::VERSION,
+            key,
             encode: Box::new(encode),
             applying: projection.applying.clone(),
             saved: AtomicU64::new(last.0),

@@ -10,7 +10,7 @@ use event_store::{EventStore, Result, StoreUrl};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::snapshot::{self, Encoder, Header, Rejected, Snapshot};
+use super::snapshot::{self, Encoder, Header, Rejected, Snapshot, SnapshotKey};
 
 /// The position and id of the last event a projection applied (skipped
 /// ones included): what a snapshot of it covers.
@@ -31,6 +31,10 @@ pub struct SnapshotPolicy {
     /// save (looked at every [`SAVE_CHECK_EVERY`]), and when the service
     /// stops.
     pub every: u64,
+    /// The key snapshots are tagged under, if configured; else the store
+    /// keeps one ([`EventStore::secret`]), and a store that cannot keep
+    /// one (EventStoreDB) runs without snapshots.
+    pub key: Option<SnapshotKey>,
 }
 
 impl SnapshotPolicy {
@@ -53,7 +57,40 @@ impl SnapshotPolicy {
         Some(Self {
             path,
             every: every.max(1),
+            key: None,
         })
+    }
+
+    /// This policy, with snapshots tagged under `key` if one is given.
+    pub fn with_key(self, key: Option<SnapshotKey>) -> Self {
+        Self {
+            key: key.or(self.key),
+            ..self
+        }
+    }
+
+    /// The key snapshots are tagged under: the configured one, else the
+    /// one `store` keeps for the model `name`. `None` (logged) when the
+    /// store cannot keep one.
+    pub(crate) async fn key(
+        &self,
+        store: &dyn EventStore,
+        name: &str,
+    ) -> Result<Option<SnapshotKey>> {
+        if let Some(key) = &self.key {
+            return Ok(Some(key.clone()));
+        }
+        match store.secret(&format!("snapshot-key:{name}")).await {
+            Ok(bytes) => Ok(Some(SnapshotKey::new(bytes))),
+            Err(event_store::EventStoreError::Unsupported(_)) => {
+                tracing::warn!(
+                    model = name,
+                    "this store keeps no secrets, and no snapshot key is configured: running without snapshots"
+                );
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -84,6 +121,7 @@ pub(crate) struct Saver {
     pub(crate) path: PathBuf,
     pub(crate) name: &'static str,
     pub(crate) version: u32,
+    pub(crate) key: SnapshotKey,
     pub(crate) encode: Box<EncodeFn>,
     pub(crate) applying: ApplyTurn,
     /// The position of the last snapshot saved (or started from).
@@ -103,7 +141,8 @@ impl Saver {
         let written = tokio::task::spawn_blocking(move || {
             let saved = saver.saved.load(Ordering::SeqCst);
             let mut locked = Duration::ZERO;
-            let written = snapshot::write_file(&saver.path, saver.name, saver.version, |out| {
+            let (path, key) = (&saver.path, &saver.key);
+            let written = snapshot::write_file(path, saver.name, saver.version, key, |out| {
                 let locking = Instant::now();
                 let covered = (saver.encode)(saved, out);
                 drop(applying);
@@ -171,9 +210,10 @@ pub(crate) async fn save_when_due(saver: Arc<Saver>, applied: watch::Receiver<u6
 pub(crate) async fn load_snapshot<M: Snapshot>(
     store: &dyn EventStore,
     path: &Path,
+    key: &SnapshotKey,
 ) -> Result<Option<(Header, M)>> {
-    let file = path.to_owned();
-    let read = tokio::task::spawn_blocking(move || snapshot::load::<M>(&file))
+    let (file, key) = (path.to_owned(), key.clone());
+    let read = tokio::task::spawn_blocking(move || snapshot::load::<M>(&file, &key))
         .await
         .unwrap_or_else(|e| Err(Rejected::Io(std::io::Error::other(e))));
     let rejected = match read {

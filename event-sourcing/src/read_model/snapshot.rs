@@ -8,14 +8,19 @@
 //!
 //! | bytes | what |
 //! |---|---|
-//! | 8 | `MOVSNAP` and the container format (1) |
+//! | 8 | `MOVSNAP` and the container format (2) |
 //! | 1 + n | the model's name ([`Snapshot::NAME`]), length first |
 //! | 4 | the projection code's version ([`Snapshot::VERSION`]) |
 //! | 8 | the feed position it covers: every event up to here, none after |
 //! | 16 | the id of the event at that position (all zero for position 0) |
 //! | 8 | the payload's length |
-//! | 32 | SHA-256 of the payload |
+//! | 32 | the tag: HMAC-SHA256, under the service's [`SnapshotKey`], of every byte before it and of the payload |
 //! | … | the payload: [`Snapshot::encode`]'s bytes |
+//!
+//! The tag makes a snapshot a service wrote the only one it trusts: a file
+//! written by anyone else (a token added, a hash read and put back) is
+//! refused and the model replayed, whoever could write the directory. The
+//! key is not in that directory (see [`SnapshotKey`]).
 //!
 //! The event id ties a snapshot to the store it was made from: a snapshot
 //! beside a database that was replaced, restored from an older backup or
@@ -28,13 +33,63 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::model::ReadModel;
 
 /// The first bytes of every snapshot file: a name and the container format.
-const MAGIC: &[u8; 8] = b"MOVSNAP\x01";
+/// (Format 1 had an unkeyed SHA-256 where the tag is: such files are
+/// refused, and the model replayed once.)
+const MAGIC: &[u8; 8] = b"MOVSNAP\x02";
+
+type HmacSha256 = hmac::Hmac<sha2_v11::Sha256>;
+
+/// The secret a service's snapshots are tagged under (HMAC-SHA256). Kept
+/// where the snapshot files are not: in the store's own database (see
+/// `EventStore::secret`), or in configuration.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SnapshotKey([u8; 32]);
+
+impl SnapshotKey {
+    /// The key of these bytes.
+    pub fn new(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The key 64 hex digits give.
+    pub fn from_hex(hex: &str) -> Result<Self, BadKey> {
+        let mut bytes = [0; 32];
+        hex::decode_to_slice(hex.trim(), &mut bytes).map_err(|_| BadKey)?;
+        Ok(Self(bytes))
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        HmacSha256::new_from_slice(&self.0).expect("HMAC takes a key of any length")
+    }
+}
+
+/// 64 hex digits (a setting).
+impl std::str::FromStr for SnapshotKey {
+    type Err = BadKey;
+
+    fn from_str(hex: &str) -> Result<Self, BadKey> {
+        Self::from_hex(hex)
+    }
+}
+
+/// Never its bytes.
+impl std::fmt::Debug for SnapshotKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SnapshotKey(..)")
+    }
+}
+
+/// A snapshot key that is not 64 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a snapshot key is 64 hex digits (32 bytes)")]
+pub struct BadKey;
 
 /// A read model that can be saved to and started from a snapshot.
 pub trait Snapshot: ReadModel + Sized {
@@ -367,6 +422,10 @@ pub enum Rejected {
     /// Its bytes do not check out.
     #[error(transparent)]
     Damaged(#[from] Damaged),
+    /// Its tag is not this service's: written by someone else (or under
+    /// another key), or damaged.
+    #[error("its tag does not check out under this service's snapshot key")]
+    NotAuthentic,
     /// Its position's event is not in the store.
     #[error("made from another store: the event at position {position} is not the one it names")]
     OtherStore {
@@ -375,38 +434,37 @@ pub enum Rejected {
     },
 }
 
-/// Saves a snapshot of the model `name` at `version` to `path`,
-/// atomically: `encode` writes the payload straight into a temporary file
-/// and says which position and event it covers (`None`: nothing to save);
-/// then, with `encode` done (and whatever lock it held released), the
-/// payload is read back to checksum it, the header written, the file
-/// flushed and renamed over `path`. Blocking. Returns the header written
-/// and the payload's size.
+/// Saves a snapshot of the model `name` at `version` to `path`, tagged
+/// under `key`, atomically: `encode` writes the payload straight into a
+/// temporary file and says which position and event it covers (`None`:
+/// nothing to save); then, with `encode` done (and whatever lock it held
+/// released), the payload is read back to tag it, the header written, the
+/// file flushed and renamed over `path`. Files are the owner's only (0600,
+/// a directory made here 0700). Blocking. Returns the header written and
+/// the payload's size.
 pub fn write_file(
     path: &Path,
     name: &str,
     version: u32,
+    key: &SnapshotKey,
     encode: impl FnOnce(&mut Encoder<'_>) -> Option<(u64, Uuid)>,
 ) -> std::io::Result<Option<(Header, u64)>> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    std::fs::create_dir_all(&dir)?;
+    private_dir(&dir)?;
     let file_name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other("a snapshot path needs a file name"))?;
-    let name_len = u8::try_from(name.len())
-        .map_err(|_| std::io::Error::other("a model name over 255 bytes"))?;
+    if name.len() > usize::from(u8::MAX) {
+        return Err(std::io::Error::other("a model name over 255 bytes"));
+    }
     let mut temp_name = file_name.to_os_string();
     temp_name.push(format!(".{}.{}.tmp", std::process::id(), Uuid::new_v4()));
     let temp = dir.join(temp_name);
     let written = (|| {
-        let mut file = std::fs::File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&temp)?;
+        let mut file = private_file(&temp)?;
         let header_len = MAGIC.len() + 1 + name.len() + 4 + 8 + 16 + 8 + 32;
         file.write_all(&vec![0; header_len])?;
         let mut out = Encoder::to_sink(&mut file);
@@ -414,28 +472,23 @@ pub fn write_file(
             return Ok(None);
         };
         let len = out.finish()?;
-        let digest = digest_of(&mut file, header_len as u64, len)?;
-        let mut head = Vec::with_capacity(header_len);
-        head.extend_from_slice(MAGIC);
-        head.push(name_len);
-        head.extend_from_slice(name.as_bytes());
-        head.extend_from_slice(&version.to_le_bytes());
-        head.extend_from_slice(&position.to_le_bytes());
-        head.extend_from_slice(event_id.as_bytes());
-        head.extend_from_slice(&len.to_le_bytes());
-        head.extend_from_slice(&digest);
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))?;
-        file.write_all(&head)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)?;
-        // The rename itself survives a crash once the directory is flushed.
-        std::fs::File::open(&dir)?.sync_all()?;
         let header = Header {
             name: name.to_owned(),
             version,
             position,
             event_id,
         };
+        let mut head = head_bytes(&header, len);
+        let mut mac = key.mac();
+        mac.update(&head);
+        tag_payload(&mut file, header_len as u64, len, &mut mac)?;
+        head.extend_from_slice(&mac.finalize().into_bytes());
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))?;
+        file.write_all(&head)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)?;
+        // The rename itself survives a crash once the directory is flushed.
+        std::fs::File::open(&dir)?.sync_all()?;
         Ok(Some((header, len)))
     })();
     if !matches!(written, Ok(Some(_))) {
@@ -444,61 +497,99 @@ pub fn write_file(
     written
 }
 
-/// SHA-256 of the `len` bytes of `file` from `start`.
-fn digest_of(file: &mut std::fs::File, start: u64, len: u64) -> std::io::Result<[u8; 32]> {
+/// Makes `dir` (and its parents) if missing; one made here is the owner's
+/// only (0700). An existing directory is left as it is (the operator's).
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Creates the new file `path` for reading and writing, the owner's only
+/// (0600).
+fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::File::options();
+    options.read(true).write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// The header's bytes before the tag, for a payload of `len` bytes.
+fn head_bytes(header: &Header, len: u64) -> Vec<u8> {
+    let mut head = Vec::with_capacity(MAGIC.len() + 1 + header.name.len() + 36 + 32);
+    head.extend_from_slice(MAGIC);
+    head.push(header.name.len() as u8);
+    head.extend_from_slice(header.name.as_bytes());
+    head.extend_from_slice(&header.version.to_le_bytes());
+    head.extend_from_slice(&header.position.to_le_bytes());
+    head.extend_from_slice(header.event_id.as_bytes());
+    head.extend_from_slice(&len.to_le_bytes());
+    head
+}
+
+/// Feeds the `len` bytes of `file` from `start` to `mac`.
+fn tag_payload(
+    file: &mut std::fs::File,
+    start: u64,
+    len: u64,
+    mac: &mut HmacSha256,
+) -> std::io::Result<()> {
     use std::io::{Read, Seek, SeekFrom};
     file.seek(SeekFrom::Start(start))?;
-    let mut digest = Sha256::new();
     let mut chunk = vec![0; SPILL_AT];
     let mut left = len;
     while left > 0 {
         let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
         file.read_exact(&mut chunk[..n])?;
-        digest.update(&chunk[..n]);
+        mac.update(&chunk[..n]);
         left -= n as u64;
     }
-    Ok(digest.finalize().into())
+    Ok(())
 }
 
 /// [`write_file`] of a payload already encoded, as `header` describes it.
-pub fn write_bytes(path: &Path, header: &Header, payload: &[u8]) -> std::io::Result<()> {
-    write_file(path, &header.name, header.version, |out| {
+pub fn write_bytes(
+    path: &Path,
+    header: &Header,
+    key: &SnapshotKey,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    write_file(path, &header.name, header.version, key, |out| {
         out.fixed(payload);
         Some((header.position, header.event_id))
     })
     .map(drop)
 }
 
-/// A reader that hashes what it reads.
-struct Hashing<R> {
-    inner: R,
-    digest: Sha256,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(out)?;
-        self.digest.update(&out[..n]);
-        Ok(n)
-    }
-}
+/// A snapshot file, read from its payload on.
+type Payload = std::io::BufReader<std::fs::File>;
 
 /// Opens the snapshot at `path` and reads its header, checking that it is
 /// a snapshot of the model `name` at `version` whose payload fills the rest
 /// of the file. `Ok(None)`: there is no file. Returns the header, the
-/// payload's length and SHA-256, and the file positioned at the payload.
+/// payload's length, a MAC under `key` fed with the header's bytes, the
+/// tag the file holds, and the file positioned at the payload.
+#[allow(clippy::type_complexity)]
 fn open(
     path: &Path,
     name: &'static str,
     version: u32,
-) -> Result<Option<(Header, u64, [u8; 32], impl Read)>, Rejected> {
+    key: &SnapshotKey,
+) -> Result<Option<(Header, u64, HmacSha256, [u8; 32], Payload)>, Rejected> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     let size = file.metadata()?.len();
-    let mut input = Decoder::from_reader(std::io::BufReader::with_capacity(SPILL_AT, file), size);
+    let mut reader = std::io::BufReader::with_capacity(SPILL_AT, file);
+    let mut input = Decoder::from_reader(&mut reader, size);
     if input.fixed(MAGIC.len()).ok() != Some(&MAGIC[..]) {
         return Err(Rejected::NotASnapshot);
     }
@@ -520,8 +611,10 @@ fn open(
     let position = input.u64()?;
     let event_id = Uuid::from_bytes(input.array()?);
     let len = input.u64()?;
-    let digest: [u8; 32] = input.array()?;
-    match len.cmp(&input.left) {
+    let tag: [u8; 32] = input.array()?;
+    let left = input.left;
+    drop(input);
+    match len.cmp(&left) {
         std::cmp::Ordering::Greater => return Err(Damaged("cut short").into()),
         std::cmp::Ordering::Less => return Err(Damaged("bytes after the end").into()),
         std::cmp::Ordering::Equal => {}
@@ -532,28 +625,37 @@ fn open(
         position,
         event_id,
     };
-    Ok(Some((header, len, digest, input.reader)))
+    let mut mac = key.mac();
+    mac.update(&head_bytes(&header, len));
+    Ok(Some((header, len, mac, tag, reader)))
 }
 
 /// Reads the snapshot at `path` of the model `M`, checking it whole: its
 /// header (see [`open`]), its payload decoded straight from the file a
-/// block at a time (no copy of the file in memory), and its checksum, so a
-/// damaged file is refused even where it still decodes. Blocking.
-/// `Ok(None)`: there is no file.
-pub fn load<M: Snapshot>(path: &Path) -> Result<Option<(Header, M)>, Rejected> {
-    let Some((header, len, digest, payload)) = open(path, M::NAME, M::VERSION)? else {
+/// block at a time (no copy of the file in memory), once its tag under
+/// `key` checked out: a file this service did not write is refused unread.
+/// Blocking. `Ok(None)`: there is no file.
+pub fn load<M: Snapshot>(path: &Path, key: &SnapshotKey) -> Result<Option<(Header, M)>, Rejected> {
+    let Some((header, len, mut mac, tag, mut payload)) = open(path, M::NAME, M::VERSION, key)?
+    else {
         return Ok(None);
     };
-    let mut hashing = Hashing {
-        inner: payload,
-        digest: Sha256::new(),
-    };
-    let mut input = Decoder::from_reader(&mut hashing, len);
+    // Authenticated first, then decoded: bytes nobody we trust wrote are
+    // never parsed. Two reads of the one open file, never a copy in memory.
+    let mut chunk = vec![0; SPILL_AT];
+    let mut left = len;
+    while left > 0 {
+        let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        payload.read_exact(&mut chunk[..n])?;
+        mac.update(&chunk[..n]);
+        left -= n as u64;
+    }
+    mac.verify_slice(&tag).map_err(|_| Rejected::NotAuthentic)?;
+    let back = i64::try_from(len).map_err(|_| Damaged("a length beyond the end"))?;
+    std::io::Seek::seek(&mut payload, std::io::SeekFrom::Current(-back))?;
+    let mut input = Decoder::from_reader(&mut payload, len);
     let model = M::decode(&mut input)?;
     input.finish()?;
-    if hashing.digest.finalize()[..] != digest {
-        return Err(Damaged("checksum mismatch").into());
-    }
     Ok(Some((header, model)))
 }
 
@@ -564,8 +666,9 @@ pub fn read_file(
     path: &Path,
     name: &'static str,
     version: u32,
+    key: &SnapshotKey,
 ) -> Result<Option<(Header, Vec<u8>)>, Rejected> {
-    let Some((header, len, digest, mut payload)) = open(path, name, version)? else {
+    let Some((header, len, mut mac, tag, mut payload)) = open(path, name, version, key)? else {
         return Ok(None);
     };
     let mut bytes = Vec::new();
@@ -573,9 +676,8 @@ pub fn read_file(
     if bytes.len() as u64 != len {
         return Err(Damaged("cut short").into());
     }
-    if Sha256::digest(&bytes)[..] != digest {
-        return Err(Damaged("checksum mismatch").into());
-    }
+    mac.update(&bytes);
+    mac.verify_slice(&tag).map_err(|_| Rejected::NotAuthentic)?;
     Ok(Some((header, bytes)))
 }
 
@@ -596,36 +698,42 @@ mod tests {
     fn a_file_reads_back_only_whole_and_as_written() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/m.snapshot");
-        assert!(read_file(&path, "m", 3).unwrap().is_none());
+        let key = SnapshotKey::new([9; 32]);
+        assert!(read_file(&path, "m", 3, &key).unwrap().is_none());
         let h = header();
-        write_bytes(&path, &h, b"payload").unwrap();
+        write_bytes(&path, &h, &key, b"payload").unwrap();
         // Nothing to save: nothing written.
-        let none = write_file(&path, "m", 3, |_| None).unwrap();
+        let none = write_file(&path, "m", 3, &key, |_| None).unwrap();
         assert!(none.is_none());
-        let (read, payload) = read_file(&path, "m", 3).unwrap().unwrap();
+        let (read, payload) = read_file(&path, "m", 3, &key).unwrap().unwrap();
         assert_eq!((read, payload.as_slice()), (h.clone(), &b"payload"[..]));
+        // Under another key: not ours.
         assert!(matches!(
-            read_file(&path, "m", 4),
+            read_file(&path, "m", 3, &SnapshotKey::new([8; 32])),
+            Err(Rejected::NotAuthentic)
+        ));
+        assert!(matches!(
+            read_file(&path, "m", 4, &key),
             Err(Rejected::OtherVersion {
                 found: 3,
                 expected: 4
             })
         ));
         assert!(matches!(
-            read_file(&path, "n", 3),
+            read_file(&path, "n", 3, &key),
             Err(Rejected::OtherModel { .. })
         ));
         let whole = std::fs::read(&path).unwrap();
         for cut in [0, 5, 20, whole.len() - 1] {
             std::fs::write(&path, &whole[..cut]).unwrap();
-            assert!(read_file(&path, "m", 3).is_err(), "cut at {cut}");
+            assert!(read_file(&path, "m", 3, &key).is_err(), "cut at {cut}");
         }
         let mut flipped = whole.clone();
         *flipped.last_mut().unwrap() ^= 1;
         std::fs::write(&path, &flipped).unwrap();
         assert!(matches!(
-            read_file(&path, "m", 3),
-            Err(Rejected::Damaged(Damaged("checksum mismatch")))
+            read_file(&path, "m", 3, &key),
+            Err(Rejected::NotAuthentic)
         ));
         // No temporary file is left behind.
         let left: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
@@ -682,14 +790,15 @@ mod tests {
         let expected = memory.into_inner();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("big.snapshot");
-        let (header, len) = write_file(&path, "m", 3, |out| {
+        let key = SnapshotKey::new([3; 32]);
+        let (header, len) = write_file(&path, "m", 3, &key, |out| {
             encode(out);
             Some((42, Uuid::nil()))
         })
         .unwrap()
         .unwrap();
         assert_eq!((header.position, len), (42, expected.len() as u64));
-        let (_, payload) = read_file(&path, "m", 3).unwrap().unwrap();
+        let (_, payload) = read_file(&path, "m", 3, &key).unwrap().unwrap();
         assert!(payload == expected);
         let mut d = Decoder::new(&payload);
         assert_eq!(d.str().unwrap(), "before");
