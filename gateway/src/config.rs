@@ -76,10 +76,12 @@ impl Config {
     pub fn server_limits(&self, open_files: u64) -> crate::server::Limits {
         let room = usize::try_from(open_files.saturating_sub(64)).unwrap_or(usize::MAX);
         crate::server::Limits {
-            max_connections: self.gateway_max_connections.min(room).max(1),
-            header_timeout: Duration::from_secs(self.gateway_header_timeout_secs.max(1)),
+            connections: platform::http_server::ConnectionLimits {
+                max_connections: self.gateway_max_connections.min(room).max(1),
+                header_timeout: Duration::from_secs(self.gateway_header_timeout_secs.max(1)),
+                drain_timeout: Duration::from_secs(30),
+            },
             request_timeout: Duration::from_secs(self.gateway_request_timeout_secs.max(1)),
-            drain_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -110,6 +110,11 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
         response.headers_mut().extend(body_parts.headers);
     }
     response.headers_mut().insert("x-request-id", id.clone());
+    // No answer is to be sniffed into another type (JSON as HTML, mostly).
+    response
+        .headers_mut()
+        .entry(axum::http::header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(axum::http::HeaderValue::from_static("nosniff"));
     let status = response.status();
     let seconds = started.elapsed().as_secs_f64();
     state

@@ -5,12 +5,14 @@
 //! - [`logging`] and [`telemetry`]: logs, and trace export;
 //! - [`request`]: the gRPC metadata and field errors the gateway and the
 //!   services agree on; [`credentials`]: `Authorization` as knox reads it;
-//! - [`grpc`]: serving gRPC; [`metrics`]: Prometheus text; [`replicas`]:
-//!   balancing over replicas; [`probe`]: health checks.
+//! - [`grpc`]: serving gRPC; [`http_server`]: serving HTTP within limits;
+//!   [`metrics`]: Prometheus text; [`replicas`]: balancing over replicas;
+//!   [`probe`]: health checks.
 
 pub mod cli;
 pub mod credentials;
 pub mod grpc;
+pub mod http_server;
 pub mod logging;
 pub mod metrics;
 pub mod probe;

@@ -210,9 +210,16 @@ pub async fn serve(listener: tokio::net::TcpListener, render: Render) {
             }
         }),
     );
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(error = %e, "the metrics listener failed");
-    }
+    // Within limits: idle and slow connections are closed, and past the
+    // cap refused, so no scraper (or anyone else who reaches the port)
+    // can use up the process's file descriptors.
+    crate::http_server::serve(
+        listener,
+        app,
+        crate::http_server::ConnectionLimits::MONITORING,
+        std::future::pending(),
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -143,11 +143,28 @@ pub async fn shutdown() {
     }
 }
 
+/// The longest `tracestate` taken from a caller: W3C Trace Context
+/// recommends that a vendor propagate at least 512 characters, and allows
+/// at most 32 list members. A longer one is dropped (the `traceparent`
+/// is still continued), so that a client's header never grows the calls it
+/// is forwarded into past what a server accepts.
+pub const MAX_TRACESTATE: usize = 512;
+
+/// At most this many list members in a `tracestate` taken from a caller.
+pub const MAX_TRACESTATE_MEMBERS: usize = 32;
+
+/// The headers a trace is continued from, `tracestate` within bounds.
 struct Headers<'a>(&'a axum::http::HeaderMap);
 
 impl Extractor for Headers<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
+        let value = self.0.get(key).and_then(|v| v.to_str().ok())?;
+        if key.eq_ignore_ascii_case("tracestate")
+            && (value.len() > MAX_TRACESTATE || value.split(',').count() > MAX_TRACESTATE_MEMBERS)
+        {
+            return None;
+        }
+        Some(value)
     }
 
     fn keys(&self) -> Vec<&str> {
@@ -203,4 +220,31 @@ pub fn server_span(path: &str, headers: &axum::http::HeaderMap) -> tracing::Span
     );
     continue_trace(&span, headers);
     span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tracestate_past_the_w3c_bounds_is_not_taken() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert("tracestate", "a=1,b=2".parse().unwrap());
+        assert_eq!(Headers(&headers).get("tracestate"), Some("a=1,b=2"));
+        let long = format!("a={}", "x".repeat(MAX_TRACESTATE));
+        headers.insert("tracestate", long.parse().unwrap());
+        assert_eq!(Headers(&headers).get("tracestate"), None);
+        let many: Vec<String> = (0..=MAX_TRACESTATE_MEMBERS)
+            .map(|i| format!("k{i}=v"))
+            .collect();
+        headers.insert("tracestate", many.join(",").parse().unwrap());
+        assert_eq!(Headers(&headers).get("tracestate"), None);
+        headers.insert(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+                .parse()
+                .unwrap(),
+        );
+        assert!(Headers(&headers).get("traceparent").is_some());
+    }
 }

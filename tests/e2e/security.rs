@@ -301,6 +301,36 @@ async fn answers_with_a_token_are_not_stored_by_caches() {
     assert_eq!(a.headers["cache-control"], "no-store");
 }
 
+/// Security review 3, finding 11: every answer says `nosniff` (JSON ones
+/// did not), and personal answers that may be revalidated (the activity)
+/// say `private`, so that no shared cache keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn answers_are_not_sniffed_and_personal_ones_not_shared() {
+    let stores = crate::helpers::Stores::sqlite().await;
+    let app = crate::helpers::TestApp::start(&stores, movies::Wiring::InProcess).await;
+    let (token, _) = app.user("private").await;
+    for (path, token) in [
+        ("/api/auth/movies", Some(token.as_str())),
+        ("/api/auth/movies", None),
+        ("/api/auth/me/activity", Some(token.as_str())),
+        ("/api/auth/nowhere", Some(token.as_str())),
+    ] {
+        let a = app.get(path, token).await;
+        assert_eq!(
+            a.headers["x-content-type-options"], "nosniff",
+            "{path}: {}",
+            a.status
+        );
+    }
+    let a = app.get("/api/auth/me/activity", Some(&token)).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.headers["cache-control"], "private");
+    for path in ["/api/auth/me", "/api/auth/me/export"] {
+        let a = app.get(path, Some(&token)).await;
+        assert_eq!(a.headers["cache-control"], "no-store", "{path}");
+    }
+}
+
 /// CORS only for the configured origins; none configured, no CORS header.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cors_answers_only_the_configured_origins() {

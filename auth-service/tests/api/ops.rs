@@ -110,3 +110,50 @@ async fn metrics_show_calls_and_the_read_models_lag() {
         "{text}"
     );
 }
+
+/// Security review 3, finding 5: the metrics listener has the gateway's
+/// kind of limits. Idle connections (as a slowloris holds them) are closed
+/// after 5 s without a request, and past 32 at once a connection is
+/// answered 503 and closed; then `/metrics` answers again. (Before, 200
+/// idle connections were all still held after 40 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_listener_closes_idle_connections_and_caps_them() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let loc = Location::sqlite();
+    let mut config = crate::helpers::config(&loc);
+    config.auth_metrics_listen = platform::MaybeAddr(Some("127.0.0.1:0".parse().unwrap()));
+    let app = TestApp::start_with(config).await;
+    let addr = app.metrics_addr.expect("a metrics listener");
+    let mut idle = Vec::new();
+    for _ in 0..32 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // Accepted in order: the next one is over the cap.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut over = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut refused = String::new();
+    tokio::time::timeout(Duration::from_secs(3), over.read_to_string(&mut refused))
+        .await
+        .expect("the refusal comes at once")
+        .unwrap();
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    let started = Instant::now();
+    for (i, conn) in idle.iter_mut().enumerate() {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut byte)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "idle connection {i} still held after {:?}",
+            started.elapsed()
+        );
+    }
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    raw.read_to_string(&mut text).await.unwrap();
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+}

@@ -125,7 +125,8 @@ fn catalog_entry(a: proto::catalog::Activity) -> Option<Entry> {
 
 /// The caller's own history, newest first: registration, logins, logouts,
 /// throttled logins, movies added, ratings given. Never another user's,
-/// never a token. `?limit&offset` paginate.
+/// never a token. `?limit&offset` paginate. Personal: `Cache-Control:
+/// private`.
 #[utoipa::path(get, path = "/api/auth/me/activity", tag = "auth", security(("token" = [])),
     params(crate::pagination::Page),
     responses(
@@ -136,7 +137,7 @@ pub async fn my_activity(
     State(state): State<AppState>,
     caller: Caller,
     RawQuery(query): RawQuery,
-) -> Result<Json<ActivityList>, ApiError> {
+) -> Result<crate::routes::auth::Private<Json<ActivityList>>, ApiError> {
     let q = ListQuery::parse(query.as_deref());
     let offset = if q.limit.is_some() { q.offset } else { 0 };
     // Each service's newest `offset + limit` entries hold the page (0: all).
@@ -148,13 +149,13 @@ pub async fn my_activity(
         .take(q.limit.map_or(usize::MAX, |l| l as usize))
         .map(|e| e.out)
         .collect();
-    Ok(Json(match q.limit {
+    Ok(crate::routes::auth::CacheControl(Json(match q.limit {
         Some(_) => {
             let base = absolute_url(&state, "/api/auth/me/activity");
             ActivityList::Page(q.page(&base, count, results))
         }
         None => ActivityList::All(results),
-    }))
+    })))
 }
 
 /// The caller's newest `newest` entries of each service (0: all), merged
@@ -260,7 +261,7 @@ pub async fn my_export(
             .cloned()
             .collect()
     };
-    Ok(crate::routes::auth::NoStore(Json(ExportOut {
+    Ok(crate::routes::auth::CacheControl(Json(ExportOut {
         profile,
         tokens,
         movies: of(ActivityKind::MovieAdded),

@@ -61,16 +61,26 @@ pub struct SessionOut {
     pub expiry: String,
 }
 
-/// An answer that carries a token: `Cache-Control: no-store`, so that no
-/// cache on the way keeps it.
-pub struct NoStore<T>(pub T);
+/// An answer with a `Cache-Control` of its own.
+pub struct CacheControl<T, const POLICY: u8>(pub T);
 
-impl<T: axum::response::IntoResponse> axum::response::IntoResponse for NoStore<T> {
+/// An answer that carries a token or a profile: `Cache-Control: no-store`,
+/// so that no cache on the way keeps it.
+pub type NoStore<T> = CacheControl<T, 0>;
+
+/// A personal answer that may be revalidated (it has an ETag):
+/// `Cache-Control: private`, so that no shared cache keeps it.
+pub type Private<T> = CacheControl<T, 1>;
+
+impl<T: axum::response::IntoResponse, const POLICY: u8> axum::response::IntoResponse
+    for CacheControl<T, POLICY>
+{
     fn into_response(self) -> axum::response::Response {
         let mut response = self.0.into_response();
+        let policy = if POLICY == 0 { "no-store" } else { "private" };
         response.headers_mut().insert(
             axum::http::header::CACHE_CONTROL,
-            axum::http::HeaderValue::from_static("no-store"),
+            axum::http::HeaderValue::from_static(policy),
         );
         response
     }
@@ -126,7 +136,7 @@ pub async fn register(
         None,
     )));
     let session = b.call(b.auth.clone().register(request)).await?;
-    Ok(NoStore(Json(session_out(session.into()))))
+    Ok(CacheControl(Json(session_out(session.into()))))
 }
 
 /// Returns a new token for a correct username and password.
@@ -148,7 +158,7 @@ pub async fn login(
     let b = &state.backends;
     let request = client.tag(b.request(LoginRequest { username, password }, None));
     let session = b.call(b.auth.clone().login(request)).await?;
-    Ok(NoStore(Json(session_out(session.into()))))
+    Ok(CacheControl(Json(session_out(session.into()))))
 }
 
 /// Revokes the token of this request.
@@ -213,7 +223,7 @@ pub async fn me(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<NoStore<Json<AccountOut>>, ApiError> {
-    Ok(NoStore(Json(account(&state, &caller).await?)))
+    Ok(CacheControl(Json(account(&state, &caller).await?)))
 }
 
 /// The caller's profile (`/api/auth/me`, and the export's).
