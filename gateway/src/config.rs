@@ -59,9 +59,17 @@ pub struct Config {
     #[arg(long, env, default_value_t = 2_000)]
     pub gateway_list_page: u32,
     /// Origins of browser apps allowed to call the API (CORS), comma
-    /// separated, e.g. https://app.example. Empty: no CORS headers at all.
+    /// separated, each `scheme://host[:port]`, e.g. https://app.example.
+    /// `*` alone: any origin (tokens travel in `Authorization`, never in
+    /// cookies, so a page can only use a token it was given). Empty: no
+    /// CORS headers at all.
     #[arg(long, env, value_delimiter = ',')]
     pub gateway_cors_origins: Vec<String>,
+    /// Allow the origin `null` in `GATEWAY_CORS_ORIGINS`: the origin of
+    /// sandboxed frames, `file:` pages and some redirects, which any site
+    /// can make itself have, so listing it alone is refused.
+    #[arg(long, env)]
+    pub gateway_cors_allow_null_origin: bool,
 }
 
 impl Config {

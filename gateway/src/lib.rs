@@ -99,33 +99,89 @@ impl utoipa::Modify for TokenAuth {
 
 /// CORS for the configured origins: preflights answered with the methods
 /// and headers the API uses, `ETag` and `Retry-After` readable by scripts.
-/// (Applied only when origins are configured: otherwise no CORS header,
-/// not even `Vary`, is ever sent.)
-fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+/// `None` when no origin is configured: then no CORS header, not even
+/// `Vary`, is ever sent. An origin that is not `scheme://host[:port]`, `*`
+/// beside others, or `null` not explicitly allowed is a [`CorsError`].
+fn cors(
+    origins: &[String],
+    allow_null: bool,
+) -> Result<Option<tower_http::cors::CorsLayer>, CorsError> {
     use axum::http::{HeaderName, HeaderValue, Method, header};
     use tower_http::cors::{AllowOrigin, CorsLayer};
-    let origins: Vec<HeaderValue> = origins
+    let origins: Vec<&str> = origins
         .iter()
         .map(|o| o.trim().trim_end_matches('/'))
         .filter(|o| !o.is_empty())
-        .filter_map(|o| HeaderValue::from_str(o).ok())
         .collect();
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            header::IF_NONE_MATCH,
-            HeaderName::from_static("idempotency-key"),
-        ])
-        .expose_headers([header::ETAG, header::RETRY_AFTER])
-        .max_age(std::time::Duration::from_secs(600))
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow = if origins == ["*"] {
+        AllowOrigin::any()
+    } else {
+        let mut list = Vec::new();
+        for origin in origins {
+            let valid = match origin {
+                "*" => return Err(CorsError::WildcardAmongOthers),
+                "null" if !allow_null => return Err(CorsError::NullOrigin),
+                "null" => true,
+                o => o.split_once("://").is_some_and(|(scheme, rest)| {
+                    matches!(scheme, "http" | "https")
+                        && !rest.is_empty()
+                        && !rest.contains(['/', '?', '#', '@', '*', ' '])
+                }),
+            };
+            match HeaderValue::from_str(origin) {
+                Ok(value) if valid => list.push(value),
+                _ => return Err(CorsError::NotAnOrigin(origin.to_owned())),
+            }
+        }
+        AllowOrigin::list(list)
+    };
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_NONE_MATCH,
+                HeaderName::from_static("idempotency-key"),
+            ])
+            .expose_headers([header::ETAG, header::RETRY_AFTER])
+            .max_age(std::time::Duration::from_secs(600)),
+    ))
+}
+
+/// A `GATEWAY_CORS_ORIGINS` the gateway refuses to start with.
+#[derive(Debug, thiserror::Error)]
+pub enum CorsError {
+    /// Not `scheme://host[:port]`.
+    #[error(
+        "GATEWAY_CORS_ORIGINS: {0:?} is not an origin (scheme://host[:port], e.g. https://app.example)"
+    )]
+    NotAnOrigin(String),
+    /// `*` with other origins.
+    #[error("GATEWAY_CORS_ORIGINS: `*` (any origin) stands alone, not beside other origins")]
+    WildcardAmongOthers,
+    /// `null` without `GATEWAY_CORS_ALLOW_NULL_ORIGIN`.
+    #[error(
+        "GATEWAY_CORS_ORIGINS: the origin `null` is that of sandboxed frames and file: pages, which any site can give itself; set GATEWAY_CORS_ALLOW_NULL_ORIGIN=true to allow it anyway"
+    )]
+    NullOrigin,
 }
 
 /// The whole router: every route, the 404 fallback, observation.
 /// `public_url` is where pagination links point.
-pub fn router(backends: Backends, config: &Config, public_url: String) -> Router {
+pub fn router(
+    backends: Backends,
+    config: &Config,
+    public_url: String,
+) -> Result<Router, CorsError> {
+    let cors = cors(
+        &config.gateway_cors_origins,
+        config.gateway_cors_allow_null_origin,
+    )?;
     let (api, openapi) = api();
     let mut openapi = serde_json::to_value(&openapi).expect("the OpenAPI document serializes");
     let route_policies = routes::RoutePolicies::take(&mut openapi);
@@ -156,21 +212,22 @@ pub fn router(backends: Backends, config: &Config, public_url: String) -> Router
             state.clone(),
             client::limit,
         ));
-    if !config.gateway_cors_origins.is_empty() {
-        api = api.layer(cors(&config.gateway_cors_origins));
+    if let Some(cors) = cors {
+        api = api.layer(cors);
     }
     // Problems outside the routes: they rewrite every error, 405s
     // included; the browsable API outermost: it shows the final answer.
-    api.layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        observe::observe,
-    ))
-    .layer(axum::middleware::from_fn(problem::problems))
-    .layer(axum::middleware::from_fn_with_state(
-        api_paths,
-        web::browsable,
-    ))
-    .with_state(state)
+    Ok(api
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::observe,
+        ))
+        .layer(axum::middleware::from_fn(problem::problems))
+        .layer(axum::middleware::from_fn_with_state(
+            api_paths,
+            web::browsable,
+        ))
+        .with_state(state))
 }
 
 /// Why the gateway could not start or stopped with an error.
@@ -179,6 +236,9 @@ pub enum StartError {
     /// A backend URL is not usable.
     #[error(transparent)]
     BackendUrl(#[from] platform::replicas::BadUrl),
+    /// The CORS origins are not usable.
+    #[error(transparent)]
+    Cors(#[from] CorsError),
     /// The listen address could not be bound, or serving failed.
     #[error("cannot serve on {addr}: {source}")]
     Io {
@@ -226,7 +286,7 @@ impl Application {
         Ok(Self {
             listener,
             local_addr,
-            router: router(backends, config, public_url),
+            router: router(backends, config, public_url)?,
             limits: config.server_limits(platform::raise_open_file_limit()),
         })
     }

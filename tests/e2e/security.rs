@@ -397,6 +397,52 @@ async fn cors_answers_only_the_configured_origins() {
     assert!(get.headers().get("vary").is_none());
 }
 
+/// Security review 3, finding 9: `GATEWAY_CORS_ORIGINS='*'` made the
+/// gateway exit (a panic, exit code 101), and the origin `null` was taken
+/// without a word. Now `*` alone means any origin, and what is not an
+/// origin, `*` beside others, or `null` not explicitly allowed is a clear
+/// error at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cors_settings_start_or_say_why_not() {
+    let config = |origins: &[&str], allow_null: bool| gateway::Config {
+        gateway_listen: "127.0.0.1:0".parse().unwrap(),
+        gateway_auth_url: "http://127.0.0.1:9".into(),
+        gateway_catalog_url: "http://127.0.0.1:9".into(),
+        gateway_cors_origins: origins.iter().map(|o| o.to_string()).collect(),
+        gateway_cors_allow_null_origin: allow_null,
+        ..gateway::Config::default()
+    };
+    for (origins, allow_null, error) in [
+        (&["https://a.example", "*"][..], false, "stands alone"),
+        (&["null"][..], false, "GATEWAY_CORS_ALLOW_NULL_ORIGIN"),
+        (&["app.example"][..], false, "is not an origin"),
+        (&["https://a.example/path"][..], false, "is not an origin"),
+    ] {
+        let built = gateway::Application::build(&config(origins, allow_null)).await;
+        let Err(e) = built else {
+            panic!("{origins:?} was accepted")
+        };
+        assert!(e.to_string().contains(error), "{origins:?}: {e}");
+    }
+    assert!(
+        gateway::Application::build(&config(&["null"], true))
+            .await
+            .is_ok()
+    );
+    let (addr, _server) = gateway(gateway::Config {
+        gateway_cors_origins: vec!["*".into()],
+        ..gateway::Config::default()
+    })
+    .await;
+    let get = reqwest::Client::new()
+        .get(format!("http://{addr}/healthz"))
+        .header("origin", "https://anywhere.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.headers()["access-control-allow-origin"], "*");
+}
+
 /// Logins and registrations carry the IETF `RateLimit` fields: the policy
 /// and what is left of it for this client address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
