@@ -30,16 +30,42 @@ pub struct Config {
 }
 
 impl Config {
-    /// Whether every listener of the stack is on a loopback address.
-    pub fn loopback_only(&self) -> bool {
-        [
-            self.auth.auth_listen,
-            self.catalog.catalog_listen,
-            self.gateway.gateway_listen,
-        ]
-        .iter()
-        .all(|addr| addr.ip().is_loopback())
+    /// Where the launcher keeps catalog-service's key for `SubscribeEvents`
+    /// when none is set: beside the catalog's SQLite store, else in the
+    /// working directory.
+    pub fn service_key_file(&self) -> std::path::PathBuf {
+        let dir = match event_store::StoreUrl::parse(&self.catalog.catalog_store_url) {
+            Ok(event_store::StoreUrl::Sqlite(db)) => db.parent().map(std::path::Path::to_path_buf),
+            _ => None,
+        };
+        dir.filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or_else(|| ".".into())
+            .join("catalog-service-key")
     }
+}
+
+/// The key in `file`, or a new random one written there, the owner's only
+/// (0600): what a local consumer of `SubscribeEvents` reads, and no other
+/// user of the machine can.
+fn service_key(file: &std::path::Path) -> std::io::Result<String> {
+    match std::fs::read_to_string(file) {
+        Ok(key) if !key.trim().is_empty() => return Ok(key.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let key = hex::encode(bytes);
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::io::Write::write_all(&mut options.open(file)?, key.as_bytes())?;
+    Ok(key)
 }
 
 /// How the services reach each other inside the stack.
@@ -67,10 +93,16 @@ impl Stack {
     pub async fn build(config: &Config, wiring: Wiring) -> Result<Self, BoxError> {
         let auth = auth_service::Application::build(&config.auth).await?;
         let mut catalog_config = config.catalog.clone();
-        // Following the catalog's events needs no key only while nobody but
-        // this machine can reach any of the stack's ports.
-        catalog_config.catalog_open_subscriptions |=
-            catalog_config.catalog_service_key.is_none() && config.loopback_only();
+        // Following the catalog's events always takes a key: without one
+        // set, a key of the launcher's own, in a file only this user reads
+        // (any local process could otherwise learn who rated what).
+        if catalog_config.catalog_service_key.is_none()
+            && !catalog_config.catalog_open_subscriptions
+        {
+            let file = config.service_key_file();
+            catalog_config.catalog_service_key = Some(service_key(&file)?);
+            tracing::info!(file = %file.display(), "SubscribeEvents takes the key in this file");
+        }
         let catalog = match wiring {
             Wiring::InProcess => {
                 let store = event_store::open(&catalog_config.catalog_store_url).await?;
@@ -115,6 +147,11 @@ impl Stack {
     /// Where auth-service listens.
     pub fn auth_addr(&self) -> SocketAddr {
         self.auth.local_addr()
+    }
+
+    /// Where catalog-service listens.
+    pub fn catalog_addr(&self) -> SocketAddr {
+        self.catalog.local_addr()
     }
 
     /// Serves until `shutdown` resolves or a service fails; then stops the
@@ -205,16 +242,29 @@ fn report(ended: Ended) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::Config;
+    use super::{Config, service_key};
 
     #[test]
-    fn subscriptions_open_only_while_every_listener_is_on_loopback() {
+    fn the_service_key_is_kept_the_owners_only_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default();
-        assert!(config.loopback_only());
-        config.gateway.gateway_listen = "0.0.0.0:8000".parse().unwrap();
-        assert!(!config.loopback_only());
-        config.gateway.gateway_listen = "[::1]:8000".parse().unwrap();
-        config.catalog.catalog_listen = "192.168.1.10:50052".parse().unwrap();
-        assert!(!config.loopback_only());
+        config.catalog.catalog_store_url =
+            format!("sqlite://{}", dir.path().join("data/catalog.db").display());
+        let file = config.service_key_file();
+        assert_eq!(file, dir.path().join("data/catalog-service-key"));
+        let key = service_key(&file).unwrap();
+        assert_eq!(key.len(), 64);
+        assert_eq!(service_key(&file).unwrap(), key, "the same key next run");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        config.catalog.catalog_store_url = "postgres://localhost/catalog".into();
+        assert_eq!(
+            config.service_key_file(),
+            std::path::Path::new("./catalog-service-key")
+        );
     }
 }

@@ -484,3 +484,47 @@ async fn logins_carry_the_rate_limit_fields() {
     let movies = app.get("/api/auth/movies", None).await;
     assert!(movies.headers.get("ratelimit").is_none());
 }
+
+/// Security review 3, finding 10: the launcher opened `SubscribeEvents` to
+/// every local process when every listener was on loopback (the feed says
+/// who rated what, which REST hides). Now it always takes a key: without
+/// one set, the launcher's own, in a file only its owner can read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_launchers_event_feed_takes_the_key_in_its_owners_file() {
+    use proto::catalog::SubscribeEventsRequest;
+    use proto::catalog::catalog_service_client::CatalogServiceClient;
+    let stores = crate::helpers::Stores::sqlite().await;
+    let mut config = crate::helpers::config_on(stores.auth.url(), stores.catalog.url());
+    config.catalog.catalog_service_key = None;
+    let file = config.service_key_file();
+    let stack = movies::Stack::build(&config, movies::Wiring::InProcess)
+        .await
+        .expect("the stack starts");
+    let catalog = format!("http://{}", stack.catalog_addr());
+    let app = crate::helpers::TestApp::serve(stack).await;
+    let mut client = CatalogServiceClient::connect(catalog).await.unwrap();
+    let request = |key: Option<&str>| {
+        let mut r = tonic::Request::new(SubscribeEventsRequest { from_position: 0 });
+        if let Some(key) = key {
+            r.metadata_mut()
+                .insert("x-service-key", key.parse().unwrap());
+        }
+        r
+    };
+    let refused = client.subscribe_events(request(None)).await;
+    assert!(refused.is_err(), "subscribed without a key");
+    let key = std::fs::read_to_string(&file).expect("the key file");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+    }
+    assert!(
+        client
+            .subscribe_events(request(Some(key.trim())))
+            .await
+            .is_ok()
+    );
+    app.stop().await;
+}
