@@ -9,7 +9,7 @@ start_stack() {
   local port
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   base=http://127.0.0.1:$port
-  (cd "$stack_work" && exec env RUST_LOG=warn AUTH_METRICS_LISTEN=off CATALOG_METRICS_LISTEN=off \
+  (cd "$stack_work" && exec env RUST_LOG=warn AUTH_METRICS_LISTEN=off CATALOG_METRICS_LISTEN=off GATEWAY_METRICS_LISTEN=off \
     AUTH_LISTEN=127.0.0.1:0 CATALOG_LISTEN=127.0.0.1:0 "$@" \
     "$bin" --gateway-listen "127.0.0.1:$port" 2>"$stack_work/stack.log") &
   stack_pid=$!

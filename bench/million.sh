@@ -31,7 +31,7 @@ work=$(mktemp -d)
 procs=()
 limits=(AUTH_LOGIN_MAX_FAILURES=1000000 AUTH_LOGIN_MAX_FAILURES_PER_USER=1000000
         AUTH_HASH_QUEUE=100000 GATEWAY_AUTH_PER_MINUTE=100000000 GATEWAY_AUTH_BURST=100000000 GATEWAY_AUTH_CONCURRENCY=100000
-        AUTH_METRICS_LISTEN=off CATALOG_METRICS_LISTEN=off
+        AUTH_METRICS_LISTEN=off CATALOG_METRICS_LISTEN=off GATEWAY_METRICS_LISTEN=127.0.0.1:9183
         RUST_LOG=warn,event_store::read_model=info)
 cleanup() {
   for p in "${procs[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -73,7 +73,7 @@ echo "== $stack stack: $users users x $movies movies, 64 connections"
   || { cat "$work/progress.log"; exit 1; }
 echo "RSS after the load:      $(rss)"
 echo "where a rating's time went (the stack's own histograms):"
-for m in "$url/metrics" ${catalog_metrics:+"$catalog_metrics"}; do curl -s "$m"; done | python3 bench/breakdown.py
+for m in http://127.0.0.1:9183/metrics ${catalog_metrics:+"$catalog_metrics"}; do curl -s "$m"; done | python3 bench/breakdown.py
 token=$(curl -sf "$url/api/auth/register" -H 'Content-Type: application/json' \
   -d '{"username": "reader", "email": "reader@example.com", "password": "password123"}' \
   | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')

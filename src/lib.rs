@@ -144,6 +144,11 @@ impl Stack {
         self.gateway.local_addr()
     }
 
+    /// Where the gateway serves `/metrics` (all three services), if it does.
+    pub fn gateway_metrics_addr(&self) -> Option<SocketAddr> {
+        self.gateway.metrics_addr()
+    }
+
     /// Where auth-service listens.
     pub fn auth_addr(&self) -> SocketAddr {
         self.auth.local_addr()

@@ -301,7 +301,7 @@ async fn the_compose_stack_serves_a_suites_burst() {
     let (auth_snapshot, catalog_snapshot) =
         (snapshot("auth.snapshot"), snapshot("catalog.snapshot"));
     let metrics = || format!("127.0.0.1:{}", free_port());
-    let (auth_metrics, catalog_metrics) = (metrics(), metrics());
+    let (auth_metrics, catalog_metrics, gateway_metrics) = (metrics(), metrics(), metrics());
     let (_auth, auth_addr) = Service::start_listening("auth-service", |addr| {
         as_in_compose(
             "auth-service",
@@ -336,6 +336,7 @@ async fn the_compose_stack_serves_a_suites_burst() {
                 ("GATEWAY_LISTEN", addr),
                 ("GATEWAY_AUTH_URL", &auth_url),
                 ("GATEWAY_CATALOG_URL", &catalog_url),
+                ("GATEWAY_METRICS_LISTEN", &gateway_metrics),
             ],
         )
     })

@@ -1396,7 +1396,8 @@ async fn each_process_serves_its_metrics() {
 
     let dir = tempfile::tempdir().unwrap();
     let store = |name: &str| format!("sqlite://{}", dir.path().join(name).display());
-    let (auth_metrics, catalog_metrics) = (
+    let (auth_metrics, catalog_metrics, gateway_metrics) = (
+        format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
     );
@@ -1406,6 +1407,7 @@ async fn each_process_serves_its_metrics() {
         &[
             ("AUTH_METRICS_LISTEN", &auth_metrics),
             ("CATALOG_METRICS_LISTEN", &catalog_metrics),
+            ("GATEWAY_METRICS_LISTEN", &gateway_metrics),
         ],
     )
     .await;
@@ -1457,7 +1459,7 @@ async fn each_process_serves_its_metrics() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let gateway = scrape(stack.base.trim_start_matches("http://").to_owned()).await;
+    let gateway = scrape(gateway_metrics.clone()).await;
 
     let at_least = |text: &str, series: &str, min: f64| {
         let value = sample(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));

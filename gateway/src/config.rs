@@ -10,6 +10,13 @@ pub struct Config {
     /// Address the REST API listens on (port 0: any free port).
     #[arg(long, env, default_value = "127.0.0.1:8000")]
     pub gateway_listen: SocketAddr,
+    /// Address of a plain HTTP listener serving `GET /metrics` (Prometheus:
+    /// requests by route and status, calls to the services; in the
+    /// one-process launcher, the services' series too); `off` for none.
+    /// Never the public port: the series tell login successes and failures
+    /// over time.
+    #[arg(long, env, default_value = "127.0.0.1:9103")]
+    pub gateway_metrics_listen: platform::MaybeAddr,
     /// Where auth-service listens.
     #[arg(long, env, default_value = "http://127.0.0.1:50051")]
     pub gateway_auth_url: String,

@@ -173,11 +173,12 @@ pub enum CorsError {
 
 /// The whole router: every route, the 404 fallback, observation.
 /// `public_url` is where pagination links point.
+/// Also returns what the metrics listener shows.
 pub fn router(
     backends: Backends,
     config: &Config,
     public_url: String,
-) -> Result<Router, CorsError> {
+) -> Result<(Router, platform::metrics::Render), CorsError> {
     let cors = cors(
         &config.gateway_cors_origins,
         config.gateway_cors_allow_null_origin,
@@ -217,7 +218,8 @@ pub fn router(
     }
     // Problems outside the routes: they rewrite every error, 405s
     // included; the browsable API outermost: it shows the final answer.
-    Ok(api
+    let metrics = routes::ops::metrics(state.clone());
+    let router = api
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             observe::observe,
@@ -227,7 +229,8 @@ pub fn router(
             api_paths,
             web::browsable,
         ))
-        .with_state(state))
+        .with_state(state);
+    Ok((router, metrics))
 }
 
 /// Why the gateway could not start or stopped with an error.
@@ -255,6 +258,8 @@ pub struct Application {
     local_addr: SocketAddr,
     router: Router,
     limits: server::Limits,
+    /// The metrics listener, if any, and what it shows.
+    metrics: Option<(tokio::net::TcpListener, platform::metrics::Render)>,
 }
 
 impl Application {
@@ -283,11 +288,21 @@ impl Application {
             .gateway_public_url
             .clone()
             .unwrap_or_else(|| format!("http://{local_addr}"));
+        let (router, render) = router(backends, config, public_url)?;
+        let metrics = match config.gateway_metrics_listen.0 {
+            Some(addr) => {
+                let io = |source| StartError::Io { addr, source };
+                let listener = tokio::net::TcpListener::bind(addr).await.map_err(io)?;
+                Some((listener, render))
+            }
+            None => None,
+        };
         Ok(Self {
             listener,
             local_addr,
-            router: router(backends, config, public_url)?,
+            router,
             limits: config.server_limits(platform::raise_open_file_limit()),
+            metrics,
         })
     }
 
@@ -296,13 +311,25 @@ impl Application {
         self.local_addr
     }
 
+    /// Where `GET /metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` resolves, then lets in-flight requests finish.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         tracing::info!(addr = %self.local_addr, limits = ?self.limits, "gateway listening");
+        let metrics = self.metrics.map(|(listener, render)| {
+            tracing::info!(addr = ?listener.local_addr().ok(), "gateway metrics listening");
+            tokio::spawn(platform::metrics::serve(listener, render))
+        });
         server::serve(self.listener, self.router, self.limits, shutdown).await;
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
         tracing::info!("gateway stopped");
         Ok(())
     }

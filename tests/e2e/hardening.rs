@@ -136,6 +136,7 @@ async fn backends_down_or_silent_are_503_or_504() {
             gateway_auth_url: url.clone(),
             gateway_catalog_url: url,
             gateway_grpc_timeout_ms: 500,
+            gateway_metrics_listen: platform::MaybeAddr::OFF,
             ..gateway::Config::default()
         })
         .await

@@ -70,6 +70,8 @@ pub struct TestApp {
     _processes: Option<crate::support::Deployment>,
     /// The stores, when the app owns them (dropped after it).
     _stores: Option<Stores>,
+    /// Where the gateway serves `/metrics`, in one process.
+    metrics: Option<String>,
 }
 
 pub fn config(stores: &Stores) -> Config {
@@ -94,6 +96,8 @@ pub fn config_on(auth_store_url: &str, catalog_store_url: &str) -> Config {
     // Every test's stack on its own: no fixed metrics ports.
     c.auth.auth_metrics_listen = platform::MaybeAddr::OFF;
     c.catalog.catalog_metrics_listen = platform::MaybeAddr::OFF;
+    // The gateway's, on a free port (TestApp::metrics).
+    c.gateway.gateway_metrics_listen = platform::MaybeAddr(Some(any));
     c
 }
 
@@ -132,6 +136,7 @@ impl TestApp {
 
     pub async fn serve(stack: Stack) -> Self {
         let base = format!("http://{}", stack.gateway_addr());
+        let metrics = stack.gateway_metrics_addr().map(|a| a.to_string());
         let server = Running::spawn(|stopped| async move {
             stack.run_until_stopped(stopped).await.expect("stack runs");
         });
@@ -141,7 +146,15 @@ impl TestApp {
             server: Some(server),
             _processes: None,
             _stores: None,
+            metrics,
         }
+    }
+
+    /// The gateway's `/metrics` (the one-process stack's: all three
+    /// services).
+    pub async fn metrics(&self) -> String {
+        let addr = self.metrics.as_deref().expect("a metrics listener");
+        crate::support::scrape(&self.http, addr).await
     }
 
     /// The stack as three processes of the real binaries, on `stores`.
@@ -160,6 +173,7 @@ impl TestApp {
             server: None,
             _processes: Some(deployment),
             _stores: None,
+            metrics: None,
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         let ready = format!("{}/readyz", app.base);

@@ -18,18 +18,21 @@ async fn health_readiness_metrics_and_openapi_answer() {
         (StatusCode::OK, json!({"status": "ready"}))
     );
 
-    app.get("/api/auth/movies", None).await;
-    let a = app.get("/metrics", None).await;
-    assert_eq!(a.status, StatusCode::OK);
+    let a = app.get("/api/auth/movies", None).await;
+    assert!(a.headers.contains_key("x-request-id"));
+    let text = app.metrics().await;
     assert!(
-        a.text.contains(
+        text.contains(
             "http_requests_total{method=\"GET\",route=\"/api/auth/movies\",status=\"401\"} 1"
         ),
-        "{}",
-        a.text
+        "{text}"
     );
-    assert!(a.text.contains("http_request_duration_seconds_bucket{method=\"GET\",route=\"/api/auth/movies\",status=\"401\",le=\"+Inf\"} 1"));
-    assert!(a.headers.contains_key("x-request-id"));
+    assert!(text.contains("http_request_duration_seconds_bucket{method=\"GET\",route=\"/api/auth/movies\",status=\"401\",le=\"+Inf\"} 1"));
+    // Not on the public port.
+    assert_eq!(
+        app.get("/metrics", None).await.status,
+        StatusCode::NOT_FOUND
+    );
 
     let a = app.get("/api/openapi.json", None).await;
     assert_eq!(a.status, StatusCode::OK);
@@ -156,7 +159,7 @@ async fn one_process_metrics_show_all_three_services() {
 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let text = loop {
-        let text = app.get("/metrics", None).await.text;
+        let text = app.metrics().await;
         let idle = ["auth", "catalog"].iter().all(|m| {
             sample(&text, &format!("projection_lag_positions{{model=\"{m}\"}}")) == Some(0.0)
         });
@@ -266,7 +269,7 @@ async fn the_dashboard_queries_only_exposed_series() {
     let app = TestApp::start(&stores, movies::Wiring::InProcess).await;
     let (token, _) = app.user("viewer").await;
     app.movie(&token, "M").await;
-    let exposed = app.get("/metrics", None).await.text;
+    let exposed = app.metrics().await;
     let sample_names: std::collections::HashSet<&str> = exposed
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -323,7 +326,7 @@ async fn the_dashboard_queries_only_exposed_series() {
     for (service, port) in [
         ("auth-service", "9051"),
         ("catalog-service", "9052"),
-        ("gateway", "8000"),
+        ("gateway", "9053"),
     ] {
         assert!(
             prometheus.contains(&format!("names: [{service}]")),
@@ -336,5 +339,6 @@ async fn the_dashboard_queries_only_exposed_series() {
     }
     assert!(compose.contains("AUTH_METRICS_LISTEN: 0.0.0.0:9051"));
     assert!(compose.contains("CATALOG_METRICS_LISTEN: 0.0.0.0:9052"));
+    assert!(compose.contains("GATEWAY_METRICS_LISTEN: 0.0.0.0:9053"));
     app.stop().await;
 }

@@ -65,6 +65,7 @@ impl Service {
             // unless a test asks for them.
             .env("AUTH_METRICS_LISTEN", "off")
             .env("CATALOG_METRICS_LISTEN", "off")
+            .env("GATEWAY_METRICS_LISTEN", "off")
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "error")
             .stdin(Stdio::null())

@@ -1,4 +1,5 @@
-//! The operations surface: liveness, readiness, metrics, the OpenAPI document.
+//! The operations surface: liveness, readiness, the OpenAPI document; and
+//! the metrics, served on a listener of their own (`GATEWAY_METRICS_LISTEN`).
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -15,7 +16,6 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi))
 }
 
@@ -39,20 +39,17 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
 
 /// Prometheus text format: the gateway's requests, its calls to the
 /// services, and (in one process) the services' own series.
-async fn metrics(State(state): State<AppState>) -> Response {
-    let own = state.metrics.render();
-    let others = state.backends.metrics_text().await;
-    let text = platform::metrics::merge(
-        std::iter::once(own.as_str()).chain(others.iter().map(String::as_str)),
-    );
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+pub fn metrics(state: AppState) -> platform::metrics::Render {
+    std::sync::Arc::new(move || {
+        let state = state.clone();
+        Box::pin(async move {
+            let own = state.metrics.render();
+            let others = state.backends.metrics_text().await;
+            platform::metrics::merge(
+                std::iter::once(own.as_str()).chain(others.iter().map(String::as_str)),
+            )
+        })
+    })
 }
 
 /// The OpenAPI 3.1 document, generated from the handlers.
