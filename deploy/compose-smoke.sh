@@ -5,8 +5,8 @@
 #      catalog-service, gateway), each back to healthy by its restart
 #      policy, the smoke test passing after each;
 #   3. `compose restart` of auth-service and catalog-service (SIGTERM):
-#      each starts from the read-model snapshot it saved at stop (on the
-#      shared `snapshots` volume), the smoke test passing;
+#      each starts from the read-model snapshot it saved at stop (on its
+#      service's snapshot volume), the smoke test passing;
 #   4. `--scale auth-service=2 --scale catalog-service=2`: every replica
 #      healthy, the smoke test passing (the gateway and catalog-service
 #      resolve the service names to every replica);
@@ -16,16 +16,20 @@
 # Usage, from anywhere: deploy/compose-smoke.sh
 # Needs Docker with compose v2, curl and python3; the SIGKILL checks need a
 # Linux host where this user may signal the containers' processes (root, or
-# sudo without a password). The database password is MOVIES_DB_PASSWORD from
-# the environment or .env, else a random one for this run. The REST API is
+# sudo without a password). The database passwords (MOVIES_DB_PASSWORD,
+# MOVIES_AUTH_DB_PASSWORD, MOVIES_CATALOG_DB_PASSWORD) come from the
+# environment or .env, else random ones for this run. The REST API is
 # published on 127.0.0.1:8000, which must be free.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ -z "${MOVIES_DB_PASSWORD:-}" ] && [ -f .env ]; then
-  MOVIES_DB_PASSWORD=$(sed -n 's/^MOVIES_DB_PASSWORD=//p' .env | tail -n1)
-fi
-export MOVIES_DB_PASSWORD=${MOVIES_DB_PASSWORD:-$(python3 -c 'import secrets; print(secrets.token_hex(16))')}
+for v in MOVIES_DB_PASSWORD MOVIES_AUTH_DB_PASSWORD MOVIES_CATALOG_DB_PASSWORD; do
+  if [ -z "${!v:-}" ] && [ -f .env ]; then
+    printf -v "$v" '%s' "$(sed -n "s/^$v=//p" .env | tail -n1)"
+  fi
+  [ -n "${!v:-}" ] || printf -v "$v" '%s' "$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+  export "${v?}"
+done
 BASE=http://127.0.0.1:8000
 C=(docker compose --project-name movies-smoke)
 

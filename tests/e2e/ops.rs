@@ -342,3 +342,136 @@ async fn the_dashboard_queries_only_exposed_series() {
     assert!(compose.contains("GATEWAY_METRICS_LISTEN: 0.0.0.0:9053"));
     app.stop().await;
 }
+
+/// Security review 3, finding 12: compose ran every service as one
+/// PostgreSQL superuser on both databases. `deploy/postgres-init.sh` gives
+/// each service a role of its own: owner of its database only, neither
+/// superuser nor able to create roles or databases, with CONNECT revoked
+/// from everyone else. Run here against the test server, as the postgres
+/// image runs it: once on a database an earlier release made as the
+/// superuser (its tables change owner), once on a fresh one, then again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compose_init_gives_each_service_a_role_of_its_own() {
+    use event_store::EventStore as _;
+    let admin = event_store::testing::admin_url();
+    let psql = |db: &str, sql: &str| {
+        let url = format!("{}/{db}", admin.rsplit_once('/').unwrap().0);
+        let out = std::process::Command::new("psql")
+            .args([url.as_str(), "-Atq", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .expect("psql runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        )
+    };
+    if !psql("postgres", "SELECT 1").0 {
+        assert!(
+            !event_store::testing::postgres_required(),
+            "PostgreSQL is required"
+        );
+        eprintln!("NOTICE: skipping: no PostgreSQL at {admin}");
+        return;
+    }
+    let n = uuid::Uuid::new_v4().simple().to_string();
+    let (auth_db, catalog_db) = (format!("movies_init_{n}_a"), format!("movies_init_{n}_c"));
+    let (auth_role, catalog_role) = (format!("movies_init_{n}_ra"), format!("movies_init_{n}_rc"));
+    struct Cleanup(Vec<String>, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for sql in &self.0 {
+                let _ = std::process::Command::new("psql")
+                    .args([&self.1, "-qc", sql])
+                    .output();
+            }
+        }
+    }
+    let _cleanup = Cleanup(
+        vec![
+            format!("DROP DATABASE IF EXISTS {auth_db} WITH (FORCE)"),
+            format!("DROP DATABASE IF EXISTS {catalog_db} WITH (FORCE)"),
+            format!("DROP ROLE IF EXISTS {auth_role}"),
+            format!("DROP ROLE IF EXISTS {catalog_role}"),
+        ],
+        admin.clone(),
+    );
+    let url_of = |db: &str, role: Option<&str>| {
+        let base = admin.rsplit_once('/').unwrap().0.to_owned();
+        match role {
+            Some(role) => base.replacen("://postgres@", &format!("://{role}@"), 1) + "/" + db,
+            None => format!("{base}/{db}"),
+        }
+    };
+    // An earlier release's auth database: made and migrated by the superuser.
+    assert!(psql("postgres", &format!("CREATE DATABASE {auth_db}")).0);
+    drop(
+        event_store::postgres::PostgresStore::connect(&url_of(&auth_db, None))
+            .await
+            .unwrap(),
+    );
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let admin_url: reqwest::Url = admin.parse().unwrap();
+    for _ in 0..2 {
+        let ran = std::process::Command::new("bash")
+            .arg(root.join("deploy/postgres-init.sh"))
+            .env("PGHOST", admin_url.host_str().unwrap())
+            .env("PGPORT", admin_url.port().unwrap_or(5432).to_string())
+            .env("POSTGRES_USER", admin_url.username())
+            .env("MOVIES_AUTH_DB_PASSWORD", "auth-secret")
+            .env("MOVIES_CATALOG_DB_PASSWORD", "catalog-secret")
+            .env("AUTH_DB", &auth_db)
+            .env("AUTH_ROLE", &auth_role)
+            .env("CATALOG_DB", &catalog_db)
+            .env("CATALOG_ROLE", &catalog_role)
+            .output()
+            .expect("bash runs");
+        assert!(
+            ran.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ran.stderr)
+        );
+    }
+    for (db, role) in [(&auth_db, &auth_role), (&catalog_db, &catalog_role)] {
+        let (_, powers) = psql(
+            "postgres",
+            &format!(
+                "SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = '{role}'"
+            ),
+        );
+        assert_eq!(powers, "f|f|f", "{role}");
+        let (_, owner) = psql(
+            "postgres",
+            &format!("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{db}'"),
+        );
+        assert_eq!(&owner, role);
+        let (_, public) = psql(
+            "postgres",
+            &format!("SELECT has_database_privilege('public', '{db}', 'CONNECT')"),
+        );
+        assert_eq!(public, "f", "{db}: PUBLIC may connect");
+        // The service connects as its role, migrates and writes.
+        let store = event_store::postgres::PostgresStore::connect(&url_of(db, Some(role)))
+            .await
+            .unwrap_or_else(|e| panic!("{role} on {db}: {e}"));
+        let event = event_store::NewEvent::new("Probed", &serde_json::json!({})).unwrap();
+        store
+            .append("probe", event_store::ExpectedVersion::Any, vec![event])
+            .await
+            .unwrap_or_else(|e| panic!("{role} writes to {db}: {e}"));
+        let (_, tables) = psql(
+            db,
+            &format!(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner <> '{role}'"
+            ),
+        );
+        assert_eq!(tables, "0", "{db}: tables not the role's");
+    }
+    // Neither role reaches the other's database.
+    let crossed =
+        event_store::postgres::PostgresStore::connect(&url_of(&auth_db, Some(&catalog_role))).await;
+    assert!(
+        crossed.is_err(),
+        "the catalog's role connected to auth's database"
+    );
+}
