@@ -653,7 +653,8 @@ impl Replicated {
         Self::start_with(test, |_| vec![]).await
     }
 
-    /// As [`Replicated::start`], auth replica `i` with `auth_env(i)` too.
+    /// As [`Replicated::start`], replica `i` of each service with
+    /// `auth_env(i)` too (each service reads only its own settings).
     async fn start_with(
         test: &str,
         auth_env: impl Fn(usize) -> Vec<(String, String)>,
@@ -685,15 +686,17 @@ impl Replicated {
         }
         let auth_urls = format!("http://{},http://{}", auth[0].1, auth[1].1);
         let mut catalog = vec![];
-        for _ in 0..2 {
+        for i in 0..2 {
             catalog.push(
                 Service::start_listening("catalog-service", |listen| {
-                    support::env(&[
+                    let mut env = support::env(&[
                         ("CATALOG_LISTEN", listen),
                         ("CATALOG_STORE_URL", catalog_db.url()),
                         ("CATALOG_AUTH_URL", &auth_urls),
                         ("CATALOG_METRICS_LISTEN", &metrics_port()),
-                    ])
+                    ]);
+                    env.extend(auth_env(i));
+                    env
                 })
                 .await,
             );
@@ -1832,4 +1835,49 @@ fn pg_dump(url: &str) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+/// Security review 3, finding 7: one client added ~700 movies a second,
+/// without end. A user's writes are now under a quota counted from the
+/// store, so it holds across replicas: with a quota of 4, two writes
+/// through each side pass, and the fifth is refused through either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the binaries (cargo build --workspace --bins) and PostgreSQL; .ci/run runs it"]
+async fn a_users_write_quota_holds_across_replicas() {
+    let Some(Replicated {
+        auth,
+        catalog,
+        _dbs,
+        ..
+    }) = Replicated::start_with("quota", |_| {
+        vec![("CATALOG_WRITE_QUOTA".into(), "4".into())]
+    })
+    .await
+    else {
+        return;
+    };
+    let (_gateways, sides) = sides(&auth, &catalog).await;
+    let (a, b) = (&sides[0], &sides[1]);
+    let writer = a.user("writer").await;
+    for i in 0..4 {
+        let side = if i % 2 == 0 { a } else { b };
+        let added = side
+            .post(
+                "/api/auth/movies",
+                Some(&writer),
+                json!({"title": format!("M{i}"), "director": "D"}),
+            )
+            .await;
+        assert!(matches!(added, Outcome::Acked(_)), "write {i}: {added:?}");
+    }
+    for side in [a, b] {
+        let refused = side
+            .post(
+                "/api/auth/movies",
+                Some(&writer),
+                json!({"title": "One too many", "director": "D"}),
+            )
+            .await;
+        assert_eq!(refused, Outcome::Refused(StatusCode::TOO_MANY_REQUESTS));
+    }
 }

@@ -51,9 +51,25 @@ pub struct Config {
     /// all-in-one launcher's default: everything is on loopback).
     #[arg(long, env)]
     pub catalog_open_subscriptions: bool,
+    /// Movies and ratings one user may add in any window of
+    /// `CATALOG_WRITE_QUOTA_WINDOW_SECS` (all replicas together); past it,
+    /// 429 with `Retry-After`. 0: no quota.
+    #[arg(long, env, default_value_t = 600)]
+    pub catalog_write_quota: u32,
+    /// The write quota's sliding window, in seconds.
+    #[arg(long, env, default_value_t = 60)]
+    pub catalog_write_quota_window_secs: u64,
 }
 
 impl Config {
+    /// The per-user write quota.
+    pub fn write_quota(&self) -> crate::service::WriteQuota {
+        crate::service::WriteQuota {
+            writes: self.catalog_write_quota,
+            window: std::time::Duration::from_secs(self.catalog_write_quota_window_secs.max(1)),
+        }
+    }
+
     /// Where and how often the read models are snapshotted.
     pub fn snapshot_policy(&self) -> Option<event_sourcing::read_model::SnapshotPolicy> {
         event_sourcing::read_model::SnapshotPolicy::from_setting(

@@ -34,6 +34,13 @@ pub enum CatalogError {
     /// A rating-list cut that no answer of ours gave (bad tag length).
     #[error("invalid rating-list cut")]
     InvalidCut,
+    /// The user added as many movies and ratings as the write quota allows
+    /// in its window.
+    #[error("write quota used up for {retry_after_secs} s")]
+    WriteQuota {
+        /// Seconds until one more write is allowed.
+        retry_after_secs: u64,
+    },
     /// SubscribeEvents without the right service key.
     #[error("service key required")]
     ServiceKeyRequired,
@@ -130,6 +137,17 @@ impl From<CatalogError> for Status {
             CatalogError::NotFound => Status::not_found("Not found."),
             CatalogError::InvalidCut => Status::invalid_argument("cut: not one this service gave"),
             CatalogError::KeyReused => Status::failed_precondition(platform::KEY_REUSED),
+            CatalogError::WriteQuota { retry_after_secs } => {
+                <Status as tonic_types::StatusExt>::with_error_details(
+                    Code::ResourceExhausted,
+                    format!(
+                        "Request was throttled. Expected available in {retry_after_secs} seconds."
+                    ),
+                    tonic_types::ErrorDetails::with_retry_info(Some(
+                        std::time::Duration::from_secs(retry_after_secs),
+                    )),
+                )
+            }
             CatalogError::ServiceKeyRequired => {
                 Status::permission_denied("a valid x-service-key is required")
             }

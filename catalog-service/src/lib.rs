@@ -38,7 +38,7 @@ use crate::authenticated::Authenticated;
 pub use config::Config;
 pub use identity::Identity;
 pub use read_model::CatalogView;
-pub use service::{CatalogGrpc, SubscribeAccess};
+pub use service::{CatalogGrpc, SubscribeAccess, WriteQuota};
 
 /// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +60,8 @@ pub struct Application {
     store: Arc<dyn EventStore>,
     view: Arc<Projection<CatalogView>>,
     identity: Identity,
-    subscribe: SubscribeAccess,
+    /// Who may subscribe, and the per-user write quota.
+    subscribe: (SubscribeAccess, WriteQuota),
     stages: Arc<Stages>,
 }
 
@@ -127,7 +128,7 @@ impl Application {
             store,
             view,
             identity,
-            subscribe,
+            subscribe: (subscribe, config.write_quota()),
             stages,
         })
     }

@@ -44,6 +44,25 @@ pub enum SubscribeAccess {
     Closed,
 }
 
+/// How many movies and ratings one user may add in a sliding window: at
+/// most `writes` in any `window`. Counted from the read model (the writes
+/// stored, by the time they were stored), so every replica counts the same
+/// writes: the quota holds for the user across replicas, not per replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteQuota {
+    /// Writes allowed per window; 0: no quota.
+    pub writes: u32,
+    /// The window.
+    pub window: std::time::Duration,
+}
+
+impl WriteQuota {
+    /// The IETF `RateLimit-Policy` field describing it.
+    pub fn policy(&self) -> String {
+        format!("\"writes\";q={};w={}", self.writes, self.window.as_secs())
+    }
+}
+
 /// The `movies.catalog.v1.CatalogService` implementation.
 pub struct CatalogGrpc {
     store: Arc<dyn EventStore>,
@@ -51,6 +70,7 @@ pub struct CatalogGrpc {
     movie_ids: IdSequence,
     rating_ids: IdSequence,
     subscribe: SubscribeAccess,
+    quota: WriteQuota,
     stages: Arc<Stages>,
 }
 
@@ -61,7 +81,7 @@ impl CatalogGrpc {
     pub fn new(
         store: Arc<dyn EventStore>,
         view: Arc<Projection<CatalogView>>,
-        subscribe: SubscribeAccess,
+        (subscribe, quota): (SubscribeAccess, WriteQuota),
         stages: Arc<Stages>,
     ) -> Self {
         Self {
@@ -70,6 +90,7 @@ impl CatalogGrpc {
             movie_ids: IdSequence::new(MOVIE_IDS_STREAM, "Movie"),
             rating_ids: IdSequence::new(RATING_IDS_STREAM, "Rating"),
             subscribe,
+            quota,
             stages,
         }
     }
@@ -140,6 +161,62 @@ impl CatalogGrpc {
         }
     }
 
+    /// Admits one more write of `user` under the quota, from what the
+    /// store holds now (a linearizable read: writes through any replica
+    /// count): the `RateLimit` field after it, or
+    /// [`CatalogError::WriteQuota`]. Parallel writes of one user may each
+    /// see the others not yet stored, so a burst can pass the quota by as
+    /// many as it runs at once; the next is refused.
+    async fn admit_write(&self, user: domain::UserId) -> Result<String> {
+        let WriteQuota { writes, window } = self.quota;
+        if writes == 0 {
+            return Ok(String::new());
+        }
+        let now = chrono::Utc::now().timestamp_micros();
+        let window_micros = i64::try_from(window.as_micros()).unwrap_or(i64::MAX);
+        let since = now.saturating_sub(window_micros);
+        let (count, oldest) =
+            self.view
+                .read_linearizable()
+                .await?
+                .writes_since(user, since, writes as usize);
+        // Seconds until the oldest counted write leaves the window.
+        let frees_in = oldest.map_or(0, |at| {
+            let micros = at.saturating_add(window_micros).saturating_sub(now).max(0);
+            (micros as u64).div_ceil(1_000_000).max(1)
+        });
+        if count >= writes as usize {
+            return Err(CatalogError::WriteQuota {
+                retry_after_secs: frees_in,
+            });
+        }
+        let left = writes as usize - count - 1;
+        let reset = if oldest.is_some() {
+            frees_in
+        } else {
+            window.as_secs()
+        };
+        Ok(format!("\"writes\";r={left};t={reset}"))
+    }
+
+    /// `response` with the quota's `RateLimit-Policy` and `RateLimit`
+    /// fields in its metadata (the gateway passes them on), when a write
+    /// was counted.
+    fn with_limit<T>(&self, mut response: Response<T>, limit: &str) -> Response<T> {
+        type Value = tonic::metadata::MetadataValue<tonic::metadata::Ascii>;
+        let (policy, limit) = (self.quota.policy(), limit);
+        if let (false, Ok(policy), Ok(limit)) = (
+            limit.is_empty(),
+            policy.parse::<Value>(),
+            limit.parse::<Value>(),
+        ) {
+            let metadata = response.metadata_mut();
+            metadata.insert(platform::RATELIMIT_POLICY_KEY, policy);
+            metadata.insert(platform::RATELIMIT_KEY, limit);
+        }
+        response
+    }
+
     /// The movie `created` names, as the view has it.
     fn movie_of(&self, created: Created) -> Result<MovieRow> {
         match created {
@@ -163,7 +240,7 @@ impl CatalogGrpc {
         user: domain::UserId,
         r: &AddMovieRequest,
         key: Option<&str>,
-    ) -> Result<MovieRow> {
+    ) -> Result<(MovieRow, String)> {
         let (title, director) = match (
             Text::parse("title", &r.title),
             Text::parse("director", &r.director),
@@ -182,7 +259,10 @@ impl CatalogGrpc {
                 &[title.as_str(), director.as_str()],
             )
         });
+        // The `RateLimit` field after this write (none for a replay).
+        let limit = std::sync::Mutex::new(String::new());
         let run = async {
+            *limit.lock().expect("not poisoned") = self.admit_write(user).await?;
             let command = AddMovie {
                 id: MovieId(self.movie_ids.next(&self.store).await?),
                 title,
@@ -206,9 +286,10 @@ impl CatalogGrpc {
             })
         };
         let stored = async |created| self.movie_of(created);
-        Ok(idempotency::once(&self.view, key.as_ref(), run, stored)
+        let row = idempotency::once(&self.view, key.as_ref(), run, stored)
             .await?
-            .into_inner())
+            .into_inner();
+        Ok((row, limit.into_inner().expect("not poisoned")))
     }
 
     async fn rate_movie(
@@ -216,7 +297,7 @@ impl CatalogGrpc {
         user: domain::UserId,
         r: &RateMovieRequest,
         key: Option<&str>,
-    ) -> Result<RatingRow> {
+    ) -> Result<(RatingRow, String)> {
         let rating = domain::Rating::parse(r.rating)?;
         let key = key.map(|k| {
             Idempotent::new(
@@ -225,7 +306,10 @@ impl CatalogGrpc {
                 &[&r.movie.to_string(), &rating.get().to_string()],
             )
         });
+        // The `RateLimit` field after this write (none for a replay).
+        let limit = std::sync::Mutex::new(String::new());
         let run = async {
+            *limit.lock().expect("not poisoned") = self.admit_write(user).await?;
             let id = self.rating_ids.next(&self.store);
             let command = RateMovie {
                 id: RatingId(self.stages.time("rate_allocate_id", id).await?),
@@ -257,9 +341,10 @@ impl CatalogGrpc {
             })
         };
         let stored = async |created| self.rating_of(created);
-        Ok(idempotency::once(&self.view, key.as_ref(), run, stored)
+        let row = idempotency::once(&self.view, key.as_ref(), run, stored)
             .await?
-            .into_inner())
+            .into_inner();
+        Ok((row, limit.into_inner().expect("not poisoned")))
     }
 }
 
@@ -304,8 +389,8 @@ impl CatalogService for CatalogGrpc {
     ) -> Result<Response<AddMovieResponse>, Status> {
         let user = self.caller(&request)?;
         let key = platform::idempotency_key(&request);
-        let movie = self.add_movie(user, request.get_ref(), key).await?;
-        Ok(Response::new(movie_message(movie).into()))
+        let (movie, limit) = self.add_movie(user, request.get_ref(), key).await?;
+        Ok(self.with_limit(Response::new(movie_message(movie).into()), &limit))
     }
 
     async fn get_movie(
@@ -364,8 +449,8 @@ impl CatalogService for CatalogGrpc {
     ) -> Result<Response<RateMovieResponse>, Status> {
         let user = self.caller(&request)?;
         let key = platform::idempotency_key(&request);
-        let rating = self.rate_movie(user, request.get_ref(), key).await?;
-        Ok(Response::new(rating_message(rating)))
+        let (rating, limit) = self.rate_movie(user, request.get_ref(), key).await?;
+        Ok(self.with_limit(Response::new(rating_message(rating)), &limit))
     }
 
     async fn list_ratings(

@@ -117,6 +117,32 @@ impl Backends {
         }
     }
 
+    /// As [`Backends::call`], for a write under the catalog's per-user
+    /// quota: also the `RateLimit-Policy` and `RateLimit` fields it
+    /// answered with (none for a replayed write).
+    pub async fn write<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<(RateLimitFields, T), ApiError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(response)) => {
+                let fields = [platform::RATELIMIT_POLICY_KEY, platform::RATELIMIT_KEY]
+                    .into_iter()
+                    .filter_map(|key| {
+                        let value = response.metadata().get(key)?.to_str().ok()?;
+                        Some((
+                            axum::http::HeaderName::from_static(key),
+                            axum::http::HeaderValue::from_str(value).ok()?,
+                        ))
+                    })
+                    .collect();
+                Ok((RateLimitFields(fields), response.into_inner()))
+            }
+            Ok(Err(status)) => Err(ApiError::from_call(status)),
+            Err(_) => Err(ApiError::Timeout),
+        }
+    }
+
     /// As [`Backends::call`], for a call that changes nothing: if it fails
     /// because its replica is not there (UNAVAILABLE, a broken connection),
     /// it is made once more, which goes to the next replica in rotation,
@@ -170,5 +196,21 @@ impl Backends {
             .filter(|(ok, _)| !ok)
             .map(|(_, name)| name)
             .collect()
+    }
+}
+
+/// The `RateLimit-Policy` and `RateLimit` fields of an answer (IETF
+/// draft-ietf-httpapi-ratelimit-headers), as a service gave them.
+pub struct RateLimitFields(Vec<(axum::http::HeaderName, axum::http::HeaderValue)>);
+
+impl axum::response::IntoResponseParts for RateLimitFields {
+    type Error = std::convert::Infallible;
+
+    fn into_response_parts(
+        self,
+        mut res: axum::response::ResponseParts,
+    ) -> Result<axum::response::ResponseParts, Self::Error> {
+        res.headers_mut().extend(self.0);
+        Ok(res)
     }
 }

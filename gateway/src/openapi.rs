@@ -204,6 +204,20 @@ pub fn complete(doc: &mut Value, policies: &RoutePolicies) {
                     );
                 }
             }
+            if policy.quota {
+                let mut throttled = detail_response(
+                    "The caller's write quota is used up (CATALOG_WRITE_QUOTA per window); see Retry-After",
+                );
+                throttled["headers"] = json!({"Retry-After": header("Seconds to wait")});
+                responses.entry("429").or_insert(throttled);
+                if let Some(created) = responses.get_mut("201") {
+                    created["headers"]["RateLimit-Policy"] = header(
+                        "The per-user write quota: q writes in any w seconds (all replicas together)",
+                    );
+                    created["headers"]["RateLimit"] =
+                        header("r: writes left in the window; t: seconds until one more is free");
+                }
+            }
             if policy.keyed {
                 responses.insert(
                     "422".into(),

@@ -4,6 +4,13 @@
 
 /// The gRPC metadata that carries a client's idempotency key (see the
 /// gateway's `Idempotency-Key`).
+/// The response metadata carrying a write's `RateLimit-Policy` field
+/// (IETF draft-ietf-httpapi-ratelimit-headers), which the gateway passes on.
+pub const RATELIMIT_POLICY_KEY: &str = "ratelimit-policy";
+
+/// The response metadata carrying a write's `RateLimit` field.
+pub const RATELIMIT_KEY: &str = "ratelimit";
+
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// The message a request gets when its idempotency key was used before

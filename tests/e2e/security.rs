@@ -548,3 +548,69 @@ async fn the_launchers_event_feed_takes_the_key_in_its_owners_file() {
     );
     app.stop().await;
 }
+
+/// Security review 3, finding 7: one user may add movies and ratings only
+/// up to the write quota in any window (here 3 a minute): each write says
+/// how many are left (`RateLimit`), the next is 429 with `Retry-After`,
+/// movies and ratings count together, other users are not held back, and a
+/// keyed retry of a stored write still answers (it stores nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_users_writes_are_under_a_quota() {
+    let stores = crate::helpers::Stores::sqlite().await;
+    let mut config = crate::helpers::config_on(stores.auth.url(), stores.catalog.url());
+    config.catalog.catalog_write_quota = 3;
+    config.catalog.catalog_write_quota_window_secs = 60;
+    let stack = movies::Stack::build(&config, movies::Wiring::InProcess)
+        .await
+        .expect("the stack starts");
+    let app = crate::helpers::TestApp::serve(stack).await;
+    let (writer, _) = app.user("writer").await;
+    let (other, _) = app.user("other").await;
+    let theirs = app.movie(&other, "Theirs").await;
+    let movie = serde_json::json!({"title": "Kept", "director": "D"});
+    let (status, first) =
+        crate::helpers::post_keyed(&app, "/api/auth/movies", Some(&writer), "k", movie.clone())
+            .await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let mut left = vec![];
+    for i in 0..2 {
+        let a = app
+            .post(
+                "/api/auth/movies",
+                Some(&writer),
+                serde_json::json!({"title": format!("M{i}"), "director": "D"}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+        assert_eq!(a.headers["ratelimit-policy"], "\"writes\";q=3;w=60");
+        left.push(a.headers["ratelimit"].to_str().unwrap().to_owned());
+    }
+    assert!(left[1].starts_with("\"writes\";r=0;t="), "{left:?}");
+    let refused = app.rate(&writer, theirs, 4).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.text
+    );
+    assert!(refused.headers.contains_key("retry-after"));
+    let refused = app
+        .post(
+            "/api/auth/movies",
+            Some(&writer),
+            serde_json::json!({"title": "X", "director": "D"}),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.text
+    );
+    // The keyed retry answers as before; the other user writes on.
+    let (status, again) =
+        crate::helpers::post_keyed(&app, "/api/auth/movies", Some(&writer), "k", movie).await;
+    assert_eq!((status, &again), (StatusCode::CREATED, &first));
+    app.movie(&other, "Theirs too").await;
+    app.stop().await;
+}

@@ -94,6 +94,17 @@ impl CatalogView {
         Page { items, count }
     }
 
+    /// How many movies and ratings `user` added at or after `since_micros`
+    /// (counting at most `limit`), and when the oldest of those was.
+    pub fn writes_since(
+        &self,
+        user: UserId,
+        since_micros: i64,
+        limit: usize,
+    ) -> (usize, Option<i64>) {
+        self.activity.recent(user, since_micros, limit)
+    }
+
     /// Canonical JSON of every read model: equal models give equal bytes.
     pub fn snapshot(&self) -> String {
         serde_json::to_string(self).expect("read models always serialize")

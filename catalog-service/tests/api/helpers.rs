@@ -88,6 +88,8 @@ async fn start_catalog(
         catalog_snapshot: stores.catalog_snapshot().display().to_string(),
         catalog_snapshot_every: 100_000,
         catalog_snapshot_key: None,
+        catalog_write_quota: 600,
+        catalog_write_quota_window_secs: 60,
     })
     .await
     .expect("catalog-service starts");

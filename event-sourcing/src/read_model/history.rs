@@ -47,6 +47,22 @@ impl<U: Ord + Copy + Into<i64> + From<i64>> Histories<U> {
         self.by_user.remove(&user);
     }
 
+    /// How many of `user`'s facts were stored at or after `since_micros`
+    /// (counting at most `limit`, newest first), and when the oldest of
+    /// those was: what a quota over a sliding window needs, in O(`limit`).
+    pub fn recent(&self, user: U, since_micros: i64, limit: usize) -> (usize, Option<i64>) {
+        let facts = self.by_user.get(&user).map_or(&[][..], Vec::as_slice);
+        let mut oldest = None;
+        let count = facts
+            .iter()
+            .rev()
+            .take(limit)
+            .take_while(|f| f.at_micros >= since_micros)
+            .inspect(|f| oldest = Some(f.at_micros))
+            .count();
+        (count, oldest)
+    }
+
     /// The newest `newest` facts of `user` (all with `None`), newest first,
     /// and how many there are in all.
     pub fn newest(&self, user: U, newest: Option<usize>) -> (Vec<Fact>, usize) {
@@ -108,5 +124,17 @@ mod tests {
         assert_eq!(page.iter().map(|f| f.what).collect::<Vec<_>>(), [30, 20]);
         assert_eq!(h.newest(7, None).0.len(), 3);
         assert_eq!(h.newest(9, None), (vec![], 0));
+    }
+
+    #[test]
+    fn recent_facts_are_counted_up_to_a_limit_with_the_oldest_time() {
+        let mut h = Histories::<i64>::default();
+        for at in [10, 20, 30, 40] {
+            h.push(7, at, at);
+        }
+        assert_eq!(h.recent(7, 20, 10), (3, Some(20)));
+        assert_eq!(h.recent(7, 20, 2), (2, Some(30)));
+        assert_eq!(h.recent(7, 41, 10), (0, None));
+        assert_eq!(h.recent(8, 0, 10), (0, None));
     }
 }

@@ -36,6 +36,9 @@ pub struct RoutePolicy {
     /// It takes an `Idempotency-Key` (a retry answers as the first time;
     /// 422 when the key was used with another request).
     pub keyed: bool,
+    /// It is under the per-user write quota (429; `RateLimit` fields on
+    /// what it stores).
+    pub quota: bool,
 }
 
 /// Every route's policy, by path (as the router matches it) and method.

@@ -14,6 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
+use crate::backends::RateLimitFields;
 use crate::error::ApiError;
 use crate::extract::{Fields, JsonObject};
 use crate::list_cache::CachedList;
@@ -150,7 +151,7 @@ pub async fn list_movies(
 /// Adds a movie; the caller becomes its `added_by`.
 #[utoipa::path(post, path = "/api/auth/movies", tag = "movies", security(("token" = [])),
     request_body = MovieIn,
-    extensions(("x-route" = json!({"keyed": true}))),
+    extensions(("x-route" = json!({"keyed": true, "quota": true}))),
     responses(
         (status = 201, description = "Added", body = MovieOut),
         (status = 400, description = "Invalid fields", body = FieldErrors),
@@ -161,7 +162,7 @@ pub async fn add_movie(
     caller: Caller,
     key: IdempotencyKey,
     body: Result<JsonObject, ApiError>,
-) -> Result<(StatusCode, Json<MovieOut>), ApiError> {
+) -> Result<(StatusCode, RateLimitFields, Json<MovieOut>), ApiError> {
     let b = &state.backends;
     let (title, director) = caller
         .read_body(b, body, |body| {
@@ -171,8 +172,8 @@ pub async fn add_movie(
         })
         .await?;
     let request = key.attach(b.request(AddMovieRequest { title, director }, Some(&caller)));
-    let movie = b.call(b.catalog.clone().add_movie(request)).await?;
-    Ok((StatusCode::CREATED, Json(movie_out(movie.into()))))
+    let (limit, movie) = b.write(b.catalog.clone().add_movie(request)).await?;
+    Ok((StatusCode::CREATED, limit, Json(movie_out(movie.into()))))
 }
 
 /// One movie with its statistics.

@@ -15,6 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
+use crate::backends::RateLimitFields;
 use crate::error::ApiError;
 use crate::extract::{Fields, JsonObject};
 use crate::pagination::{ListQuery, Paginated};
@@ -214,7 +215,7 @@ async fn stream_all(state: AppState, caller: Caller) -> Result<Response, ApiErro
 /// Rates a movie: once per user and movie, never one's own.
 #[utoipa::path(post, path = "/api/auth/rating", tag = "ratings", security(("token" = [])),
     request_body = RatingIn,
-    extensions(("x-route" = json!({"keyed": true}))),
+    extensions(("x-route" = json!({"keyed": true, "quota": true}))),
     responses(
         (status = 201, description = "Rated", body = RatingOut),
         (status = 400, description = "Invalid rating or unknown movie", body = FieldErrors),
@@ -226,7 +227,7 @@ pub async fn rate_movie(
     caller: Caller,
     key: IdempotencyKey,
     body: Result<JsonObject, ApiError>,
-) -> Result<(StatusCode, Json<RatingOut>), ApiError> {
+) -> Result<(StatusCode, RateLimitFields, Json<RatingOut>), ApiError> {
     let b = &state.backends;
     let (movie, rating) = caller
         .read_body(b, body, |body| {
@@ -238,6 +239,6 @@ pub async fn rate_movie(
     // Out of i32 range is out of 1..=5 as well; keep the sign for the message.
     let rating = rating.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
     let request = key.attach(b.request(RateMovieRequest { movie, rating }, Some(&caller)));
-    let rating = b.call(b.catalog.clone().rate_movie(request)).await?;
-    Ok((StatusCode::CREATED, Json(rating_out(rating.into()))))
+    let (limit, rating) = b.write(b.catalog.clone().rate_movie(request)).await?;
+    Ok((StatusCode::CREATED, limit, Json(rating_out(rating.into()))))
 }
