@@ -1785,7 +1785,7 @@ async fn an_erasure_through_one_replica_holds_on_both_at_once() {
     // password hash; the dump holds the title (the search reads it).
     let mut files: Vec<(String, Vec<u8>)> = [auth_db, dbs.1.url()]
         .iter()
-        .map(|url| (url.to_string(), pg_dump(url)))
+        .map(|url| (url.to_string(), support::pg_dump(url)))
         .collect();
     assert!(
         files
@@ -1821,20 +1821,6 @@ fn psql(url: &str, sql: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-/// A plain `pg_dump` of `url`.
-fn pg_dump(url: &str) -> Vec<u8> {
-    let out = std::process::Command::new("pg_dump")
-        .arg(url)
-        .output()
-        .expect("pg_dump runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 /// Security review 3, finding 7: one client added ~700 movies a second,

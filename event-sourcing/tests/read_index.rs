@@ -116,6 +116,19 @@ async fn under_a_read_lease_writes_are_read_at_once_without_head_queries() {
     );
 }
 
+/// Renews `holder`'s lease until a renewal is refused (a revocation): a
+/// holder alive but never applying.
+fn renew_until_revoked(
+    leases: Arc<dyn event_store::lease::ReadLeases>,
+    holder: Uuid,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while leases.renew(holder, LEASE_TTL).await.expect("renew") {
+            tokio::time::sleep(RENEW_EVERY).await;
+        }
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_that_never_answers_is_revoked_and_writes_go_on() {
     let Some((_db, writer, reader)) = replicas().await else {
@@ -125,14 +138,7 @@ async fn a_holder_that_never_answers_is_revoked_and_writes_go_on() {
     let holder = Uuid::new_v4();
     leases.grant(holder, LEASE_TTL).await.expect("grant");
     // Alive (renewing) but never applying: only a revocation lets writes by.
-    let renewing = {
-        let leases = leases.clone();
-        tokio::spawn(async move {
-            while leases.renew(holder, LEASE_TTL).await.expect("renew") {
-                tokio::time::sleep(RENEW_EVERY).await;
-            }
-        })
-    };
+    let renewing = renew_until_revoked(leases.clone(), holder);
     let started = Instant::now();
     tokio::time::timeout(Duration::from_secs(10), tick(&*writer, 1))
         .await
@@ -226,14 +232,7 @@ async fn a_forged_acknowledgement_exempts_no_holder() {
     let leases = reader.read_leases().expect("postgres keeps read leases");
     let holder = Uuid::new_v4();
     leases.grant(holder, LEASE_TTL).await.expect("grant");
-    let renewing = {
-        let leases = leases.clone();
-        tokio::spawn(async move {
-            while leases.renew(holder, LEASE_TTL).await.expect("renew") {
-                tokio::time::sleep(RENEW_EVERY).await;
-            }
-        })
-    };
+    let renewing = renew_until_revoked(leases.clone(), holder);
     outsider
         .client
         .batch_execute(&format!("NOTIFY es_applied, '{holder} {}'", u64::MAX))

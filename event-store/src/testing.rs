@@ -101,43 +101,37 @@ impl Drop for Outsider {
             self.database,
             role = self.role
         );
-        let done = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            let Ok(rt) = rt else { return };
-            rt.block_on(async {
-                if let Ok(client) = connect(&admin_url()).await
-                    && let Err(e) = client.batch_execute(&sql).await
-                {
-                    eprintln!("could not drop a test role: {e}");
-                }
-            });
-        });
-        let _ = done.join();
+        as_admin_on_drop(sql, "a test role");
     }
 }
 
 impl Drop for TempDatabase {
     fn drop(&mut self) {
         let name = std::mem::take(&mut self.name);
-        // Drop may run inside a runtime (or during a panic): use a thread of our own.
-        let done = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            let Ok(rt) = rt else { return };
-            rt.block_on(async {
-                if let Ok(client) = connect(&admin_url()).await {
-                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    if let Err(e) = client.batch_execute(&sql).await {
-                        eprintln!("could not drop test database {name}: {e}");
-                    }
-                }
-            });
-        });
-        let _ = done.join();
+        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        as_admin_on_drop(sql, &format!("test database {name}"));
     }
+}
+
+/// Runs `sql` as the admin, from a `Drop`: that may run inside a runtime
+/// (or during a panic), so on a thread and a runtime of its own. A failure
+/// is printed, naming `what`.
+fn as_admin_on_drop(sql: String, what: &str) {
+    let what = what.to_owned();
+    let done = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        let Ok(rt) = rt else { return };
+        rt.block_on(async {
+            if let Ok(client) = connect(&admin_url()).await
+                && let Err(e) = client.batch_execute(&sql).await
+            {
+                eprintln!("could not drop {what}: {e}");
+            }
+        });
+    });
+    let _ = done.join();
 }
 
 /// A store for one test, removed when dropped.

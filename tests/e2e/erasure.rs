@@ -254,16 +254,7 @@ async fn after_an_erasure_no_byte_of_a_pg_dump_holds_what_was_theirs() {
     app.stop().await;
     let mut dumps = Vec::new();
     for url in [stores.auth.url(), stores.catalog.url()] {
-        let dump = std::process::Command::new("pg_dump")
-            .arg(url)
-            .output()
-            .expect("pg_dump runs");
-        assert!(
-            dump.status.success(),
-            "{}",
-            String::from_utf8_lossy(&dump.stderr)
-        );
-        dumps.push((url.to_owned(), dump.stdout));
+        dumps.push((url.to_owned(), crate::support::pg_dump(url)));
     }
     assert!(
         !hits(&dumps, TITLE.as_bytes()).is_empty(),

@@ -265,3 +265,17 @@ pub async fn scrape(http: &reqwest::Client, addr: &str) -> String {
     let answer = http.get(&url).send().await.unwrap();
     answer.text().await.unwrap()
 }
+
+/// A plain `pg_dump` of the database at `url`.
+pub fn pg_dump(url: &str) -> Vec<u8> {
+    let out = Command::new("pg_dump")
+        .arg(url)
+        .output()
+        .expect("pg_dump runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

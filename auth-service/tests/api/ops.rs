@@ -80,20 +80,9 @@ async fn health_and_reflection_answer_stock_tools() {
 /// and the read model's lag behind the store.
 #[tokio::test]
 async fn metrics_show_calls_and_the_read_models_lag() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    let loc = Location::sqlite();
-    let mut config = crate::helpers::config(&loc);
-    config.auth_metrics_listen = platform::MaybeAddr(Some("127.0.0.1:0".parse().unwrap()));
-    let app = TestApp::start_with(config).await;
-    let metrics_addr = app.metrics_addr.expect("a metrics listener");
+    let (app, metrics_addr, _loc) = with_metrics_listener().await;
     app.user("counted").await;
-    let mut raw = tokio::net::TcpStream::connect(metrics_addr).await.unwrap();
-    raw.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
-        .await
-        .unwrap();
-    let mut text = String::new();
-    raw.read_to_string(&mut text).await.unwrap();
+    let text = raw_metrics(metrics_addr).await;
     assert!(text.starts_with("HTTP/1.0 200"), "{text}");
     assert!(
         text.contains(
@@ -119,13 +108,9 @@ async fn metrics_show_calls_and_the_read_models_lag() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_listener_closes_idle_connections_and_caps_them() {
     use std::time::{Duration, Instant};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
 
-    let loc = Location::sqlite();
-    let mut config = crate::helpers::config(&loc);
-    config.auth_metrics_listen = platform::MaybeAddr(Some("127.0.0.1:0".parse().unwrap()));
-    let app = TestApp::start_with(config).await;
-    let addr = app.metrics_addr.expect("a metrics listener");
+    let (_app, addr, _loc) = with_metrics_listener().await;
     let mut idle = Vec::new();
     for _ in 0..32 {
         idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
@@ -149,11 +134,30 @@ async fn the_metrics_listener_closes_idle_connections_and_caps_them() {
             started.elapsed()
         );
     }
+    let text = raw_metrics(addr).await;
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+}
+
+/// auth-service on SQLite with its metrics listener on a free port: the
+/// app, that address, and the store (kept while the app runs).
+async fn with_metrics_listener() -> (TestApp, std::net::SocketAddr, Location) {
+    let loc = Location::sqlite();
+    let mut config = crate::helpers::config(&loc);
+    config.auth_metrics_listen = platform::MaybeAddr(Some("127.0.0.1:0".parse().unwrap()));
+    let app = TestApp::start_with(config).await;
+    let addr = app.metrics_addr.expect("a metrics listener");
+    (app, addr, loc)
+}
+
+/// `GET /metrics` over HTTP/1.0 on a connection of its own: the whole
+/// answer, status line first.
+async fn raw_metrics(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
     raw.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
         .await
         .unwrap();
     let mut text = String::new();
     raw.read_to_string(&mut text).await.unwrap();
-    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
+    text
 }

@@ -481,7 +481,8 @@ pub fn write_file(
         let mut head = head_bytes(&header, len);
         let mut mac = key.mac();
         mac.update(&head);
-        tag_payload(&mut file, header_len as u64, len, &mut mac)?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(header_len as u64))?;
+        tag_payload(&mut file, len, &mut mac)?;
         head.extend_from_slice(&mac.finalize().into_bytes());
         std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))?;
         file.write_all(&head)?;
@@ -533,20 +534,13 @@ fn head_bytes(header: &Header, len: u64) -> Vec<u8> {
     head
 }
 
-/// Feeds the `len` bytes of `file` from `start` to `mac`.
-fn tag_payload(
-    file: &mut std::fs::File,
-    start: u64,
-    len: u64,
-    mac: &mut HmacSha256,
-) -> std::io::Result<()> {
-    use std::io::{Read, Seek, SeekFrom};
-    file.seek(SeekFrom::Start(start))?;
+/// Feeds the next `len` bytes of `input` to `mac`, a block at a time.
+fn tag_payload(input: &mut impl Read, len: u64, mac: &mut HmacSha256) -> std::io::Result<()> {
     let mut chunk = vec![0; SPILL_AT];
     let mut left = len;
     while left > 0 {
         let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        file.read_exact(&mut chunk[..n])?;
+        input.read_exact(&mut chunk[..n])?;
         mac.update(&chunk[..n]);
         left -= n as u64;
     }
@@ -642,14 +636,7 @@ pub fn load<M: Snapshot>(path: &Path, key: &SnapshotKey) -> Result<Option<(Heade
     };
     // Authenticated first, then decoded: bytes nobody we trust wrote are
     // never parsed. Two reads of the one open file, never a copy in memory.
-    let mut chunk = vec![0; SPILL_AT];
-    let mut left = len;
-    while left > 0 {
-        let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        payload.read_exact(&mut chunk[..n])?;
-        mac.update(&chunk[..n]);
-        left -= n as u64;
-    }
+    tag_payload(&mut payload, len, &mut mac)?;
     mac.verify_slice(&tag).map_err(|_| Rejected::NotAuthentic)?;
     let back = i64::try_from(len).map_err(|_| Damaged("a length beyond the end"))?;
     std::io::Seek::seek(&mut payload, std::io::SeekFrom::Current(-back))?;
