@@ -13,6 +13,11 @@
 //!   the upgrade registers anew);
 //! - streams `user-<name>` → `account-<id>` (every event in them names its
 //!   user);
+//! - `UserRegistered.v3` (already sealed) stays, but its idempotency stamp
+//!   keeps only its fingerprint: releases before the retry became a login
+//!   kept the first token there, sealed under a key argon2id derived from
+//!   the password (with its salt and digest): an offline verifier of the
+//!   password that would outlive the user's erasure;
 //! - `UsernameClaimed` (v1, in `username-<skeleton>`) →
 //!   `UsernameClaimed.v2` in `username-<MAC of the skeleton>`, naming the
 //!   user who registered under it. A claim whose registration never
@@ -97,6 +102,22 @@ impl Sealing {
     }
 }
 
+/// `recorded` with its idempotency stamp, if any, reduced to the
+/// fingerprint.
+fn only_the_fingerprint(mut recorded: RecordedEvent) -> Result<RecordedEvent, String> {
+    let mut metadata: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(recorded.metadata.get()).unwrap_or_default();
+    let Some(serde_json::Value::Object(stamp)) = metadata.get_mut("idempotency") else {
+        return Ok(recorded);
+    };
+    if stamp.keys().all(|k| k == "fingerprint") {
+        return Ok(recorded);
+    }
+    stamp.retain(|k, _| k == "fingerprint");
+    recorded.metadata = serde_json::value::to_raw_value(&metadata).map_err(|e| e.to_string())?;
+    Ok(recorded)
+}
+
 /// The user an event of a user's stream names.
 fn user_of(event: &AuthEvent) -> Option<UserId> {
     match event {
@@ -167,6 +188,7 @@ impl Transform for Sealing {
                 }
                 Ok(out)
             }
+            AuthEvent::UserRegistered { .. } => only_the_fingerprint(recorded),
             AuthEvent::UsernameClaimedInClear { username } => {
                 let skeleton = recorded
                     .stream
@@ -232,4 +254,51 @@ pub async fn verify_sealed(
         }
     }
     Ok(source.user_count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sealed registration keyed by a release before retries became
+    /// logins keeps its fingerprint and nothing of the password.
+    #[tokio::test]
+    async fn a_sealed_registrations_stamp_keeps_only_its_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = |name: &str| format!("sqlite://{}", dir.path().join(name).display());
+        let source = event_store::open(&url("events.db")).await.unwrap();
+        let keyring = Keyring::open(&url("events.db.keys"), None).await.unwrap();
+        let pepper = Pepper::new(DataKey::from_bytes(&[5; 32]).unwrap());
+        let mut sealing = Sealing::new(&*source, keyring, pepper).await.unwrap();
+        let event = |metadata: &str| RecordedEvent {
+            position: 3,
+            stream: "account-7".into(),
+            version: 0,
+            event_type: "UserRegistered.v3".into(),
+            id: uuid::Uuid::new_v4(),
+            data: serde_json::value::to_raw_value(&serde_json::json!({
+                "type": "UserRegistered.v3", "user_id": 7, "name": "n", "skeleton": "s",
+                "sealed": "v1.x"
+            }))
+            .unwrap(),
+            metadata: serde_json::value::RawValue::from_string(metadata.into()).unwrap(),
+            recorded_at: chrono::Utc::now(),
+        };
+        let old = r#"{"traceparent":"t","idempotency":{"fingerprint":"f","sealed_token":"ab","salt":"cd","digest":"ef","expires_at":"2030-01-01T00:00:00Z"}}"#;
+        let copied = sealing.apply(event(old)).unwrap();
+        let metadata: serde_json::Value = serde_json::from_str(copied.metadata.get()).unwrap();
+        assert_eq!(
+            metadata,
+            serde_json::json!({"traceparent": "t", "idempotency": {"fingerprint": "f"}})
+        );
+        assert_eq!(
+            copied.data.get(),
+            event(old).data.get(),
+            "the payload as it was"
+        );
+        // A stamp of today, or none, goes through byte for byte.
+        for kept in [r#"{"idempotency":{"fingerprint":"f"}}"#, "{}"] {
+            assert_eq!(sealing.apply(event(kept)).unwrap().metadata.get(), kept);
+        }
+    }
 }
