@@ -132,13 +132,7 @@ impl From<AuthError> for Status {
                 let wrong = [FieldError::new("non_field_errors", message)];
                 platform::field_errors(Code::InvalidArgument, message, &wrong)
             }
-            AuthError::Throttled { retry_after_secs } => Status::with_error_details(
-                Code::ResourceExhausted,
-                format!("Request was throttled. Expected available in {retry_after_secs} seconds."),
-                ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(
-                    retry_after_secs,
-                ))),
-            ),
+            AuthError::Throttled { retry_after_secs } => platform::throttled(retry_after_secs),
             AuthError::InvalidToken => Status::unauthenticated("Invalid token."),
             AuthError::KeyReused => Status::failed_precondition(platform::KEY_REUSED),
             AuthError::NotYetApplied(_) => {

@@ -137,17 +137,7 @@ impl From<CatalogError> for Status {
             CatalogError::NotFound => Status::not_found("Not found."),
             CatalogError::InvalidCut => Status::invalid_argument("cut: not one this service gave"),
             CatalogError::KeyReused => Status::failed_precondition(platform::KEY_REUSED),
-            CatalogError::WriteQuota { retry_after_secs } => {
-                <Status as tonic_types::StatusExt>::with_error_details(
-                    Code::ResourceExhausted,
-                    format!(
-                        "Request was throttled. Expected available in {retry_after_secs} seconds."
-                    ),
-                    tonic_types::ErrorDetails::with_retry_info(Some(
-                        std::time::Duration::from_secs(retry_after_secs),
-                    )),
-                )
-            }
+            CatalogError::WriteQuota { retry_after_secs } => platform::throttled(retry_after_secs),
             CatalogError::ServiceKeyRequired => {
                 Status::permission_denied("a valid x-service-key is required")
             }

@@ -124,23 +124,12 @@ impl Backends {
         &self,
         call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     ) -> Result<(RateLimitFields, T), ApiError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(response)) => {
-                let fields = [platform::RATELIMIT_POLICY_KEY, platform::RATELIMIT_KEY]
-                    .into_iter()
-                    .filter_map(|key| {
-                        let value = response.metadata().get(key)?.to_str().ok()?;
-                        Some((
-                            axum::http::HeaderName::from_static(key),
-                            axum::http::HeaderValue::from_str(value).ok()?,
-                        ))
-                    })
-                    .collect();
-                Ok((RateLimitFields(fields), response.into_inner()))
-            }
-            Ok(Err(status)) => Err(ApiError::from_call(status)),
-            Err(_) => Err(ApiError::Timeout),
-        }
+        self.call(async {
+            let response = call.await?;
+            let fields = RateLimitFields::of(response.metadata());
+            Ok(tonic::Response::new((fields, response.into_inner())))
+        })
+        .await
     }
 
     /// As [`Backends::call`], for a call that changes nothing: if it fails
@@ -202,6 +191,23 @@ impl Backends {
 /// The `RateLimit-Policy` and `RateLimit` fields of an answer (IETF
 /// draft-ietf-httpapi-ratelimit-headers), as a service gave them.
 pub struct RateLimitFields(Vec<(axum::http::HeaderName, axum::http::HeaderValue)>);
+
+impl RateLimitFields {
+    /// The fields a call's response metadata carries.
+    fn of(metadata: &tonic::metadata::MetadataMap) -> Self {
+        let fields = [platform::RATELIMIT_POLICY_KEY, platform::RATELIMIT_KEY]
+            .into_iter()
+            .filter_map(|key| {
+                let value = metadata.get(key)?.to_str().ok()?;
+                Some((
+                    axum::http::HeaderName::from_static(key),
+                    axum::http::HeaderValue::from_str(value).ok()?,
+                ))
+            })
+            .collect();
+        Self(fields)
+    }
+}
 
 impl axum::response::IntoResponseParts for RateLimitFields {
     type Error = std::convert::Infallible;

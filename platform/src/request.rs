@@ -57,6 +57,19 @@ pub fn field_errors(code: tonic::Code, message: &str, errors: &[FieldError]) -> 
     tonic::Status::with_error_details(code, message, details)
 }
 
+/// A refusal to wait `retry_after_secs` (a throttled login, a used-up
+/// write quota): RESOURCE_EXHAUSTED with DRF's throttle message and a
+/// `google.rpc.RetryInfo`, which the gateway turns into 429 and
+/// `Retry-After`.
+pub fn throttled(retry_after_secs: u64) -> tonic::Status {
+    use tonic_types::{ErrorDetails, StatusExt};
+    tonic::Status::with_error_details(
+        tonic::Code::ResourceExhausted,
+        format!("Request was throttled. Expected available in {retry_after_secs} seconds."),
+        ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(retry_after_secs))),
+    )
+}
+
 /// The metadata key in which the gateway tells the services the end
 /// client's address (the services' gRPC ports are internal: see the
 /// README's Security section).
