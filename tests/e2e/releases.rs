@@ -20,6 +20,15 @@ async fn data_written_by_release_3c5e5a3_is_served_as_it_was() {
     served_as_it_was("release-3c5e5a3").await;
 }
 
+/// The release that sealed personal data (issue 29): its keyed
+/// registrations' stamps hold a sealed first token, and its snapshots are
+/// of the unkeyed container format, which today's stack refuses and
+/// replaces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn data_written_by_release_a108fba_is_served_as_it_was() {
+    served_as_it_was("release-a108fba").await;
+}
+
 async fn served_as_it_was(fixture: &str) {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
