@@ -846,6 +846,19 @@ impl EventStore for PostgresStore {
         rows.iter().map(row_to_event).collect()
     }
 
+    async fn read_positions(&self, positions: &[u64]) -> Result<Vec<RecordedEvent>> {
+        let wanted: Vec<i64> = positions.iter().map(|p| clamp(*p)).collect();
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "{SELECT_EVENT} WHERE position = ANY($1) ORDER BY position"
+            ))
+            .await
+            .map_err(db_err)?;
+        let rows = client.query(&stmt, &[&wanted]).await.map_err(db_err)?;
+        rows.iter().map(row_to_event).collect()
+    }
+
     async fn secret(&self, name: &str) -> Result<[u8; 32]> {
         let fresh = crate::fresh_secret()?;
         let client = self.client().await?;

@@ -428,6 +428,30 @@ impl EventStore for SqliteStore {
         .await
     }
 
+    async fn read_positions(&self, positions: &[u64]) -> Result<Vec<RecordedEvent>> {
+        let mut wanted: Vec<i64> = positions
+            .iter()
+            .map(|p| (*p).min(i64::MAX as u64) as i64)
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        self.with_reader(move |conn| {
+            let mut found = Vec::with_capacity(wanted.len());
+            // SQLite binds at most 32,766 parameters: a few hundred a query.
+            for chunk in wanted.chunks(500) {
+                let marks = vec!["?"; chunk.len()].join(",");
+                let sql = format!("{SELECT_EVENT} WHERE position IN ({marks}) ORDER BY position");
+                found.extend(query_events(
+                    conn,
+                    &sql,
+                    rusqlite::params_from_iter(chunk.iter()),
+                )?);
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     async fn secret(&self, name: &str) -> Result<[u8; 32]> {
         let (path, name) = (self.inner.path.clone(), name.to_owned());
         let fresh = crate::fresh_secret()?;

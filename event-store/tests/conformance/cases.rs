@@ -421,6 +421,34 @@ pub async fn read_all_honours_from_and_limit(h: &Harness) {
     );
 }
 
+/// Scattered positions read in one call: in position order, each once,
+/// and the ones that hold nothing left out.
+pub async fn read_positions_finds_exactly_the_events_asked_for(h: &Harness) {
+    assert!(h.store.read_positions(&[]).await.unwrap().is_empty());
+    let r = h
+        .store
+        .append(
+            &h.s("p"),
+            ExpectedVersion::NoStream,
+            (0..6).map(event).collect(),
+        )
+        .await
+        .unwrap();
+    let all = h.store.read_all(h.origin, 100).await.unwrap();
+    let wanted = [
+        all[4].position,
+        all[1].position,
+        all[4].position,
+        r.position + 50,
+    ];
+    let found = h.store.read_positions(&wanted).await.unwrap();
+    assert_eq!(key(&found), key(&[all[1].clone(), all[4].clone()]));
+    assert_eq!(
+        found[1].decode::<serde_json::Value>().unwrap(),
+        json!({"n": 4})
+    );
+}
+
 pub async fn a_subscription_from_the_middle_catches_up_then_goes_live(h: &Harness) {
     let first = h
         .store

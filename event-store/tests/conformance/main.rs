@@ -55,6 +55,7 @@ conformance!(
     json_round_trips_byte_for_byte,
     stream_names_with_spaces_slashes_and_unicode_work,
     read_all_honours_from_and_limit,
+    read_positions_finds_exactly_the_events_asked_for,
     a_subscription_from_the_middle_catches_up_then_goes_live,
     id_sequences_never_repeat_across_allocators,
 );
