@@ -413,6 +413,7 @@ async fn debug_logs_hold_no_secrets() {
         .login(LoginRequest {
             username: "leakcheck".into(),
             password: "correct horse battery".into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -426,6 +427,7 @@ async fn debug_logs_hold_no_secrets() {
         .login(LoginRequest {
             username: "leakcheck".into(),
             password: "a wrong guess".into(),
+            ..Default::default()
         })
         .await;
     assert!(wrong.is_err());
@@ -599,6 +601,7 @@ async fn parallel_guesses_across_replicas_are_counted_once() {
             .login(proto::auth::LoginRequest {
                 username: "target".into(),
                 password: "password123".into(),
+                ..Default::default()
             })
             .await;
         assert_eq!(

@@ -55,6 +55,22 @@ pub struct Config {
     /// How long a token lives, in seconds.
     #[arg(long, env, default_value_t = 36_000)]
     pub auth_token_ttl_secs: u64,
+    /// Sliding expiry, as knox's `AUTO_REFRESH` (off by default, as in
+    /// knox): each authenticated request moves its token's expiry to a full
+    /// `AUTH_TOKEN_TTL_SECS` from now, at most once per
+    /// `AUTH_TOKEN_MIN_REFRESH_SECS` and never past `AUTH_TOKEN_MAX_TTL_SECS`
+    /// after its issue. Each move is one event.
+    #[arg(long, env)]
+    pub auth_token_auto_refresh: bool,
+    /// The least move of an expiry worth a refresh, in seconds (knox's
+    /// `MIN_REFRESH_INTERVAL`).
+    #[arg(long, env, default_value_t = 60)]
+    pub auth_token_min_refresh_secs: u64,
+    /// No refresh moves a token's expiry past this long after its issue, in
+    /// seconds (knox's `AUTO_REFRESH_MAX_TTL`); 0 for no cap. A stolen
+    /// token that is kept in use dies at the cap all the same.
+    #[arg(long, env, default_value_t = 30 * 86_400)]
+    pub auth_token_max_ttl_secs: u64,
     /// How long an `Idempotency-Key` sent with a registration answers its
     /// retries, in seconds (README, "Idempotency keys on register").
     #[arg(long, env, default_value_t = 86_400)]
@@ -121,6 +137,20 @@ impl Config {
             registration_key: secs(self.auth_registration_key_ttl_secs)
                 .unwrap_or(chrono::Duration::MAX),
         }
+    }
+
+    /// How tokens are refreshed; `None` with auto-refresh off.
+    pub fn refresh_policy(&self) -> Option<crate::domain::RefreshPolicy> {
+        let secs = |s: u64| chrono::Duration::from_std(Duration::from_secs(s));
+        self.auth_token_auto_refresh
+            .then(|| crate::domain::RefreshPolicy {
+                ttl: self.lifetimes().token,
+                min_refresh: secs(self.auth_token_min_refresh_secs)
+                    .unwrap_or(chrono::Duration::MAX),
+                max_ttl: (self.auth_token_max_ttl_secs > 0)
+                    .then(|| secs(self.auth_token_max_ttl_secs).ok())
+                    .flatten(),
+            })
     }
 
     /// The login throttle's limits.

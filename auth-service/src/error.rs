@@ -35,6 +35,9 @@ pub enum AuthError {
     /// The token is unknown, revoked, expired or malformed.
     #[error("invalid token")]
     InvalidToken,
+    /// No live token of the caller has this id.
+    #[error("no such token")]
+    NoSuchToken,
     /// The account was stored before personal data was sealed: it cannot
     /// be erased until the store is upgraded (see README).
     #[error(
@@ -134,6 +137,7 @@ impl From<AuthError> for Status {
             }
             AuthError::Throttled { retry_after_secs } => platform::throttled(retry_after_secs),
             AuthError::InvalidToken => Status::unauthenticated("Invalid token."),
+            AuthError::NoSuchToken => Status::not_found("No such token."),
             AuthError::KeyReused => Status::failed_precondition(platform::KEY_REUSED),
             AuthError::NotYetApplied(_) => {
                 Status::unavailable("the change is stored but not yet visible; retry")

@@ -25,6 +25,7 @@ mod pg;
 pub mod read_model;
 pub mod seal;
 mod service;
+mod sessions;
 mod throttle;
 pub mod token;
 pub mod upgrade;
@@ -191,6 +192,7 @@ impl Application {
             throttle,
             config.lifetimes(),
             (pepper, keyring.clone()),
+            config.refresh_policy(),
         );
         service.destroy_erased_keys().await?;
         let erasures = ErasureFollower::start(&view, keyring);
@@ -231,7 +233,7 @@ impl Application {
     /// The token check `Authenticate` answers from, for services in this
     /// process: the same linearizable read, without encoding a call.
     pub fn token_check(&self) -> Arc<dyn platform::TokenCheck> {
-        Arc::new(service::Tokens(self.view.clone()))
+        Arc::new(self.service.token_check())
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight calls finish.

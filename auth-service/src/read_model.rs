@@ -42,24 +42,33 @@ pub struct UserRecord {
     pub profile: Profile,
     /// When the registration was stored.
     pub joined: DateTime<Utc>,
+    /// How many times the password changed: tokens issued under an
+    /// earlier password are dead on arrival.
+    pub password_changes: u32,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct TokenRecord {
-    user_id: UserId,
-    issued_at: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
+/// A token held, without its secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// Its owner.
+    pub user_id: UserId,
+    /// When it was issued.
+    pub issued_at: DateTime<Utc>,
+    /// When it stops being valid (refreshes included).
+    pub expires_at: DateTime<Utc>,
+    /// The position of its `TokenIssued` (where the sealed client is).
+    pub issued_position: u64,
+    /// How many `TokenRefreshed` its stream holds.
+    pub refreshes: u32,
 }
 
-/// A live token of a user, without its secret (what an export lists).
+/// A live token of a user, without its secret (what the list shows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LiveToken {
     /// Its digest (to tell the caller's own token).
     pub digest: TokenDigest,
-    /// When it was issued.
-    pub issued_at: DateTime<Utc>,
-    /// When it stops being valid.
-    pub expires_at: DateTime<Utc>,
+    /// When it was issued, until when, and where it was recorded.
+    pub record: TokenRecord,
 }
 
 /// A registration sent with an idempotency key, as its retry needs it
@@ -120,19 +129,49 @@ pub enum AccountActivity {
     LoggedOutAll = 3,
     /// A login refused as throttled.
     Throttled = 4,
+    /// A wrong password was given.
+    LoginFailed = 5,
+    /// The password changed (and every other token was revoked).
+    PasswordChanged = 6,
+    /// A token was revoked from another of the user's sessions.
+    TokenRevoked = 7,
+    /// A token's expiry moved (noted at most once a day per token).
+    TokenRefreshed = 8,
+}
+
+/// An entry of a user's activity: what happened, and the position of the
+/// event that says so (where its details are: the client, the token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActivityEntry {
+    /// What happened.
+    pub kind: AccountActivity,
+    /// The position of its event.
+    pub position: u64,
 }
 
 impl AccountActivity {
-    /// The entry `event` adds to its user's activity, if any.
+    /// The entry `event` adds to its user's activity, if any (a refresh is
+    /// decided by the view: at most one a day).
     fn of(event: &AuthEvent) -> Option<(UserId, Self)> {
         Some(match event {
             AuthEvent::UserRegistered { user_id, .. }
             | AuthEvent::UserRegisteredInClear { user_id, .. } => (*user_id, Self::Registered),
             AuthEvent::TokenIssued { user_id, .. } => (*user_id, Self::LoggedIn),
-            AuthEvent::TokenRevoked { user_id, .. } => (*user_id, Self::LoggedOut),
+            AuthEvent::TokenRevoked {
+                user_id,
+                digest,
+                by,
+                ..
+            } => match by {
+                Some(by) if by != digest => (*user_id, Self::TokenRevoked),
+                _ => (*user_id, Self::LoggedOut),
+            },
             AuthEvent::AllTokensRevoked { user_id } => (*user_id, Self::LoggedOutAll),
             AuthEvent::LoginThrottled { user_id, .. } => (*user_id, Self::Throttled),
-            AuthEvent::UserErased { .. }
+            AuthEvent::LoginFailed { user_id, .. } => (*user_id, Self::LoginFailed),
+            AuthEvent::PasswordChanged { user_id, .. } => (*user_id, Self::PasswordChanged),
+            AuthEvent::TokenRefreshed { .. }
+            | AuthEvent::UserErased { .. }
             | AuthEvent::UsernameReleased { .. }
             | AuthEvent::UsernameClaimed { .. }
             | AuthEvent::UsernameClaimedInClear { .. } => {
@@ -141,17 +180,36 @@ impl AccountActivity {
         })
     }
 
-    /// What the activity entry `code` records (`None`: an unknown code).
-    pub fn of_code(code: i64) -> Option<Self> {
-        [
-            Self::Registered,
-            Self::LoggedIn,
-            Self::LoggedOut,
-            Self::LoggedOutAll,
-            Self::Throttled,
-        ]
-        .into_iter()
-        .find(|a| *a as i64 == code)
+    /// Every kind, in code order.
+    const ALL: [Self; 9] = [
+        Self::Registered,
+        Self::LoggedIn,
+        Self::LoggedOut,
+        Self::LoggedOutAll,
+        Self::Throttled,
+        Self::LoginFailed,
+        Self::PasswordChanged,
+        Self::TokenRevoked,
+        Self::TokenRefreshed,
+    ];
+
+    /// The fact kept for this kind of entry, recorded at `position`: the
+    /// kind in the low byte, the position above it.
+    fn fact(self, position: u64) -> i64 {
+        ((position as i64) << 8) | self as i64
+    }
+}
+
+impl ActivityEntry {
+    /// What the activity fact `what` records (`None`: an unknown code).
+    pub fn of_fact(what: i64) -> Option<Self> {
+        let kind = AccountActivity::ALL
+            .into_iter()
+            .find(|a| *a as i64 == what & 0xff)?;
+        Some(Self {
+            kind,
+            position: (what >> 8) as u64,
+        })
     }
 }
 
@@ -207,11 +265,20 @@ impl AuthView {
     /// The user a live token belongs to, if the token is known, unrevoked and
     /// unexpired at `now`.
     pub fn by_token(&self, digest: &TokenDigest, now: DateTime<Utc>) -> Option<&UserRecord> {
+        self.live_token(digest, now).map(|(user, _)| user)
+    }
+
+    /// A live token (as [`AuthView::by_token`]), with its user.
+    pub fn live_token(
+        &self,
+        digest: &TokenDigest,
+        now: DateTime<Utc>,
+    ) -> Option<(&UserRecord, TokenRecord)> {
         let t = self.tokens.get(digest)?;
         if t.expires_at <= now {
             return None;
         }
-        self.by_id.get(&t.user_id)
+        Some((self.by_id.get(&t.user_id)?, *t))
     }
 
     /// Drops everything about an erased user: record, names, tokens,
@@ -251,12 +318,11 @@ impl AuthView {
                 let t = self.tokens.get(digest)?;
                 (t.expires_at > now).then_some(LiveToken {
                     digest: *digest,
-                    issued_at: t.issued_at,
-                    expires_at: t.expires_at,
+                    record: *t,
                 })
             })
             .collect();
-        live.sort_by_key(|t| (t.issued_at, *t.digest.bytes()));
+        live.sort_by_key(|t| (t.record.issued_at, *t.digest.bytes()));
         live
     }
 
@@ -315,17 +381,28 @@ impl ReadModel for AuthView {
             self.keyed
                 .note(recorded, |_| Registration { user_id: *user_id });
         }
-        self.apply_in(event, &recorded.stream, recorded.recorded_at);
+        self.apply_in(
+            event,
+            &recorded.stream,
+            recorded.recorded_at,
+            recorded.position,
+        );
     }
 }
 
 impl AuthView {
-    /// Folds `event`, stored in `stream` at `recorded_at`.
-    fn apply_in(&mut self, event: AuthEvent, stream: &str, recorded_at: DateTime<Utc>) {
+    /// Folds `event`, stored in `stream` at `recorded_at`, at `position`.
+    fn apply_in(
+        &mut self,
+        event: AuthEvent,
+        stream: &str,
+        recorded_at: DateTime<Utc>,
+        position: u64,
+    ) {
         self.sweep_expired(recorded_at);
+        let at = recorded_at.timestamp_micros();
         if let Some((user, did)) = AccountActivity::of(&event) {
-            self.activity
-                .push(user, recorded_at.timestamp_micros(), did as i64);
+            self.activity.push(user, at, did.fact(position));
         }
         match event {
             AuthEvent::UserRegistered {
@@ -343,6 +420,7 @@ impl AuthView {
                         stream: stream.to_owned(),
                         profile: Profile::Sealed(sealed),
                         joined: recorded_at,
+                        password_changes: 0,
                     },
                 );
             }
@@ -363,6 +441,7 @@ impl AuthView {
                         stream: stream.to_owned(),
                         profile: Profile::Clear { username, email },
                         joined: recorded_at,
+                        password_changes: 0,
                     },
                 );
             }
@@ -370,18 +449,69 @@ impl AuthView {
                 user_id,
                 digest,
                 expires_at,
+                credentials,
+                ..
             } => {
+                let changes = self.by_id.get(&user_id).map_or(0, |u| u.password_changes);
+                if credentials < changes {
+                    // Issued under a password changed meanwhile.
+                    return;
+                }
                 self.tokens.insert(
                     digest,
                     TokenRecord {
                         user_id,
                         issued_at: recorded_at,
                         expires_at,
+                        issued_position: position,
+                        refreshes: 0,
                     },
                 );
                 self.tokens_of.entry(user_id).or_default().push(digest);
             }
-            AuthEvent::TokenRevoked { user_id, digest } => {
+            AuthEvent::TokenRefreshed {
+                user_id,
+                digest,
+                expires_at,
+            } => {
+                let Some(t) = self.tokens.get_mut(&digest) else {
+                    return;
+                };
+                t.refreshes += 1;
+                if expires_at <= t.expires_at {
+                    return;
+                }
+                // In the activity at most once a day per token: when the
+                // expiry enters a new day.
+                if expires_at.date_naive() != t.expires_at.date_naive() {
+                    let did = AccountActivity::TokenRefreshed;
+                    self.activity.push(user_id, at, did.fact(position));
+                }
+                t.expires_at = expires_at;
+            }
+            AuthEvent::PasswordChanged {
+                user_id,
+                sealed,
+                kept,
+            } => {
+                if let Some(user) = self.by_id.get_mut(&user_id) {
+                    user.profile = Profile::Sealed(sealed);
+                    user.password_changes += 1;
+                }
+                let tokens = &mut self.tokens;
+                if let Some(held) = self.tokens_of.get_mut(&user_id) {
+                    held.retain(|d| {
+                        let stays = Some(*d) == kept;
+                        if !stays {
+                            tokens.remove(d);
+                        }
+                        stays
+                    });
+                }
+            }
+            AuthEvent::TokenRevoked {
+                user_id, digest, ..
+            } => {
                 self.tokens.remove(&digest);
                 if let Some(held) = self.tokens_of.get_mut(&user_id) {
                     held.retain(|d| *d != digest);
@@ -396,7 +526,8 @@ impl AuthView {
             AuthEvent::UsernameClaimed { .. }
             | AuthEvent::UsernameReleased { .. }
             | AuthEvent::UsernameClaimedInClear { .. }
-            | AuthEvent::LoginThrottled { .. } => {}
+            | AuthEvent::LoginThrottled { .. }
+            | AuthEvent::LoginFailed { .. } => {}
         }
     }
 }
@@ -410,8 +541,9 @@ impl Snapshot for AuthView {
     /// user's stream; the view never needed it), and each user's activity.
     /// 5: sealed profiles, users' streams, names by MAC. 6: erased users.
     /// 7: when each token was issued. 8: keyed registrations without the
-    /// sealed first token.
-    const VERSION: u32 = 8;
+    /// sealed first token. 9: tokens' positions and refreshes, users'
+    /// password changes, activity facts with their event's position.
+    const VERSION: u32 = 9;
 
     fn encode(&self, out: &mut Encoder<'_>) {
         out.count(self.by_id.len());
@@ -430,6 +562,7 @@ impl Snapshot for AuthView {
                 }
             }
             encode_time(out, user.joined);
+            out.u64(user.password_changes.into());
         }
         for names in [
             &self.by_name,
@@ -453,6 +586,8 @@ impl Snapshot for AuthView {
             out.i64(t.user_id);
             encode_time(out, t.issued_at);
             encode_time(out, t.expires_at);
+            out.u64(t.issued_position);
+            out.u64(t.refreshes.into());
         }
         // `tokens_of` is not written: it is `tokens` by user, rebuilt on decode.
         match self.next_sweep {
@@ -477,7 +612,7 @@ impl Snapshot for AuthView {
 
     fn decode(input: &mut Decoder<'_>) -> Result<Self, Damaged> {
         let mut view = Self::default();
-        for _ in 0..input.count(34)? {
+        for _ in 0..input.count(42)? {
             let id = input.id()?;
             let stream = input.str()?;
             let profile = match input.u8()? {
@@ -493,6 +628,7 @@ impl Snapshot for AuthView {
                 stream,
                 profile,
                 joined: decode_time(input)?,
+                password_changes: decode_u32(input)?,
             };
             view.by_id.insert(user.id, user);
         }
@@ -506,12 +642,14 @@ impl Snapshot for AuthView {
                 names.insert(input.str()?, input.id()?);
             }
         }
-        for _ in 0..input.count(72)? {
+        for _ in 0..input.count(88)? {
             let digest = TokenDigest::from_bytes(input.array()?);
             let record = TokenRecord {
                 user_id: input.id()?,
                 issued_at: decode_time(input)?,
                 expires_at: decode_time(input)?,
+                issued_position: input.u64()?,
+                refreshes: decode_u32(input)?,
             };
             view.tokens_of
                 .entry(record.user_id)
@@ -556,6 +694,10 @@ fn encode_time(out: &mut Encoder<'_>, at: DateTime<Utc>) {
     out.u64(at.timestamp_subsec_nanos().into());
 }
 
+fn decode_u32(input: &mut Decoder<'_>) -> Result<u32, Damaged> {
+    u32::try_from(input.u64()?).map_err(|_| Damaged("a count out of range"))
+}
+
 fn decode_time(input: &mut Decoder<'_>) -> Result<DateTime<Utc>, Damaged> {
     let (secs, nanos) = (input.i64()?, input.u64()?);
     u32::try_from(nanos)
@@ -571,7 +713,7 @@ mod tests {
     impl AuthView {
         /// Folds `event` as stored in its user's stream at `at`.
         fn apply_at(&mut self, event: AuthEvent, at: DateTime<Utc>) {
-            self.apply_in(event, "account-test", at);
+            self.apply_in(event, "account-test", at, 0);
         }
     }
 
@@ -584,6 +726,8 @@ mod tests {
             user_id,
             digest: digest(byte),
             expires_at: at + ttl,
+            client: None,
+            credentials: 0,
         };
         users.apply_at(event, at);
     }
@@ -597,15 +741,18 @@ mod tests {
             let (facts, count) = history.activity(UserId(user), newest);
             let kinds: Vec<_> = facts
                 .iter()
-                .map(|f| AccountActivity::of_code(f.what).unwrap())
+                .map(|f| ActivityEntry::of_fact(f.what).unwrap().kind)
                 .collect();
             (kinds, count)
         };
         use AccountActivity::*;
         assert_eq!(kinds(1, None), (vec![LoggedIn, LoggedIn, Registered], 3));
-        assert_eq!(kinds(2, Some(2)), (vec![LoggedOut, LoggedIn], 4));
+        assert_eq!(
+            kinds(2, Some(4)),
+            (vec![LoginFailed, TokenRefreshed, TokenRevoked, LoggedIn], 6)
+        );
         assert_eq!(kinds(3, None), (vec![], 0));
-        assert_eq!(AccountActivity::of_code(9), None);
+        assert_eq!(ActivityEntry::of_fact(9), None);
     }
 
     #[test]
@@ -643,7 +790,7 @@ mod tests {
             skeleton: "mac(skeleton of ann)".into(),
             sealed: "v1.ann-sealed".into(),
         };
-        users.apply_in(ann, "account-1", t0);
+        users.apply_in(ann, "account-1", t0, 1);
         let bob = AuthEvent::UserRegisteredInClear {
             user_id: UserId(2),
             personal: Personal {
@@ -652,7 +799,7 @@ mod tests {
                 password_hash: "$argon2id$x".into(),
             },
         };
-        users.apply_in(bob, "user-bob", t0);
+        users.apply_in(bob, "user-bob", t0, 2);
         // Cy registered, logged in, and was erased.
         let cy = AuthEvent::UserRegistered {
             user_id: UserId(3),
@@ -660,12 +807,13 @@ mod tests {
             skeleton: "mac(skeleton of cy)".into(),
             sealed: "v1.cy-sealed".into(),
         };
-        users.apply_in(cy, "account-3", t0);
+        users.apply_in(cy, "account-3", t0, 3);
         issue(&mut users, UserId(3), 7, t0, TimeDelta::days(1));
         users.apply_in(
             AuthEvent::UserErased { user_id: UserId(3) },
             "account-3",
             t0,
+            4,
         );
         let minute = TimeDelta::minutes(1);
         issue(&mut users, UserId(1), 1, t0, minute);
@@ -674,9 +822,21 @@ mod tests {
         let revoke = AuthEvent::TokenRevoked {
             user_id: UserId(2),
             digest: digest(2),
+            by: Some(digest(3)),
         };
         users.apply_at(revoke, t0 + minute);
         issue(&mut users, UserId(1), 4, t0 + SWEEP_EVERY, minute);
+        let refreshed = AuthEvent::TokenRefreshed {
+            user_id: UserId(2),
+            digest: digest(3),
+            expires_at: t0 + TimeDelta::days(2),
+        };
+        users.apply_in(refreshed, "token-3", t0 + minute, 30);
+        let failed = AuthEvent::LoginFailed {
+            user_id: UserId(2),
+            client: Some("v1.client".into()),
+        };
+        users.apply_in(failed, "user-bob", t0 + minute, 31);
         users.keyed.insert(
             Uuid::from_u128(9),
             Keyed {
@@ -687,15 +847,108 @@ mod tests {
         users
     }
 
+    /// Ann changes her password from token 4: token 1 dies, 4 stays, a
+    /// token checked under the old password and stored after the change
+    /// (5) is dead on arrival, one issued under the new one (6) lives.
+    #[test]
+    fn a_password_change_leaves_only_the_requests_token_and_later_ones() {
+        let mut users = fixed_history();
+        let t0 = DateTime::from_timestamp(1_700_000_000, 5).unwrap();
+        let now = t0 + SWEEP_EVERY;
+        issue(&mut users, UserId(1), 8, t0, TimeDelta::days(1));
+        let changed = AuthEvent::PasswordChanged {
+            user_id: UserId(1),
+            sealed: "v1.ann-new".into(),
+            kept: Some(digest(4)),
+        };
+        users.apply_in(changed, "account-1", now, 40);
+        issue(&mut users, UserId(1), 5, now, TimeDelta::days(1));
+        let later = AuthEvent::TokenIssued {
+            user_id: UserId(1),
+            digest: digest(6),
+            expires_at: now + TimeDelta::days(1),
+            client: None,
+            credentials: 1,
+        };
+        users.apply_at(later, now);
+        let live: Vec<_> = users
+            .live_tokens(UserId(1), now)
+            .iter()
+            .map(|t| t.digest)
+            .collect();
+        assert_eq!(live, [digest(4), digest(6)]);
+        assert!(users.by_token(&digest(8), now).is_none());
+        let ann = users.user(UserId(1)).unwrap();
+        assert_eq!(ann.profile, Profile::Sealed("v1.ann-new".into()));
+        assert_eq!(ann.password_changes, 1);
+        let (facts, _) = users.activity(UserId(1), Some(3));
+        let entry = ActivityEntry::of_fact(facts[2].what).unwrap();
+        assert_eq!(
+            (entry.kind, entry.position),
+            (AccountActivity::PasswordChanged, 40)
+        );
+    }
+
+    /// Each refresh moves the expiry and is counted (its stream's
+    /// version); the activity notes one when the expiry enters a new day.
+    #[test]
+    fn refreshes_move_the_expiry_and_are_noted_once_a_day() {
+        let t0 = DateTime::parse_from_rfc3339("2026-03-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut users = AuthView::default();
+        issue(&mut users, UserId(1), 1, t0, TimeDelta::hours(10));
+        let refresh = |users: &mut AuthView, minutes: i64, position| {
+            let at = t0 + TimeDelta::minutes(minutes);
+            let event = AuthEvent::TokenRefreshed {
+                user_id: UserId(1),
+                digest: digest(1),
+                expires_at: at + TimeDelta::hours(10),
+            };
+            users.apply_in(event, "token-x", at, position);
+        };
+        for (i, minutes) in [1, 2, 3, 5 * 60, 14 * 60 + 1].into_iter().enumerate() {
+            refresh(&mut users, minutes, 10 + i as u64);
+        }
+        let t = users.tokens[&digest(1)];
+        assert_eq!(t.refreshes, 5);
+        assert_eq!(
+            t.expires_at,
+            t0 + TimeDelta::minutes(14 * 60 + 1) + TimeDelta::hours(10)
+        );
+        // Expiry 20:00 on day 1 → 20:01, 20:02, 20:03 (same day), 01:00
+        // on day 2 (noted), then 10:01 on day 2 (same day: not noted).
+        let (facts, _) = users.activity(UserId(1), None);
+        let refreshed: Vec<u64> = facts
+            .iter()
+            .filter_map(|f| ActivityEntry::of_fact(f.what))
+            .filter(|e| e.kind == AccountActivity::TokenRefreshed)
+            .map(|e| e.position)
+            .collect();
+        assert_eq!(refreshed, [13]);
+        // A refresh that does not move the expiry is counted, not applied.
+        refresh(&mut users, 0, 20);
+        let t = users.tokens[&digest(1)];
+        assert_eq!(t.refreshes, 6);
+        assert_eq!(
+            t.expires_at,
+            t0 + TimeDelta::minutes(14 * 60 + 1) + TimeDelta::hours(10)
+        );
+    }
+
     #[test]
     fn a_users_live_tokens_are_listed_oldest_first_without_the_revoked_or_expired() {
         let users = fixed_history();
         let t0 = DateTime::from_timestamp(1_700_000_000, 5).unwrap();
         let live = users.live_tokens(UserId(2), t0);
         assert_eq!(live.len(), 1, "token 2 was revoked");
-        assert_eq!((live[0].digest, live[0].issued_at), (digest(3), t0));
-        assert_eq!(live[0].expires_at, t0 + TimeDelta::days(1));
-        let later = t0 + TimeDelta::days(2);
+        assert_eq!((live[0].digest, live[0].record.issued_at), (digest(3), t0));
+        assert_eq!(
+            live[0].record.expires_at,
+            t0 + TimeDelta::days(2),
+            "refreshed"
+        );
+        let later = t0 + TimeDelta::days(3);
         assert!(users.live_tokens(UserId(2), later).is_empty());
         assert!(users.live_tokens(UserId(3), t0).is_empty(), "erased");
     }
@@ -756,17 +1009,17 @@ mod tests {
         assert!(!back.tokens_of.contains_key(&UserId(2)));
     }
 
-    /// Pins what version 8 of the projection makes of a fixed history.
+    /// Pins what version 9 of the projection makes of a fixed history.
     /// When this fails, you changed `apply` or the encoding: bump
     /// `AuthView::VERSION` (old snapshots are then ignored, not misread)
     /// and update the digest.
     #[test]
     fn the_snapshot_encoding_is_pinned() {
         use sha2::Digest;
-        assert_eq!(AuthView::VERSION, 8);
+        assert_eq!(AuthView::VERSION, 9);
         assert_eq!(
             hex::encode(sha2::Sha256::digest(fixed_history().to_bytes())),
-            "afc23d1bd89527ac4848a52d4cb6b6c6078451ef99816a92f5fa7325d8657c3f"
+            "4513401d0e5e64c4ecda41b5925d8542817f5f88081bb5e341973024a4ddff85"
         );
     }
 }

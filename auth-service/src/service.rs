@@ -8,31 +8,36 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use event_sourcing::decider::{self, Loaded};
 use event_sourcing::idempotency::{self, Idempotent, KeyedModel, Ran};
-use event_sourcing::read_model::{Projection, StaleRead};
+use event_sourcing::read_model::Projection;
 use event_store::ids::IdSequence;
 use event_store::{EventStore, EventStoreError};
 use platform::CheckUnavailable;
 use proto::auth::auth_service_server::AuthService;
 use proto::auth::{
-    Activity, ActivityKind, AuthenticateRequest, AuthenticateResponse, EraseAccountRequest,
-    EraseAccountResponse, GetAccountRequest, GetAccountResponse, ListActivityRequest,
-    ListActivityResponse, ListTokensRequest, ListTokensResponse, LoginRequest, LoginResponse,
-    LogoutAllRequest, LogoutAllResponse, LogoutRequest, LogoutResponse, RegisterRequest,
-    RegisterResponse, Session, TokenInfo, User as UserMessage,
+    Activity, ActivityKind, AuthenticateRequest, AuthenticateResponse, ChangePasswordRequest,
+    ChangePasswordResponse, EraseAccountRequest, EraseAccountResponse, GetAccountRequest,
+    GetAccountResponse, ListActivityRequest, ListActivityResponse, ListTokensRequest,
+    ListTokensResponse, LoginRequest, LoginResponse, LogoutAllRequest, LogoutAllResponse,
+    LogoutRequest, LogoutResponse, RegisterRequest, RegisterResponse, RevokeTokenRequest,
+    RevokeTokenResponse, Session, TokenInfo, User as UserMessage,
 };
 use tonic::{Request, Response, Status};
 
 use crate::domain::{
-    AuthEvent, ClaimUsername, Email, Grant, Password, Personal, StoredPersonal, ToUser,
-    USER_IDS_STREAM, User, UserCommand, UserId, Username, UsernameClaim, claim_stream,
-    normalize_username, parse_login, sealed_for, user_stream, username_skeleton,
+    AuthEvent, ClaimUsername, Email, Grant, Issue, Password, Personal, RefreshPolicy,
+    StoredPersonal, ToUser, USER_IDS_STREAM, User, UserCommand, UserId, Username, UsernameClaim,
+    claim_stream, normalize_username, parse_login, parse_token_name, sealed_for, user_stream,
+    username_skeleton,
 };
 use crate::error::{AuthError, Result};
 use crate::keys::Keyring;
 use crate::password::PasswordHasher;
-use crate::read_model::{AccountActivity, AuthView, Profile, Registration, UserRecord};
+use crate::read_model::{
+    AccountActivity, ActivityEntry, AuthView, Profile, Registration, UserRecord,
+};
 use crate::seal;
 use crate::seal::Pepper;
+use crate::sessions::{Client, Sessions};
 use crate::throttle::LoginThrottle;
 use crate::token;
 use event_sourcing::decider::Decider;
@@ -61,6 +66,8 @@ pub struct AuthGrpc {
     pepper: Pepper,
     /// Users' data keys: personal data sealed and opened with them.
     keyring: Arc<Keyring>,
+    /// Client details, token ids, and every token check (with refresh).
+    sessions: Arc<Sessions>,
 }
 
 impl AuthGrpc {
@@ -72,7 +79,14 @@ impl AuthGrpc {
         throttle: LoginThrottle,
         lifetimes: Lifetimes,
         (pepper, keyring): (Pepper, Arc<Keyring>),
+        refresh: Option<RefreshPolicy>,
     ) -> Self {
+        let sessions = Sessions::new(
+            store.clone(),
+            view.clone(),
+            (pepper.clone(), keyring.clone()),
+            refresh,
+        );
         Self {
             store,
             view,
@@ -82,7 +96,13 @@ impl AuthGrpc {
             user_ids: IdSequence::new(USER_IDS_STREAM, "User"),
             pepper,
             keyring,
+            sessions: Arc::new(sessions),
         }
+    }
+
+    /// The token check of this service, for others in the process.
+    pub(crate) fn token_check(&self) -> Tokens {
+        Tokens(self.sessions.clone())
     }
 
     /// The username, email and password hash `stored` holds for `user`:
@@ -163,7 +183,7 @@ impl AuthGrpc {
         &self,
         r: RegisterRequest,
         key: Option<&str>,
-        client: &str,
+        client: &Client,
     ) -> Result<Session> {
         let given = (r.username.clone(), r.password.clone());
         let (username, email, password) = match (
@@ -222,6 +242,11 @@ impl AuthGrpc {
             };
             let json = serde_json::to_vec(&personal).map_err(corrupt(user_id))?;
             let sealed = seal::seal(&key, &sealed_for(user_id), &json).map_err(corrupt(user_id))?;
+            let issue = Issue {
+                grant,
+                client: self.sessions.seal(user_id, &client.info(None)).await?,
+                credentials: 0,
+            };
             let user = UserMessage {
                 id: user_id.0,
                 username: personal.username,
@@ -232,7 +257,7 @@ impl AuthGrpc {
                 name,
                 skeleton,
                 sealed,
-                grant,
+                issue,
             }
             .to(user_stream(user_id));
             let done = decider::execute::<User>(&*self.store, &command, keyed.as_ref()).await?;
@@ -255,9 +280,12 @@ impl AuthGrpc {
                 }
             }
             let (username, password) = given.clone();
-            let session = self
-                .login(LoginRequest { username, password }, client)
-                .await;
+            let request = LoginRequest {
+                username,
+                password,
+                name: String::new(),
+            };
+            let session = self.login(request, client).await;
             match session {
                 Ok(s) if s.user.as_ref().map(|u| u.id) == Some(created.user_id.0) => Ok(s),
                 Ok(_) | Err(AuthError::IncorrectCredentials) => {
@@ -344,16 +372,31 @@ impl AuthGrpc {
             .ok_or(AuthError::UsernameTaken)
     }
 
-    async fn login(&self, r: LoginRequest, client: &str) -> Result<Session> {
-        let (username, password) =
-            parse_login(&r.username, r.password).map_err(AuthError::Invalid)?;
+    async fn login(&self, r: LoginRequest, client: &Client) -> Result<Session> {
+        let ((username, password), name) = match (
+            parse_login(&r.username, r.password),
+            parse_token_name(&r.name),
+        ) {
+            (Ok(login), Ok(name)) => (login, name),
+            (login, name) => {
+                let mut errors = login.err().unwrap_or_default();
+                errors.extend(name.err());
+                return Err(AuthError::Invalid(errors));
+            }
+        };
         let key = normalize_username(&username);
         let attempt = self.reserve_attempt(&key, client).await?;
         let (token, grant) = self.new_token()?;
         let found = self.stream_of(&key).await?;
         let (loaded, personal) = match found {
             Some(stream) => {
-                let command = UserCommand::IssueToken(grant).to(stream);
+                // What the token records is sealed once the user is known.
+                let issue = Issue {
+                    grant,
+                    client: None,
+                    credentials: 0,
+                };
+                let command = UserCommand::IssueToken(issue).to(stream);
                 let loaded = decider::load::<User>(&*self.store, &command).await?;
                 let personal = match loaded.state.account() {
                     Some(a) => self.personal(a.user_id, &a.personal).await?,
@@ -365,8 +408,19 @@ impl AuthGrpc {
         };
         let hash = personal.as_ref().map(|p| p.password_hash.clone());
         if !self.hasher.verify(password, hash).await? {
-            tracing::warn!(user = self.pseudonym(&key), client, "login failed");
+            let address = &client.address;
+            tracing::warn!(
+                user = self.pseudonym(&key),
+                client = address,
+                "login failed"
+            );
             attempt.failed().await?;
+            if let Some((command, loaded)) = &loaded {
+                if let Some(account) = loaded.state.account() {
+                    self.note_failed(&command.stream, account.user_id, client)
+                        .await;
+                }
+            }
             return Err(AuthError::IncorrectCredentials);
         }
         attempt.succeeded().await?;
@@ -382,6 +436,15 @@ impl AuthGrpc {
             username: personal.username,
             email: personal.email,
         };
+        let issue = Issue {
+            grant,
+            client: self
+                .sessions
+                .seal(account.user_id, &client.info(name))
+                .await?,
+            credentials: account.password_changes,
+        };
+        let command = UserCommand::IssueToken(issue).to(command.stream);
         self.execute(&command, loaded).await?;
         tracing::info!(user_id = user.id, "token issued");
         Ok(session(user, token, grant))
@@ -393,30 +456,48 @@ impl AuthGrpc {
     async fn reserve_attempt(
         &self,
         normalized: &str,
-        client: &str,
+        client: &Client,
     ) -> Result<crate::throttle::Attempt> {
-        let reserved = self.throttle.reserve(normalized, client).await;
+        let reserved = self.throttle.reserve(normalized, &client.address).await;
         if let Err(AuthError::Throttled { retry_after_secs }) = &reserved {
             let user = self.pseudonym(normalized);
-            tracing::warn!(user, client, retry_after_secs, "login throttled");
-            self.note_throttled(normalized).await;
+            let address = &client.address;
+            tracing::warn!(user, client = address, retry_after_secs, "login throttled");
+            self.note_throttled(normalized, client).await;
         }
         reserved
+    }
+
+    /// Records, for the user's security log, a wrong password given for
+    /// them from `client`. A failure here is logged: the refusal stands.
+    async fn note_failed(&self, stream: &str, user: UserId, client: &Client) {
+        let noted = async {
+            let sealed = self.sessions.seal(user, &client.info(None)).await?;
+            let command = UserCommand::NoteFailed { client: sealed }.to(stream);
+            decider::execute::<User>(&*self.store, &command, None).await?;
+            Ok::<_, AuthError>(())
+        };
+        if let Err(e) = noted.await {
+            tracing::warn!(error = %e, "could not note a failed login");
+        }
     }
 
     /// Records, for the user's activity, that their login was refused as
     /// throttled (at most once a minute; nothing for an unknown username).
     /// A failure here is logged: the refusal stands either way.
-    async fn note_throttled(&self, normalized: &str) {
+    async fn note_throttled(&self, normalized: &str, client: &Client) {
         let noted = async {
             let Some(stream) = self.stream_of(normalized).await? else {
                 return Ok(());
             };
-            let command = UserCommand::NoteThrottled { now: Utc::now() }.to(stream);
-            let loaded = decider::load::<User>(&*self.store, &command).await?;
-            if loaded.state.account().is_none() {
+            let now = Utc::now();
+            let probe = UserCommand::NoteThrottled { now, client: None }.to(stream);
+            let loaded = decider::load::<User>(&*self.store, &probe).await?;
+            let Some(user) = loaded.state.account().map(|a| a.user_id) else {
                 return Ok(());
-            }
+            };
+            let client = self.sessions.seal(user, &client.info(None)).await?;
+            let command = UserCommand::NoteThrottled { now, client }.to(probe.stream);
             decider::execute_loaded::<User>(&*self.store, &command, loaded, None).await?;
             Ok::<_, AuthError>(())
         };
@@ -436,32 +517,59 @@ impl AuthGrpc {
     }
 
     /// The account history of `token`'s user, newest first: the newest
-    /// `newest` entries (all with `None`) and how many there are.
+    /// `newest` entries (all with `None`) and how many there are. Each
+    /// entry's details (the client, the token) come from its event, read
+    /// for this page only, and opened with the user's key.
     async fn activity(&self, token: &str, newest: Option<usize>) -> Result<(Vec<Activity>, usize)> {
         let digest = token::parse(token).ok_or(AuthError::InvalidToken)?;
-        let view = self.view.read_linearizable().await?;
-        let user = view
-            .by_token(&digest, Utc::now())
-            .ok_or(AuthError::InvalidToken)?
-            .id;
-        let (facts, count) = view.activity(user, newest);
-        let entries = facts
+        let user = self.sessions.check(&digest, |u| u.id).await?;
+        let user = user.ok_or(AuthError::InvalidToken)?;
+        let (facts, count) = self.view.read().activity(user, newest);
+        let entries: Vec<_> = facts
             .iter()
-            .filter_map(|fact| {
-                let kind = match AccountActivity::of_code(fact.what)? {
-                    AccountActivity::Registered => ActivityKind::Registered,
-                    AccountActivity::LoggedIn => ActivityKind::LoggedIn,
-                    AccountActivity::LoggedOut => ActivityKind::LoggedOut,
-                    AccountActivity::LoggedOutAll => ActivityKind::LoggedOutAll,
-                    AccountActivity::Throttled => ActivityKind::Throttled,
-                };
-                Some(Activity {
-                    time: Some(proto::timestamp_micros(fact.at_micros)),
-                    kind: kind.into(),
-                })
-            })
+            .filter_map(|f| Some((f.at_micros, ActivityEntry::of_fact(f.what)?)))
             .collect();
-        Ok((entries, count))
+        let positions: Vec<u64> = entries.iter().map(|(_, e)| e.position).collect();
+        let events = self.sessions.events_at(&positions).await?;
+        let mut activities = Vec::with_capacity(entries.len());
+        for (at_micros, entry) in entries {
+            let kind = match entry.kind {
+                AccountActivity::Registered => ActivityKind::Registered,
+                AccountActivity::LoggedIn => ActivityKind::LoggedIn,
+                AccountActivity::LoggedOut => ActivityKind::LoggedOut,
+                AccountActivity::LoggedOutAll => ActivityKind::LoggedOutAll,
+                AccountActivity::Throttled => ActivityKind::Throttled,
+                AccountActivity::LoginFailed => ActivityKind::LoginFailed,
+                AccountActivity::PasswordChanged => ActivityKind::PasswordChanged,
+                AccountActivity::TokenRevoked => ActivityKind::TokenRevoked,
+                AccountActivity::TokenRefreshed => ActivityKind::TokenRefreshed,
+            };
+            let (sealed, digest) = match events.get(&entry.position) {
+                Some(AuthEvent::TokenIssued { client, digest, .. }) => {
+                    (client.as_deref(), Some(digest))
+                }
+                Some(
+                    AuthEvent::TokenRevoked { digest, .. }
+                    | AuthEvent::TokenRefreshed { digest, .. },
+                ) => (None, Some(digest)),
+                Some(
+                    AuthEvent::LoginFailed { client, .. }
+                    | AuthEvent::LoginThrottled { client, .. },
+                ) => (client.as_deref(), None),
+                _ => (None, None),
+            };
+            let client = self.sessions.open(user, sealed).await?.unwrap_or_default();
+            activities.push(Activity {
+                time: Some(proto::timestamp_micros(at_micros)),
+                kind: kind.into(),
+                address: client.address,
+                user_agent: client.user_agent.unwrap_or_default(),
+                token_id: digest
+                    .map(|d| self.sessions.token_id(d))
+                    .unwrap_or_default(),
+            });
+        }
+        Ok((activities, count))
     }
 
     /// The user a live token belongs to: an in-memory lookup, once the
@@ -473,9 +581,152 @@ impl AuthGrpc {
     }
 
     async fn user_of(&self, digest: &token::TokenDigest) -> Result<UserMessage> {
-        let user = live_user(&self.view, digest, UserRecord::clone).await?;
+        let user = self.sessions.check(digest, UserRecord::clone).await?;
         self.user_message(&user.ok_or(AuthError::InvalidToken)?)
             .await
+    }
+
+    /// The live tokens of `token`'s user, oldest first: the page from
+    /// `offset` of at most `limit` (all with `None`), and how many there
+    /// are. Where each was issued to comes from its `TokenIssued`.
+    async fn tokens(
+        &self,
+        token: &str,
+        offset: usize,
+        limit: Option<usize>,
+    ) -> Result<(Vec<TokenInfo>, usize)> {
+        let digest = token::parse(token).ok_or(AuthError::InvalidToken)?;
+        let user = self.sessions.check(&digest, |u| u.id).await?;
+        let user = user.ok_or(AuthError::InvalidToken)?;
+        let live = self.view.read().live_tokens(user, Utc::now());
+        let count = live.len();
+        let page: Vec<_> = live
+            .into_iter()
+            .skip(offset)
+            .take(limit.unwrap_or(usize::MAX))
+            .collect();
+        let positions: Vec<u64> = page.iter().map(|t| t.record.issued_position).collect();
+        let events = self.sessions.events_at(&positions).await?;
+        let mut tokens = Vec::with_capacity(page.len());
+        for t in page {
+            let sealed = match events.get(&t.record.issued_position) {
+                Some(AuthEvent::TokenIssued { client, .. }) => client.as_deref(),
+                _ => None,
+            };
+            let client = self.sessions.open(user, sealed).await?.unwrap_or_default();
+            tokens.push(TokenInfo {
+                issued: Some(proto::timestamp_micros(
+                    t.record.issued_at.timestamp_micros(),
+                )),
+                expiry: Some(proto::timestamp_micros(
+                    t.record.expires_at.timestamp_micros(),
+                )),
+                current: t.digest == digest,
+                id: self.sessions.token_id(&t.digest),
+                name: client.name.unwrap_or_default(),
+                address: client.address,
+                user_agent: client.user_agent.unwrap_or_default(),
+            });
+        }
+        Ok((tokens, count))
+    }
+
+    /// Revokes the live token of `token`'s user whose id is `id` (any of
+    /// theirs, this one included: then it is a logout).
+    async fn revoke_by_id(&self, token: &str, id: &str) -> Result<UserId> {
+        let digest = token::parse(token).ok_or(AuthError::InvalidToken)?;
+        let user = self.sessions.check(&digest, |u| (u.id, u.stream.clone()));
+        let (user, stream) = user.await?.ok_or(AuthError::InvalidToken)?;
+        let target = self
+            .view
+            .read()
+            .live_tokens(user, Utc::now())
+            .into_iter()
+            .map(|t| t.digest)
+            .find(|d| self.sessions.token_id(d) == id)
+            .ok_or(AuthError::NoSuchToken)?;
+        let command = UserCommand::RevokeToken {
+            digest: target,
+            by: digest,
+        }
+        .to(stream);
+        let loaded = decider::load::<User>(&*self.store, &command).await?;
+        match self.execute(&command, loaded).await {
+            // Revoked meanwhile by another request.
+            Err(AuthError::InvalidToken) if target != digest => Err(AuthError::NoSuchToken),
+            done => done.map(|()| user),
+        }
+    }
+
+    /// Changes the password of `token`'s user, who confirms with the old
+    /// one (counted as a login from `client`): their personal data sealed
+    /// anew with the new hash, every other token revoked, this one kept.
+    async fn change_password(
+        &self,
+        token: &str,
+        (old, new): (String, String),
+        client: &Client,
+    ) -> Result<UserId> {
+        let digest = token::parse(token).ok_or(AuthError::InvalidToken)?;
+        let user = self.sessions.check(&digest, UserRecord::clone).await?;
+        let user = user.ok_or(AuthError::InvalidToken)?;
+        // The fields first, as a serializer would: nothing counted yet.
+        let renamed = |field| move |e: platform::FieldError| platform::FieldError { field, ..e };
+        let checked = (
+            Password::parse_given(old).map_err(renamed("old_password")),
+            Password::parse_new(new).map_err(renamed("new_password")),
+        );
+        let (old, new) = match checked {
+            (Ok(old), Ok(new)) => (old, new),
+            (old, new) => {
+                let errors = [old.err(), new.err()].into_iter().flatten().collect();
+                return Err(AuthError::Invalid(errors));
+            }
+        };
+        if matches!(user.profile, Profile::Clear { .. }) {
+            return Err(AuthError::NotSealed);
+        }
+        let probe = UserCommand::ChangePassword {
+            sealed: String::new(),
+            kept: digest,
+        }
+        .to(user.stream.clone());
+        let loaded = decider::load::<User>(&*self.store, &probe).await?;
+        let account = loaded.state.account().ok_or(AuthError::InvalidToken)?;
+        let personal = self.personal(user.id, &account.personal).await?;
+        let personal = personal.ok_or(AuthError::InvalidToken)?;
+        let normalized = normalize_username(&personal.username);
+        let attempt = self.reserve_attempt(&normalized, client).await?;
+        let hash = Some(personal.password_hash.clone());
+        if !self.hasher.verify(old, hash).await? {
+            let address = &client.address;
+            let user_log = self.pseudonym(&normalized);
+            tracing::warn!(
+                user = user_log,
+                client = address,
+                "password change refused: wrong password"
+            );
+            attempt.failed().await?;
+            self.note_failed(&user.stream, user.id, client).await;
+            return Err(AuthError::IncorrectCredentials);
+        }
+        attempt.succeeded().await?;
+        let key = self.keyring.get(user.id).await?;
+        let key = key.ok_or(AuthError::InvalidToken)?;
+        let personal = Personal {
+            password_hash: self.hasher.hash(new).await?,
+            ..personal
+        };
+        let json = serde_json::to_vec(&personal).map_err(corrupt(user.id))?;
+        let sealed = seal::seal(&key, &sealed_for(user.id), &json).map_err(corrupt(user.id))?;
+        let command = UserCommand::ChangePassword {
+            sealed,
+            kept: digest,
+        }
+        .to(user.stream);
+        self.execute(&command, loaded).await?;
+        tracing::info!(user_id = %user.id, "password changed");
+        Ok(user.id)
     }
 
     /// Erases `token`'s user, who confirms with `password` (counted as a
@@ -486,9 +737,9 @@ impl AuthGrpc {
     /// [`AuthGrpc::destroy_erased_keys`]); their name's claim released; the
     /// throttle's records of them deleted; this replica's snapshot
     /// rewritten (the others rewrite theirs as they apply the event).
-    async fn erase(&self, token: &str, password: String, client: &str) -> Result<UserId> {
+    async fn erase(&self, token: &str, password: String, client: &Client) -> Result<UserId> {
         let digest = token::parse(token).ok_or(AuthError::InvalidToken)?;
-        let user = live_user(&self.view, &digest, UserRecord::clone).await?;
+        let user = self.sessions.check(&digest, UserRecord::clone).await?;
         let user = user.ok_or(AuthError::InvalidToken)?;
         if matches!(user.profile, Profile::Clear { .. }) {
             return Err(AuthError::NotSealed);
@@ -501,15 +752,16 @@ impl AuthGrpc {
         let (normalized, password) =
             parse_login(&personal.username, password).map_err(AuthError::Invalid)?;
         let normalized = normalize_username(&normalized);
-        let attempt = self.throttle.reserve(&normalized, client).await?;
+        let attempt = self.reserve_attempt(&normalized, client).await?;
         let hash = Some(personal.password_hash.clone());
         if !self.hasher.verify(password, hash).await? {
             tracing::warn!(
                 user = self.pseudonym(&normalized),
-                client,
+                client = client.address,
                 "erasure refused: wrong password"
             );
             attempt.failed().await?;
+            self.note_failed(&user.stream, user.id, client).await;
             return Err(AuthError::IncorrectCredentials);
         }
         attempt.succeeded().await?;
@@ -600,8 +852,8 @@ impl AuthGrpc {
         command: impl FnOnce(token::TokenDigest) -> UserCommand,
     ) -> Result<UserId> {
         let digest = token::parse(token).ok_or(AuthError::InvalidToken)?;
-        let user = live_user(&self.view, &digest, |u| (u.id, u.stream.clone())).await?;
-        let (user_id, stream) = user.ok_or(AuthError::InvalidToken)?;
+        let user = self.sessions.check(&digest, |u| (u.id, u.stream.clone()));
+        let (user_id, stream) = user.await?.ok_or(AuthError::InvalidToken)?;
         let command = command(digest).to(stream);
         let loaded = decider::load::<User>(&*self.store, &command).await?;
         self.execute(&command, loaded).await?;
@@ -625,7 +877,7 @@ impl AuthService for AuthGrpc {
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
         let key = platform::idempotency_key(&request).map(str::to_owned);
-        let client = platform::client_address(&request);
+        let client = Client::of(&request);
         Ok(Response::new(
             self.register(request.into_inner(), key.as_deref(), &client)
                 .await?
@@ -638,7 +890,7 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<LoginRequest>,
     ) -> Result<Response<LoginResponse>, Status> {
-        let client = platform::client_address(&request);
+        let client = Client::of(&request);
         Ok(Response::new(
             self.login(request.into_inner(), &client).await?.into(),
         ))
@@ -659,10 +911,7 @@ impl AuthService for AuthGrpc {
     ) -> Result<Response<LogoutResponse>, Status> {
         let user_id = self
             .revoke(&request.get_ref().token, |digest| {
-                UserCommand::RevokeToken {
-                    digest,
-                    now: Utc::now(),
-                }
+                UserCommand::RevokeToken { digest, by: digest }
             })
             .await?;
         tracing::info!(%user_id, "token revoked");
@@ -687,7 +936,7 @@ impl AuthService for AuthGrpc {
         request: Request<GetAccountRequest>,
     ) -> Result<Response<GetAccountResponse>, Status> {
         let digest = token::parse(&request.get_ref().token).ok_or(AuthError::InvalidToken)?;
-        let user = live_user(&self.view, &digest, UserRecord::clone);
+        let user = self.sessions.check(&digest, UserRecord::clone);
         let user = user.await.map_err(AuthError::from)?;
         let user = user.ok_or(AuthError::InvalidToken)?;
         Ok(Response::new(GetAccountResponse {
@@ -700,31 +949,42 @@ impl AuthService for AuthGrpc {
         &self,
         request: Request<ListTokensRequest>,
     ) -> Result<Response<ListTokensResponse>, Status> {
-        let digest = token::parse(&request.get_ref().token).ok_or(AuthError::InvalidToken)?;
-        let now = Utc::now();
-        let live = live_user(&self.view, &digest, |u| u.id).await;
-        let user = live
-            .map_err(AuthError::from)?
-            .ok_or(AuthError::InvalidToken)?;
-        let tokens = self
-            .view
-            .read()
-            .live_tokens(user, now)
-            .into_iter()
-            .map(|t| TokenInfo {
-                issued: Some(proto::timestamp_micros(t.issued_at.timestamp_micros())),
-                expiry: Some(proto::timestamp_micros(t.expires_at.timestamp_micros())),
-                current: t.digest == digest,
-            })
-            .collect();
-        Ok(Response::new(ListTokensResponse { tokens }))
+        let r = request.get_ref();
+        let limit = (r.limit > 0).then_some(r.limit as usize);
+        let (tokens, count) = self.tokens(&r.token, r.offset as usize, limit).await?;
+        Ok(Response::new(ListTokensResponse {
+            tokens,
+            count: count as u64,
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<RevokeTokenRequest>,
+    ) -> Result<Response<RevokeTokenResponse>, Status> {
+        let r = request.get_ref();
+        let user_id = self.revoke_by_id(&r.token, &r.id).await?;
+        tracing::info!(%user_id, "token revoked by id");
+        Ok(Response::new(RevokeTokenResponse {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn change_password(
+        &self,
+        request: Request<ChangePasswordRequest>,
+    ) -> Result<Response<ChangePasswordResponse>, Status> {
+        let client = Client::of(&request);
+        let r = request.into_inner();
+        let passwords = (r.old_password, r.new_password);
+        self.change_password(&r.token, passwords, &client).await?;
+        Ok(Response::new(ChangePasswordResponse {}))
     }
 
     async fn erase_account(
         &self,
         request: Request<EraseAccountRequest>,
     ) -> Result<Response<EraseAccountResponse>, Status> {
-        let client = platform::client_address(&request);
+        let client = Client::of(&request);
         let r = request.into_inner();
         self.erase(&r.token, r.password, &client).await?;
         Ok(Response::new(EraseAccountResponse {}))
@@ -753,21 +1013,10 @@ fn corrupt<E: std::fmt::Display>(user: UserId) -> impl Fn(E) -> AuthError {
     }
 }
 
-/// `read` of the user of a live token, read linearizably: what
-/// `Authenticate` answers, and what [`Tokens`] lends to services in this
-/// process.
-async fn live_user<T>(
-    view: &Projection<AuthView>,
-    digest: &token::TokenDigest,
-    read: impl FnOnce(&UserRecord) -> T,
-) -> std::result::Result<Option<T>, StaleRead> {
-    let view = view.read_linearizable().await?;
-    Ok(view.by_token(digest, Utc::now()).map(read))
-}
-
 /// auth-service's token check for other services in this process: the
-/// answer of `Authenticate`, by the same read, without encoding a call.
-pub struct Tokens(pub(crate) Arc<Projection<AuthView>>);
+/// answer of `Authenticate`, by the same read (and refresh), without
+/// encoding a call.
+pub struct Tokens(Arc<Sessions>);
 
 #[tonic::async_trait]
 impl platform::TokenCheck for Tokens {
@@ -775,7 +1024,7 @@ impl platform::TokenCheck for Tokens {
         let Some(digest) = token::parse(token) else {
             return Ok(None);
         };
-        let user = live_user(&self.0, &digest, |u| u.id.0).await;
+        let user = self.0.check(&digest, |u| u.id.0).await;
         user.map_err(|e| CheckUnavailable(e.to_string()))
     }
 }

@@ -127,8 +127,12 @@ fn user_of(event: &AuthEvent) -> Option<UserId> {
         | AuthEvent::TokenRevoked { user_id, .. }
         | AuthEvent::AllTokensRevoked { user_id }
         | AuthEvent::LoginThrottled { user_id, .. }
+        | AuthEvent::LoginFailed { user_id, .. }
+        | AuthEvent::PasswordChanged { user_id, .. }
         | AuthEvent::UserErased { user_id } => Some(*user_id),
-        AuthEvent::UsernameClaimed { .. }
+        // In the token's own stream, named by its digest.
+        AuthEvent::TokenRefreshed { .. }
+        | AuthEvent::UsernameClaimed { .. }
         | AuthEvent::UsernameReleased { .. }
         | AuthEvent::UsernameClaimedInClear { .. } => None,
     }

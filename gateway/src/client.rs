@@ -71,6 +71,58 @@ impl ClientAddr {
     }
 }
 
+/// The client as the services are told of it: its address, and the
+/// `User-Agent` it sent (auth-service keeps it, sanitised, with the token
+/// it issues and in the user's security log).
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// Its address.
+    pub addr: ClientAddr,
+    user_agent: Option<tonic::metadata::AsciiMetadataValue>,
+}
+
+/// The most of a `User-Agent` passed on, in bytes (auth-service keeps 256
+/// characters of it).
+const MAX_USER_AGENT_BYTES: usize = 512;
+
+impl FromRequestParts<AppState> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let addr = ClientAddr::from_request_parts(parts, state).await?;
+        let user_agent = parts
+            .headers
+            .get(axum::http::header::USER_AGENT)
+            .map(|v| {
+                // Metadata is visible ASCII: anything else shows as `?`.
+                let bytes = &v.as_bytes()[..v.len().min(MAX_USER_AGENT_BYTES)];
+                let visible = |b: &u8| b.is_ascii_graphic() || *b == b' ';
+                bytes
+                    .iter()
+                    .map(|b| if visible(b) { *b as char } else { '?' })
+                    .collect::<String>()
+            })
+            .and_then(|text| text.trim().parse().ok());
+        Ok(Self { addr, user_agent })
+    }
+}
+
+impl Client {
+    /// `request`, telling the service this client's address and agent.
+    pub fn tag<T>(&self, request: tonic::Request<T>) -> tonic::Request<T> {
+        let mut request = self.addr.tag(request);
+        if let Some(agent) = &self.user_agent {
+            request
+                .metadata_mut()
+                .insert(platform::CLIENT_USER_AGENT_KEY, agent.clone());
+        }
+        request
+    }
+}
+
 /// Past this many client keys, the idle full buckets are forgotten (and
 /// then again each time the number of keys has doubled, so that a flood
 /// from many addresses does not scan the map on every request).

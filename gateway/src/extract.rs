@@ -144,6 +144,17 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// An optional `CharField`: absent or `null` is `Some(None)`; `None`
+    /// when it is there but not a string (the error is recorded).
+    pub fn optional_string(&mut self, name: &str) -> Option<Option<String>> {
+        match self.map.get(name) {
+            None | Some(Value::Null) => Some(None),
+            Some(Value::String(s)) => Some(Some(s.clone())),
+            Some(Value::Number(n)) => Some(Some(n.to_string())),
+            Some(_) => self.fail(name, "Not a valid string."),
+        }
+    }
+
     /// A required `IntegerField`: integers, integral floats, and strings of them.
     pub fn integer(&mut self, name: &str) -> Option<i64> {
         let value = self.present(name)?;

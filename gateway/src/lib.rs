@@ -76,6 +76,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::auth::router())
         .merge(routes::activity::router())
+        .merge(routes::sessions::router())
         .merge(routes::movies::router())
         .merge(routes::ratings::router())
         .split_for_parts()

@@ -61,7 +61,10 @@ function fields(form) {
 }
 
 async function signIn(form, path) {
-  const r = await api("POST", path, fields(`${form}-form`));
+  const body = fields(`${form}-form`);
+  // The Sessions view lists this token by this name.
+  if (form === "login") body.name = "Web page";
+  const r = await api("POST", path, body);
   if (r.status !== 200) {
     if (r.status === 400) showErrors(form, r.body);
     else say((r.body && r.body.detail) || `Refused (${r.status}).`, true);
@@ -167,6 +170,10 @@ const KINDS = {
   logged_out: "Logged out",
   logged_out_all: "Logged out everywhere",
   throttled: "Logins throttled after failed attempts",
+  login_failed: "A wrong password was given",
+  password_changed: "Password changed (other sessions logged out)",
+  token_revoked: "A session was logged out",
+  token_refreshed: "A session was extended",
   movie_added: "Added a movie",
   rated: "Rated a movie",
 };
@@ -183,15 +190,74 @@ async function loadActivity() {
     let text = KINDS[entry.kind] || entry.kind;
     if (entry.movie) text += `: ${entry.movie.title}`;
     if (entry.rating) text += ` (${entry.rating})`;
+    if (entry.address) text += ` from ${entry.address}`;
+    if (entry.user_agent) text += ` (${entry.user_agent})`;
     li.append(time, text);
     return li;
   });
   $("activity").replaceChildren(...items);
 }
 
+function sessionRow(t) {
+  const row = document.createElement("tr");
+  row.className = t.current ? "session current" : "session";
+  row.dataset.tokenId = t.id;
+  cell(row, (t.name || "–") + (t.current ? " (this page)" : ""), "Name").className = "name";
+  cell(row, new Date(t.created).toLocaleString(), "Signed in");
+  cell(row, new Date(t.expiry).toLocaleString(), "Expires");
+  cell(row, t.address || "–", "From");
+  cell(row, t.user_agent || "–", "Browser or client");
+  const end = cell(row, "");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.textContent = "Log out";
+  button.setAttribute("aria-label", `Log out the session ${t.name || ""} from ${t.address || "an unknown address"}`);
+  button.addEventListener("click", () => endSession(t));
+  end.append(button);
+  return row;
+}
+
+async function loadSessions() {
+  const r = await api("GET", `/api/auth/tokens?limit=${PAGE}`);
+  if (r.status !== 200) return;
+  $("sessions").tBodies[0].replaceChildren(...r.body.results.map(sessionRow));
+}
+
+async function endSession(t) {
+  const r = await api("DELETE", `/api/auth/tokens/${encodeURIComponent(t.id)}`);
+  if (r.status === 204 && t.current) return signedOut("Logged out.");
+  if (r.status === 204) say("That session is logged out.");
+  else say((r.body && r.body.detail) || `Refused (${r.status}).`, true);
+  await loadSessions();
+}
+
+async function changePassword(event) {
+  event.preventDefault();
+  const r = await api("POST", "/api/auth/password", fields("password-form"));
+  if (r.status === 204) {
+    showErrors("password", null);
+    $("password-form").reset();
+    say("Password changed. Your other sessions are logged out.");
+    await loadSessions();
+  } else if (r.status === 400) {
+    showErrors("password", r.body);
+  } else {
+    say((r.body && r.body.detail) || `Refused (${r.status}).`, true);
+  }
+}
+
+const VIEWS = ["movies", "activity", "sessions"];
+
+function view() {
+  const named = location.hash.slice(1);
+  return VIEWS.includes(named) ? named : "movies";
+}
+
 function refresh() {
   if (!token() || document.hidden) return;
-  if (location.hash === "#activity") loadActivity();
+  const shown = view();
+  if (shown === "activity") loadActivity();
+  else if (shown === "sessions") loadSessions();
   else loadMovies();
 }
 
@@ -201,11 +267,11 @@ function show() {
   $("signed-in").hidden = !inside;
   $("who").hidden = !inside;
   $("username").textContent = inside ? store.getItem("movies.username") : "";
-  const activity = location.hash === "#activity";
-  $("activity-view").hidden = !activity;
-  $("movies-view").hidden = activity;
-  $("activity-link").setAttribute("aria-current", activity ? "page" : "false");
-  $("movies-link").setAttribute("aria-current", activity ? "false" : "page");
+  const shown = view();
+  for (const name of VIEWS) {
+    $(`${name}-view`).hidden = name !== shown;
+    $(`${name}-link`).setAttribute("aria-current", name === shown ? "page" : "false");
+  }
   clearInterval(timer);
   if (inside) {
     refresh();
@@ -217,6 +283,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("register-form").addEventListener("submit", (e) => { e.preventDefault(); signIn("register", "/api/auth/register"); });
   $("login-form").addEventListener("submit", (e) => { e.preventDefault(); signIn("login", "/api/auth/login"); });
   $("movie-form").addEventListener("submit", addMovie);
+  $("password-form").addEventListener("submit", changePassword);
   $("logout").addEventListener("click", logOut);
   $("previous-page").addEventListener("click", () => { offset = Math.max(0, offset - PAGE); loadMovies(); });
   $("next-page").addEventListener("click", () => { offset += PAGE; loadMovies(); });

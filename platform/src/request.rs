@@ -75,6 +75,20 @@ pub fn throttled(retry_after_secs: u64) -> tonic::Status {
 /// README's Security section).
 pub const CLIENT_ADDRESS_KEY: &str = "x-client-address";
 
+/// The metadata key in which the gateway tells the services the end
+/// client's `User-Agent` (as sent; the service sanitises it).
+pub const CLIENT_USER_AGENT_KEY: &str = "x-client-user-agent";
+
+/// The end client's `User-Agent` the gateway passed on, if any (raw: at
+/// most what a metadata value holds; sanitise before keeping it).
+pub fn client_user_agent<T>(request: &tonic::Request<T>) -> Option<&str> {
+    request
+        .metadata()
+        .get(CLIENT_USER_AGENT_KEY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+}
+
 /// The address of the end client of a gRPC request: the one the gateway
 /// passed on, else the peer's IP, else `unknown` (in-process calls).
 pub fn client_address<T>(request: &tonic::Request<T>) -> String {

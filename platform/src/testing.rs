@@ -103,6 +103,7 @@ pub async fn parallel_guesses(
                 "wrong-guess"
             }
             .to_owned(),
+            ..Default::default()
         };
         sent.spawn(async move { (i, client.login(request).await) });
     }

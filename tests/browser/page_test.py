@@ -4,14 +4,18 @@
 
 Registers, adds a movie, logs out, registers a second user, rates the
 movie (average 4.0), is refused a second rating, reads My activity, logs
-out. Checks that the token never reaches a cookie or localStorage, that the
+out another session from Sessions, changes the password (which ends the
+other sessions), logs out, and logs in with the new password on a phone. Checks that the token never reaches a cookie or localStorage, that the
 page's Content-Security-Policy blocks inline script and reported nothing,
 and that a phone-sized window has no horizontal scroll. Saves a screenshot
 after each step in SCREENSHOT_DIR.
 """
 
+import json
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 from selenium import webdriver
@@ -82,10 +86,33 @@ def log_out(driver):
     assert not driver.find_element(By.ID, "movies").is_displayed(), "movies shown signed out"
 
 
+def call(method, path, body=None, token=None, agent="page-test/1"):
+    """The REST API as another client of the same user would call it."""
+    headers = {"Content-Type": "application/json", "User-Agent": agent}
+    if token:
+        headers["Authorization"] = f"Token {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(BASE + path, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            text = r.read()
+            return r.status, json.loads(text) if text else None
+    except urllib.error.HTTPError as e:
+        return e.code, None
+
+
+def session_rows(driver):
+    return driver.find_elements(By.CSS_SELECTOR, "#sessions tbody tr")
+
+
 def movie_row(driver, title):
     return wait(driver, ec.presence_of_element_located(
         (By.XPATH, f"//tr[@class='movie'][td[@class='title' and normalize-space()='{title}']]")),
         f"the row of {title}")
+
+
+def token_of(driver):
+    return driver.execute_script("return sessionStorage.getItem('movies.token')")
 
 
 def main():
@@ -161,6 +188,45 @@ def main():
         violations = [m for m in logs if "Content Security Policy" in m]
         assert len(violations) == 1, f"only the planted script is refused: {violations}"
 
+        # Sessions: a second one, logged in elsewhere, is listed with its
+        # name and client, and logged out from here.
+        status, phone_login = call("POST", "/api/auth/login", {
+            "username": rater, "password": "correct-horse-1", "name": "Phone"}, agent="PhoneApp/2.1")
+        assert status == 200, status
+        driver.find_element(By.LINK_TEXT, "Sessions").click()
+        wait(driver, lambda d: len(session_rows(d)) == 2, "two sessions")
+        other = driver.find_element(By.XPATH, "//tr[contains(@class,'session')][td[@class='name' and normalize-space()='Phone']]")
+        assert "PhoneApp/2.1" in other.text, other.text
+        assert "this page" in driver.find_element(By.CSS_SELECTOR, "tr.session.current").text
+        shot(driver, "sessions")
+        other.find_element(By.XPATH, ".//button[normalize-space()='Log out']").click()
+        text_shown(driver, "message", "That session is logged out")
+        wait(driver, lambda d: len(session_rows(d)) == 1, "one session left")
+        assert call("GET", "/api/auth/me", token=phone_login["token"])[0] == 401, "the phone's token still works"
+        assert call("GET", "/api/auth/me", token=token_of(driver))[0] == 200
+
+        # Change password: a wrong old one is refused beside its field; the
+        # right one ends every other session and keeps this one.
+        status, laptop = call("POST", "/api/auth/login", {"username": rater, "password": "correct-horse-1"})
+        assert status == 200, status
+        fill(driver, "password", {"old_password": "not-my-password", "new_password": "correct-horse-2"})
+        driver.find_element(By.XPATH, "//button[normalize-space()='Change password']").click()
+        text_shown(driver, "password-non_field_errors-error", "Incorrect Credentials")
+        fill(driver, "password", {"old_password": "correct-horse-1", "new_password": "correct-horse-2"})
+        driver.find_element(By.XPATH, "//button[normalize-space()='Change password']").click()
+        text_shown(driver, "message", "Password changed")
+        wait(driver, lambda d: len(session_rows(d)) == 1, "only this session")
+        assert call("GET", "/api/auth/me", token=laptop["token"])[0] == 401, "another session survived"
+        assert call("GET", "/api/auth/me", token=token_of(driver))[0] == 200, "this session was ended"
+        shot(driver, "password-changed")
+
+        # My activity shows the security log, with where from.
+        driver.find_element(By.LINK_TEXT, "My activity").click()
+        text_shown(driver, "activity", "Password changed")
+        text = driver.find_element(By.ID, "activity").text
+        assert "A wrong password was given" in text and "A session was logged out" in text, text
+        assert "(PhoneApp/2.1)" in text, text
+
         driver.find_element(By.LINK_TEXT, "Movies").click()
         movie_row(driver, title)
         log_out(driver)
@@ -173,7 +239,7 @@ def main():
     try:
         phone.get(BASE + "/")
         wait(phone, ec.visibility_of_element_located((By.ID, "login-form")), "the page")
-        fill(phone, "login", {"username": rater, "password": "correct-horse-1"})
+        fill(phone, "login", {"username": rater, "password": "correct-horse-2"})
         phone.find_element(By.XPATH, "//button[normalize-space()='Log in']").click()
         text_shown(phone, "username", rater)
         movie_row(phone, title)

@@ -16,6 +16,7 @@ mod ops;
 mod ratings;
 mod releases;
 mod security;
+mod sessions;
 mod standards;
 #[path = "../support/processes.rs"]
 mod support;

@@ -1,12 +1,12 @@
 //! One user's stream: registration, tokens issued and revoked, throttled
 //! logins noted.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use event_sourcing::decider::Decider;
 
-use super::events::{AuthEvent, Grant, Rejection, StoredPersonal};
+use super::events::{AuthEvent, Issue, Rejection, StoredPersonal};
 use super::values::UserId;
 use crate::token::TokenDigest;
 
@@ -37,16 +37,30 @@ pub enum UserCommand {
         /// `AuthEvent::UserRegistered`).
         sealed: String,
         /// The first token.
-        grant: Grant,
+        issue: Issue,
     },
     /// Issue a token (the caller has checked the password).
-    IssueToken(Grant),
-    /// Revoke one token, if it is live at `now`.
+    IssueToken(Issue),
+    /// Revoke one token, if the user holds it (the caller has checked that
+    /// it is live: its expiry may have been refreshed).
     RevokeToken {
         /// The token's digest.
         digest: TokenDigest,
-        /// The time of the request.
-        now: DateTime<Utc>,
+        /// The token of the request.
+        by: TokenDigest,
+    },
+    /// Change the password (the caller has checked the old one): the
+    /// personal data sealed anew, and every token but `kept` revoked.
+    ChangePassword {
+        /// `Personal` with the new hash, sealed.
+        sealed: String,
+        /// The request's token, which must still be held.
+        kept: TokenDigest,
+    },
+    /// Note a wrong password given for the user, from `client` (sealed).
+    NoteFailed {
+        /// `ClientInfo`, sealed.
+        client: Option<String>,
     },
     /// Revoke every token of the user.
     RevokeAllTokens,
@@ -57,6 +71,8 @@ pub enum UserCommand {
     NoteThrottled {
         /// The time of the refusal.
         now: DateTime<Utc>,
+        /// `ClientInfo` of the refused attempt, sealed.
+        client: Option<String>,
     },
 }
 
@@ -90,8 +106,11 @@ pub struct Account {
     pub user_id: UserId,
     /// The username, email and password hash.
     pub personal: StoredPersonal,
-    /// Tokens issued and not revoked, with their expiry.
-    tokens: HashMap<TokenDigest, DateTime<Utc>>,
+    /// Tokens issued and not revoked (live or expired: the read model
+    /// knows their refreshed expiries).
+    tokens: HashSet<TokenDigest>,
+    /// How many times the password changed.
+    pub password_changes: u32,
     /// When a throttled login was last noted.
     throttled_at: Option<DateTime<Utc>>,
 }
@@ -101,7 +120,8 @@ impl Account {
         Self {
             user_id,
             personal,
-            tokens: HashMap::new(),
+            tokens: HashSet::new(),
+            password_changes: 0,
             throttled_at: None,
         }
     }
@@ -129,11 +149,13 @@ impl User {
     }
 }
 
-pub(super) fn issued(user_id: UserId, grant: &Grant) -> AuthEvent {
+pub(super) fn issued(user_id: UserId, issue: &Issue) -> AuthEvent {
     AuthEvent::TokenIssued {
         user_id,
-        digest: grant.digest,
-        expires_at: grant.expires_at,
+        digest: issue.grant.digest,
+        expires_at: issue.grant.expires_at,
+        client: issue.client.clone(),
+        credentials: issue.credentials,
     }
 }
 
@@ -168,7 +190,7 @@ impl Decider for User {
                     name,
                     skeleton,
                     sealed,
-                    grant,
+                    issue,
                 },
                 User::Unregistered,
             ) => Ok(vec![
@@ -178,29 +200,48 @@ impl Decider for User {
                     skeleton: skeleton.clone(),
                     sealed: sealed.clone(),
                 },
-                issued(*user_id, grant),
+                issued(*user_id, issue),
             ]),
             (
-                UserCommand::IssueToken(_) | UserCommand::NoteThrottled { .. },
+                UserCommand::IssueToken(_)
+                | UserCommand::NoteThrottled { .. }
+                | UserCommand::NoteFailed { .. },
                 User::Unregistered,
             ) => Err(Rejection::UnknownUser),
             (_, User::Unregistered) => Err(Rejection::InvalidToken),
-            (UserCommand::IssueToken(grant), User::Registered(a)) => {
-                Ok(vec![issued(a.user_id, grant)])
+            (UserCommand::IssueToken(issue), User::Registered(a)) => {
+                Ok(vec![issued(a.user_id, issue)])
             }
-            (UserCommand::RevokeToken { digest, now }, User::Registered(a)) => {
-                if a.tokens.get(digest).is_none_or(|expiry| expiry <= now) {
+            (UserCommand::RevokeToken { digest, by }, User::Registered(a)) => {
+                if !a.tokens.contains(digest) {
                     return Err(Rejection::InvalidToken);
                 }
                 Ok(vec![AuthEvent::TokenRevoked {
                     user_id: a.user_id,
                     digest: *digest,
+                    by: Some(*by),
+                }])
+            }
+            (UserCommand::ChangePassword { sealed, kept }, User::Registered(a)) => {
+                if !a.tokens.contains(kept) {
+                    return Err(Rejection::InvalidToken);
+                }
+                Ok(vec![AuthEvent::PasswordChanged {
+                    user_id: a.user_id,
+                    sealed: sealed.clone(),
+                    kept: Some(*kept),
+                }])
+            }
+            (UserCommand::NoteFailed { client }, User::Registered(a)) => {
+                Ok(vec![AuthEvent::LoginFailed {
+                    user_id: a.user_id,
+                    client: client.clone(),
                 }])
             }
             (UserCommand::RevokeAllTokens, User::Registered(a)) => {
                 Ok(vec![AuthEvent::AllTokensRevoked { user_id: a.user_id }])
             }
-            (UserCommand::NoteThrottled { now }, User::Registered(a)) => {
+            (UserCommand::NoteThrottled { now, client }, User::Registered(a)) => {
                 if a.throttled_at
                     .is_some_and(|at| *now - at < THROTTLE_NOTE_EVERY)
                 {
@@ -209,17 +250,22 @@ impl Decider for User {
                 Ok(vec![AuthEvent::LoginThrottled {
                     user_id: a.user_id,
                     at: *now,
+                    client: client.clone(),
                 }])
             }
         }
     }
 
-    /// Issuing a token and revoking every token only add to a registered
-    /// user's stream: concurrent logins of one user must not conflict.
+    /// Issuing a token, revoking every token and noting a failure only
+    /// add to a registered user's stream: concurrent logins of one user
+    /// must not conflict. (A token issued under a password changed
+    /// meanwhile is dead on arrival: see `AuthEvent::TokenIssued`.)
     fn commutes(c: &ToUser) -> bool {
         matches!(
             c.command,
-            UserCommand::IssueToken(_) | UserCommand::RevokeAllTokens
+            UserCommand::IssueToken(_)
+                | UserCommand::RevokeAllTokens
+                | UserCommand::NoteFailed { .. }
         )
     }
 
@@ -244,16 +290,27 @@ impl Decider for User {
             (User::Registered(mut a), event) => {
                 match event {
                     AuthEvent::TokenIssued {
-                        digest, expires_at, ..
+                        digest,
+                        credentials,
+                        ..
                     } => {
-                        a.tokens.insert(*digest, *expires_at);
+                        if *credentials >= a.password_changes {
+                            a.tokens.insert(*digest);
+                        }
                     }
                     AuthEvent::TokenRevoked { digest, .. } => {
                         a.tokens.remove(digest);
                     }
                     AuthEvent::AllTokensRevoked { .. } => a.tokens.clear(),
                     AuthEvent::LoginThrottled { at, .. } => a.throttled_at = Some(*at),
-                    AuthEvent::UserRegistered { .. }
+                    AuthEvent::PasswordChanged { sealed, kept, .. } => {
+                        a.personal = StoredPersonal::Sealed(sealed.clone());
+                        a.password_changes += 1;
+                        a.tokens.retain(|d| Some(d) == kept.as_ref());
+                    }
+                    AuthEvent::LoginFailed { .. }
+                    | AuthEvent::TokenRefreshed { .. }
+                    | AuthEvent::UserRegistered { .. }
                     | AuthEvent::UserRegisteredInClear { .. }
                     | AuthEvent::UserErased { .. }
                     | AuthEvent::UsernameClaimed { .. }

@@ -207,3 +207,46 @@ impl std::fmt::Debug for Password {
         f.write_str("Password(***)")
     }
 }
+
+/// The longest token name, in characters.
+pub const MAX_TOKEN_NAME: usize = 64;
+
+/// The most of a `User-Agent` kept, in characters.
+pub const MAX_USER_AGENT: usize = 256;
+
+/// `raw` as a log or a list may show it: control characters (line
+/// breaks, escapes, bidirectional overrides) dropped, runs of spaces made
+/// one, at most `max` characters.
+pub fn printable(raw: &str, max: usize) -> String {
+    let kept = raw
+        .chars()
+        .map(|c| if c.is_whitespace() { ' ' } else { c })
+        .filter(|c| !c.is_control() && !is_format(*c));
+    let mut out = String::new();
+    for c in kept {
+        if c == ' ' && (out.is_empty() || out.ends_with(' ')) {
+            continue;
+        }
+        out.push(c);
+    }
+    out.trim_end().chars().take(max).collect()
+}
+
+/// Invisible formatting characters (bidirectional overrides, zero-width
+/// joiners...): they could make a shown name read as another.
+fn is_format(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
+}
+
+/// The name a login gives its token: optional, printable, at most
+/// [`MAX_TOKEN_NAME`] characters (`None`: none given, or only blanks).
+pub fn parse_token_name(raw: &str) -> Result<Option<String>, FieldError> {
+    let name = printable(raw, usize::MAX);
+    if name.chars().count() > MAX_TOKEN_NAME {
+        return Err(FieldError::new(
+            "name",
+            "Ensure this field has no more than 64 characters.",
+        ));
+    }
+    Ok((!name.is_empty()).then_some(name))
+}

@@ -113,6 +113,7 @@ impl TestApp {
             .login(LoginRequest {
                 username: username.into(),
                 password: password.into(),
+                ..Default::default()
             })
             .await
             .map(|r| r.into_inner().into())

@@ -85,6 +85,7 @@ async fn main() {
             .login(LoginRequest {
                 username: "bench".into(),
                 password: "password123".into(),
+                ..Default::default()
             })
             .await
             .is_ok();

@@ -177,6 +177,8 @@ fn main() {
             user_id: auth_service::domain::UserId((n % users) as i64 + 1),
             digest: TokenDigest::from_bytes(digest),
             expires_at,
+            client: None,
+            credentials: 0,
         };
         auth.apply(event, &at);
     }

@@ -196,6 +196,7 @@ async fn a_revoked_token_is_refused_on_the_very_next_call(stores: Stores) {
         .login(proto::auth::LoginRequest {
             username: "leaver".into(),
             password: "password123".into(),
+            ..Default::default()
         })
         .await
         .unwrap()

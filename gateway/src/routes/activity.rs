@@ -35,6 +35,14 @@ pub enum ActivityKind {
     /// Logins were refused for a while after failed attempts (noted at
     /// most once a minute).
     Throttled,
+    /// A wrong password was given (a login, a password change, an erasure).
+    LoginFailed,
+    /// The password changed, and every other token was revoked.
+    PasswordChanged,
+    /// A token was revoked from another session (`token` says which).
+    TokenRevoked,
+    /// A token's expiry moved (auto-refresh; at most one a day per token).
+    TokenRefreshed,
     /// The user added a movie.
     MovieAdded,
     /// The user rated a movie.
@@ -63,6 +71,16 @@ pub struct ActivityOut {
     /// The rating given (`rated` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rating: Option<i32>,
+    /// The client's address (logins, failed logins, throttles), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The client's `User-Agent`, truncated and sanitised, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// The id of the token it is about (as `/api/auth/tokens` lists it):
+    /// logins, logouts, revocations and refreshes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// The history: a plain array, or a page when `limit` is given.
@@ -90,6 +108,9 @@ fn entry(time: Option<proto::Timestamp>, kind: ActivityKind) -> Entry {
             kind,
             movie: None,
             rating: None,
+            address: None,
+            user_agent: None,
+            token: None,
         },
     }
 }
@@ -102,9 +123,18 @@ fn account_entry(a: proto::auth::Activity) -> Option<Entry> {
         K::LoggedOut => ActivityKind::LoggedOut,
         K::LoggedOutAll => ActivityKind::LoggedOutAll,
         K::Throttled => ActivityKind::Throttled,
+        K::LoginFailed => ActivityKind::LoginFailed,
+        K::PasswordChanged => ActivityKind::PasswordChanged,
+        K::TokenRevoked => ActivityKind::TokenRevoked,
+        K::TokenRefreshed => ActivityKind::TokenRefreshed,
         K::Unspecified => return None,
     };
-    Some(entry(a.time, kind))
+    let mut e = entry(a.time, kind);
+    let some = |text: String| (!text.is_empty()).then_some(text);
+    e.out.address = some(a.address);
+    e.out.user_agent = some(a.user_agent);
+    e.out.token = some(a.token_id);
+    Some(e)
 }
 
 fn catalog_entry(a: proto::catalog::Activity) -> Option<Entry> {
@@ -123,8 +153,10 @@ fn catalog_entry(a: proto::catalog::Activity) -> Option<Entry> {
     Some(e)
 }
 
-/// The caller's own history, newest first: registration, logins, logouts,
-/// throttled logins, movies added, ratings given. Never another user's,
+/// The caller's own history, newest first: registration, logins (with the
+/// client's address and `User-Agent`), failed and throttled logins,
+/// logouts, tokens revoked and refreshed, password changes, movies added,
+/// ratings given. Never another user's,
 /// never a token. `?limit&offset` paginate. Personal: `Cache-Control:
 /// private`.
 #[utoipa::path(get, path = "/api/auth/me/activity", tag = "auth", security(("token" = [])),
@@ -201,6 +233,28 @@ pub struct TokenOut {
     pub expiry: String,
     /// Whether it is the token of this request.
     pub current: bool,
+    /// Its id, name, and where it was issued to (as `/api/auth/tokens`).
+    pub id: String,
+    /// The name given at login, if any.
+    pub name: Option<String>,
+    /// The client's address at issue, when known.
+    pub address: Option<String>,
+    /// The client's `User-Agent` at issue, when known.
+    pub user_agent: Option<String>,
+}
+
+impl From<crate::routes::sessions::LiveTokenOut> for TokenOut {
+    fn from(t: crate::routes::sessions::LiveTokenOut) -> Self {
+        Self {
+            issued: t.created,
+            expiry: t.expiry,
+            current: t.current,
+            id: t.id,
+            name: t.name,
+            address: t.address,
+            user_agent: t.user_agent,
+        }
+    }
 }
 
 /// Everything the platform holds about the caller, in one document.
@@ -235,6 +289,7 @@ pub async fn my_export(
     let tokens = b.read(|| {
         let message = proto::auth::ListTokensRequest {
             token: caller.token.clone(),
+            ..Default::default()
         };
         let (mut auth, request) = (b.auth.clone(), b.request(message, None));
         async move { auth.list_tokens(request).await }
@@ -247,11 +302,7 @@ pub async fn my_export(
     let tokens = tokens
         .tokens
         .into_iter()
-        .map(|t| TokenOut {
-            issued: rfc3339(t.issued).map(|(_, s)| s).unwrap_or_default(),
-            expiry: rfc3339(t.expiry).map(|(_, s)| s).unwrap_or_default(),
-            current: t.current,
-        })
+        .map(|t| TokenOut::from(crate::routes::sessions::LiveTokenOut::from(t)))
         .collect();
     let activity: Vec<ActivityOut> = entries.into_iter().map(|e| e.out).collect();
     let of = |kind| {

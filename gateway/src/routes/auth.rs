@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::client::ClientAddr;
+use crate::client::Client;
 use crate::error::ApiError;
 use crate::extract::{Fields, JsonObject};
 use crate::routes::{Caller, Detail, FieldErrors, IdempotencyKey, UserOut, rfc3339};
@@ -48,6 +48,9 @@ pub struct LoginIn {
     pub username: String,
     /// The password.
     pub password: String,
+    /// A name for the new token, shown in `/api/auth/tokens` (at most 64
+    /// characters; optional, and ignored by older servers).
+    pub name: Option<String>,
 }
 
 /// A user and a fresh token.
@@ -110,7 +113,7 @@ fn session_out(s: Session) -> SessionOut {
     ))]
 pub async fn register(
     State(state): State<AppState>,
-    client: ClientAddr,
+    client: Client,
     key: IdempotencyKey,
     JsonObject(body): JsonObject,
 ) -> Result<NoStore<Json<SessionOut>>, ApiError> {
@@ -149,14 +152,22 @@ pub async fn register(
     ))]
 pub async fn login(
     State(state): State<AppState>,
-    client: ClientAddr,
+    client: Client,
     JsonObject(body): JsonObject,
 ) -> Result<NoStore<Json<SessionOut>>, ApiError> {
     let mut f = Fields::new(&body);
     let (username, password) = (f.string("username"), f.string("password"));
-    let (username, password) = f.finish(username.zip(password))?;
+    let name = f.optional_string("name");
+    let (username, (password, name)) = f.finish(username.zip(password.zip(name)))?;
     let b = &state.backends;
-    let request = client.tag(b.request(LoginRequest { username, password }, None));
+    let request = client.tag(b.request(
+        LoginRequest {
+            username,
+            password,
+            name: name.unwrap_or_default(),
+        },
+        None,
+    ));
     let session = b.call(b.auth.clone().login(request)).await?;
     Ok(CacheControl(Json(session_out(session.into()))))
 }
@@ -275,7 +286,7 @@ pub struct EraseIn {
 pub async fn erase(
     State(state): State<AppState>,
     caller: Caller,
-    client: ClientAddr,
+    client: Client,
     JsonObject(body): JsonObject,
 ) -> Result<StatusCode, ApiError> {
     let mut f = Fields::new(&body);

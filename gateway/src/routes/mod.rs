@@ -5,6 +5,7 @@ pub mod auth;
 pub mod movies;
 pub mod ops;
 pub mod ratings;
+pub mod sessions;
 
 use std::collections::HashMap;
 
