@@ -99,6 +99,22 @@ impl Api {
         }
     }
 
+    /// Logs `name` in with `password`; returns the token.
+    async fn login(&self, name: &str, password: &str) -> String {
+        let body = json!({"username": name, "password": password});
+        match self.post("/api/auth/login", None, body).await {
+            Outcome::Acked(v) => v["token"].as_str().unwrap().to_owned(),
+            other => panic!("login {name}: {other:?}"),
+        }
+    }
+
+    /// `DELETE path` as `token`'s user: the status.
+    async fn delete(&self, path: &str, token: &str) -> StatusCode {
+        let r = self.http.delete(format!("{}{path}", self.base));
+        let r = r.header("authorization", format!("Token {token}"));
+        r.send().await.unwrap().status()
+    }
+
     /// Registers `name`; returns the token.
     async fn user(&self, name: &str) -> String {
         let body = json!({"username": name, "email": format!("{name}@example.com"), "password": "password123"});
@@ -793,6 +809,46 @@ async fn replicas_show_each_others_writes_at_once() {
             StatusCode::UNAUTHORIZED,
             "round {round}: a logged-out token still worked on the other side"
         );
+    }
+
+    // Sessions: a token revoked by id, or ended by a password change,
+    // through one side is refused at the very next request through the
+    // other; the kept token works on both.
+    for round in 0..6 {
+        let (w, r) = if round % 2 == 0 { (a, b) } else { (b, a) };
+        let name = format!("sessions{round}");
+        let kept = w.user(&name).await;
+        let other = r.login(&name, "password123").await;
+        let (status, listed) = w.get("/api/auth/tokens", &kept).await;
+        assert_eq!(status, StatusCode::OK, "round {round}");
+        let id = listed.as_array().unwrap()[1]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let path = format!("/api/auth/tokens/{id}");
+        assert_eq!(w.delete(&path, &kept).await, StatusCode::NO_CONTENT);
+        assert_eq!(
+            r.get("/api/auth/me", &other).await.0,
+            StatusCode::UNAUTHORIZED,
+            "round {round}: a token revoked by id still worked on the other side"
+        );
+        assert_eq!(r.delete(&path, &kept).await, StatusCode::NOT_FOUND);
+        let stale = w.login(&name, "password123").await;
+        let change = json!({"old_password": "password123", "new_password": "password456"});
+        let changed = r.post("/api/auth/password", Some(&kept), change).await;
+        assert!(
+            matches!(changed, Outcome::Acked(_)),
+            "round {round}: {changed:?}"
+        );
+        assert_eq!(
+            w.get("/api/auth/me", &stale).await.0,
+            StatusCode::UNAUTHORIZED,
+            "round {round}: a token of the old password still worked on the other side"
+        );
+        for side in [a, b] {
+            assert_eq!(side.get("/api/auth/me", &kept).await.0, StatusCode::OK);
+        }
+        w.login(&name, "password456").await;
     }
 
     // The same data through either replica: the same ETag (tags are made
@@ -1667,13 +1723,30 @@ async fn an_erasure_through_one_replica_holds_on_both_at_once() {
     let (a, b) = (&sides[0], &sides[1]);
     let first = a.user("erin_replicas").await;
     let login = json!({"username": "erin_replicas", "password": "password123"});
-    let Outcome::Acked(second) = b.post("/api/auth/login", None, login.clone()).await else {
-        panic!("login through B failed")
-    };
+    // Her second session is named, from a client of its own: personal
+    // data that the list shows while she exists, and nothing keeps after.
+    let named =
+        json!({"username": "erin_replicas", "password": "password123", "name": "erins-laptop"});
+    let second = b
+        .http
+        .post(format!("{}/api/auth/login", b.base))
+        .header("user-agent", "ErinPhone/9.9")
+        .json(&named)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), StatusCode::OK);
+    let second: Value = second.json().await.unwrap();
     let second = second["token"].as_str().unwrap().to_owned();
     for side in [a, b] {
         assert_eq!(side.get("/api/auth/me", &first).await.0, StatusCode::OK);
     }
+    let (_, listed) = a.get("/api/auth/tokens", &first).await;
+    assert_eq!(
+        (&listed[1]["name"], &listed[1]["user_agent"]),
+        (&json!("erins-laptop"), &json!("ErinPhone/9.9")),
+        "{listed}"
+    );
     // She adds a movie through B (with an idempotency key) and rates
     // another's through A; her export through B holds it all.
     let title = "A Title The Dump Keeps";
@@ -1802,6 +1875,8 @@ async fn an_erasure_through_one_replica_holds_on_both_at_once() {
         "erin_replicas@example.com",
         "ERIN_REPLICAS@EXAMPLE.COM",
         "$argon2",
+        "ErinPhone",
+        "erins-laptop",
     ] {
         for (name, bytes) in &files {
             assert!(
@@ -1869,4 +1944,68 @@ async fn a_users_write_quota_holds_across_replicas() {
             .await;
         assert_eq!(refused, Outcome::Refused(StatusCode::TOO_MANY_REQUESTS));
     }
+}
+
+/// Sliding expiry on two auth replicas (a 1 s interval): one token used
+/// through both sides at once, for about 4 s, moves its expiry each time
+/// the interval has passed, and never writes two refreshes for one move
+/// (each refresh expects its token stream's version, so of two replicas
+/// seeing the same due refresh one writes it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the binaries (cargo build --workspace --bins) and PostgreSQL; .ci/run runs it"]
+async fn a_token_is_refreshed_once_per_interval_across_replicas() {
+    let Some(Replicated {
+        auth,
+        catalog,
+        _dbs: dbs,
+        ..
+    }) = Replicated::start_with("refresh_replicas", |_| {
+        vec![
+            ("AUTH_TOKEN_AUTO_REFRESH".into(), "true".into()),
+            ("AUTH_TOKEN_MIN_REFRESH_SECS".into(), "1".into()),
+        ]
+    })
+    .await
+    else {
+        return;
+    };
+    let (_gateways, sides) = sides(&auth, &catalog).await;
+    let token = sides[0].user("refreshed").await;
+    let (_, before) = sides[1].get("/api/auth/tokens", &token).await;
+    let started = Instant::now();
+    let sides = Arc::new(sides);
+    let mut users = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let (sides, token) = (sides.clone(), token.clone());
+        users.spawn(async move {
+            let mut n = 0;
+            while started.elapsed() < Duration::from_secs(4) && n < 2_000 {
+                let (status, _) = sides[i % 2].get("/api/auth/me", &token).await;
+                assert_eq!(status, StatusCode::OK);
+                n += 1;
+            }
+        });
+    }
+    while let Some(done) = users.join_next().await {
+        done.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (_, after) = sides[0].get("/api/auth/tokens", &token).await;
+    let expiry = |list: &Value| {
+        chrono::DateTime::parse_from_rfc3339(list[0]["expiry"].as_str().unwrap()).unwrap()
+    };
+    assert!(expiry(&after) > expiry(&before), "{before} then {after}");
+    let refreshes: f64 = psql(
+        dbs.0.url(),
+        "SELECT count(*) FROM es_events WHERE event_type = 'TokenRefreshed'",
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    // Each refresh moves the expiry by more than 1 s of elapsed time.
+    assert!(
+        (1.0..=elapsed + 1.0).contains(&refreshes),
+        "{refreshes} refreshes in {elapsed:.1} s"
+    );
+    drop((auth, catalog));
 }

@@ -287,6 +287,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("logout").addEventListener("click", logOut);
   $("previous-page").addEventListener("click", () => { offset = Math.max(0, offset - PAGE); loadMovies(); });
   $("next-page").addEventListener("click", () => { offset += PAGE; loadMovies(); });
-  window.addEventListener("hashchange", show);
+  // A message belongs to the view that raised it.
+  window.addEventListener("hashchange", () => { say(""); show(); });
   show();
 });
