@@ -48,7 +48,29 @@ async fn a_registration_leaves_no_personal_data_in_the_log(loc: Location) {
         .unwrap();
     let again = app.login("zoë_unique", "password123").await.unwrap();
     assert_eq!(again.user.unwrap().username, "Zoë_Unique");
-    assert!(app.login("zoë_unique", "wrong-password").await.is_err());
+    // A named token, from a client the gateway describes: its address,
+    // agent and name are personal data too.
+    let mut named = tonic::Request::new(proto::auth::LoginRequest {
+        username: "zoë_unique".into(),
+        password: "password123".into(),
+        name: "Zoës-Laptop".into(),
+    });
+    for (key, value) in [
+        ("x-client-address", "198.51.100.77"),
+        ("x-client-user-agent", "ZoeBrowser/7.7"),
+    ] {
+        named.metadata_mut().insert(key, value.parse().unwrap());
+    }
+    app.client.clone().login(named).await.unwrap();
+    let mut wrong = tonic::Request::new(proto::auth::LoginRequest {
+        username: "zoë_unique".into(),
+        password: "wrong-password".into(),
+        ..Default::default()
+    });
+    wrong
+        .metadata_mut()
+        .insert("x-client-user-agent", "ZoeBrowser/7.7".parse().unwrap());
+    assert!(app.client.clone().login(wrong).await.is_err());
     app.logout(&again.token).await.unwrap();
     let me = app.authenticate(&session.token).await.unwrap();
     assert_eq!(me.email, "Zoe.Unique@Example.org");
@@ -63,6 +85,9 @@ async fn a_registration_leaves_no_personal_data_in_the_log(loc: Location) {
         "ω_other",
         "other@example.net",
         "$argon2",
+        "198.51.100.77",
+        "zoebrowser",
+        "zoës-laptop",
     ];
     for e in &events {
         let all = format!(
