@@ -59,6 +59,12 @@ pub struct Config {
     /// The write quota's sliding window, in seconds.
     #[arg(long, env, default_value_t = 60)]
     pub catalog_write_quota_window_secs: u64,
+    /// `m` of `?ordering=score` (IMDb's weighted rating): how many ratings
+    /// a movie needs before its own mean counts as much as the mean of
+    /// every rating. 10 keeps one lone 5 from topping the list, while a
+    /// movie rated by dozens ranks by its own mean.
+    #[arg(long, env, default_value_t = 10)]
+    pub catalog_score_min_votes: u64,
 }
 
 impl Config {

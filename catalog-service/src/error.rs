@@ -34,6 +34,9 @@ pub enum CatalogError {
     /// A rating-list cut that no answer of ours gave (bad tag length).
     #[error("invalid rating-list cut")]
     InvalidCut,
+    /// A movie-list cursor that no answer of ours gave for this ordering.
+    #[error("invalid cursor")]
+    InvalidCursor,
     /// The user added as many movies and ratings as the write quota allows
     /// in its window.
     #[error("write quota used up for {retry_after_secs} s")]
@@ -135,6 +138,8 @@ impl From<CatalogError> for Status {
             CatalogError::InvalidToken => Status::unauthenticated("Invalid token."),
             CatalogError::CannotRate => Status::permission_denied("You cant rate it "),
             CatalogError::NotFound => Status::not_found("Not found."),
+            // DRF's CursorPagination: 404 "Invalid cursor".
+            CatalogError::InvalidCursor => Status::not_found("Invalid cursor"),
             CatalogError::InvalidCut => Status::invalid_argument("cut: not one this service gave"),
             CatalogError::KeyReused => Status::failed_precondition(platform::KEY_REUSED),
             CatalogError::WriteQuota { retry_after_secs } => platform::throttled(retry_after_secs),

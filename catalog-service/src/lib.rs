@@ -60,8 +60,8 @@ pub struct Application {
     store: Arc<dyn EventStore>,
     view: Arc<Projection<CatalogView>>,
     identity: Identity,
-    /// Who may subscribe, and the per-user write quota.
-    subscribe: (SubscribeAccess, WriteQuota),
+    /// Who may subscribe, the per-user write quota, the score's votes.
+    policies: service::Policies,
     stages: Arc<Stages>,
 }
 
@@ -128,7 +128,11 @@ impl Application {
             store,
             view,
             identity,
-            subscribe: (subscribe, config.write_quota()),
+            policies: service::Policies {
+                subscribe,
+                quota: config.write_quota(),
+                score_min_votes: config.catalog_score_min_votes,
+            },
             stages,
         })
     }
@@ -144,7 +148,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartError> {
         let view = self.view.clone();
-        let service = CatalogGrpc::new(self.store, self.view, self.subscribe, self.stages.clone());
+        let service = CatalogGrpc::new(self.store, self.view, self.policies, self.stages.clone());
         let server = CatalogServiceServer::new(service)
             .max_decoding_message_size(platform::grpc::MAX_REQUEST_BYTES);
         let served = self

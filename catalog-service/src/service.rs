@@ -17,9 +17,9 @@ use platform::metrics::Stages;
 use proto::catalog::catalog_service_server::CatalogService;
 use proto::catalog::{Activity, ActivityKind};
 use proto::catalog::{
-    AddMovieRequest, AddMovieResponse, GetMovieRequest, GetMovieResponse, ListActivityRequest,
-    ListActivityResponse, ListMoviesRequest, ListMoviesResponse, ListRatingsRequest,
-    ListRatingsResponse, Movie, RateMovieRequest, RateMovieResponse, Rating,
+    AddMovieRequest, AddMovieResponse, FoundMovie, GetMovieRequest, GetMovieResponse,
+    ListActivityRequest, ListActivityResponse, ListMoviesRequest, ListMoviesResponse,
+    ListRatingsRequest, ListRatingsResponse, Movie, RateMovieRequest, RateMovieResponse, Rating,
     SubscribeEventsRequest, SubscribeEventsResponse,
 };
 use tonic::{Request, Response, Status};
@@ -30,7 +30,10 @@ use crate::domain::{
     RateMovie, RatingId, Text,
 };
 use crate::error::{CatalogError, Result};
-use crate::read_model::{CatalogView, Created, MovieListing, MovieRow, RatingRow, RatingsCut};
+use crate::read_model::finding::{Cursor, Ordering, Query, search_terms};
+use crate::read_model::{
+    CatalogView, Created, MovieListing, MovieRow, RatingRow, RatingsCut, Window,
+};
 use event_sourcing::read_model::ReadPoint;
 
 /// Who may call SubscribeEvents.
@@ -71,7 +74,21 @@ pub struct CatalogGrpc {
     rating_ids: IdSequence,
     subscribe: SubscribeAccess,
     quota: WriteQuota,
+    /// `m` of the score (`CATALOG_SCORE_MIN_VOTES`).
+    score_min_votes: u64,
     stages: Arc<Stages>,
+}
+
+/// What the catalog's answers are bound by: who may subscribe, the write
+/// quota, and the votes a score weighs a movie's own mean by.
+#[derive(Debug, Clone)]
+pub struct Policies {
+    /// Who may call SubscribeEvents.
+    pub subscribe: SubscribeAccess,
+    /// The per-user write quota.
+    pub quota: WriteQuota,
+    /// `CATALOG_SCORE_MIN_VOTES`.
+    pub score_min_votes: u64,
 }
 
 impl CatalogGrpc {
@@ -81,7 +98,7 @@ impl CatalogGrpc {
     pub fn new(
         store: Arc<dyn EventStore>,
         view: Arc<Projection<CatalogView>>,
-        (subscribe, quota): (SubscribeAccess, WriteQuota),
+        policies: Policies,
         stages: Arc<Stages>,
     ) -> Self {
         Self {
@@ -89,10 +106,55 @@ impl CatalogGrpc {
             view,
             movie_ids: IdSequence::new(MOVIE_IDS_STREAM, "Movie"),
             rating_ids: IdSequence::new(RATING_IDS_STREAM, "Rating"),
-            subscribe,
-            quota,
+            subscribe: policies.subscribe,
+            quota: policies.quota,
+            score_min_votes: policies.score_min_votes,
             stages,
         }
+    }
+
+    /// A find: the movies a search, threshold and ordering select, by
+    /// offset or by cursor, each with its statistics and score.
+    async fn find_movies(
+        &self,
+        request: &Request<ListMoviesRequest>,
+    ) -> Result<ListMoviesResponse> {
+        let r = request.get_ref();
+        let query = Query {
+            terms: search_terms(&r.search),
+            ordering: Ordering::parse(&r.ordering),
+            min_ratings: r.min_ratings,
+        };
+        let window = match &r.cursor {
+            None => Window::Offset {
+                limit: r.limit.map(|l| l as usize),
+                offset: r.offset as usize,
+            },
+            Some(text) => Window::Cursor {
+                cursor: match text.as_str() {
+                    "" => None,
+                    text => Some(
+                        Cursor::decode(text, &query.ordering).ok_or(CatalogError::InvalidCursor)?,
+                    ),
+                },
+                size: r.limit.map_or(CURSOR_PAGE, |l| l as usize),
+            },
+        };
+        let view = self.view_for(request).await?;
+        let scoring = view.movies.scoring(self.score_min_votes);
+        let found = view.movies.find(&query, scoring, &window);
+        let etag = view.movies.etag().to_vec();
+        drop(view);
+        let cursor_mode = r.cursor.is_some();
+        Ok(ListMoviesResponse {
+            movies: Vec::new(),
+            found: found.items.into_iter().map(found_message).collect(),
+            count: if cursor_mode { 0 } else { found.count as u64 },
+            etag,
+            not_modified: false,
+            next_cursor: found.next.map(|c| c.encode()).unwrap_or_default(),
+            previous_cursor: found.previous.map(|c| c.encode()).unwrap_or_default(),
+        })
     }
 
     /// The view as of the read point [`Authenticated`](crate::authenticated::Authenticated)
@@ -282,6 +344,8 @@ impl CatalogGrpc {
                     added_by: user,
                     rating_count: 0,
                     rating_sum: 0,
+                    // Only the list compares it; this row only answers.
+                    folded: Default::default(),
                 },
             })
         };
@@ -360,6 +424,19 @@ fn movie_message(m: MovieRow) -> Movie {
     }
 }
 
+/// A found movie: with its statistics and score.
+fn found_message((m, score): (MovieRow, Option<f64>)) -> FoundMovie {
+    FoundMovie {
+        rating_count: m.rating_count as i64,
+        rating_average: m.rating_average(),
+        score,
+        movie: Some(movie_message(m)),
+    }
+}
+
+/// The default page size of a cursor page without `limit`.
+const CURSOR_PAGE: usize = 100;
+
 /// The caller's own rating, with its user.
 fn rating_message(r: RatingRow) -> RateMovieResponse {
     Rating {
@@ -421,6 +498,9 @@ impl CatalogService for CatalogGrpc {
     ) -> Result<Response<ListMoviesResponse>, Status> {
         self.caller(&request)?;
         let r = request.get_ref();
+        if r.find || r.cursor.is_some() {
+            return Ok(Response::new(self.find_movies(&request).await?));
+        }
         let listing = self.view_for(&request).await?.movies.listing(
             r.limit.map(|l| l as usize),
             r.offset as usize,
@@ -428,16 +508,16 @@ impl CatalogService for CatalogGrpc {
         );
         Ok(Response::new(match listing {
             MovieListing::NotModified { etag, count } => ListMoviesResponse {
-                movies: Vec::new(),
                 count: count as u64,
                 etag: etag.to_vec(),
                 not_modified: true,
+                ..ListMoviesResponse::default()
             },
             MovieListing::Page { etag, page } => ListMoviesResponse {
                 movies: page.items.into_iter().map(movie_message).collect(),
                 count: page.count as u64,
                 etag: etag.to_vec(),
-                not_modified: false,
+                ..ListMoviesResponse::default()
             },
         }))
     }

@@ -92,6 +92,23 @@ impl ListQuery {
         }
     }
 
+    /// `base` with this query and `cursor` in place of any cursor or
+    /// offset, keys sorted (as DRF's cursor links).
+    pub fn cursor_url(&self, base: &str, cursor: &str) -> String {
+        let mut params: Vec<(String, String)> = self
+            .params
+            .iter()
+            .filter(|(k, _)| k != "cursor" && k != "offset")
+            .cloned()
+            .collect();
+        params.push(("cursor".into(), cursor.into()));
+        params.sort_by(|a, b| a.0.cmp(&b.0));
+        let query = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params)
+            .finish();
+        format!("{base}?{query}")
+    }
+
     /// `base` with this query, `limit` and `offset` replaced, keys sorted (as
     /// DRF's `replace_query_param`).
     fn url(&self, base: &str, limit: u64, offset: Option<u64>) -> String {

@@ -26,7 +26,11 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 /// whole into memory for a page (ask for JSON to get it).
 const MAX_SHOWN: usize = 1024 * 1024;
 
-/// The page, its script and style, and the browsable API's script.
+/// The page's icon (also at `/favicon.ico`, which browsers ask for on
+/// their own: a 404 there is a console error).
+const FAVICON: &str = include_str!("../web/favicon.svg");
+
+/// The page, its script and style, its icon, and the browsable API's script.
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     let asset =
         |body: &'static str, media: &'static str| move || async move { page_headers(media, body) };
@@ -52,6 +56,8 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
                 "text/javascript; charset=utf-8",
             )),
         )
+        .route("/favicon.ico", get(asset(FAVICON, "image/svg+xml")))
+        .route("/static/favicon.svg", get(asset(FAVICON, "image/svg+xml")))
         .route(
             "/static/app.css",
             get(asset(

@@ -126,11 +126,19 @@ function movieRow(movie) {
   return row;
 }
 
+// The list as the search box and the sort menu ask for it: a find, whose
+// items carry their averages (no request per movie).
+function moviesPath() {
+  const query = new URLSearchParams({ limit: PAGE, offset, ordering: $("find-ordering").value });
+  const search = $("find-search").value.trim();
+  if (search) query.set("search", search);
+  return `/api/auth/movies?${query}`;
+}
+
 async function loadMovies() {
-  const list = await api("GET", `/api/auth/movies?limit=${PAGE}&offset=${offset}`);
+  const list = await api("GET", moviesPath());
   if (list.status !== 200) return;
-  const details = await Promise.all(list.body.results.map((m) => api("GET", `/api/auth/movies/${m.id}`)));
-  const rows = details.filter((d) => d.status === 200).map((d) => movieRow(d.body));
+  const rows = list.body.results.map(movieRow);
   const body = $("movies").tBodies[0];
   // Keep the focus where it was when the rows are rebuilt.
   const focused = document.activeElement && document.activeElement.id;
@@ -283,6 +291,9 @@ document.addEventListener("DOMContentLoaded", () => {
   $("register-form").addEventListener("submit", (e) => { e.preventDefault(); signIn("register", "/api/auth/register"); });
   $("login-form").addEventListener("submit", (e) => { e.preventDefault(); signIn("login", "/api/auth/login"); });
   $("movie-form").addEventListener("submit", addMovie);
+  $("find-form").addEventListener("submit", (e) => { e.preventDefault(); offset = 0; loadMovies(); });
+  $("find-search").addEventListener("input", () => { offset = 0; loadMovies(); });
+  $("find-ordering").addEventListener("change", () => { offset = 0; loadMovies(); });
   $("password-form").addEventListener("submit", changePassword);
   $("logout").addEventListener("click", logOut);
   $("previous-page").addEventListener("click", () => { offset = Math.max(0, offset - PAGE); loadMovies(); });

@@ -101,6 +101,10 @@ def call(method, path, body=None, token=None, agent="page-test/1"):
         return e.code, None
 
 
+def shown_titles(driver):
+    return [td.text for td in driver.find_elements(By.CSS_SELECTOR, "#movies tr.movie td.title")]
+
+
 def session_rows(driver):
     return driver.find_elements(By.CSS_SELECTOR, "#sessions tbody tr")
 
@@ -120,6 +124,10 @@ def main():
     try:
         driver.get(BASE + "/")
         assert driver.title == "Movies", driver.title
+        wait(driver, ec.visibility_of_element_located((By.ID, "login-form")), "the page")
+        time.sleep(0.5)
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, f"console errors on load: {errors}"
         shot(driver, "start")
 
         # Field errors from the API, next to their fields.
@@ -138,6 +146,11 @@ def main():
         driver.find_element(By.XPATH, "//button[normalize-space()='Add movie']").click()
         text_shown(driver, "message", f"Added {title}")
         movie_row(driver, title)
+        other_title = f"Alpha {RUN}"
+        title_field.send_keys(other_title)
+        director_field.send_keys("Someone Else")
+        driver.find_element(By.XPATH, "//button[normalize-space()='Add movie']").click()
+        text_shown(driver, "message", f"Added {other_title}")
         shot(driver, "movie-added")
 
         token = driver.execute_script("return sessionStorage.getItem('movies.token')")
@@ -155,6 +168,24 @@ def main():
              "the average 4.0")
         assert movie_row(driver, title).find_element(By.CLASS_NAME, "count").text == "1"
         shot(driver, "rated")
+
+        # Search and sort: the search box narrows, the menu orders.
+        search = by_label(driver, "Search titles and directors")
+        search.send_keys("héat")
+        wait(driver, lambda d: shown_titles(d) == [title], "only the searched movie")
+        search.clear()
+        search.send_keys("zzzz-no-such-movie")
+        wait(driver, lambda d: d.find_element(By.ID, "movies-empty").is_displayed(), "no movie found")
+        search.clear()
+        search.send_keys(RUN)
+        sort = Select(by_label(driver, "Sort by"))
+        sort.select_by_visible_text("Title")
+        wait(driver, lambda d: shown_titles(d) == [other_title, title], "the titles in order")
+        sort.select_by_visible_text("Most rated")
+        wait(driver, lambda d: shown_titles(d) == [title, other_title], "the rated movie first")
+        shot(driver, "sorted")
+        search.clear()
+        search.send_keys(Keys.ENTER)
 
         # Rating twice is refused, and the page says so.
         row = movie_row(driver, title)

@@ -67,16 +67,23 @@ pub enum RegisterKeys {
     Forgotten,
 }
 
-/// `body` without what later releases added to an answer (and only that):
-/// since the sessions release, a login or logout entry of
-/// `/api/auth/me/activity` names its token's id (32 hex digits, as `/api/auth/tokens` lists it).
-/// Data of earlier releases holds no client, so nothing else is added.
-fn without_later_additions(path: &str, mut body: Value) -> Value {
+/// `body` without what later releases added to an answer that `recorded`
+/// (the same answer, as recorded) lacks, and only that: since the
+/// sessions release, a login or logout entry of `/api/auth/me/activity`
+/// names its token's id (32 hex digits, as `/api/auth/tokens` lists it).
+/// Data of earlier releases holds no client, so no address or agent is
+/// added; an answer recorded by this release keeps them all.
+fn without_later_additions(path: &str, mut body: Value, recorded: &Value) -> Value {
     if path != "/api/auth/me/activity" {
         return body;
     }
-    for entry in body.as_array_mut().into_iter().flatten() {
+    let entries = body.as_array_mut().into_iter().flatten();
+    let before = recorded.as_array().into_iter().flatten();
+    for (entry, before) in entries.zip(before) {
         let entry = entry.as_object_mut().expect("an activity entry");
+        if before.get("token").is_some() {
+            continue;
+        }
         if let Some(id) = entry.remove("token") {
             let kind = entry["kind"].as_str().unwrap_or_default();
             assert!(
@@ -89,7 +96,6 @@ fn without_later_additions(path: &str, mut body: Value) -> Value {
                 "{id}"
             );
         }
-        assert!(!entry.contains_key("address") && !entry.contains_key("user_agent"));
     }
     body
 }
@@ -112,8 +118,9 @@ pub async fn answers_as_recorded(expected: &Value, app: &TestApp, register_keys:
             "{path}: {}",
             a.text
         );
-        let body = without_later_additions(path, a.body);
-        assert_eq!(body, rebased(&read["body"]), "{path}");
+        let recorded = rebased(&read["body"]);
+        let body = without_later_additions(path, a.body, &recorded);
+        assert_eq!(body, recorded, "{path}");
     }
     for user in expected["users"].as_array().unwrap() {
         let name = user["username"].as_str().unwrap();

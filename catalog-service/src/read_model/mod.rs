@@ -3,10 +3,12 @@
 //! applies every event to each (as fmodel's `View::merge` combines views)
 //! and is saved as one snapshot.
 //! - [`movies`]: the movie list with each movie's rating statistics;
+//! - [`finding`]: search, ordering and cursors over it (DRF's filters);
 //! - [`ratings`]: the rating list, by movie, and its cuts;
 //! - activity: what each user did ([`Histories`]);
 //! - the [`KeyedIndex`] of what keyed commands created.
 
+pub mod finding;
 pub mod movies;
 pub mod ratings;
 
@@ -20,7 +22,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::domain::{CatalogEvent, MovieId, RatingId, UserId};
-pub use movies::{MovieList, MovieListing, MovieRow};
+pub use movies::{FoundPage, MovieList, MovieListing, MovieRow, Window};
 pub use ratings::{RatingList, RatingRow, RatingsCut};
 
 /// Every read model of the catalog, compact: a million ratings take about

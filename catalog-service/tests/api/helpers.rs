@@ -90,6 +90,7 @@ async fn start_catalog(
         catalog_snapshot_key: None,
         catalog_write_quota: 600,
         catalog_write_quota_window_secs: 60,
+        catalog_score_min_votes: 10,
     })
     .await
     .expect("catalog-service starts");

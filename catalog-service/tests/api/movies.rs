@@ -81,6 +81,7 @@ async fn a_list_request_with_the_current_tag_is_not_modified(stores: Stores) {
         limit,
         offset: 0,
         if_none_match: etag.to_vec(),
+        ..ListMoviesRequest::default()
     };
 
     // Same list: no rows, the same tag and count.

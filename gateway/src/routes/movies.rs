@@ -66,6 +66,48 @@ pub struct MovieIn {
     pub director: String,
 }
 
+/// A movie a find lists: with its statistics and score.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FoundMovieOut {
+    /// Its id.
+    pub id: i64,
+    /// Its title.
+    pub title: String,
+    /// Its director.
+    pub director: String,
+    /// How many ratings it has.
+    pub rating_count: i64,
+    /// The mean rating; null when unrated.
+    pub rating_average: Option<f64>,
+    /// The Bayesian average (IMDb's weighted rating, see README); null
+    /// while nothing at all is rated.
+    pub score: Option<f64>,
+}
+
+/// A cursor page (DRF's `CursorPagination`): no count.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CursorPage<R> {
+    /// The next page, if any.
+    pub next: Option<String>,
+    /// The previous page, if any.
+    pub previous: Option<String>,
+    /// The rows of this page.
+    pub results: R,
+}
+
+/// A find's answer: a plain array, a page when `limit` is given, or a
+/// cursor page when `cursor` is.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum FoundList {
+    /// Without `limit` or `cursor`.
+    All(Vec<FoundMovieOut>),
+    /// With `limit` (and `offset`).
+    Page(Paginated<Vec<FoundMovieOut>>),
+    /// With `cursor`.
+    Cursor(CursorPage<Vec<FoundMovieOut>>),
+}
+
 /// The movie list: a plain array, or a page when `limit` is given.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
@@ -84,12 +126,40 @@ fn movie_out(m: Movie) -> MovieOut {
     }
 }
 
-/// Every movie by id ascending; `?limit=L&offset=O` paginates.
+/// The parameters of a find, as the OpenAPI document declares them.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code, reason = "declares the parameters; never built")]
+pub struct FindParams {
+    /// DRF's `SearchFilter`: terms split on whitespace and commas; each
+    /// must be in the title or the director (case- and accent-insensitive).
+    search: Option<String>,
+    /// DRF's `OrderingFilter`: comma-separated fields of `id`, `title`,
+    /// `director`, `rating_count`, `rating_average`, `score`; `-` for
+    /// descending; unknown fields ignored; ties by id.
+    ordering: Option<String>,
+    /// Only movies with at least this many ratings.
+    min_ratings: Option<u64>,
+    /// DRF's `CursorPagination`: empty for the first page, then the
+    /// `next`/`previous` links' cursors; `limit` movies a page (100).
+    cursor: Option<String>,
+}
+
+/// The find parameters: any of them makes a list a find.
+const FIND_PARAMS: [&str; 4] = ["search", "ordering", "min_ratings", "cursor"];
+
+/// Every movie by id ascending; `?limit=L&offset=O` paginates. With any of
+/// `search`, `ordering`, `min_ratings` or `cursor` it is a find (see
+/// README, "Finding movies"): each movie also has `rating_count`,
+/// `rating_average` and `score`; without them the answer is as it always
+/// was.
 #[utoipa::path(get, path = "/api/auth/movies", tag = "movies", security(("token" = [])),
-    params(crate::pagination::Page),
+    params(crate::pagination::Page, FindParams),
     responses(
         (status = 200, description = "The movies", body = MovieList),
+        (status = 400, description = "A min_ratings that is not a whole number", body = FieldErrors),
         (status = 401, description = "Missing or invalid token", body = Detail),
+        (status = 404, description = "A cursor that no answer gave for this ordering", body = Detail),
     ))]
 pub async fn list_movies(
     State(state): State<AppState>,
@@ -97,6 +167,9 @@ pub async fn list_movies(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = ListQuery::parse(query.as_deref());
+    if FIND_PARAMS.iter().any(|p| q.get(p).is_some()) {
+        return Ok(Json(find_movies(&state, &caller, &q).await?).into_response());
+    }
     let key = (q.limit, if q.limit.is_some() { q.offset } else { 0 });
     let kept = state.movie_lists.get(&key);
     let b = &state.backends;
@@ -104,6 +177,7 @@ pub async fn list_movies(
         limit: key.0,
         offset: key.1,
         if_none_match: kept.as_ref().map(|k| k.etag.clone()).unwrap_or_default(),
+        ..ListMoviesRequest::default()
     };
     let answer = b
         .read(|| {
@@ -174,6 +248,74 @@ pub async fn add_movie(
     let request = key.attach(b.request(AddMovieRequest { title, director }, Some(&caller)));
     let (limit, movie) = b.write(b.catalog.clone().add_movie(request)).await?;
     Ok((StatusCode::CREATED, limit, Json(movie_out(movie.into()))))
+}
+
+/// A find: search, threshold, ordering, by offset or by cursor.
+async fn find_movies(
+    state: &AppState,
+    caller: &Caller,
+    q: &ListQuery,
+) -> Result<FoundList, ApiError> {
+    let min_ratings = match q.get("min_ratings").map(str::trim) {
+        None | Some("") => 0,
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|_| ApiError::field("min_ratings", "A valid integer is required."))?,
+    };
+    let cursor = q.get("cursor").map(str::to_owned);
+    let message = ListMoviesRequest {
+        limit: q.limit,
+        offset: if q.limit.is_some() { q.offset } else { 0 },
+        search: q.get("search").unwrap_or_default().to_owned(),
+        ordering: q.get("ordering").unwrap_or_default().to_owned(),
+        min_ratings,
+        cursor: cursor.clone(),
+        find: true,
+        ..ListMoviesRequest::default()
+    };
+    let b = &state.backends;
+    let answer = b
+        .read(|| {
+            let (mut catalog, request) =
+                (b.catalog.clone(), b.request(message.clone(), Some(caller)));
+            async move { catalog.list_movies(request).await }
+        })
+        .await
+        .map_err(|e| match e {
+            // The only thing a find does not find: the cursor.
+            ApiError::Grpc(s) if s.code() == tonic::Code::NotFound => {
+                ApiError::detail(StatusCode::NOT_FOUND, "Invalid cursor")
+            }
+            e => e,
+        })?;
+    let rows: Vec<FoundMovieOut> = answer
+        .found
+        .into_iter()
+        .map(|f| {
+            let m = f.movie.unwrap_or_default();
+            FoundMovieOut {
+                id: m.id,
+                title: m.title,
+                director: m.director,
+                rating_count: f.rating_count,
+                rating_average: f.rating_average,
+                score: f.score,
+            }
+        })
+        .collect();
+    let base = absolute_url(state, "/api/auth/movies");
+    Ok(if cursor.is_some() {
+        let link = |c: String| (!c.is_empty()).then(|| q.cursor_url(&base, &c));
+        FoundList::Cursor(CursorPage {
+            next: link(answer.next_cursor),
+            previous: link(answer.previous_cursor),
+            results: rows,
+        })
+    } else if q.limit.is_some() {
+        FoundList::Page(q.page(&base, answer.count, rows))
+    } else {
+        FoundList::All(rows)
+    })
 }
 
 /// One movie with its statistics.
