@@ -76,6 +76,12 @@ enum Command {
         /// Total requests per second to pace at (0: as fast as possible).
         #[arg(long, default_value_t = 0.0)]
         rate: f64,
+        /// The path the `get` scenario asks for.
+        #[arg(long, default_value = "/api/auth/movies?limit=20")]
+        path: String,
+        /// Skip adding the 100 movies (the store is filled already).
+        #[arg(long)]
+        no_movies: bool,
     },
 }
 
@@ -89,6 +95,8 @@ enum Scenario {
     Login,
     /// POST /api/auth/register, each a new user.
     Register,
+    /// Authenticated GET of `--path` (any 200 counts).
+    Get,
 }
 
 fn movies_json() -> Bytes {
@@ -289,6 +297,8 @@ async fn run(command: Command) -> Result<(), SetupError> {
             connections,
             seconds,
             rate,
+            path,
+            no_movies,
         } => {
             let addr = url
                 .trim_start_matches("http://")
@@ -304,7 +314,7 @@ async fn run(command: Command) -> Result<(), SetupError> {
             } else {
                 user(&mut setup, &format!("adder{run_id}")).await?
             };
-            let ids = if bare {
+            let ids = if bare || no_movies {
                 vec![]
             } else {
                 movies(&mut setup, &adder, 100).await?
@@ -342,55 +352,64 @@ async fn run(command: Command) -> Result<(), SetupError> {
                 let w = workers.lock().expect("unpoisoned").pop();
                 async move { w.expect("one worker per connection") }
             };
-            let op = move |mut w: Worker| async move {
-                let sent = match scenario {
-                    Scenario::Movies => w
-                        .conn
-                        .send(Method::GET, "/api/auth/movies", Some(&w.token), None)
-                        .await
-                        .map(|(s, b)| s == StatusCode::OK && b.len() > 1000),
-                    Scenario::Rating => {
-                        let Some(movie) = w.to_rate.pop() else {
-                            // Out of fresh pairs: count a failure without spinning.
-                            tokio::time::sleep(Duration::from_millis(1)).await;
-                            return (w, false);
-                        };
-                        let body = json!({"movie": movie, "rating": 4});
-                        w.conn
-                            .send(Method::POST, "/api/auth/rating", Some(&w.token), Some(body))
+            let path: Arc<str> = path.into();
+            let op = move |mut w: Worker| {
+                let path = path.clone();
+                async move {
+                    let sent = match scenario {
+                        Scenario::Get => w
+                            .conn
+                            .send(Method::GET, &path, Some(&w.token), None)
                             .await
-                            .map(|(s, _)| s == StatusCode::CREATED)
-                    }
-                    Scenario::Login => {
-                        let body = json!({"username": w.name, "password": "password123"});
-                        w.conn
-                            .send(Method::POST, "/api/auth/login", None, Some(body))
+                            .map(|(s, _)| s == StatusCode::OK),
+                        Scenario::Movies => w
+                            .conn
+                            .send(Method::GET, "/api/auth/movies", Some(&w.token), None)
                             .await
-                            .map(|(s, _)| s == StatusCode::OK)
-                    }
-                    Scenario::Register => {
-                        w.registered += 1;
-                        let name = format!("{}r{}", w.name, w.registered);
-                        let body = json!({"username": name, "email": format!("{name}@example.com"), "password": "password123"});
-                        w.conn
-                            .send(Method::POST, "/api/auth/register", None, Some(body))
-                            .await
-                            .map(|(s, _)| s == StatusCode::OK)
-                    }
-                };
-                let ok = match sent {
-                    Ok(ok) => ok,
-                    Err(_) => {
-                        // The connection broke: count an error, and open a
-                        // new one (pausing if the server is gone).
-                        match Conn::open(&w.addr).await {
-                            Ok(conn) => w.conn = conn,
-                            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                            .map(|(s, b)| s == StatusCode::OK && b.len() > 1000),
+                        Scenario::Rating => {
+                            let Some(movie) = w.to_rate.pop() else {
+                                // Out of fresh pairs: count a failure without spinning.
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                                return (w, false);
+                            };
+                            let body = json!({"movie": movie, "rating": 4});
+                            w.conn
+                                .send(Method::POST, "/api/auth/rating", Some(&w.token), Some(body))
+                                .await
+                                .map(|(s, _)| s == StatusCode::CREATED)
                         }
-                        false
-                    }
-                };
-                (w, ok)
+                        Scenario::Login => {
+                            let body = json!({"username": w.name, "password": "password123"});
+                            w.conn
+                                .send(Method::POST, "/api/auth/login", None, Some(body))
+                                .await
+                                .map(|(s, _)| s == StatusCode::OK)
+                        }
+                        Scenario::Register => {
+                            w.registered += 1;
+                            let name = format!("{}r{}", w.name, w.registered);
+                            let body = json!({"username": name, "email": format!("{name}@example.com"), "password": "password123"});
+                            w.conn
+                                .send(Method::POST, "/api/auth/register", None, Some(body))
+                                .await
+                                .map(|(s, _)| s == StatusCode::OK)
+                        }
+                    };
+                    let ok = match sent {
+                        Ok(ok) => ok,
+                        Err(_) => {
+                            // The connection broke: count an error, and open a
+                            // new one (pausing if the server is gone).
+                            match Conn::open(&w.addr).await {
+                                Ok(conn) => w.conn = conn,
+                                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                            }
+                            false
+                        }
+                    };
+                    (w, ok)
+                }
             };
             let result = run_for(
                 connections,

@@ -1,7 +1,8 @@
 //! The movie list: every movie by id, with its rating statistics, and the
 //! list's tag (what `GET` answers `304 Not Modified` from).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use event_sourcing::read_model::snapshot::{Damaged, Decoder, Encoder};
 use serde::Serialize;
@@ -52,6 +53,47 @@ pub struct MovieList {
     /// toward (derived).
     #[serde(skip)]
     rated: (u64, u64),
+    /// Finds' orders, kept until the next event (derived).
+    #[serde(skip)]
+    orders: Orders,
+}
+
+/// The most finds' orders kept, and the most ids in them all (8 bytes
+/// each): what the distinct finds of outsiders can make us hold.
+const MAX_ORDERS: usize = 32;
+/// See [`MAX_ORDERS`].
+const MAX_ORDERED_IDS: usize = 2_000_000;
+
+/// The full orders of recent finds, by query: valid for the list as it is,
+/// so every event applied clears them (`apply` has the list to itself).
+/// Past [`MAX_ORDERS`] or [`MAX_ORDERED_IDS`], all are dropped at once.
+#[derive(Debug, Default)]
+struct Orders(Mutex<HashMap<String, Arc<[MovieId]>>>);
+
+impl Orders {
+    fn get(&self, key: &str) -> Option<Arc<[MovieId]>> {
+        self.lock().get(key).cloned()
+    }
+
+    fn put(&self, key: String, order: Arc<[MovieId]>) {
+        let mut kept = self.lock();
+        let held: usize = kept.values().map(|o| o.len()).sum();
+        if kept.len() >= MAX_ORDERS || held + order.len() > MAX_ORDERED_IDS {
+            kept.clear();
+        }
+        kept.insert(key, order);
+    }
+
+    fn clear(&mut self) {
+        let kept = self.0.get_mut().unwrap_or_else(|p| p.into_inner());
+        if !kept.is_empty() {
+            kept.clear();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<[MovieId]>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Which part of a found list to answer.
@@ -110,6 +152,7 @@ impl MovieList {
     /// Folds one event: a movie added, or a rating counted in its movie's
     /// statistics.
     pub(super) fn apply(&mut self, event: CatalogEvent) {
+        self.orders.clear();
         match event {
             CatalogEvent::MovieAdded {
                 id,
@@ -179,10 +222,85 @@ impl MovieList {
     }
 
     /// The movies `query` finds, in its order, the `window` of them, each
-    /// with its score under `scoring`. A scan of every movie: the search,
-    /// threshold and scores change with every rating; only the page is
-    /// sorted in full (the rest is partitioned around it).
+    /// with its score under `scoring`. The whole order is made once (a
+    /// scan and a sort) and kept until the list changes (see [`Orders`]):
+    /// repeated finds, pages and cursor walks over unchanged data are
+    /// slices and binary searches of it.
     pub fn find(&self, query: &Query, scoring: Scoring, window: &Window) -> FoundPage {
+        let order = self.order_of(query, scoring);
+        let sorted = |id: &MovieId| {
+            let row = &self.rows[id];
+            Sorted {
+                found: Found {
+                    row,
+                    score: scoring.score(row.rating_count, row.rating_sum),
+                },
+                folded: &row.folded,
+            }
+        };
+        let count = order.len();
+        let (range, next, previous) = match window {
+            Window::Offset { limit, offset } => {
+                let end = limit.map_or(count, |l| offset.saturating_add(l).min(count));
+                ((*offset).min(end)..end, None, None)
+            }
+            Window::Cursor { cursor, size } => {
+                let size = (*size).max(1);
+                let range = match cursor {
+                    None => 0..size.min(count),
+                    Some(c) if c.reverse => {
+                        // The last `size` before the boundary.
+                        let end = order.partition_point(|id| {
+                            query.compare_key(&c.key, &sorted(id)) == std::cmp::Ordering::Greater
+                        });
+                        end.saturating_sub(size)..end
+                    }
+                    Some(c) => {
+                        // The first `size` after the boundary.
+                        let start = order.partition_point(|id| {
+                            query.compare_key(&c.key, &sorted(id)) != std::cmp::Ordering::Less
+                        });
+                        start..start.saturating_add(size).min(count)
+                    }
+                };
+                let make = |id: &MovieId, reverse| Cursor {
+                    ordering: query.ordering.canonical(),
+                    key: query.key_of(&sorted(id)),
+                    reverse,
+                };
+                let next = (range.end < count && !range.is_empty())
+                    .then(|| make(&order[range.end - 1], false));
+                let previous =
+                    (range.start > 0 && !range.is_empty()).then(|| make(&order[range.start], true));
+                (range, next, previous)
+            }
+        };
+        FoundPage {
+            items: order[range]
+                .iter()
+                .map(|id| {
+                    let s = sorted(id);
+                    (s.found.row.clone(), s.found.score)
+                })
+                .collect(),
+            count,
+            next,
+            previous,
+        }
+    }
+
+    /// The ids `query` finds, in its order: kept, or made now and kept.
+    fn order_of(&self, query: &Query, scoring: Scoring) -> Arc<[MovieId]> {
+        let key = format!(
+            "{:?}|{}|{}|{}",
+            query.terms,
+            query.ordering.canonical(),
+            query.min_ratings,
+            scoring.min_votes
+        );
+        if let Some(kept) = self.orders.get(&key) {
+            return kept;
+        }
         let mut found: Vec<Sorted<'_>> = self
             .rows
             .values()
@@ -195,72 +313,10 @@ impl MovieList {
                 folded: &row.folded,
             })
             .collect();
-        let count = found.len();
-        let order = |a: &Sorted<'_>, b: &Sorted<'_>| query.compare(a, b);
-        let (page, next, previous) = match window {
-            Window::Offset { limit, offset } => {
-                let end = limit.map_or(count, |l| offset.saturating_add(l).min(count));
-                let start = (*offset).min(end);
-                sort_prefix(&mut found, end, order);
-                (found.drain(start..end).collect::<Vec<_>>(), None, None)
-            }
-            Window::Cursor { cursor, size } => {
-                let size = (*size).max(1);
-                let reverse = cursor.as_ref().is_some_and(|c| c.reverse);
-                if let Some(c) = cursor {
-                    // Only the movies past the boundary, in the page's
-                    // direction.
-                    found.retain(|s| {
-                        let side = query.compare_key(&c.key, s);
-                        if c.reverse {
-                            side == std::cmp::Ordering::Greater
-                        } else {
-                            side == std::cmp::Ordering::Less
-                        }
-                    });
-                }
-                let beyond = found.len() > size;
-                let page = if reverse {
-                    // The last `size` before the boundary.
-                    let flipped = |a: &Sorted<'_>, b: &Sorted<'_>| order(b, a);
-                    let n = size.min(found.len());
-                    sort_prefix(&mut found, n, flipped);
-                    found.truncate(size);
-                    found.reverse();
-                    found
-                } else {
-                    let n = size.min(found.len());
-                    sort_prefix(&mut found, n, order);
-                    found.truncate(size);
-                    found
-                };
-                let ordering = query.ordering.canonical();
-                let make = |s: &Sorted<'_>, reverse| Cursor {
-                    ordering: ordering.clone(),
-                    key: query.key_of(s),
-                    reverse,
-                };
-                // Forward: a next page if more remain; a previous one if a
-                // boundary was given. Backwards: the mirror.
-                let (has_next, has_previous) = if reverse {
-                    (true, beyond)
-                } else {
-                    (beyond, cursor.is_some())
-                };
-                let next = page.last().filter(|_| has_next).map(|s| make(s, false));
-                let previous = page.first().filter(|_| has_previous).map(|s| make(s, true));
-                (page, next, previous)
-            }
-        };
-        FoundPage {
-            items: page
-                .into_iter()
-                .map(|s| (s.found.row.clone(), s.found.score))
-                .collect(),
-            count,
-            next,
-            previous,
-        }
+        found.sort_unstable_by(|a, b| query.compare(a, b));
+        let order: Arc<[MovieId]> = found.iter().map(|s| s.found.row.id).collect();
+        self.orders.put(key, order.clone());
+        order
     }
 
     /// Names the list's content: it changes with every movie added, and
@@ -329,18 +385,6 @@ impl MovieList {
     }
 }
 
-/// Sorts the first `n` of `items` by `order` (the smallest `n`, in
-/// order); the rest are left after them, unsorted.
-fn sort_prefix<T>(items: &mut [T], n: usize, order: impl Fn(&T, &T) -> std::cmp::Ordering) {
-    if n == 0 {
-        return;
-    }
-    if n < items.len() {
-        items.select_nth_unstable_by(n - 1, &order);
-    }
-    items[..n].sort_unstable_by(&order);
-}
-
 /// The next movie-list tag: `previous` extended by one movie, each field
 /// length-prefixed so that no two different lists hash the same input.
 fn chain_movie(previous: &[u8; 32], id: i64, title: &str, director: &str) -> [u8; 32] {
@@ -352,4 +396,103 @@ fn chain_movie(previous: &[u8; 32], id: i64, title: &str, director: &str) -> [u8
         h.update(text.as_bytes());
     }
     h.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Rating;
+    use crate::read_model::finding::{Ordering, search_terms};
+
+    fn list(n: i64) -> MovieList {
+        let mut list = MovieList::default();
+        for id in 1..=n {
+            list.apply(CatalogEvent::MovieAdded {
+                id: MovieId(id),
+                title: format!("Film {}", (id * 7) % n),
+                director: format!("Director {}", id % 3),
+                added_by: UserId(1),
+            });
+        }
+        list
+    }
+
+    fn ids(page: &FoundPage) -> Vec<i64> {
+        page.items.iter().map(|(m, _)| m.id.0).collect()
+    }
+
+    /// Every page of a cursor walk, forwards and back, is the matching
+    /// slice of the whole order; nothing is skipped or repeated.
+    #[test]
+    fn cursor_pages_are_slices_of_the_whole_order_both_ways() {
+        let list = list(23);
+        let query = Query {
+            ordering: Ordering::parse("-director,title"),
+            ..Query::default()
+        };
+        let scoring = list.scoring(10);
+        let all = Window::Offset {
+            limit: None,
+            offset: 0,
+        };
+        let whole = ids(&list.find(&query, scoring, &all));
+        assert_eq!(whole.len(), 23);
+        let mut pages = vec![];
+        let mut cursor = None;
+        loop {
+            let window = Window::Cursor { cursor, size: 5 };
+            let page = list.find(&query, scoring, &window);
+            pages.push((ids(&page), page.previous.clone()));
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let walked: Vec<i64> = pages.iter().flat_map(|(p, _)| p.clone()).collect();
+        assert_eq!(walked, whole);
+        assert!(pages[0].1.is_none(), "no previous page before the first");
+        // Back from each page: the page before it.
+        for i in 1..pages.len() {
+            let back = Window::Cursor {
+                cursor: pages[i].1.clone(),
+                size: 5,
+            };
+            assert_eq!(ids(&list.find(&query, scoring, &back)), pages[i - 1].0);
+        }
+    }
+
+    /// A kept order is dropped by the next event: a find after a rating
+    /// or a new movie sees it.
+    #[test]
+    fn kept_orders_do_not_outlive_a_change() {
+        let mut list = list(5);
+        let query = Query {
+            terms: search_terms("film"),
+            ordering: Ordering::parse("-rating_count"),
+            min_ratings: 0,
+        };
+        let first = Window::Offset {
+            limit: Some(1),
+            offset: 0,
+        };
+        assert_eq!(ids(&list.find(&query, list.scoring(10), &first)), [1]);
+        list.apply(CatalogEvent::MovieRated {
+            id: crate::domain::RatingId(1),
+            movie: MovieId(4),
+            user: UserId(2),
+            rating: Rating::from_stored(3),
+        });
+        assert_eq!(ids(&list.find(&query, list.scoring(10), &first)), [4]);
+        list.apply(CatalogEvent::MovieAdded {
+            id: MovieId(6),
+            title: "Film new".into(),
+            director: "D".into(),
+            added_by: UserId(1),
+        });
+        let all = Window::Offset {
+            limit: None,
+            offset: 0,
+        };
+        assert_eq!(list.find(&query, list.scoring(10), &all).count, 6);
+    }
 }
