@@ -9,7 +9,10 @@
 # Per round, each in turn: today's GET /api/auth/movies?limit=20 (the
 # baseline), ?ordering=-score&limit=20 and ?search=<term>&limit=20;
 # then medians with the ratio to the baseline, a cursor walk of every
-# movie in pages of 100 (its time), and the stack's RSS after the load.
+# movie in pages of 100 (its time), the first find after a rating, and
+# the stack's RSS; with OLD_MOVIES=<a movies binary of an earlier build>,
+# that binary's RSS on the same data after the same warm-up (snapshots off
+# for both: a replay, so each builds its read models the same way).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
@@ -28,12 +31,27 @@ mkdir -p "$work/data"
 echo "filling $movies movies and $ratings ratings"
 "$bin/fill-store" --catalog-store-url "sqlite://$work/data/catalog.db" \
   --auth-store-url "sqlite://$work/data/auth.db" --movies "$movies" --ratings "$ratings"
-(cd "$work" && RUST_LOG=warn AUTH_HASH_QUEUE=100000 GATEWAY_AUTH_PER_MINUTE=100000000 \
-  GATEWAY_AUTH_BURST=100000000 GATEWAY_AUTH_CONCURRENCY=100000 CATALOG_WRITE_QUOTA=0 \
-  AUTH_METRICS_LISTEN=off CATALOG_METRICS_LISTEN=off GATEWAY_METRICS_LISTEN=off \
-  exec "$bin/movies" --gateway-listen 127.0.0.1:8010) & stack=$!
-for _ in $(seq 1 600); do curl -sf -o /dev/null http://127.0.0.1:8010/readyz && break; sleep 0.2; done
-curl -sf -o /dev/null http://127.0.0.1:8010/readyz || { echo "the stack never got ready" >&2; exit 1; }
+# Starts `$1` (a movies binary) on a copy of the filled data.
+start() {
+  rm -rf "$work/run" && mkdir "$work/run" && cp -r "$work/data" "$work/run/data"
+  (cd "$work/run" && RUST_LOG=warn AUTH_HASH_QUEUE=100000 GATEWAY_AUTH_PER_MINUTE=100000000 \
+    GATEWAY_AUTH_BURST=100000000 GATEWAY_AUTH_CONCURRENCY=100000 CATALOG_WRITE_QUOTA=0 \
+    AUTH_METRICS_LISTEN=off CATALOG_METRICS_LISTEN=off GATEWAY_METRICS_LISTEN=off \
+    AUTH_SNAPSHOT=off CATALOG_SNAPSHOT=off exec "$1" --gateway-listen 127.0.0.1:8010) & stack=$!
+  for _ in $(seq 1 600); do curl -sf -o /dev/null http://127.0.0.1:8010/readyz && break; sleep 0.2; done
+  curl -sf -o /dev/null http://127.0.0.1:8010/readyz || { echo "the stack never got ready" >&2; exit 1; }
+  # The same warm-up for every binary: today's list, 3 s.
+  "$bin/loadgen" run --url http://127.0.0.1:8010 --scenario get --no-movies --seconds 3 >/dev/null
+}
+rss() { awk '/VmRSS/ {print $2}' "/proc/$stack/status"; }
+if [ -n "${OLD_MOVIES:-}" ]; then
+  # The read models' memory before this change, on the same data.
+  start "$OLD_MOVIES"
+  old_rss=$(rss)
+  kill "$stack"; wait "$stack" 2>/dev/null || true; stack=""
+fi
+start "$bin/movies"
+new_rss=$(rss)
 
 declare -A rps p99
 cases="baseline:/api/auth/movies?limit=20 score:/api/auth/movies?ordering=-score&limit=20 search:/api/auth/movies?search=director%2042&limit=20"
@@ -89,4 +107,7 @@ for movie in range(1, 8):
 median = lambda xs: sorted(xs)[len(xs) // 2] * 1000
 print(f"the first find after a rating: {median(misses):.1f} ms; the next: {median(hits):.1f} ms (medians of 7)")
 EOF
-echo "stack RSS after the load: $(awk '/VmRSS/ {print $2, $3}' /proc/$stack/status)"
+echo "stack RSS after the warm-up: $new_rss kB; after the finds: $(rss) kB"
+if [ -n "${old_rss:-}" ]; then
+  echo "OLD_MOVIES after the same warm-up: $old_rss kB: $(awk -v a="$new_rss" -v b="$old_rss" 'BEGIN {printf "%+.1f %%", (a - b) * 100 / b}')"
+fi
