@@ -9,6 +9,7 @@
 //! test explicitly.
 
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -849,6 +850,77 @@ async fn replicas_show_each_others_writes_at_once() {
             assert_eq!(side.get("/api/auth/me", &kept).await.0, StatusCode::OK);
         }
         w.login(&name, "password456").await;
+    }
+
+    // Finding: the same search, orderings, threshold and cursor pages
+    // through either catalog replica, at once after a write through the
+    // other; a cursor walk crosses sides page by page.
+    let finder = b.user("finder").await;
+    for (title, director) in [
+        ("Amélie", "Jeunet"),
+        ("Ran", "Kurosawa"),
+        ("Ikiru", "KUROSAWA"),
+    ] {
+        let body = json!({"title": title, "director": director});
+        let added = b.post("/api/auth/movies", Some(&finder), body).await;
+        assert!(matches!(added, Outcome::Acked(_)), "{added:?}");
+    }
+    for path in [
+        "/api/auth/movies?search=amelie",
+        "/api/auth/movies?search=kurosawa&ordering=-title",
+        "/api/auth/movies?ordering=-score,title&limit=5&offset=1",
+        "/api/auth/movies?min_ratings=1&ordering=-rating_count",
+    ] {
+        // Links name each gateway's own address: compare without it.
+        let mut answers = vec![];
+        for side in [a, b] {
+            let (status, body) = side.get(path, &finder).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            answers.push(body.to_string().replace(&side.base, ""));
+        }
+        assert_eq!(answers[0], answers[1], "{path}");
+    }
+    let (_, found) = a.get("/api/auth/movies?search=amelie", &finder).await;
+    assert_eq!(found[0]["title"], "Amélie");
+    let (_, found) = a
+        .get("/api/auth/movies?search=kurosawa&ordering=-title", &finder)
+        .await;
+    let titles: Vec<&str> = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["Ran", "Ikiru"]);
+    let (_, before) = a.get("/api/auth/movies", &finder).await;
+    let before: Vec<i64> = before
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_i64().unwrap())
+        .collect();
+    let mut url = "/api/auth/movies?cursor=&limit=4&ordering=title".to_owned();
+    let mut walked = HashSet::new();
+    for page in 0..100 {
+        let side = &sides[page % 2];
+        let (status, body) = side.get(&url, &finder).await;
+        assert_eq!(status, StatusCode::OK, "{url}");
+        for m in body["results"].as_array().unwrap() {
+            assert!(walked.insert(m["id"].as_i64().unwrap()), "repeated {m}");
+        }
+        // A movie added through the other side meanwhile.
+        let body_new = json!({"title": format!("Zz walk {page}"), "director": "D"});
+        let added = sides[(page + 1) % 2]
+            .post("/api/auth/movies", Some(&finder), body_new)
+            .await;
+        assert!(matches!(added, Outcome::Acked(_)), "{added:?}");
+        match body["next"].as_str() {
+            Some(next) => url = next.strip_prefix(&side.base).unwrap().to_owned(),
+            None => break,
+        }
+    }
+    for id in &before {
+        assert!(walked.contains(id), "the walk skipped movie {id}");
     }
 
     // The same data through either replica: the same ETag (tags are made
