@@ -2,7 +2,7 @@
 //! list's tag (what `GET` answers `304 Not Modified` from).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 use event_sourcing::read_model::snapshot::{Damaged, Decoder, Encoder};
 use serde::Serialize;
@@ -67,16 +67,18 @@ const MAX_ORDERED_IDS: usize = 2_000_000;
 /// The full orders of recent finds, by query: valid for the list as it is,
 /// so every event applied clears them (`apply` has the list to itself).
 /// Past [`MAX_ORDERS`] or [`MAX_ORDERED_IDS`], all are dropped at once.
+/// Read-locked: concurrent finds of kept orders do not wait on each other.
 #[derive(Debug, Default)]
-struct Orders(Mutex<HashMap<String, Arc<[MovieId]>>>);
+struct Orders(RwLock<HashMap<String, Arc<[MovieId]>>>);
 
 impl Orders {
     fn get(&self, key: &str) -> Option<Arc<[MovieId]>> {
-        self.lock().get(key).cloned()
+        let kept = self.0.read().unwrap_or_else(|p| p.into_inner());
+        kept.get(key).cloned()
     }
 
     fn put(&self, key: String, order: Arc<[MovieId]>) {
-        let mut kept = self.lock();
+        let mut kept = self.0.write().unwrap_or_else(|p| p.into_inner());
         let held: usize = kept.values().map(|o| o.len()).sum();
         if kept.len() >= MAX_ORDERS || held + order.len() > MAX_ORDERED_IDS {
             kept.clear();
@@ -89,10 +91,6 @@ impl Orders {
         if !kept.is_empty() {
             kept.clear();
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<[MovieId]>>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

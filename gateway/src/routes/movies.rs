@@ -84,8 +84,10 @@ pub struct FoundMovieOut {
     pub score: Option<f64>,
 }
 
-/// A cursor page (DRF's `CursorPagination`): no count.
+/// A cursor page (DRF's `CursorPagination`): no count. (No other field
+/// either, as the schema says: a page with a count is not one.)
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CursorPage<R> {
     /// The next page, if any.
     pub next: Option<String>,
@@ -106,6 +108,43 @@ pub enum FoundList {
     Page(Paginated<Vec<FoundMovieOut>>),
     /// With `cursor`.
     Cursor(CursorPage<Vec<FoundMovieOut>>),
+}
+
+/// What `GET /api/auth/movies` answers, as the OpenAPI document declares
+/// it: the list as it always was (a plain array, or a page), or a find's
+/// answer (a plain array, a page, or a cursor page, of movies with their
+/// statistics). `anyOf`, not `oneOf`: a page of found movies is also a
+/// page of movies, and an empty list is both.
+pub struct MoviesAnswer;
+
+impl utoipa::PartialSchema for MoviesAnswer {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::Ref;
+        utoipa::openapi::schema::AnyOfBuilder::new()
+            .item(Ref::from_schema_name(MovieList::name()))
+            .item(Ref::from_schema_name(FoundList::name()))
+            .description(Some(
+                "The movies: without find parameters a plain array, or a page with `limit`; \
+                 with them, the same of found movies (with their statistics), or a cursor \
+                 page with `cursor`.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for MoviesAnswer {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        schemas.push((MovieList::name().into(), MovieList::schema()));
+        schemas.push((FoundList::name().into(), FoundList::schema()));
+        <MovieList as ToSchema>::schemas(schemas);
+        <FoundList as ToSchema>::schemas(schemas);
+    }
 }
 
 /// The movie list: a plain array, or a page when `limit` is given.
@@ -139,7 +178,8 @@ pub struct FindParams {
     /// descending; unknown fields ignored; ties by id.
     ordering: Option<String>,
     /// Only movies with at least this many ratings.
-    min_ratings: Option<u64>,
+    #[param(minimum = 0)]
+    min_ratings: Option<i64>,
     /// DRF's `CursorPagination`: empty for the first page, then the
     /// `next`/`previous` links' cursors; `limit` movies a page (100).
     cursor: Option<String>,
@@ -156,7 +196,7 @@ const FIND_PARAMS: [&str; 4] = ["search", "ordering", "min_ratings", "cursor"];
 #[utoipa::path(get, path = "/api/auth/movies", tag = "movies", security(("token" = [])),
     params(crate::pagination::Page, FindParams),
     responses(
-        (status = 200, description = "The movies", body = MovieList),
+        (status = 200, description = "The movies", body = MoviesAnswer),
         (status = 400, description = "A min_ratings that is not a whole number", body = FieldErrors),
         (status = 401, description = "Missing or invalid token", body = Detail),
         (status = 404, description = "A cursor that no answer gave for this ordering", body = Detail),
@@ -256,11 +296,14 @@ async fn find_movies(
     caller: &Caller,
     q: &ListQuery,
 ) -> Result<FoundList, ApiError> {
+    // A whole number from 0 to 2^63 - 1, as the document declares it.
     let min_ratings = match q.get("min_ratings").map(str::trim) {
         None | Some("") => 0,
         Some(v) => v
-            .parse::<u64>()
-            .map_err(|_| ApiError::field("min_ratings", "A valid integer is required."))?,
+            .parse::<i64>()
+            .ok()
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| ApiError::field("min_ratings", "A valid integer is required."))?,
     };
     let cursor = q.get("cursor").map(str::to_owned);
     let message = ListMoviesRequest {
