@@ -228,6 +228,14 @@ async fn min_ratings_keeps_movies_rated_often_enough(app: TestApp) {
     );
 }
 
+/// The path of a `next` or `previous` link (links are absolute).
+fn path_of(app: &TestApp, link: &Value) -> String {
+    let link = link.as_str().expect("a link");
+    link.strip_prefix(&app.base)
+        .expect("a link of ours")
+        .to_owned()
+}
+
 /// Walks every page by `next` links, with `ordering`, adding a movie
 /// after each page: every movie there at the start is seen exactly once.
 async fn walk(app: &TestApp, token: &str, ordering: &str, adder: &str) -> Vec<i64> {
@@ -246,9 +254,9 @@ async fn walk(app: &TestApp, token: &str, ordering: &str, adder: &str) -> Vec<i6
             &[(&format!("Added during {ordering} {page}"), "New")],
         )
         .await;
-        match a.body["next"].as_str() {
-            Some(next) => url = next.strip_prefix(&app.base).unwrap().to_owned(),
-            None => return seen,
+        match a.body["next"] {
+            Value::Null => return seen,
+            ref next => url = path_of(app, next),
         }
     }
     panic!("the walk did not end")
@@ -287,20 +295,11 @@ async fn a_cursor_walk_skips_and_repeats_nothing_while_movies_are_added(app: Tes
         .await;
     let first_page = a.body["results"].clone();
     assert_eq!(a.body["previous"], Value::Null);
-    let next = a.body["next"]
-        .as_str()
-        .unwrap()
-        .strip_prefix(&app.base)
-        .unwrap()
-        .to_owned();
+    let next = path_of(&app, &a.body["next"]);
     let b = app.get(&next, Some(&token)).await;
-    let previous = b.body["previous"]
-        .as_str()
-        .unwrap()
-        .strip_prefix(&app.base)
-        .unwrap()
-        .to_owned();
-    let back = app.get(&previous, Some(&token)).await;
+    let back = app
+        .get(&path_of(&app, &b.body["previous"]), Some(&token))
+        .await;
     assert_eq!(back.body["results"], first_page);
     // A cursor of another ordering, or none of ours: 404 as DRF's.
     let other = next.replace("ordering=title", "ordering=-title");
