@@ -203,20 +203,10 @@ async fn min_ratings_keeps_movies_rated_often_enough(app: TestApp) {
     };
     let (status, body) = found("min_ratings=1").await;
     assert_eq!(status, StatusCode::OK);
-    let got: Vec<i64> = body
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_i64().unwrap())
-        .collect();
+    let got = ids_of(&body);
     assert_eq!(got, [ids[0], ids[1], ids[3]]);
     let (_, body) = found("min_ratings=10&ordering=-title").await;
-    let got: Vec<i64> = body
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_i64().unwrap())
-        .collect();
+    let got = ids_of(&body);
     assert_eq!(got, [ids[3], ids[1]]);
     assert_eq!(found("min_ratings=11").await.1, json!([]));
     assert_eq!(
@@ -234,6 +224,12 @@ fn path_of(app: &TestApp, link: &Value) -> String {
     link.strip_prefix(&app.base)
         .expect("a link of ours")
         .to_owned()
+}
+
+/// The ids of a list's movies, in order.
+fn ids_of(list: &Value) -> Vec<i64> {
+    let rows = list.as_array().expect("a list");
+    rows.iter().map(|m| m["id"].as_i64().unwrap()).collect()
 }
 
 /// Walks every page by `next` links, with `ordering`, adding a movie

@@ -143,6 +143,16 @@ impl Scoring {
     }
 }
 
+impl Scoring {
+    /// `row` as a found list shows it, with its score.
+    pub fn found<'a>(&self, row: &'a MovieRow) -> Found<'a> {
+        Found {
+            row,
+            score: self.score(row.rating_count, row.rating_sum),
+        }
+    }
+}
+
 /// One movie as a found list shows it: the row and its score.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Found<'a> {
@@ -164,9 +174,9 @@ pub struct Query {
 }
 
 impl Query {
-    /// Whether `row` (whose folded title and director are `folded`) is
-    /// found.
-    pub fn matches(&self, row: &MovieRow, folded: &Folded) -> bool {
+    /// Whether `row` is found.
+    pub fn matches(&self, row: &MovieRow) -> bool {
+        let folded = &row.folded;
         row.rating_count >= self.min_ratings
             && self
                 .terms
@@ -175,7 +185,7 @@ impl Query {
     }
 
     /// How `a` and `b` compare in this query's order (then by id).
-    pub fn compare(&self, a: &Sorted<'_>, b: &Sorted<'_>) -> Order {
+    pub fn compare(&self, a: &Found<'_>, b: &Found<'_>) -> Order {
         for (field, descending) in &self.ordering.0 {
             let o = compare_field(*field, a, b);
             let o = if *descending { o.reverse() } else { o };
@@ -183,11 +193,11 @@ impl Query {
                 return o;
             }
         }
-        a.found.row.id.cmp(&b.found.row.id)
+        a.row.id.cmp(&b.row.id)
     }
 
     /// Where `key` (a cursor's boundary) stands against `b` in this order.
-    pub fn compare_key(&self, key: &Key, b: &Sorted<'_>) -> Order {
+    pub fn compare_key(&self, key: &Key, b: &Found<'_>) -> Order {
         for (i, (field, descending)) in self.ordering.0.iter().enumerate() {
             let o = key
                 .values
@@ -198,11 +208,11 @@ impl Query {
                 return o;
             }
         }
-        key.id.cmp(&b.found.row.id.0)
+        key.id.cmp(&b.row.id.0)
     }
 
     /// The boundary `s` makes for a cursor.
-    pub fn key_of(&self, s: &Sorted<'_>) -> Key {
+    pub fn key_of(&self, s: &Found<'_>) -> Key {
         Key {
             values: self
                 .ordering
@@ -210,7 +220,7 @@ impl Query {
                 .iter()
                 .map(|(f, _)| Value::of(*f, s))
                 .collect(),
-            id: s.found.row.id.0,
+            id: s.row.id.0,
         }
     }
 }
@@ -234,30 +244,21 @@ impl Folded {
     }
 }
 
-/// A found movie with what ordering compares.
-#[derive(Debug, Clone)]
-pub struct Sorted<'a> {
-    /// The movie and its score.
-    pub found: Found<'a>,
-    /// Its folded title and director.
-    pub folded: &'a Folded,
-}
-
 /// `a` against `b` on one field, without making a [`Value`] (a sort
 /// compares often).
-fn compare_field(field: Field, a: &Sorted<'_>, b: &Sorted<'_>) -> Order {
-    let (x, y) = (a.found.row, b.found.row);
+fn compare_field(field: Field, a: &Found<'_>, b: &Found<'_>) -> Order {
+    let (x, y) = (a.row, b.row);
     let real = |p: Option<f64>, q: Option<f64>| match (p, q) {
         (Some(p), Some(q)) => p.total_cmp(&q),
         (p, q) => p.is_some().cmp(&q.is_some()),
     };
     match field {
         Field::Id => x.id.cmp(&y.id),
-        Field::Title => a.folded.title.cmp(&b.folded.title),
-        Field::Director => a.folded.director.cmp(&b.folded.director),
+        Field::Title => a.row.folded.title.cmp(&b.row.folded.title),
+        Field::Director => a.row.folded.director.cmp(&b.row.folded.director),
         Field::RatingCount => x.rating_count.cmp(&y.rating_count),
         Field::RatingAverage => real(x.rating_average(), y.rating_average()),
-        Field::Score => real(a.found.score, b.found.score),
+        Field::Score => real(a.score, b.score),
     }
 }
 
@@ -274,15 +275,15 @@ pub enum Value {
 }
 
 impl Value {
-    fn of(field: Field, s: &Sorted<'_>) -> Self {
-        let row = s.found.row;
+    fn of(field: Field, s: &Found<'_>) -> Self {
+        let row = s.row;
         match field {
             Field::Id => Self::Int(row.id.0),
-            Field::Title => Self::Text(s.folded.title.to_string()),
-            Field::Director => Self::Text(s.folded.director.to_string()),
+            Field::Title => Self::Text(s.row.folded.title.to_string()),
+            Field::Director => Self::Text(s.row.folded.director.to_string()),
             Field::RatingCount => Self::Int(row.rating_count as i64),
             Field::RatingAverage => Self::Real(row.rating_average()),
-            Field::Score => Self::Real(s.found.score),
+            Field::Score => Self::Real(s.score),
         }
     }
 
@@ -430,19 +431,18 @@ mod tests {
     #[test]
     fn every_term_must_match_the_title_or_the_director() {
         let amelie = row(1, "Amélie", "Jean-Pierre Jeunet", &[]);
-        let folded = Folded::of(&amelie.title, &amelie.director);
         let query = |raw: &str| Query {
             terms: search_terms(raw),
             ..Query::default()
         };
-        assert!(query("amelie jeunet").matches(&amelie, &folded));
-        assert!(query("ELIE").matches(&amelie, &folded));
-        assert!(!query("amelie kurosawa").matches(&amelie, &folded));
+        assert!(query("amelie jeunet").matches(&amelie));
+        assert!(query("ELIE").matches(&amelie));
+        assert!(!query("amelie kurosawa").matches(&amelie));
         let rated = Query {
             min_ratings: 1,
             ..query("amelie")
         };
-        assert!(!rated.matches(&amelie, &folded));
+        assert!(!rated.matches(&amelie));
     }
 
     #[test]

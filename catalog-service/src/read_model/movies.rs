@@ -9,7 +9,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::Page;
-use super::finding::{Cursor, Folded, Found, Query, Scoring, Sorted};
+use super::finding::{Cursor, Folded, Found, Query, Scoring};
 use crate::domain::{CatalogEvent, MovieId, UserId};
 
 /// A movie with its rating statistics.
@@ -226,16 +226,7 @@ impl MovieList {
     /// slices and binary searches of it.
     pub fn find(&self, query: &Query, scoring: Scoring, window: &Window) -> FoundPage {
         let order = self.order_of(query, scoring);
-        let sorted = |id: &MovieId| {
-            let row = &self.rows[id];
-            Sorted {
-                found: Found {
-                    row,
-                    score: scoring.score(row.rating_count, row.rating_sum),
-                },
-                folded: &row.folded,
-            }
-        };
+        let sorted = |id: &MovieId| scoring.found(&self.rows[id]);
         let count = order.len();
         let (range, next, previous) = match window {
             Window::Offset { limit, offset } => {
@@ -278,7 +269,7 @@ impl MovieList {
                 .iter()
                 .map(|id| {
                     let s = sorted(id);
-                    (s.found.row.clone(), s.found.score)
+                    (s.row.clone(), s.score)
                 })
                 .collect(),
             count,
@@ -299,20 +290,14 @@ impl MovieList {
         if let Some(kept) = self.orders.get(&key) {
             return kept;
         }
-        let mut found: Vec<Sorted<'_>> = self
+        let mut found: Vec<Found<'_>> = self
             .rows
             .values()
-            .filter(|row| query.matches(row, &row.folded))
-            .map(|row| Sorted {
-                found: Found {
-                    row,
-                    score: scoring.score(row.rating_count, row.rating_sum),
-                },
-                folded: &row.folded,
-            })
+            .filter(|row| query.matches(row))
+            .map(|row| scoring.found(row))
             .collect();
         found.sort_unstable_by(|a, b| query.compare(a, b));
-        let order: Arc<[MovieId]> = found.iter().map(|s| s.found.row.id).collect();
+        let order: Arc<[MovieId]> = found.iter().map(|s| s.row.id).collect();
         self.orders.put(key, order.clone());
         order
     }
