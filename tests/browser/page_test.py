@@ -19,6 +19,7 @@ import urllib.request
 import uuid
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -102,7 +103,24 @@ def call(method, path, body=None, token=None, agent="page-test/1"):
 
 
 def shown_titles(driver):
-    return [td.text for td in driver.find_elements(By.CSS_SELECTOR, "#movies tr.movie td.title")]
+    # In one script: the rows may be rebuilt between two element reads.
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#movies tr.movie td.title')].map(td => td.textContent)")
+
+
+def rate(driver, title, rating):
+    """Chooses `rating` in the row of `title` and presses Rate. The list is
+    rebuilt now and then (a reload, the 5 s refresh): a row replaced under
+    us is found again, and nothing was pressed in the stale one."""
+    for _ in range(10):
+        try:
+            row = movie_row(driver, title)
+            Select(row.find_element(By.TAG_NAME, "select")).select_by_value(str(rating))
+            row.find_element(By.XPATH, ".//button[normalize-space()='Rate']").click()
+            return
+        except StaleElementReferenceException:
+            time.sleep(0.1)
+    raise AssertionError(f"the row of {title} kept being rebuilt")
 
 
 def session_rows(driver):
@@ -160,9 +178,7 @@ def main():
         log_out(driver)
 
         register(driver, rater)
-        row = movie_row(driver, title)
-        Select(row.find_element(By.TAG_NAME, "select")).select_by_value("4")
-        row.find_element(By.XPATH, ".//button[normalize-space()='Rate']").click()
+        rate(driver, title, 4)
         text_shown(driver, "message", f"You rated {title}: 4")
         wait(driver, lambda d: movie_row(d, title).find_element(By.CLASS_NAME, "average").text == "4.0",
              "the average 4.0")
@@ -186,10 +202,10 @@ def main():
         shot(driver, "sorted")
         search.clear()
         search.send_keys(Keys.ENTER)
+        wait(driver, lambda d: shown_titles(d) == [title, other_title], "both movies again")
 
         # Rating twice is refused, and the page says so.
-        row = movie_row(driver, title)
-        row.find_element(By.XPATH, ".//button[normalize-space()='Rate']").click()
+        rate(driver, title, 5)
         text_shown(driver, "message", "You cant rate it")
         assert "bad" in driver.find_element(By.ID, "message").get_attribute("class")
         shot(driver, "refused")
