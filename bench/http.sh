@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The REST load benchmark: the whole stack (cargo run --release, embedded
-# store, request logs at warn) beside a bare axum handler serving the same
-# 100-movie JSON from memory, measured in one run by the same generator;
-# then GET movies again with the stack as three processes.
+# store, logs as a user runs it: one line per request at info, kept in a
+# file) beside a bare axum handler serving the same 100-movie JSON from
+# memory after a token-header check, measured in one run by the same
+# generator; then GET movies again with the stack as three processes. The
+# per-address limits are raised: all load comes from one address.
 #
 #   bash bench/http.sh [seconds] [rounds]
 #
@@ -20,6 +22,8 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
+limits=(AUTH_LOGIN_MAX_FAILURES=1000000 AUTH_LOGIN_MAX_FAILURES_PER_USER=1000000 AUTH_HASH_QUEUE=100000
+  GATEWAY_AUTH_PER_MINUTE=100000000 GATEWAY_AUTH_BURST=100000000 GATEWAY_AUTH_CONCURRENCY=100000 CATALOG_WRITE_QUOTA=0)
 
 wait_for() { for _ in $(seq 1 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
 . bench/lib.sh
@@ -33,7 +37,7 @@ wait_for http://127.0.0.1:8100/api/auth/movies
 stack=""
 start_stack() {
   rm -rf "$work/data"
-  (cd "$work" && RUST_LOG=warn AUTH_LOGIN_MAX_FAILURES=1000000 AUTH_LOGIN_MAX_FAILURES_PER_USER=1000000 AUTH_HASH_QUEUE=100000 GATEWAY_AUTH_PER_MINUTE=100000000 GATEWAY_AUTH_BURST=100000000 GATEWAY_AUTH_CONCURRENCY=100000 CATALOG_WRITE_QUOTA=0 exec "$bin/movies" --gateway-listen 127.0.0.1:8000) & stack=$!
+  (cd "$work" && exec env "${limits[@]}" "$bin/movies" --gateway-listen 127.0.0.1:8000 2>>"$work/stack.log") & stack=$!
   pids+=("$stack")
   wait_for http://127.0.0.1:8000/healthz
 }
@@ -44,11 +48,11 @@ stop_stack() { kill "$stack"; wait "$stack" 2>/dev/null || true; }
 procs=()
 start_procs() {
   rm -rf "$work/data"
-  (cd "$work" && RUST_LOG=warn AUTH_LOGIN_MAX_FAILURES=1000000 AUTH_LOGIN_MAX_FAILURES_PER_USER=1000000 AUTH_HASH_QUEUE=100000 GATEWAY_AUTH_PER_MINUTE=100000000 GATEWAY_AUTH_BURST=100000000 GATEWAY_AUTH_CONCURRENCY=100000 CATALOG_WRITE_QUOTA=0 exec "$bin/auth-service" --auth-listen 127.0.0.1:50061) & procs=($!)
-  (cd "$work" && RUST_LOG=warn AUTH_LOGIN_MAX_FAILURES=1000000 AUTH_LOGIN_MAX_FAILURES_PER_USER=1000000 AUTH_HASH_QUEUE=100000 GATEWAY_AUTH_PER_MINUTE=100000000 GATEWAY_AUTH_BURST=100000000 GATEWAY_AUTH_CONCURRENCY=100000 CATALOG_WRITE_QUOTA=0 exec "$bin/catalog-service" --catalog-listen 127.0.0.1:50062 \
-    --catalog-auth-url http://127.0.0.1:50061) & procs+=($!)
-  (cd "$work" && RUST_LOG=warn AUTH_LOGIN_MAX_FAILURES=1000000 AUTH_LOGIN_MAX_FAILURES_PER_USER=1000000 AUTH_HASH_QUEUE=100000 GATEWAY_AUTH_PER_MINUTE=100000000 GATEWAY_AUTH_BURST=100000000 GATEWAY_AUTH_CONCURRENCY=100000 CATALOG_WRITE_QUOTA=0 exec "$bin/gateway" --gateway-listen 127.0.0.1:8001 \
-    --gateway-auth-url http://127.0.0.1:50061 --gateway-catalog-url http://127.0.0.1:50062) & procs+=($!)
+  (cd "$work" && exec env "${limits[@]}" "$bin/auth-service" --auth-listen 127.0.0.1:50061 2>>"$work/auth.log") & procs=($!)
+  (cd "$work" && exec env "${limits[@]}" "$bin/catalog-service" --catalog-listen 127.0.0.1:50062 \
+    --catalog-auth-url http://127.0.0.1:50061 2>>"$work/catalog.log") & procs+=($!)
+  (cd "$work" && exec env "${limits[@]}" "$bin/gateway" --gateway-listen 127.0.0.1:8001 \
+    --gateway-auth-url http://127.0.0.1:50061 --gateway-catalog-url http://127.0.0.1:50062 2>>"$work/gateway.log") & procs+=($!)
   pids+=("${procs[@]}")
   for _ in $(seq 1 100); do curl -sf -o /dev/null http://127.0.0.1:8001/readyz && return 0; sleep 0.1; done
   echo "the three processes never got ready" >&2; exit 1
@@ -86,7 +90,7 @@ if command -v wrk >/dev/null; then
   start_stack
   token=$("$bin/loadgen" setup --url http://127.0.0.1:8000)
   for round in $(seq 1 "$rounds"); do
-    b=$(wrk -t2 -c64 -d"${seconds}s" http://127.0.0.1:8100/api/auth/movies | awk '/Requests\/sec/ {print $2}')
+    b=$(wrk -t2 -c64 -d"${seconds}s" -H "Authorization: Token $(printf 'x%.0s' $(seq 64))" http://127.0.0.1:8100/api/auth/movies | awk '/Requests\/sec/ {print $2}')
     s=$(wrk -t2 -c64 -d"${seconds}s" -H "Authorization: Token $token" http://127.0.0.1:8000/api/auth/movies | awk '/Requests\/sec/ {print $2}')
     echo "wrk round $round: bare $b req/s, stack GET movies $s req/s"
     results[wrk-bare]+="$b "; results[wrk-stack]+="$s "

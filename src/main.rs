@@ -56,8 +56,11 @@ enum Erasures {
     },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    platform::runtime().block_on(run())
+}
+
+async fn run() -> ExitCode {
     let cli = Cli::parse();
     platform::init_tracing("movies");
     platform::private_files();

@@ -2,8 +2,11 @@
 
 use std::process::ExitCode;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    platform::runtime().block_on(run())
+}
+
+async fn run() -> ExitCode {
     let about = "Users and tokens as events, served over gRPC.";
     let (config, healthcheck) = platform::parse_cli::<auth_service::Config>("auth-service", about);
     let listen = platform::probe::local(config.auth_listen);

@@ -2,8 +2,11 @@
 
 use std::process::ExitCode;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    platform::runtime().block_on(run())
+}
+
+async fn run() -> ExitCode {
     let about = "The public REST API, translated into gRPC.";
     let (config, healthcheck) = platform::parse_cli::<gateway::Config>("gateway", about);
     let listen = platform::probe::local(config.gateway_listen);

@@ -52,13 +52,16 @@ impl Display for MaybeAddr {
 
 /// How a binary ends: success, or the error logged and a failure code.
 pub fn exit_code(binary: &str, result: Result<(), impl Display>) -> ExitCode {
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(binary, error = %e, "failed");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The log writer's thread ends with the process: what it holds first.
+    crate::logging::flush();
+    code
 }
 
 /// Parses the command line of a service binary: its configuration (flags

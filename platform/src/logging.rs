@@ -1,4 +1,7 @@
-//! Structured logs, with the dependencies that would log secrets capped.
+//! Structured logs, with the dependencies that would log secrets capped,
+//! written to stderr; a runtime worker's lines a batch at a time.
+
+use std::io::Write;
 
 use crate::telemetry;
 
@@ -31,7 +34,7 @@ pub fn init_tracing(default_name: &'static str) {
         *meta.level() <= tracing::Level::INFO || !is_leaky(meta.target())
     });
     let logs = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(LogWriter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_filter(no_secrets)
         .with_filter(filter);
@@ -51,9 +54,129 @@ pub fn init_tracing(default_name: &'static str) {
     }
 }
 
+/// How many bytes of log lines a runtime worker keeps before it writes
+/// them (about a hundred lines).
+const FLUSH_AT: usize = 16 * 1024;
+
+thread_local! {
+    /// This thread's log lines not yet written: `None` on a thread that
+    /// writes each line at once (any thread but a runtime's workers).
+    static PENDING: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Appends `bytes` to `pending`, and writes what is pending to `sink` once
+/// it reaches [`FLUSH_AT`]; without a buffer, writes at once.
+fn buffer_or_write(pending: Option<&mut Vec<u8>>, bytes: &[u8], sink: &mut impl Write) {
+    match pending {
+        Some(pending) => {
+            pending.extend_from_slice(bytes);
+            if pending.len() >= FLUSH_AT {
+                write_out(pending, sink);
+            }
+        }
+        // Nothing useful can be done when stderr fails.
+        None => drop(sink.write_all(bytes)),
+    }
+}
+
+/// Writes what is pending, in one call, and empties it.
+fn write_out(pending: &mut Vec<u8>, sink: &mut impl Write) {
+    if !pending.is_empty() {
+        let _ = sink.write_all(pending);
+        pending.clear();
+    }
+}
+
+/// For a runtime's `on_thread_park` (see [`crate::runtime`]): a worker
+/// going idle writes the lines it kept, and keeps its lines from then on.
+/// So a busy worker writes about a hundred lines per system call, and no
+/// line waits longer than its worker stays busy: under load, requests no
+/// longer each pay a `write(2)` to stderr, and an idle service's lines
+/// are written as soon as they are logged. Lines are written whole, each
+/// worker's in order; what a process killed outright had not written is
+/// lost, as with any buffered writer.
+pub fn on_worker_park() {
+    let _ = PENDING.try_with(|pending| {
+        if let Ok(mut pending) = pending.try_borrow_mut() {
+            match pending.as_mut() {
+                Some(lines) => write_out(lines, &mut std::io::stderr().lock()),
+                None => *pending = Some(Vec::with_capacity(FLUSH_AT)),
+            }
+        }
+    });
+}
+
+/// For a runtime's `on_thread_stop`, and before a process exits: writes
+/// this thread's kept lines.
+pub fn flush() {
+    let _ = PENDING.try_with(|pending| {
+        if let Ok(mut pending) = pending.try_borrow_mut()
+            && let Some(lines) = pending.as_mut()
+        {
+            write_out(lines, &mut std::io::stderr().lock());
+        }
+    });
+}
+
+/// Where the log layer writes each formatted line (in one `write_all`).
+struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let kept = PENDING.try_with(|pending| match pending.try_borrow_mut() {
+            Ok(mut pending) => {
+                buffer_or_write(pending.as_mut(), bytes, &mut std::io::stderr().lock());
+                true
+            }
+            Err(_) => false,
+        });
+        if kept != Ok(true) {
+            // The thread is ending, or this line was logged while writing.
+            let _ = std::io::stderr().lock().write_all(bytes);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LogWriter
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::is_leaky;
+    use super::{FLUSH_AT, buffer_or_write, is_leaky, write_out};
+
+    #[test]
+    fn a_workers_lines_are_kept_until_enough_or_it_parks() {
+        let mut sink = Vec::new();
+        let mut pending = Vec::new();
+        let line = [b'x'; 100];
+        let mut written = 0;
+        while sink.is_empty() {
+            buffer_or_write(Some(&mut pending), &line, &mut sink);
+            written += line.len();
+        }
+        // Written in one piece, once it reached the threshold.
+        assert_eq!(sink.len(), written);
+        assert!(written >= FLUSH_AT && written < FLUSH_AT + line.len());
+        assert!(pending.is_empty());
+        buffer_or_write(Some(&mut pending), b"last\n", &mut sink);
+        assert_eq!(sink.len(), written);
+        // Parking writes what is left.
+        write_out(&mut pending, &mut sink);
+        assert!(sink.ends_with(b"xlast\n"));
+        // Any other thread writes each line at once.
+        buffer_or_write(None, b"now\n", &mut sink);
+        assert!(sink.ends_with(b"now\n"));
+    }
 
     #[test]
     fn leaky_loggers_are_matched_by_crate() {

@@ -51,6 +51,18 @@ pub fn private_files() {
     }
 }
 
+/// The multi-threaded runtime a binary runs on, as `#[tokio::main]`
+/// builds it, except that its workers batch their log lines (see
+/// [`crate::logging::on_worker_park`]).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(crate::logging::on_worker_park)
+        .on_thread_stop(crate::logging::flush)
+        .build()
+        .expect("the runtime starts (threads and the I/O driver)")
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -2,8 +2,9 @@
 //! compared with.
 //!
 //! - `loadgen bare --listen 127.0.0.1:8100`: a bare axum handler answering
-//!   `GET /api/auth/movies` with the same 100-movie JSON from memory (the
-//!   ceiling of one HTTP hop).
+//!   `GET /api/auth/movies` with the same 100-movie JSON from memory, after
+//!   a token-header check (`Authorization: Token xxx…`, 64 `x`; else 401):
+//!   the ceiling of one HTTP hop.
 //! - `loadgen run --url http://127.0.0.1:8000 --scenario movies|rating|login|register`:
 //!   64 keep-alive connections (one per worker, like wrk) for `--seconds`;
 //!   prints requests/s and p50/p99. `--rate` paces the total rate instead of
@@ -106,13 +107,41 @@ fn movies_json() -> Bytes {
     Bytes::from(serde_json::to_vec(&movies).unwrap())
 }
 
+/// The token the bare baseline accepts (what `run` sends it).
+fn bare_token() -> String {
+    "x".repeat(64)
+}
+
 async fn bare(listen: SocketAddr) -> Result<(), SetupError> {
     let body = movies_json();
+    // The token-header check of the ceiling: the header parsed and its key
+    // looked up in a hashed set, as the stack's check does (less the
+    // digest); anything else is 401.
+    let tokens: Arc<std::collections::HashSet<String>> = Arc::new([bare_token()].into());
     let app = axum::Router::new().route(
         "/api/auth/movies",
-        axum::routing::get(move || {
-            let body = body.clone();
-            async move { ([(hyper::header::CONTENT_TYPE, "application/json")], body) }
+        axum::routing::get(move |headers: hyper::HeaderMap| {
+            let (body, tokens) = (body.clone(), tokens.clone());
+            async move {
+                let known = headers
+                    .get(hyper::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Token "))
+                    .is_some_and(|key| tokens.contains(key));
+                if known {
+                    (
+                        StatusCode::OK,
+                        [(hyper::header::CONTENT_TYPE, "application/json")],
+                        body,
+                    )
+                } else {
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        [(hyper::header::CONTENT_TYPE, "application/json")],
+                        Bytes::from_static(br#"{"detail":"Invalid token."}"#),
+                    )
+                }
+            }
         }),
     );
     let listener = tokio::net::TcpListener::bind(listen)
@@ -333,7 +362,7 @@ async fn run(command: Command) -> Result<(), SetupError> {
                 let mut conn = Conn::open(&addr).await?;
                 let name = format!("w{run_id}x{w}");
                 let token = if bare {
-                    "x".repeat(64)
+                    bare_token()
                 } else {
                     user(&mut conn, &name).await?
                 };
