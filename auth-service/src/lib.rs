@@ -28,6 +28,7 @@ mod service;
 mod sessions;
 mod throttle;
 pub mod token;
+mod token_table;
 pub mod upgrade;
 
 use std::future::Future;

@@ -29,6 +29,7 @@ pub enum Profile {
     },
 }
 use crate::token::TokenDigest;
+use crate::token_table::TokenTable;
 
 /// A registered user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,8 +101,8 @@ pub struct AuthView {
     by_name_mac: HashMap<String, UserId>,
     /// Users by the MAC of their username's skeleton.
     by_skeleton_mac: HashMap<String, UserId>,
-    tokens: HashMap<TokenDigest, TokenRecord>,
-    tokens_of: HashMap<UserId, Vec<TokenDigest>>,
+    /// Tokens by digest, and by user.
+    tokens: TokenTable,
     /// When the next sweep of expired tokens is due, in event time, so that
     /// a rebuild forgets exactly what the live model forgot.
     next_sweep: Option<DateTime<Utc>>,
@@ -278,7 +279,7 @@ impl AuthView {
         if t.expires_at <= now {
             return None;
         }
-        Some((self.by_id.get(&t.user_id)?, *t))
+        Some((self.by_id.get(&t.user_id)?, t))
     }
 
     /// Drops everything about an erased user: record, names, tokens,
@@ -294,9 +295,7 @@ impl AuthView {
         ] {
             names.retain(|_, id| *id != user);
         }
-        for digest in self.tokens_of.remove(&user).unwrap_or_default() {
-            self.tokens.remove(&digest);
-        }
+        self.tokens.retain_of(user, |_, _| false);
         self.activity.forget(user);
         self.keyed.retain(|r| r.user_id != user);
         self.erased.push(user);
@@ -310,17 +309,10 @@ impl AuthView {
     /// `user`'s tokens live at `now`, oldest first.
     pub fn live_tokens(&self, user: UserId, now: DateTime<Utc>) -> Vec<LiveToken> {
         let mut live: Vec<LiveToken> = self
-            .tokens_of
-            .get(&user)
-            .into_iter()
-            .flatten()
-            .filter_map(|digest| {
-                let t = self.tokens.get(digest)?;
-                (t.expires_at > now).then_some(LiveToken {
-                    digest: *digest,
-                    record: *t,
-                })
-            })
+            .tokens
+            .of(user)
+            .filter(|(_, t)| t.expires_at > now)
+            .map(|(digest, record)| LiveToken { digest, record })
             .collect();
         live.sort_by_key(|t| (t.record.issued_at, *t.digest.bytes()));
         live
@@ -357,17 +349,7 @@ impl AuthView {
             return;
         }
         self.next_sweep = Some(now + SWEEP_EVERY);
-        let tokens = &mut self.tokens;
-        self.tokens_of.retain(|_, held| {
-            held.retain(|d| {
-                let live = tokens.get(d).is_some_and(|t| t.expires_at > now);
-                if !live {
-                    tokens.remove(d);
-                }
-                live
-            });
-            !held.is_empty()
-        });
+        self.tokens.retain(|_, t| t.expires_at > now);
     }
 }
 
@@ -467,27 +449,26 @@ impl AuthView {
                         refreshes: 0,
                     },
                 );
-                self.tokens_of.entry(user_id).or_default().push(digest);
             }
             AuthEvent::TokenRefreshed {
                 user_id,
                 digest,
                 expires_at,
             } => {
-                let Some(t) = self.tokens.get_mut(&digest) else {
+                let Some(mut t) = self.tokens.get(&digest) else {
                     return;
                 };
                 t.refreshes += 1;
-                if expires_at <= t.expires_at {
-                    return;
+                if expires_at > t.expires_at {
+                    // In the activity at most once a day per token: when
+                    // the expiry enters a new day.
+                    if expires_at.date_naive() != t.expires_at.date_naive() {
+                        let did = AccountActivity::TokenRefreshed;
+                        self.activity.push(user_id, at, did.fact(position));
+                    }
+                    t.expires_at = expires_at;
                 }
-                // In the activity at most once a day per token: when the
-                // expiry enters a new day.
-                if expires_at.date_naive() != t.expires_at.date_naive() {
-                    let did = AccountActivity::TokenRefreshed;
-                    self.activity.push(user_id, at, did.fact(position));
-                }
-                t.expires_at = expires_at;
+                self.tokens.set(&digest, &t);
             }
             AuthEvent::PasswordChanged {
                 user_id,
@@ -498,29 +479,13 @@ impl AuthView {
                     user.profile = Profile::Sealed(sealed);
                     user.password_changes += 1;
                 }
-                let tokens = &mut self.tokens;
-                if let Some(held) = self.tokens_of.get_mut(&user_id) {
-                    held.retain(|d| {
-                        let stays = Some(*d) == kept;
-                        if !stays {
-                            tokens.remove(d);
-                        }
-                        stays
-                    });
-                }
+                self.tokens.retain_of(user_id, |d, _| Some(*d) == kept);
             }
-            AuthEvent::TokenRevoked {
-                user_id, digest, ..
-            } => {
+            AuthEvent::TokenRevoked { digest, .. } => {
                 self.tokens.remove(&digest);
-                if let Some(held) = self.tokens_of.get_mut(&user_id) {
-                    held.retain(|d| *d != digest);
-                }
             }
             AuthEvent::AllTokensRevoked { user_id } => {
-                for digest in self.tokens_of.remove(&user_id).unwrap_or_default() {
-                    self.tokens.remove(&digest);
-                }
+                self.tokens.retain_of(user_id, |_, _| false);
             }
             AuthEvent::UserErased { user_id } => self.forget(user_id),
             AuthEvent::UsernameClaimed { .. }
@@ -547,7 +512,7 @@ impl Snapshot for AuthView {
 
     fn encode(&self, out: &mut Encoder<'_>) {
         out.count(self.by_id.len());
-        for user in sorted(&self.by_id, |id| *id) {
+        for user in in_order(out, &self.by_id, |id| *id) {
             out.i64(user.id);
             out.str(&user.stream);
             match &user.profile {
@@ -572,7 +537,9 @@ impl Snapshot for AuthView {
         ] {
             out.count(names.len());
             let mut names: Vec<_> = names.iter().collect();
-            names.sort_unstable();
+            if out.canonical() {
+                names.sort_unstable();
+            }
             for (name, id) in names {
                 out.str(name);
                 out.i64(*id);
@@ -580,7 +547,9 @@ impl Snapshot for AuthView {
         }
         out.count(self.tokens.len());
         let mut tokens: Vec<_> = self.tokens.iter().collect();
-        tokens.sort_unstable_by_key(|(d, _)| *d.bytes());
+        if out.canonical() {
+            tokens.sort_unstable_by_key(|(d, _)| *d.bytes());
+        }
         for (digest, t) in tokens {
             out.fixed(digest.bytes());
             out.i64(t.user_id);
@@ -589,7 +558,7 @@ impl Snapshot for AuthView {
             out.u64(t.issued_position);
             out.u64(t.refreshes.into());
         }
-        // `tokens_of` is not written: it is `tokens` by user, rebuilt on decode.
+        // Tokens by user are not written: they are rebuilt on decode.
         match self.next_sweep {
             Some(at) => {
                 out.u8(1);
@@ -651,10 +620,6 @@ impl Snapshot for AuthView {
                 issued_position: input.u64()?,
                 refreshes: decode_u32(input)?,
             };
-            view.tokens_of
-                .entry(record.user_id)
-                .or_default()
-                .push(digest);
             view.tokens.insert(digest, record);
         }
         view.next_sweep = match input.u8()? {
@@ -682,10 +647,17 @@ impl Snapshot for AuthView {
     }
 }
 
-/// The values of `map` in the order of their keys.
-fn sorted<K, V, O: Ord>(map: &HashMap<K, V>, key: impl Fn(&K) -> O) -> Vec<&V> {
+/// The values of `map`: in the order of their keys if `out` is canonical,
+/// else in the map's.
+fn in_order<'m, K, V, O: Ord>(
+    out: &Encoder<'_>,
+    map: &'m HashMap<K, V>,
+    key: impl Fn(&K) -> O,
+) -> Vec<&'m V> {
     let mut entries: Vec<_> = map.iter().collect();
-    entries.sort_unstable_by_key(|(k, _)| key(k));
+    if out.canonical() {
+        entries.sort_unstable_by_key(|(k, _)| key(k));
+    }
     entries.into_iter().map(|(_, v)| v).collect()
 }
 
@@ -771,12 +743,12 @@ mod tests {
         // it belonged to; live ones stay valid.
         issue(&mut users, UserId(3), 4, t0 + SWEEP_EVERY, minute);
         assert_eq!(users.token_count(), 2);
-        assert!(!users.tokens_of.contains_key(&UserId(1)));
+        assert!(!users.tokens.holds_any(UserId(1)));
         assert_eq!(
             users.tokens.get(&digest(2)).map(|t| t.user_id),
             Some(UserId(2))
         );
-        assert!(users.tokens.contains_key(&digest(4)));
+        assert!(users.tokens.get(&digest(4)).is_some());
     }
 
     /// Users, tokens issued, one revoked, a sweep, at fixed times.
@@ -910,7 +882,7 @@ mod tests {
         for (i, minutes) in [1, 2, 3, 5 * 60, 14 * 60 + 1].into_iter().enumerate() {
             refresh(&mut users, minutes, 10 + i as u64);
         }
-        let t = users.tokens[&digest(1)];
+        let t = users.tokens.get(&digest(1)).expect("held");
         assert_eq!(t.refreshes, 5);
         assert_eq!(
             t.expires_at,
@@ -928,7 +900,7 @@ mod tests {
         assert_eq!(refreshed, [13]);
         // A refresh that does not move the expiry is counted, not applied.
         refresh(&mut users, 0, 20);
-        let t = users.tokens[&digest(1)];
+        let t = users.tokens.get(&digest(1)).expect("held");
         assert_eq!(t.refreshes, 6);
         assert_eq!(
             t.expires_at,
@@ -1006,7 +978,7 @@ mod tests {
         let mut back = back;
         back.apply_at(AuthEvent::AllTokensRevoked { user_id: UserId(2) }, now);
         assert!(back.by_token(&digest(3), now).is_none());
-        assert!(!back.tokens_of.contains_key(&UserId(2)));
+        assert!(!back.tokens.holds_any(UserId(2)));
     }
 
     /// Pins what version 9 of the projection makes of a fixed history.

@@ -100,8 +100,11 @@ pub trait Snapshot: ReadModel + Sized {
     /// other versions are ignored, and the model is replayed in full.
     const VERSION: u32;
 
-    /// Writes every field of the model, canonically: equal models give
-    /// equal bytes (map entries in key order).
+    /// Writes every field of the model. When [`Encoder::canonical`] (in
+    /// memory, and for [`digest`]), equal models give equal bytes (map
+    /// entries in key order); a snapshot file, written while new events
+    /// wait, may take any order its decoding reads back as the same model,
+    /// so that a save holds the model no longer than a pass over it.
     fn encode(&self, out: &mut Encoder<'_>);
 
     /// Reads a model [`Snapshot::encode`] wrote; an error, never a panic,
@@ -136,15 +139,32 @@ const SPILL_AT: usize = 1024 * 1024;
 /// Writes a snapshot's payload: into memory ([`Encoder::default`]), or
 /// straight into a file through a small buffer, so that saving a big model
 /// never holds a second copy of it.
-#[derive(Default)]
 pub struct Encoder<'a> {
     buf: Vec<u8>,
     sink: Option<&'a mut dyn Write>,
     spilled: u64,
     failed: Option<std::io::Error>,
+    canonical: bool,
+}
+
+impl Default for Encoder<'_> {
+    fn default() -> Self {
+        Self {
+            buf: Vec::new(),
+            sink: None,
+            spilled: 0,
+            failed: None,
+            canonical: true,
+        }
+    }
 }
 
 impl<'a> Encoder<'a> {
+    /// Whether equal models must give equal bytes (see [`Snapshot::encode`]).
+    pub fn canonical(&self) -> bool {
+        self.canonical
+    }
+
     /// An encoder writing to `sink` as it goes.
     fn to_sink(sink: &'a mut dyn Write) -> Self {
         Self {
@@ -468,6 +488,8 @@ pub fn write_file(
         let header_len = MAGIC.len() + 1 + name.len() + 4 + 8 + 16 + 8 + 32;
         file.write_all(&vec![0; header_len])?;
         let mut out = Encoder::to_sink(&mut file);
+        // A file need not be canonical: the model is held while it is written.
+        out.canonical = false;
         let Some((position, event_id)) = encode(&mut out) else {
             return Ok(None);
         };
