@@ -546,17 +546,21 @@ impl Snapshot for AuthView {
             }
         }
         out.count(self.tokens.len());
-        let mut tokens: Vec<_> = self.tokens.iter().collect();
-        if out.canonical() {
-            tokens.sort_unstable_by_key(|(d, _)| *d.bytes());
-        }
-        for (digest, t) in tokens {
+        let encode_token = |out: &mut Encoder<'_>, (digest, t): (TokenDigest, TokenRecord)| {
             out.fixed(digest.bytes());
             out.i64(t.user_id);
             encode_time(out, t.issued_at);
             encode_time(out, t.expires_at);
             out.u64(t.issued_position);
             out.u64(t.refreshes.into());
+        };
+        if out.canonical() {
+            let mut tokens: Vec<_> = self.tokens.iter().collect();
+            tokens.sort_unstable_by_key(|(d, _)| *d.bytes());
+            tokens.into_iter().for_each(|t| encode_token(out, t));
+        } else {
+            // In slot order, with no copy of the table.
+            self.tokens.iter().for_each(|t| encode_token(out, t));
         }
         // Tokens by user are not written: they are rebuilt on decode.
         match self.next_sweep {

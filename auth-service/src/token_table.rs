@@ -216,9 +216,8 @@ impl TokenTable {
         };
         let hash = self.hash(&digest);
         let (slots, hasher) = (&self.slots, &self.hasher);
-        self.index.insert_unique(hash, i, |&j| {
-            hasher.hash_one(slots[j].digest.bytes())
-        });
+        self.index
+            .insert_unique(hash, i, |&j| hasher.hash_one(slots[j].digest.bytes()));
         self.heads.insert(record.user_id, i);
         self.live += 1;
     }
