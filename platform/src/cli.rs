@@ -59,7 +59,8 @@ pub fn exit_code(binary: &str, result: Result<(), impl Display>) -> ExitCode {
             ExitCode::FAILURE
         }
     };
-    // The log writer's thread ends with the process: what it holds first.
+    // Lines this thread kept go out before the process ends (the
+    // runtime's workers write theirs as they stop).
     crate::logging::flush();
     code
 }

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use event_sourcing::read_model::compact::{CompactVec, Narrow, narrow_id};
 use event_sourcing::read_model::snapshot::{Damaged, Decoder, Encoder, i64_at};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -38,15 +39,16 @@ pub struct RatingsCut {
     pub tag: [u8; 16],
 }
 
-/// Every rating, compact: 24 bytes each in the list and 8 in their
-/// movie's index (plus the vectors' spare capacity).
+/// Every rating, compact: 12 bytes each in the list and 4 in their
+/// movie's index while ids fit in 32 bits (user ids in 29), else 24 and 8
+/// (plus the vectors' spare capacity).
 #[derive(Debug, Default, Serialize)]
 pub struct RatingList {
     /// Every rating, by id ascending.
-    list: Vec<Packed>,
+    list: CompactVec<Packed>,
     /// Each movie's rating ids, ascending.
     #[serde(skip)]
-    by_movie: HashMap<MovieId, Vec<RatingId>>,
+    by_movie: HashMap<MovieId, CompactVec<RatingId>>,
     /// The list's tag: SHA-256 chained over every rating, in feed order
     /// (derived, so not part of the canonical JSON).
     #[serde(skip)]
@@ -86,8 +88,8 @@ impl RatingList {
 
     /// A rating by id.
     pub fn get(&self, id: RatingId) -> Option<RatingRow> {
-        let at = self.list.binary_search_by_key(&id, |p| p.id).ok()?;
-        Some(self.list[at].row())
+        let at = self.list.partition_point(|p| p.id < id);
+        self.list.get(at).filter(|p| p.id == id).map(Packed::row)
     }
 
     /// How many ratings there are.
@@ -115,18 +117,23 @@ impl RatingList {
                     .iter()
                     .skip(offset)
                     .take(take)
-                    .map(|p| p.row())
+                    .map(Packed::row)
                     .collect(),
                 count: self.list.len(),
             },
             Some(m) => {
-                let ids = self.by_movie.get(&m).map_or(&[][..], Vec::as_slice);
+                let Some(ids) = self.by_movie.get(&m) else {
+                    return Page {
+                        items: Vec::new(),
+                        count: 0,
+                    };
+                };
                 Page {
                     items: ids
                         .iter()
                         .skip(offset)
                         .take(take)
-                        .filter_map(|&id| self.get(id))
+                        .filter_map(|id| self.get(id))
                         .collect(),
                     count: ids.len(),
                 }
@@ -159,18 +166,19 @@ impl RatingList {
             .map(|(id, _)| *id)
             .collect();
         let start = self.list.partition_point(|p| p.id <= after);
-        self.list[start..]
+        self.list
             .iter()
+            .skip(start)
             .take_while(|p| p.id <= cut.max_id)
             .filter(|p| !later.contains(&p.id))
             .take(limit)
-            .map(|p| p.row())
+            .map(Packed::row)
             .collect()
     }
 
     pub(super) fn encode(&self, out: &mut Encoder<'_>) {
         out.fixed(&self.tag);
-        out.records(&self.list, 24, |p, slot| {
+        out.records_of(self.list.iter(), 24, |p, slot| {
             slot[..8].copy_from_slice(&p.id.0.to_le_bytes());
             slot[8..16].copy_from_slice(&p.movie.0.to_le_bytes());
             slot[16..].copy_from_slice(&p.user_rating.to_le_bytes());
@@ -215,7 +223,8 @@ impl RatingList {
     }
 }
 
-/// A rating in 24 bytes: the user and the rating share one word.
+/// A rating in 24 bytes: the user and the rating share one word. Kept in
+/// 12 ([`NarrowRow`]) while its ids fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 struct Packed {
     id: RatingId,
@@ -223,6 +232,46 @@ struct Packed {
     /// `user << 3 | rating` (a rating is 1..=5; user ids are positive and
     /// far below 2^60).
     user_rating: i64,
+}
+
+/// A [`Packed`] in 12 bytes.
+#[derive(Debug, Clone, Copy)]
+struct NarrowRow {
+    id: u32,
+    movie: u32,
+    user_rating: u32,
+}
+
+impl Narrow for Packed {
+    type Narrow = NarrowRow;
+
+    fn narrow(self) -> Option<NarrowRow> {
+        Some(NarrowRow {
+            id: narrow_id(self.id.0)?,
+            movie: narrow_id(self.movie.0)?,
+            user_rating: narrow_id(self.user_rating)?,
+        })
+    }
+
+    fn widen(n: NarrowRow) -> Self {
+        Packed {
+            id: RatingId(n.id.into()),
+            movie: MovieId(n.movie.into()),
+            user_rating: n.user_rating.into(),
+        }
+    }
+}
+
+impl Narrow for RatingId {
+    type Narrow = u32;
+
+    fn narrow(self) -> Option<u32> {
+        narrow_id(self.0)
+    }
+
+    fn widen(n: u32) -> Self {
+        RatingId(n.into())
+    }
 }
 
 impl Packed {
@@ -247,11 +296,11 @@ impl Packed {
 /// Inserts `item` into `sorted` (ascending by `key`), where it almost
 /// always goes last: ids are allocated in order, and only a race between
 /// two commands commits them out of order.
-fn insert_sorted<T, K: Ord>(sorted: &mut Vec<T>, item: T, key: impl Fn(&T) -> K) {
+fn insert_sorted<T: Narrow, K: Ord>(sorted: &mut CompactVec<T>, item: T, key: impl Fn(&T) -> K) {
     let k = key(&item);
     match sorted.last() {
-        Some(last) if key(last) > k => {
-            let at = sorted.partition_point(|x| key(x) < k);
+        Some(last) if key(&last) > k => {
+            let at = sorted.partition_point(|x| key(&x) < k);
             sorted.insert(at, item);
         }
         _ => sorted.push(item),

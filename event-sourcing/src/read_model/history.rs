@@ -1,11 +1,13 @@
 //! Who did what, and when: a list of small facts per user, oldest first,
-//! that a read model keeps for "my activity" (16 bytes a fact), and writes
-//! into its snapshot as fixed-size records.
+//! that a read model keeps for "my activity" (12 bytes a fact while its
+//! code fits in 32 bits, else 16), and writes into its snapshot as
+//! fixed-size records.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::compact::{CompactVec, Narrow};
 use super::snapshot::{Damaged, Decoder, Encoder, i64_at};
 
 /// One thing a user did: when it was stored, and what it was, in the
@@ -18,11 +20,39 @@ pub struct Fact {
     pub what: i64,
 }
 
+/// A [`Fact`] in 12 bytes: its time in two halves (so that it aligns on 4
+/// bytes), its code in 32 bits.
+#[derive(Debug, Clone, Copy)]
+pub struct NarrowFact {
+    at_low: u32,
+    at_high: i32,
+    what: i32,
+}
+
+impl Narrow for Fact {
+    type Narrow = NarrowFact;
+
+    fn narrow(self) -> Option<NarrowFact> {
+        Some(NarrowFact {
+            at_low: self.at_micros as u32,
+            at_high: (self.at_micros >> 32) as i32,
+            what: i32::try_from(self.what).ok()?,
+        })
+    }
+
+    fn widen(n: NarrowFact) -> Self {
+        Fact {
+            at_micros: (i64::from(n.at_high) << 32) | i64::from(n.at_low),
+            what: n.what.into(),
+        }
+    }
+}
+
 /// Every user's facts, by user, in the order they were applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Histories<U: Ord> {
-    by_user: BTreeMap<U, Vec<Fact>>,
+    by_user: BTreeMap<U, CompactVec<Fact>>,
 }
 
 impl<U: Ord> Default for Histories<U> {
@@ -51,7 +81,9 @@ impl<U: Ord + Copy + Into<i64> + From<i64>> Histories<U> {
     /// (counting at most `limit`, newest first), and when the oldest of
     /// those was: what a quota over a sliding window needs, in O(`limit`).
     pub fn recent(&self, user: U, since_micros: i64, limit: usize) -> (usize, Option<i64>) {
-        let facts = self.by_user.get(&user).map_or(&[][..], Vec::as_slice);
+        let Some(facts) = self.by_user.get(&user) else {
+            return (0, None);
+        };
         let mut oldest = None;
         let count = facts
             .iter()
@@ -66,12 +98,13 @@ impl<U: Ord + Copy + Into<i64> + From<i64>> Histories<U> {
     /// The newest `newest` facts of `user` (all with `None`), newest first,
     /// and how many there are in all.
     pub fn newest(&self, user: U, newest: Option<usize>) -> (Vec<Fact>, usize) {
-        let facts = self.by_user.get(&user).map_or(&[][..], Vec::as_slice);
+        let Some(facts) = self.by_user.get(&user) else {
+            return (Vec::new(), 0);
+        };
         let page = facts
             .iter()
             .rev()
             .take(newest.unwrap_or(usize::MAX))
-            .copied()
             .collect();
         (page, facts.len())
     }
@@ -82,7 +115,7 @@ impl<U: Ord + Copy + Into<i64> + From<i64>> Histories<U> {
         out.count(self.by_user.len());
         for (user, facts) in &self.by_user {
             out.i64(*user);
-            out.records(facts, 16, |f, slot| {
+            out.records_of(facts.iter(), 16, |f, slot| {
                 slot[..8].copy_from_slice(&f.at_micros.to_le_bytes());
                 slot[8..].copy_from_slice(&f.what.to_le_bytes());
             });
@@ -94,7 +127,7 @@ impl<U: Ord + Copy + Into<i64> + From<i64>> Histories<U> {
         let mut by_user = BTreeMap::new();
         for _ in 0..input.count(16)? {
             let user = input.id()?;
-            let mut facts = Vec::new();
+            let mut facts = CompactVec::default();
             input.records(16, |record| {
                 facts.push(Fact {
                     at_micros: i64_at(record, 0),

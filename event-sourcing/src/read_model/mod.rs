@@ -8,6 +8,7 @@
 //!   it holds every acknowledged write;
 //! - [`projection`]: a model fed by the store's feed, using all of the above.
 
+pub mod compact;
 pub mod history;
 pub mod lease;
 pub mod model;

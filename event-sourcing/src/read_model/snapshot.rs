@@ -237,13 +237,38 @@ impl<'a> Encoder<'a> {
 
     /// Records of `size` bytes each, count first, each written into its
     /// slot by `write`, a block at a time: the fast path for big vectors.
-    pub fn records<T>(&mut self, items: &[T], size: usize, write: impl Fn(&T, &mut [u8])) {
+    pub fn records<'i, T: 'i>(
+        &mut self,
+        items: impl IntoIterator<Item = &'i T, IntoIter: ExactSizeIterator>,
+        size: usize,
+        write: impl Fn(&T, &mut [u8]),
+    ) {
+        self.records_of(items.into_iter(), size, |item, slot| write(item, slot));
+    }
+
+    /// [`Encoder::records`] of items given by value (as a
+    /// [`super::compact::CompactVec`] gives them).
+    pub fn records_of<T>(
+        &mut self,
+        mut items: impl ExactSizeIterator<Item = T>,
+        size: usize,
+        write: impl Fn(T, &mut [u8]),
+    ) {
         self.count(items.len());
-        for block in items.chunks((SPILL_AT / size.max(1)).max(1)) {
+        let per_block = (SPILL_AT / size.max(1)).max(1);
+        loop {
+            let block = items.len().min(per_block);
+            if block == 0 {
+                break;
+            }
             let start = self.buf.len();
-            self.buf.resize(start + block.len() * size, 0);
-            for (slot, item) in self.buf[start..].chunks_exact_mut(size).zip(block) {
-                write(item, slot);
+            self.buf.resize(start + block * size, 0);
+            for slot in self.buf[start..].chunks_exact_mut(size) {
+                match items.next() {
+                    Some(item) => write(item, slot),
+                    // An iterator shorter than it said: never for ours.
+                    None => break,
+                }
             }
             self.spill();
         }

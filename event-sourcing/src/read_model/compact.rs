@@ -1,0 +1,354 @@
+//! Vectors that keep their items narrow while every item fits: a read
+//! model's ids and times are 64-bit in the domain, yet for years of a
+//! deployment's life they fit in 32 bits, and a million ratings or facts
+//! held at half their width are half the memory. The first item that does
+//! not fit widens the whole vector, once; nothing is ever cut short.
+
+use serde::Serialize;
+
+/// An item with a narrow form that holds it exactly when it fits.
+pub trait Narrow: Copy + std::fmt::Debug {
+    /// The narrow form.
+    type Narrow: Copy + std::fmt::Debug;
+    /// The narrow form of `self`, if it fits.
+    fn narrow(self) -> Option<Self::Narrow>;
+    /// The item a narrow form holds.
+    fn widen(narrow: Self::Narrow) -> Self;
+}
+
+/// Items per chunk of [`Chunks`].
+const CHUNK: usize = 1024;
+
+/// A vector in chunks of [`CHUNK`] items: the first grows as a `Vec` does
+/// (a short vector is one `Vec`), the others are allocated whole. A long
+/// one never copies itself to grow, and never holds a spare half, nor the
+/// freed buffers of its growth, which the allocator may keep.
+#[derive(Debug, Clone)]
+pub struct Chunks<T> {
+    /// The first [`CHUNK`] items.
+    first: Vec<T>,
+    /// The chunks after the first, each full but the last.
+    rest: Vec<Vec<T>>,
+}
+
+impl<T> Default for Chunks<T> {
+    fn default() -> Self {
+        Self {
+            first: Vec::new(),
+            rest: Vec::new(),
+        }
+    }
+}
+
+impl<T: Copy> Chunks<T> {
+    fn len(&self) -> usize {
+        match self.rest.last() {
+            None => self.first.len(),
+            Some(last) => CHUNK * self.rest.len() + last.len(),
+        }
+    }
+
+    /// Chunk `c` (0 is the first).
+    fn chunk_mut(&mut self, c: usize) -> Option<&mut Vec<T>> {
+        match c {
+            0 => Some(&mut self.first),
+            c => self.rest.get_mut(c - 1),
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<&T> {
+        match i / CHUNK {
+            0 => self.first.get(i),
+            c => self.rest.get(c - 1)?.get(i % CHUNK),
+        }
+    }
+
+    fn push(&mut self, item: T) {
+        let last = self.rest.last_mut().unwrap_or(&mut self.first);
+        if last.len() < CHUNK {
+            last.push(item);
+        } else {
+            let mut chunk = Vec::with_capacity(CHUNK);
+            chunk.push(item);
+            self.rest.push(chunk);
+        }
+    }
+
+    /// Inserts at `at`, moving the items after it along (panics past the end).
+    fn insert(&mut self, at: usize, item: T) {
+        assert!(at <= self.len(), "insertion index {at} past the end");
+        let (mut carry, mut c, mut offset) = (item, at / CHUNK, at % CHUNK);
+        while let Some(chunk) = self.chunk_mut(c) {
+            if chunk.len() < CHUNK {
+                chunk.insert(offset, carry);
+                return;
+            }
+            // A full chunk passes its last item on to the next.
+            let last = chunk.pop().expect("a full chunk has items");
+            chunk.insert(offset, carry);
+            (carry, c, offset) = (last, c + 1, 0);
+        }
+        // Every chunk was full: the last item starts a new one.
+        self.push(carry);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.first.iter().chain(self.rest.iter().flatten())
+    }
+}
+
+impl<T: Copy> FromIterator<T> for Chunks<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(items: I) -> Self {
+        let mut chunks = Self::default();
+        items.into_iter().for_each(|item| chunks.push(item));
+        chunks
+    }
+}
+
+/// A vector of `W`, kept as `W::Narrow` while every item fits.
+#[derive(Debug, Clone)]
+pub enum CompactVec<W: Narrow> {
+    /// Every item fits.
+    Narrow(Chunks<W::Narrow>),
+    /// Some item did not.
+    Wide(Chunks<W>),
+}
+
+impl<W: Narrow> Default for CompactVec<W> {
+    fn default() -> Self {
+        Self::Narrow(Chunks::default())
+    }
+}
+
+impl<W: Narrow> CompactVec<W> {
+    /// How many items.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Narrow(v) => v.len(),
+            Self::Wide(v) => v.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the items are kept narrow.
+    pub fn is_narrow(&self) -> bool {
+        matches!(self, Self::Narrow(_))
+    }
+
+    /// The item at `i`.
+    pub fn get(&self, i: usize) -> Option<W> {
+        match self {
+            Self::Narrow(v) => v.get(i).map(|&n| W::widen(n)),
+            Self::Wide(v) => v.get(i).copied(),
+        }
+    }
+
+    /// The last item.
+    pub fn last(&self) -> Option<W> {
+        self.len().checked_sub(1).and_then(|i| self.get(i))
+    }
+
+    /// Adds `item` at the end.
+    pub fn push(&mut self, item: W) {
+        self.insert(self.len(), item);
+    }
+
+    /// Inserts `item` at `at` (as `Vec::insert`; panics past the end).
+    pub fn insert(&mut self, at: usize, item: W) {
+        if let Self::Narrow(v) = self {
+            match item.narrow() {
+                Some(n) => return v.insert(at, n),
+                None => *self = Self::Wide(v.iter().map(|&n| W::widen(n)).collect()),
+            }
+        }
+        if let Self::Wide(v) = self {
+            v.insert(at, item);
+        }
+    }
+
+    /// Keeps the items `keep` says so of (rebuilding the vector).
+    pub fn retain(&mut self, mut keep: impl FnMut(W) -> bool) {
+        *self = match self {
+            Self::Narrow(v) => {
+                Self::Narrow(v.iter().copied().filter(|&n| keep(W::widen(n))).collect())
+            }
+            Self::Wide(v) => Self::Wide(v.iter().copied().filter(|&w| keep(w)).collect()),
+        };
+    }
+
+    /// The index of the first item for which `pred` is false, the items
+    /// being partitioned by it (as [`slice::partition_point`]).
+    pub fn partition_point(&self, mut pred: impl FnMut(W) -> bool) -> usize {
+        let (mut low, mut high) = (0, self.len());
+        while low < high {
+            let mid = low + (high - low) / 2;
+            match self.get(mid) {
+                Some(item) if pred(item) => low = mid + 1,
+                _ => high = mid,
+            }
+        }
+        low
+    }
+
+    /// The items in order, from the first.
+    pub fn iter(&self) -> Iter<'_, W> {
+        Iter {
+            items: self,
+            front: 0,
+            back: self.len(),
+        }
+    }
+}
+
+impl<W: Narrow + PartialEq> PartialEq for CompactVec<W> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl<W: Narrow + Eq> Eq for CompactVec<W> {}
+
+/// As the vector of its items.
+impl<W: Narrow + Serialize> Serialize for CompactVec<W> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+/// The items of a [`CompactVec`], widened.
+#[derive(Debug, Clone)]
+pub struct Iter<'a, W: Narrow> {
+    items: &'a CompactVec<W>,
+    front: usize,
+    back: usize,
+}
+
+impl<W: Narrow> Iterator for Iter<'_, W> {
+    type Item = W;
+
+    fn next(&mut self) -> Option<W> {
+        if self.front >= self.back {
+            return None;
+        }
+        self.front += 1;
+        self.items.get(self.front - 1)
+    }
+
+    fn nth(&mut self, n: usize) -> Option<W> {
+        self.front = self.front.saturating_add(n).min(self.back);
+        self.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.back - self.front;
+        (left, Some(left))
+    }
+}
+
+impl<W: Narrow> DoubleEndedIterator for Iter<'_, W> {
+    fn next_back(&mut self) -> Option<W> {
+        if self.front >= self.back {
+            return None;
+        }
+        self.back -= 1;
+        self.items.get(self.back)
+    }
+}
+
+impl<W: Narrow> ExactSizeIterator for Iter<'_, W> {}
+
+/// An `i64` id that is positive and below 2^32, as a `u32`.
+pub fn narrow_id(id: i64) -> Option<u32> {
+    u32::try_from(id).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+    struct Id(i64);
+
+    impl Narrow for Id {
+        type Narrow = u32;
+        fn narrow(self) -> Option<u32> {
+            narrow_id(self.0)
+        }
+        fn widen(n: u32) -> Self {
+            Id(n.into())
+        }
+    }
+
+    fn ids(v: &CompactVec<Id>) -> Vec<i64> {
+        v.iter().map(|i| i.0).collect()
+    }
+
+    #[test]
+    fn items_stay_narrow_until_one_does_not_fit_and_none_is_cut() {
+        let mut v = CompactVec::<Id>::default();
+        for i in [1, 2, 4] {
+            v.push(Id(i));
+        }
+        v.insert(2, Id(3));
+        assert!(v.is_narrow());
+        assert_eq!(ids(&v), [1, 2, 3, 4]);
+        v.push(Id(1 << 40));
+        assert!(!v.is_narrow());
+        v.insert(0, Id(-1));
+        assert_eq!(ids(&v), [-1, 1, 2, 3, 4, 1 << 40]);
+        assert_eq!(v.last(), Some(Id(1 << 40)));
+        assert_eq!(v.partition_point(|i| i.0 < 3), 3);
+        v.retain(|i| i.0 % 2 == 0);
+        assert_eq!(ids(&v), [2, 4, 1 << 40]);
+        assert_eq!(serde_json::to_string(&v).unwrap(), "[2,4,1099511627776]");
+    }
+
+    #[test]
+    fn long_vectors_grow_by_chunks_and_insert_across_them() {
+        let mut v = CompactVec::<Id>::default();
+        let n = 3 * CHUNK as i64 + 5;
+        (0..n).filter(|i| i % 1000 != 7).for_each(|i| v.push(Id(i)));
+        // Late items, each inserted in its place, across chunk boundaries.
+        for i in (0..n).filter(|i| i % 1000 == 7) {
+            let at = v.partition_point(|x| x.0 < i);
+            v.insert(at, Id(i));
+        }
+        assert_eq!(ids(&v), (0..n).collect::<Vec<_>>());
+        if let CompactVec::Narrow(chunks) = &v {
+            assert_eq!(chunks.rest.len(), 3);
+            assert_eq!(chunks.first.capacity(), CHUNK);
+            assert!(chunks.rest.iter().all(|c| c.capacity() == CHUNK));
+        }
+        v.push(Id(1 << 40));
+        v.insert(CHUNK, Id(-3));
+        assert_eq!(v.get(CHUNK), Some(Id(-3)));
+        assert_eq!(v.get(CHUNK + 1), Some(Id(CHUNK as i64)));
+        assert_eq!(v.last(), Some(Id(1 << 40)));
+        assert_eq!(v.len() as i64, n + 2);
+    }
+
+    #[test]
+    fn iteration_skips_and_runs_backwards_like_a_slice() {
+        let mut v = CompactVec::<Id>::default();
+        (1..=10).for_each(|i| v.push(Id(i)));
+        assert_eq!(
+            v.iter().skip(7).map(|i| i.0).collect::<Vec<_>>(),
+            [8, 9, 10]
+        );
+        assert_eq!(
+            v.iter().rev().take(2).map(|i| i.0).collect::<Vec<_>>(),
+            [10, 9]
+        );
+        assert_eq!(v.iter().nth(20), None);
+        assert_eq!(v.iter().len(), 10);
+        let mut wide = v.clone();
+        wide.push(Id(-5));
+        wide.retain(|i| i.0 > 0);
+        assert!(!wide.is_narrow());
+        assert_eq!(wide, v, "equal items, whatever their width");
+    }
+}
