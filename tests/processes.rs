@@ -376,6 +376,95 @@ async fn three_processes_survive_sigkill_without_losing_or_doubling_writes() {
     assert!(users > 0);
 }
 
+/// Request lines are batched per runtime worker, yet a stop (SIGTERM)
+/// loses none of them; and a warning (a failed login, which security acts
+/// on) is in the log when its answer is, so that a SIGKILL right after it
+/// does not lose it. (A warning is written at once even while its worker
+/// stays busy: `platform::logging`'s unit tests; here an idle worker would
+/// also have written it as it parked.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the binaries (cargo build --workspace --bins); .ci/run runs it"]
+async fn batched_logs_lose_no_line_at_a_stop_nor_a_warning_at_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |log: &str| {
+        let port = || format!("127.0.0.1:{}", support::free_port());
+        let gateway = port();
+        let child = std::process::Command::new(support::bin("movies"))
+            .current_dir(dir.path())
+            .env("GATEWAY_LISTEN", &gateway)
+            .env("AUTH_LISTEN", port())
+            .env("CATALOG_LISTEN", port())
+            .env("GATEWAY_METRICS_LISTEN", port())
+            .env("AUTH_METRICS_LISTEN", port())
+            .env("CATALOG_METRICS_LISTEN", port())
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join(log)).unwrap())
+            .spawn()
+            .unwrap();
+        (child, format!("http://{gateway}"))
+    };
+    let read = |log: &str| std::fs::read_to_string(dir.path().join(log)).unwrap();
+
+    let (mut child, base) = start("stopped.log");
+    let api = Api::ready(base).await;
+    let ids: Vec<String> = (0..300).map(|n| format!("batched-line-{n}")).collect();
+    for chunk in ids.chunks(50) {
+        let sent: Vec<_> = chunk
+            .iter()
+            .map(|id| {
+                let request = api
+                    .http
+                    .get(format!("{}/api/auth/movies", api.base))
+                    .header("x-request-id", id);
+                tokio::spawn(request.send())
+            })
+            .collect();
+        for answer in sent {
+            assert_eq!(
+                answer.await.unwrap().unwrap().status(),
+                StatusCode::UNAUTHORIZED
+            );
+        }
+    }
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the stack did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let logs = read("stopped.log");
+    let missing: Vec<&String> = ids
+        .iter()
+        .filter(|id| !logs.contains(&format!("\"{id}\"")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "request lines lost at a stop: {missing:?}"
+    );
+    assert!(logs.contains("shutdown requested"), "{logs}");
+
+    let (mut child, base) = start("killed.log");
+    let api = Api::ready(base).await;
+    api.user("warned").await;
+    let wrong = json!({"username": "warned", "password": "not the password"});
+    let refused = api.post("/api/auth/login", None, wrong).await;
+    assert!(matches!(refused, Outcome::Refused(_)), "{refused:?}");
+    child.kill().unwrap(); // SIGKILL, at once
+    child.wait().unwrap();
+    let logs = read("killed.log");
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("WARN") && l.contains("login failed")),
+        "the failed login's warning was lost:\n{logs}"
+    );
+}
+
 /// With `RUST_LOG=debug` on PostgreSQL, no password hash, token, token
 /// digest or e-mail address reaches the logs (tokio_postgres prints every
 /// statement's parameters at debug: it is held at info).

@@ -34,7 +34,7 @@ pub fn init_tracing(default_name: &'static str) {
         *meta.level() <= tracing::Level::INFO || !is_leaky(meta.target())
     });
     let logs = tracing_subscriber::fmt::layer()
-        .with_writer(LogWriter)
+        .with_writer(LogWriter::default())
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_filter(no_secrets)
         .with_filter(filter);
@@ -65,12 +65,18 @@ thread_local! {
 }
 
 /// Appends `bytes` to `pending`, and writes what is pending to `sink` once
-/// it reaches [`FLUSH_AT`]; without a buffer, writes at once.
-fn buffer_or_write(pending: Option<&mut Vec<u8>>, bytes: &[u8], sink: &mut impl Write) {
+/// it reaches [`FLUSH_AT`], or at once if `urgent`; without a buffer,
+/// writes at once.
+fn buffer_or_write(
+    pending: Option<&mut Vec<u8>>,
+    bytes: &[u8],
+    urgent: bool,
+    sink: &mut impl Write,
+) {
     match pending {
         Some(pending) => {
             pending.extend_from_slice(bytes);
-            if pending.len() >= FLUSH_AT {
+            if urgent || pending.len() >= FLUSH_AT {
                 write_out(pending, sink);
             }
         }
@@ -119,13 +125,21 @@ pub fn flush() {
 }
 
 /// Where the log layer writes each formatted line (in one `write_all`).
-struct LogWriter;
+/// Warnings and errors (failed logins, throttling, failures: what
+/// security and operators act on) are urgent: written at once, after the
+/// lines the worker kept before them, so that not even a SIGKILL loses
+/// them. Only info and below are batched.
+#[derive(Default)]
+struct LogWriter {
+    urgent: bool,
+}
 
 impl Write for LogWriter {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         let kept = PENDING.try_with(|pending| match pending.try_borrow_mut() {
             Ok(mut pending) => {
-                buffer_or_write(pending.as_mut(), bytes, &mut std::io::stderr().lock());
+                let stderr = &mut std::io::stderr().lock();
+                buffer_or_write(pending.as_mut(), bytes, self.urgent, stderr);
                 true
             }
             Err(_) => false,
@@ -146,7 +160,13 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
     type Writer = LogWriter;
 
     fn make_writer(&'a self) -> Self::Writer {
-        LogWriter
+        LogWriter::default()
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        LogWriter {
+            urgent: *meta.level() <= tracing::Level::WARN,
+        }
     }
 }
 
@@ -161,21 +181,69 @@ mod tests {
         let line = [b'x'; 100];
         let mut written = 0;
         while sink.is_empty() {
-            buffer_or_write(Some(&mut pending), &line, &mut sink);
+            buffer_or_write(Some(&mut pending), &line, false, &mut sink);
             written += line.len();
         }
         // Written in one piece, once it reached the threshold.
         assert_eq!(sink.len(), written);
         assert!(written >= FLUSH_AT && written < FLUSH_AT + line.len());
         assert!(pending.is_empty());
-        buffer_or_write(Some(&mut pending), b"last\n", &mut sink);
+        buffer_or_write(Some(&mut pending), b"last\n", false, &mut sink);
         assert_eq!(sink.len(), written);
         // Parking writes what is left.
         write_out(&mut pending, &mut sink);
         assert!(sink.ends_with(b"xlast\n"));
         // Any other thread writes each line at once.
-        buffer_or_write(None, b"now\n", &mut sink);
+        buffer_or_write(None, b"now\n", false, &mut sink);
         assert!(sink.ends_with(b"now\n"));
+        // An urgent line goes out at once, after what was kept before it.
+        buffer_or_write(Some(&mut pending), b"kept\n", false, &mut sink);
+        buffer_or_write(Some(&mut pending), b"warn\n", true, &mut sink);
+        assert!(sink.ends_with(b"kept\nwarn\n"));
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn warnings_and_errors_are_urgent_and_nothing_below() {
+        use tracing_subscriber::fmt::MakeWriter as _;
+        struct Levels;
+        impl tracing::Subscriber for Levels {
+            fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+                true
+            }
+            fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+                tracing::span::Id::from_u64(1)
+            }
+            fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+            fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+            fn event(&self, event: &tracing::Event<'_>) {
+                let meta = event.metadata();
+                let urgent = super::LogWriter::default().make_writer_for(meta).urgent;
+                URGENT.with(|u| u.borrow_mut().push((*meta.level(), urgent)));
+            }
+            fn enter(&self, _: &tracing::span::Id) {}
+            fn exit(&self, _: &tracing::span::Id) {}
+        }
+        thread_local! {
+            static URGENT: std::cell::RefCell<Vec<(tracing::Level, bool)>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        tracing::subscriber::with_default(Levels, || {
+            tracing::error!("e");
+            tracing::warn!("w");
+            tracing::info!("i");
+            tracing::debug!("d");
+        });
+        use tracing::Level;
+        let seen = URGENT.with(|u| u.borrow().clone());
+        assert_eq!(
+            seen,
+            [
+                (Level::ERROR, true),
+                (Level::WARN, true),
+                (Level::INFO, false),
+                (Level::DEBUG, false)
+            ]
+        );
     }
 
     #[test]
