@@ -1,5 +1,5 @@
 //! The live tokens of the read model, compact: one 80-byte slot per token
-//! in a dense vector, found by digest through a table of 4-byte slot
+//! in chunks of 1024 slots, found by digest through a table of 4-byte slot
 //! numbers, and each user's tokens threaded through their slots as a list.
 //!
 //! A `HashMap<TokenDigest, TokenRecord>` beside a `Vec<TokenDigest>` per
@@ -7,7 +7,7 @@
 //! 80-byte entry in a table at most 7/8 full, and half full after it
 //! doubles; the digest again in the user's list): here a token costs its
 //! slot, about ten bytes of index, and a share of its user's list head.
-//! Freed slots are reused, so the vector follows the number of live tokens.
+//! Freed slots are reused, so the slots follow the number of live tokens.
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
