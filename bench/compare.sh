@@ -28,7 +28,7 @@ for round in $(seq 1 "$rounds"); do
     for side in old new; do
       dir=$old; [ "$side" = new ] && dir=$new
       rm -rf "$work/data"
-      (cd "$work" && exec env AUTH_LOGIN_MAX_FAILURES=1000000 AUTH_LOGIN_MAX_FAILURES_PER_USER=1000000 AUTH_HASH_QUEUE=100000 GATEWAY_AUTH_PER_MINUTE=100000000 GATEWAY_AUTH_BURST=100000000 GATEWAY_AUTH_CONCURRENCY=100000 CATALOG_WRITE_QUOTA=0 "$dir/movies" --gateway-listen 127.0.0.1:8000 2>>"$work/stack.log") & stack=$!
+      (cd "$work" && exec env "${limits[@]}" "$dir/movies" --gateway-listen 127.0.0.1:8000 2>>"$work/stack.log") & stack=$!
       for _ in $(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:8000/healthz && break; sleep 0.1; done
       out=$("$loadgen" run --url http://127.0.0.1:8000 --scenario "$scenario" --seconds "$seconds")
       kill "$stack"; wait "$stack" 2>/dev/null || true; stack=""

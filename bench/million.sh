@@ -29,9 +29,8 @@ url=http://127.0.0.1:8003
 catalog_metrics=$([ "$stack" = postgres ] && echo http://127.0.0.1:9182/metrics || true)
 work=$(mktemp -d)
 procs=()
-limits=(AUTH_LOGIN_MAX_FAILURES=1000000 AUTH_LOGIN_MAX_FAILURES_PER_USER=1000000
-        AUTH_HASH_QUEUE=100000 GATEWAY_AUTH_PER_MINUTE=100000000 GATEWAY_AUTH_BURST=100000000 GATEWAY_AUTH_CONCURRENCY=100000 CATALOG_WRITE_QUOTA=0
-        AUTH_METRICS_LISTEN=off CATALOG_METRICS_LISTEN=off GATEWAY_METRICS_LISTEN=127.0.0.1:9183
+. bench/lib.sh
+limits+=(AUTH_METRICS_LISTEN=off CATALOG_METRICS_LISTEN=off GATEWAY_METRICS_LISTEN=127.0.0.1:9183
         RUST_LOG=warn,event_store::read_model=info)
 cleanup() {
   for p in "${procs[@]}"; do kill "$p" 2>/dev/null || true; done

@@ -30,9 +30,8 @@ stack=""
 cleanup() { [ -n "$stack" ] && kill "$stack" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
-(cd "$work" && AUTH_LOGIN_MAX_FAILURES=1000000 AUTH_LOGIN_MAX_FAILURES_PER_USER=1000000 \
-  GATEWAY_AUTH_PER_MINUTE=100000000 GATEWAY_AUTH_BURST=100000000 GATEWAY_AUTH_CONCURRENCY=100000 \
-  exec "$movies" --gateway-listen 127.0.0.1:8000 2>"$work/stack.log") & stack=$!
+. bench/lib.sh
+(cd "$work" && exec env "${limits[@]}" "$movies" --gateway-listen 127.0.0.1:8000 2>"$work/stack.log") & stack=$!
 for _ in $(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:8000/healthz && break; sleep 0.1; done
 token=$("$bin/loadgen" setup --url http://127.0.0.1:8000)
 wrk -t2 -c64 -d"$((seconds + 4))s" -H "Authorization: Token $token" \

@@ -33,8 +33,6 @@ cleanup() {
 }
 trap cleanup EXIT
 . bench/lib.sh
-limits=(AUTH_LOGIN_MAX_FAILURES=1000000 AUTH_LOGIN_MAX_FAILURES_PER_USER=1000000 AUTH_HASH_QUEUE=100000
-  GATEWAY_AUTH_PER_MINUTE=100000000 GATEWAY_AUTH_BURST=100000000 GATEWAY_AUTH_CONCURRENCY=100000 CATALOG_WRITE_QUOTA=0)
 
 ready() { # URL
   for _ in $(seq 1 200); do curl -sf -o /dev/null "$1/readyz" && return 0; sleep 0.1; done

@@ -94,12 +94,11 @@ fn new_request_id() -> HeaderValue {
         (random, std::collections::hash_map::RandomState::new())
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&prefix.to_be_bytes());
+    bytes[8..].copy_from_slice(&key.hash_one(n).to_be_bytes());
     let mut id = [0u8; 32];
-    hex::encode_to_slice(
-        [prefix.to_be_bytes(), key.hash_one(n).to_be_bytes()].concat(),
-        &mut id,
-    )
-    .expect("16 bytes are 32 hex digits");
+    hex::encode_to_slice(bytes, &mut id).expect("16 bytes are 32 hex digits");
     HeaderValue::from_bytes(&id).expect("hex digits are a valid header value")
 }
 
