@@ -26,6 +26,7 @@ mod error;
 pub mod esdb;
 mod event;
 mod group;
+pub mod groups;
 pub mod ids;
 pub mod lease;
 mod model;

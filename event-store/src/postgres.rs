@@ -76,6 +76,8 @@ use crate::stats::StoreStats;
 use crate::store::{EventStore, EventStream};
 use crate::subscription::{advance, catch_up_then_live};
 
+mod groups;
+
 const BACKEND: &str = "postgres";
 /// The advisory lock serializing appends (any constant shared by all writers).
 const APPEND_LOCK: i64 = 0x6d6f_7669_6573_0001;
@@ -111,6 +113,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE es_read_leases ADD COLUMN applied bigint NOT NULL DEFAULT 0",
     // Secrets kept beside the events (`EventStore::secret`).
     "CREATE TABLE es_secrets (name text PRIMARY KEY, value bytea NOT NULL)",
+    // Consumer groups (`crate::groups`).
+    groups::TABLES,
 ];
 
 fn db_err(e: impl std::error::Error + Send + Sync + 'static) -> EventStoreError {
@@ -894,6 +898,10 @@ impl EventStore for PostgresStore {
     }
 
     fn read_leases(&self) -> Option<Arc<dyn ReadLeases>> {
+        Some(Arc::new(self.clone()))
+    }
+
+    fn groups(&self) -> Option<Arc<dyn crate::groups::Groups>> {
         Some(Arc::new(self.clone()))
     }
 }

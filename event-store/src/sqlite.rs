@@ -29,6 +29,8 @@ use crate::stats::StoreStats;
 use crate::store::{EventStore, EventStream};
 use crate::subscription::{advance, catch_up_then_live};
 
+mod groups;
+
 const BACKEND: &str = "sqlite";
 /// The most idle read connections kept open.
 const MAX_IDLE_READERS: usize = 8;
@@ -53,6 +55,9 @@ struct Inner {
     head_tx: Arc<watch::Sender<u64>>,
     /// The connection imports write through, once one has run.
     importer: Mutex<Option<Connection>>,
+    /// The connection consumer groups' tables are written through, once
+    /// one is used.
+    groups: Mutex<Option<Connection>>,
 }
 
 impl SqliteStore {
@@ -83,6 +88,7 @@ impl SqliteStore {
                 head: head_rx,
                 head_tx,
                 importer: Mutex::new(None),
+                groups: Mutex::new(None),
             }),
         })
     }
@@ -499,5 +505,9 @@ impl EventStore for SqliteStore {
 
     fn stats(&self) -> Option<Arc<StoreStats>> {
         Some(self.inner.writer.stats.clone())
+    }
+
+    fn groups(&self) -> Option<Arc<dyn crate::groups::Groups>> {
+        Some(Arc::new(self.clone()))
     }
 }

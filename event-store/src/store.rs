@@ -116,6 +116,12 @@ pub trait EventStore: Send + Sync + 'static {
         None
     }
 
+    /// The store's consumer-group tables, if the backend keeps them (see
+    /// [`crate::groups`]).
+    fn groups(&self) -> Option<std::sync::Arc<dyn crate::groups::Groups>> {
+        None
+    }
+
     /// Follows the global feed from `from_position` (inclusive): first every
     /// stored event, then each new one as it commits.
     fn subscribe_all(&self, from_position: u64) -> EventStream;
