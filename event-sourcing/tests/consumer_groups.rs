@@ -185,7 +185,7 @@ async fn an_unanswered_event_is_sent_again_then_parked_and_replayed() {
                 .await
                 .expect("a delivery")
                 .unwrap();
-            got.push(((*d.message).1, d.delivery));
+            got.push((d.message.1, d.delivery));
             last = Some(d.event_id);
         }
         assert_eq!(got, [(0, 1), (0, 2), (0, 3), (1, 1)]);
@@ -198,7 +198,7 @@ async fn an_unanswered_event_is_sent_again_then_parked_and_replayed() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(((*second.message).1, second.delivery), (1, 2));
+        assert_eq!((second.message.1, second.delivery), (1, 2));
         member.ack(vec![second.event_id]);
         // Replayed: delivered again; acknowledged, it is no longer parked.
         assert_eq!(groups.replay("slow", &[]).await.unwrap(), 1);
@@ -206,7 +206,7 @@ async fn an_unanswered_event_is_sent_again_then_parked_and_replayed() {
             .await
             .expect("the replay")
             .unwrap();
-        assert_eq!((*d.message).1, 0);
+        assert_eq!(d.message.1, 0);
         member.ack(vec![d.event_id]);
         until_async(|| async { groups.parked("slow", 0, 10).await.unwrap().is_empty() }).await;
         let stats = groups.counters();
