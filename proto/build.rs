@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/movies/auth/v1/auth.proto",
         "proto/movies/catalog/v1/catalog.proto",
+        "proto/movies/feed/v1/feed.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

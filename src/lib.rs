@@ -31,17 +31,29 @@ pub struct Config {
 
 impl Config {
     /// Where the launcher keeps catalog-service's key for `SubscribeEvents`
-    /// when none is set: beside the catalog's SQLite store, else in the
-    /// working directory.
+    /// and the feed when none is set: beside the catalog's SQLite store,
+    /// else in the working directory.
     pub fn service_key_file(&self) -> std::path::PathBuf {
-        let dir = match event_store::StoreUrl::parse(&self.catalog.catalog_store_url) {
-            Ok(event_store::StoreUrl::Sqlite(db)) => db.parent().map(std::path::Path::to_path_buf),
-            _ => None,
-        };
-        dir.filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or_else(|| ".".into())
-            .join("catalog-service-key")
+        key_file(&self.catalog.catalog_store_url, "catalog-service-key")
     }
+
+    /// The same for auth-service's feed: `auth-service-key` beside the
+    /// auth store.
+    pub fn auth_service_key_file(&self) -> std::path::PathBuf {
+        key_file(&self.auth.auth_store_url, "auth-service-key")
+    }
+}
+
+/// `name` beside the SQLite store at `store_url`, else in the working
+/// directory.
+fn key_file(store_url: &str, name: &str) -> std::path::PathBuf {
+    let dir = match event_store::StoreUrl::parse(store_url) {
+        Ok(event_store::StoreUrl::Sqlite(db)) => db.parent().map(std::path::Path::to_path_buf),
+        _ => None,
+    };
+    dir.filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or_else(|| ".".into())
+        .join(name)
 }
 
 /// The key in `file`, or a new random one written there, the owner's only
@@ -91,7 +103,14 @@ pub struct Stack {
 impl Stack {
     /// Opens the stores, rebuilds the read models and binds every address.
     pub async fn build(config: &Config, wiring: Wiring) -> Result<Self, BoxError> {
-        let auth = auth_service::Application::build(&config.auth).await?;
+        let mut auth_config = config.auth.clone();
+        // The same for auth's feed.
+        if auth_config.auth_service_key.is_none() && !auth_config.auth_open_subscriptions {
+            let file = config.auth_service_key_file();
+            auth_config.auth_service_key = Some(service_key(&file)?);
+            tracing::info!(file = %file.display(), "auth's feed takes the key in this file");
+        }
+        let auth = auth_service::Application::build(&auth_config).await?;
         let mut catalog_config = config.catalog.clone();
         // Following the catalog's events always takes a key: without one
         // set, a key of the launcher's own, in a file only this user reads
@@ -101,7 +120,7 @@ impl Stack {
         {
             let file = config.service_key_file();
             catalog_config.catalog_service_key = Some(service_key(&file)?);
-            tracing::info!(file = %file.display(), "SubscribeEvents takes the key in this file");
+            tracing::info!(file = %file.display(), "SubscribeEvents and the catalog's feed take the key in this file");
         }
         let catalog = match wiring {
             Wiring::InProcess => {

@@ -52,6 +52,20 @@ pub struct Config {
     /// store, event-store appends); `off` for none.
     #[arg(long, env, default_value = "127.0.0.1:9101")]
     pub auth_metrics_listen: platform::MaybeAddr,
+    /// Key internal consumers must send (metadata `x-service-key`) to use
+    /// the feed (`movies.feed.v1.FeedService`). Without one, the feed is
+    /// refused, unless `--auth-open-subscriptions` is given.
+    #[arg(long, env, hide_env_values = true)]
+    pub auth_service_key: Option<String>,
+    /// Let anyone use the feed when no service key is set.
+    #[arg(long, env)]
+    pub auth_open_subscriptions: bool,
+    /// How long, in milliseconds, a replica holds a consumer group's
+    /// partitions and lists its members without renewing them (renewed
+    /// every tenth of it): how long the partitions of a replica that died
+    /// wait before another takes them.
+    #[arg(long, env, default_value_t = platform::feed::DEFAULT_LEASE_MS)]
+    pub auth_feed_lease_ms: u64,
     /// How long a token lives, in seconds.
     #[arg(long, env, default_value_t = 36_000)]
     pub auth_token_ttl_secs: u64,

@@ -19,6 +19,7 @@
 mod config;
 pub mod domain;
 pub mod error;
+mod feed;
 pub mod keys;
 mod password;
 mod pg;
@@ -35,6 +36,7 @@ use std::future::Future;
 
 use std::sync::Arc;
 
+use event_sourcing::consumer_group::ConsumerGroups;
 use event_sourcing::read_model::Projection;
 use event_store::{EventStore, EventStoreError};
 use platform::grpc::{GrpcListener, ServeError};
@@ -186,6 +188,11 @@ impl Application {
         .await?;
         let view = Arc::new(view);
         let keyring = Arc::new(keyring);
+        let groups = Arc::new(ConsumerGroups::new(
+            store.clone(),
+            feed::opener(pepper.clone()),
+            platform::feed::settings(config.auth_feed_lease_ms),
+        ));
         let service = AuthGrpc::new(
             store.clone(),
             view.clone(),
@@ -199,7 +206,17 @@ impl Application {
         let erasures = ErasureFollower::start(&view, keyring);
         let mut listener =
             GrpcListener::bind(config.auth_listen, config.auth_metrics_listen.0).await?;
-        listener.add_metrics(Arc::new(view.metrics_source("auth", store.clone())));
+        let access = platform::feed::Access::from_config(
+            config.auth_service_key.as_deref(),
+            config.auth_open_subscriptions,
+        );
+        listener.add_service(platform::feed::FeedGrpc::new(groups.clone(), access).server());
+        let projection = view.metrics_source("auth", store.clone());
+        let feed_metrics = platform::feed::metrics("auth", groups);
+        listener.add_metrics(Arc::new(move || {
+            let (projection, feed) = (projection(), feed_metrics());
+            Box::pin(async move { projection.await + &feed.await })
+        }));
         Ok(Self {
             listener,
             service,

@@ -65,6 +65,12 @@ pub struct Sessions {
     refreshing: Mutex<HashSet<TokenDigest>>,
 }
 
+/// The id a token is listed, revoked and sent to the feed by (see
+/// [`Sessions::token_id`]).
+pub fn token_id(pepper: &Pepper, digest: &TokenDigest) -> String {
+    pepper.mac("token-id", &hex::encode(digest.bytes()))
+}
+
 impl Sessions {
     /// Sessions of the users of `view`.
     pub fn new(
@@ -87,7 +93,7 @@ impl Sessions {
     /// the pepper. Stable, and it tells nothing of the token (nor of its
     /// digest, which the log holds).
     pub fn token_id(&self, digest: &TokenDigest) -> String {
-        self.pepper.mac("token-id", &hex::encode(digest.bytes()))
+        token_id(&self.pepper, digest)
     }
 
     /// `info` sealed under `user`'s key, for an event (`None`: the user

@@ -51,6 +51,12 @@ pub struct Config {
     /// all-in-one launcher's default: everything is on loopback).
     #[arg(long, env)]
     pub catalog_open_subscriptions: bool,
+    /// How long, in milliseconds, a replica holds a consumer group's
+    /// partitions and lists its members without renewing them (renewed
+    /// every tenth of it): how long the partitions of a replica that died
+    /// wait before another takes them.
+    #[arg(long, env, default_value_t = platform::feed::DEFAULT_LEASE_MS)]
+    pub catalog_feed_lease_ms: u64,
     /// Movies and ratings one user may add in any window of
     /// `CATALOG_WRITE_QUOTA_WINDOW_SECS` (all replicas together); past it,
     /// 429 with `Retry-After`. 0: no quota.

@@ -18,6 +18,7 @@ mod authenticated;
 mod config;
 pub mod domain;
 pub mod error;
+mod feed;
 pub mod identity;
 mod methods;
 pub mod read_model;
@@ -27,6 +28,7 @@ use std::future::Future;
 
 use std::sync::Arc;
 
+use event_sourcing::consumer_group::ConsumerGroups;
 use event_sourcing::read_model::Projection;
 use event_store::{EventStore, EventStoreError};
 use platform::grpc::{GrpcListener, ServeError};
@@ -109,20 +111,24 @@ impl Application {
              call), and rate_load_movie, rate_allocate_id, rate_append, rate_apply_wait \
              (RateMovie's steps).",
         ));
+        let subscribe = SubscribeAccess::from_config(
+            config.catalog_service_key.as_deref(),
+            config.catalog_open_subscriptions,
+        );
+        let groups = Arc::new(ConsumerGroups::new(
+            store.clone(),
+            feed::opener(),
+            platform::feed::settings(config.catalog_feed_lease_ms),
+        ));
+        listener
+            .add_service(platform::feed::FeedGrpc::new(groups.clone(), subscribe.clone()).server());
         let projection = view.metrics_source("catalog", store.clone());
+        let feed_metrics = platform::feed::metrics("catalog", groups);
         let staged = stages.clone();
         listener.add_metrics(Arc::new(move || {
-            let (projection, stages) = (projection(), staged.render());
-            Box::pin(async move { projection.await + &stages })
+            let (projection, stages, feed) = (projection(), staged.render(), feed_metrics());
+            Box::pin(async move { projection.await + &stages + &feed.await })
         }));
-        let subscribe = match (
-            &config.catalog_service_key,
-            config.catalog_open_subscriptions,
-        ) {
-            (Some(key), _) if !key.is_empty() => SubscribeAccess::Key(key.clone()),
-            (_, true) => SubscribeAccess::Open,
-            _ => SubscribeAccess::Closed,
-        };
         Ok(Self {
             listener,
             store,

@@ -10,7 +10,7 @@ use event_sourcing::idempotency::{self, Idempotent, Ran};
 use event_sourcing::read_model::Projection;
 use event_sourcing::read_model::history::Fact;
 use event_store::ids::IdSequence;
-use event_store::{Event as _, EventStore, ids, upcast};
+use event_store::{EventStore, ids};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use platform::metrics::Stages;
@@ -26,8 +26,8 @@ use tonic::{Request, Response, Status};
 
 use crate::authenticated::Caller;
 use crate::domain::{
-    self, AddMovie, CatalogEvent, MOVIE_IDS_STREAM, MovieId, MovieRating, RATING_IDS_STREAM,
-    RateMovie, RatingId, Text,
+    self, AddMovie, MOVIE_IDS_STREAM, MovieId, MovieRating, RATING_IDS_STREAM, RateMovie, RatingId,
+    Text,
 };
 use crate::error::{CatalogError, Result};
 use crate::read_model::finding::{Cursor, Ordering, Query, search_terms};
@@ -36,16 +36,8 @@ use crate::read_model::{
 };
 use event_sourcing::read_model::ReadPoint;
 
-/// Who may call SubscribeEvents.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SubscribeAccess {
-    /// Callers sending this key in `x-service-key`.
-    Key(String),
-    /// Anyone (the all-in-one mode on loopback).
-    Open,
-    /// No one: no key is configured.
-    Closed,
-}
+/// Who may call SubscribeEvents (and the feed): the platform's one rule.
+pub use platform::feed::Access as SubscribeAccess;
 
 /// How many movies and ratings one user may add in a sliding window: at
 /// most `writes` in any `window`. Counted from the read model (the writes
@@ -210,16 +202,10 @@ impl CatalogGrpc {
     }
 
     fn check_service_key<T>(&self, request: &Request<T>) -> Result<()> {
-        let given = request
-            .metadata()
-            .get("x-service-key")
-            .map(|v| v.as_bytes());
-        match (&self.subscribe, given) {
-            (SubscribeAccess::Open, _) => Ok(()),
-            (SubscribeAccess::Key(key), Some(given)) if constant_time_eq(key.as_bytes(), given) => {
-                Ok(())
-            }
-            _ => Err(CatalogError::ServiceKeyRequired),
+        if self.subscribe.admits(request.metadata()) {
+            Ok(())
+        } else {
+            Err(CatalogError::ServiceKeyRequired)
         }
     }
 
@@ -412,10 +398,6 @@ impl CatalogGrpc {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn movie_message(m: MovieRow) -> Movie {
     Movie {
         id: m.id.0,
@@ -589,16 +571,10 @@ impl CatalogService for CatalogGrpc {
                 Ok(e) => {
                     let _span = event_store::trace::linked("forward", &e).map(|s| s.entered());
                     // Subscribers see every event in its current shape.
-                    let (event_type, data_json) =
-                        if upcast::needed(CatalogEvent::upcasts(), &e.event_type) {
-                            let (t, data) = CatalogEvent::current(&e).map_err(|why| {
-                                tracing::error!(position = e.position, %why, "a stored event cannot be upcast");
-                                Status::internal("a stored event cannot be read")
-                            })?;
-                            (t, serde_json::Value::Object(data).to_string())
-                        } else {
-                            (e.event_type, e.data.get().to_owned())
-                        };
+                    let (event_type, data_json) = crate::feed::current(&e).map_err(|why| {
+                        tracing::error!(position = e.position, %why, "a stored event cannot be upcast");
+                        Status::internal("a stored event cannot be read")
+                    })?;
                     Ok(SubscribeEventsResponse {
                         position: e.position,
                         stream: e.stream,

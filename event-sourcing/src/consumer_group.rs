@@ -185,6 +185,8 @@ enum Command<T> {
 pub struct Member<T> {
     /// Its id, listed in the store.
     pub id: Uuid,
+    /// The group's name.
+    pub group: String,
     /// The group's settings.
     pub spec: GroupSpec,
     deliveries: mpsc::Receiver<Delivery<T>>,
@@ -367,6 +369,7 @@ impl<T: Send + Sync + 'static> ConsumerGroups<T> {
         };
         Ok(Member {
             id,
+            group: join.group,
             spec,
             deliveries,
             commands,

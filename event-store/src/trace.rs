@@ -46,6 +46,21 @@ pub fn cause(recorded: &RecordedEvent) -> Option<SpanContext> {
     parse_traceparent(meta.traceparent?)
 }
 
+/// The `traceparent` of the span that appended `recorded`, in its
+/// canonical form, if it has a valid one (for envelopes sent outside).
+pub fn traceparent(recorded: &RecordedEvent) -> Option<String> {
+    if recorded.metadata.get() == "{}" {
+        return None;
+    }
+    let sc = cause(recorded)?;
+    Some(format!(
+        "00-{}-{}-{:02x}",
+        sc.trace_id(),
+        sc.span_id(),
+        sc.trace_flags().to_u8()
+    ))
+}
+
 fn parse_traceparent(value: &str) -> Option<SpanContext> {
     let mut parts = value.split('-');
     let (version, trace, span, flags) =

@@ -82,7 +82,12 @@ pub struct GrpcListener {
     metrics: std::sync::Arc<crate::metrics::Histograms>,
     metrics_listener: Option<tokio::net::TcpListener>,
     more_metrics: crate::metrics::Render,
+    /// Services served beside the main one (the feed).
+    more_services: Vec<AddService>,
 }
+
+/// Adds one more service to a server's routes.
+type AddService = Box<dyn FnOnce(tonic::service::Routes) -> tonic::service::Routes + Send>;
 
 impl GrpcListener {
     /// Binds `addr` (port 0 picks a free port) and, if given, `metrics_addr`
@@ -107,7 +112,25 @@ impl GrpcListener {
             metrics: call_metrics("grpc_server"),
             metrics_listener,
             more_metrics: crate::metrics::nothing_more(),
+            more_services: Vec::new(),
         })
+    }
+
+    /// Serves `service` too, beside the main one, on the same listener
+    /// (and in-process).
+    pub fn add_service<S>(&mut self, service: S)
+    where
+        S: Service<Request<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.more_services
+            .push(Box::new(move |routes| routes.add_service(service)));
     }
 
     /// A client of this server for callers in the same process: calls run
@@ -149,7 +172,7 @@ impl GrpcListener {
     /// until `shutdown` resolves; in-flight calls then finish. The metrics
     /// listener, if bound, serves [`GrpcListener::metrics`].
     pub async fn serve<S>(
-        self,
+        mut self,
         service: S,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError>
@@ -174,11 +197,14 @@ impl GrpcListener {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
         tracing::info!(addr = %self.local_addr, service = S::NAME, "listening");
-        let routes = tonic::service::Routes::new(health_service)
+        let mut routes = tonic::service::Routes::new(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(service)
-            .prepare();
+            .add_service(service);
+        for add in std::mem::take(&mut self.more_services) {
+            routes = add(routes);
+        }
+        let routes = routes.prepare();
         self.in_process
             .serve(Observed::server(routes.clone(), self.metrics.clone()));
         let render = self.metrics();

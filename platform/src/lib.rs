@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod credentials;
+pub mod feed;
 pub mod grpc;
 pub mod http_server;
 pub mod logging;

@@ -86,6 +86,13 @@ pub mod catalog {
     );
 }
 
+/// `movies.feed.v1`: consumer groups over a service's events, which both
+/// services serve.
+pub mod feed {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("movies.feed.v1");
+}
+
 /// The encoded file descriptor set of every service, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
 

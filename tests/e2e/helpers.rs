@@ -90,6 +90,7 @@ pub fn config_on(auth_store_url: &str, catalog_store_url: &str) -> Config {
     // A key of the test's own: the launcher would otherwise keep one in a
     // file (beside a SQLite store, or in the working directory).
     c.catalog.catalog_service_key = Some("e2e-service-key".into());
+    c.auth.auth_service_key = Some("e2e-auth-key".into());
     // Full rating lists stream in pages of 3: every test reading one
     // crosses pages.
     c.gateway.gateway_list_page = 3;

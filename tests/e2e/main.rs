@@ -8,6 +8,7 @@
 mod accounts;
 mod activity;
 mod erasure;
+mod feed;
 mod finding;
 mod hardening;
 mod helpers;

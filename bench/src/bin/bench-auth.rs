@@ -72,6 +72,9 @@ async fn main() {
         auth_store_url: format!("sqlite://{}", dir.path().join("auth.db").display()),
         auth_login_max_failures: 1_000_000,
         auth_metrics_listen: platform::MaybeAddr::OFF,
+        auth_service_key: None,
+        auth_open_subscriptions: false,
+        auth_feed_lease_ms: platform::feed::DEFAULT_LEASE_MS,
         ..Default::default()
     })
     .await

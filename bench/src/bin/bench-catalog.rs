@@ -109,6 +109,9 @@ async fn main() {
         auth_listen: "127.0.0.1:0".parse().unwrap(),
         auth_store_url: format!("sqlite://{}", dir.path().join("auth.db").display()),
         auth_metrics_listen: platform::MaybeAddr::OFF,
+        auth_service_key: None,
+        auth_open_subscriptions: false,
+        auth_feed_lease_ms: platform::feed::DEFAULT_LEASE_MS,
         ..Default::default()
     })
     .await

@@ -84,6 +84,7 @@ async fn start_catalog(
         catalog_auth_url: format!("http://{auth_addr}"),
         catalog_service_key: Some(SERVICE_KEY.into()),
         catalog_open_subscriptions: false,
+        catalog_feed_lease_ms: platform::feed::DEFAULT_LEASE_MS,
         catalog_metrics_listen: platform::MaybeAddr::OFF,
         catalog_snapshot: stores.catalog_snapshot().display().to_string(),
         catalog_snapshot_every: 100_000,
@@ -122,6 +123,9 @@ impl Stack {
             auth_listen: "127.0.0.1:0".parse().unwrap(),
             auth_store_url: stores.auth.url().to_owned(),
             auth_metrics_listen: platform::MaybeAddr::OFF,
+            auth_service_key: None,
+            auth_open_subscriptions: false,
+            auth_feed_lease_ms: platform::feed::DEFAULT_LEASE_MS,
             ..Default::default()
         })
         .await
