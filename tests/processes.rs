@@ -2170,3 +2170,348 @@ async fn a_token_is_refreshed_once_per_interval_across_replicas() {
     );
     drop((auth, catalog));
 }
+
+/// One line of a `feed-consumer`: a delivery it printed before
+/// acknowledging it.
+#[derive(Debug, Clone)]
+struct Printed {
+    consumer: usize,
+    id: String,
+    subject: String,
+    position: u64,
+}
+
+/// `feed-consumer` processes of one group, and every line they printed.
+struct Consumers {
+    children: Vec<std::process::Child>,
+    printed: Arc<std::sync::Mutex<Vec<Printed>>>,
+}
+
+impl Consumers {
+    /// `n` members of `group` on the replicas at `urls`, from index `first`.
+    fn start(n: usize, first: usize, urls: &str, key: &str, group: &str) -> Self {
+        let mut this = Self {
+            children: vec![],
+            printed: Arc::default(),
+        };
+        this.add(n, first, urls, key, group);
+        this
+    }
+
+    fn add(&mut self, n: usize, first: usize, urls: &str, key: &str, group: &str) {
+        use std::io::BufRead;
+        for i in first..first + n {
+            // Each starts on another replica (it moves on when one fails).
+            let mut list: Vec<&str> = urls.split(',').collect();
+            let turn = i % list.len();
+            list.rotate_left(turn);
+            let mut child = std::process::Command::new(support::bin("feed-consumer"))
+                .args(["--urls", &list.join(","), "--group", group])
+                .env("FEED_KEY", key)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::inherit())
+                .spawn()
+                .expect("feed-consumer starts");
+            let out = child.stdout.take().unwrap();
+            let printed = self.printed.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(out).lines() {
+                    let Ok(line) = line else { return };
+                    let parts: Vec<&str> = line.split(' ').collect();
+                    if let [id, subject, position, _delivery] = parts[..] {
+                        printed.lock().unwrap().push(Printed {
+                            consumer: i,
+                            id: id.to_owned(),
+                            subject: subject.to_owned(),
+                            position: position.parse().unwrap(),
+                        });
+                    }
+                }
+            });
+            self.children.push(child);
+        }
+    }
+
+    fn distinct(&self) -> HashSet<String> {
+        let printed = self.printed.lock().unwrap();
+        printed.iter().map(|p| p.id.clone()).collect()
+    }
+
+    fn lines(&self) -> usize {
+        self.printed.lock().unwrap().len()
+    }
+
+    /// SIGKILL consumer `i` (its index among those started here).
+    fn kill(&mut self, i: usize) {
+        let _ = self.children[i].kill();
+        let _ = self.children[i].wait();
+    }
+
+    fn stop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// At each consumer, each stream's events arrive in order: leaving out
+    /// what that consumer had already been sent, positions rise.
+    fn assert_in_order(&self) {
+        let printed = self.printed.lock().unwrap();
+        let mut seen: HashSet<(usize, &str)> = HashSet::new();
+        let mut last: HashMap<(usize, &str), u64> = HashMap::new();
+        for p in printed.iter() {
+            if !seen.insert((p.consumer, &p.id)) {
+                continue;
+            }
+            let at = last.entry((p.consumer, &p.subject)).or_insert(0);
+            assert!(
+                p.position > *at,
+                "consumer {} got {} at {} after {}",
+                p.consumer,
+                p.subject,
+                p.position,
+                at
+            );
+            *at = p.position;
+        }
+    }
+
+    async fn wait_for(&self, want: &HashSet<String>, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let missing = want.difference(&self.distinct()).count();
+            if missing == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {missing} of {} events never delivered",
+                want.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Consumers {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The ids of the events a service's feed sends, from `from` on: read from
+/// its database, leaving out what `internal` says is bookkeeping.
+async fn feed_events(
+    url: &str,
+    from: u64,
+    internal: fn(&event_store::RecordedEvent) -> bool,
+) -> (HashSet<String>, u64) {
+    let store = event_store::open(url).await.unwrap();
+    let (mut ids, mut next) = (HashSet::new(), from);
+    loop {
+        let batch = store.read_all(next, 1000).await.unwrap();
+        let Some(last) = batch.last() else { break };
+        next = last.position + 1;
+        ids.extend(
+            batch
+                .iter()
+                .filter(|e| !internal(e))
+                .map(|e| e.id.to_string()),
+        );
+    }
+    (ids, next)
+}
+
+fn auth_internal(e: &event_store::RecordedEvent) -> bool {
+    e.event_type.starts_with("Username") || event_store::ids::is_allocation(e)
+}
+
+fn catalog_internal(e: &event_store::RecordedEvent) -> bool {
+    event_store::ids::is_allocation(e)
+}
+
+/// Consumer groups on two replicas of each service (issue 34): three
+/// consumers of the catalog's group read about 10,000 events that 8
+/// writers make through the REST API, and three of auth's read each
+/// user's stream (a registration, 12 logins and 12 logouts each). Halfway
+/// through each, one consumer and one replica of the service are
+/// SIGKILLed. Every event is then delivered, each stream in order at each
+/// consumer (redeliveries counted and printed), and after a restart of
+/// every process the groups go on from their checkpoints: only new events
+/// are sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the binaries (cargo build --workspace --bins) and PostgreSQL; .ci/run runs it"]
+async fn consumer_groups_share_the_feed_across_replicas_through_kills_and_restarts() {
+    const KEY: &str = "feed-test-key";
+    let Some(Replicated {
+        mut auth,
+        auth_urls,
+        mut catalog,
+        _dbs: (auth_db, catalog_db),
+        ..
+    }) = Replicated::start_with("feed_groups", |_| {
+        support::env(&[
+            ("CATALOG_SERVICE_KEY", KEY),
+            ("AUTH_SERVICE_KEY", KEY),
+            ("CATALOG_FEED_LEASE_MS", "2000"),
+            ("AUTH_FEED_LEASE_MS", "2000"),
+            ("CATALOG_WRITE_QUOTA", "0"),
+        ])
+    })
+    .await
+    else {
+        return;
+    };
+    let catalog_urls = format!("http://{},http://{}", catalog[0].1, catalog[1].1);
+    let gateway_env = |listen: &str| {
+        support::env(&[
+            ("GATEWAY_LISTEN", listen),
+            ("GATEWAY_AUTH_URL", &auth_urls),
+            ("GATEWAY_CATALOG_URL", &catalog_urls),
+            ("GATEWAY_AUTH_PER_MINUTE", "1000000"),
+            ("GATEWAY_GRPC_TIMEOUT_MS", "2000"),
+        ])
+    };
+    let (mut gateway, addr) = Service::start_listening("gateway", gateway_env).await;
+    let api = Arc::new(Api::ready(format!("http://{addr}")).await);
+    let mut auth_readers = Consumers::start(3, 0, &auth_urls, KEY, "auth-readers");
+    let mut catalog_readers = Consumers::start(3, 0, &catalog_urls, KEY, "catalog-readers");
+
+    // auth: each writer's stream gets a registration, then 12 logins and
+    // logouts. Outcomes are not checked: the store says what happened.
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let api = api.clone();
+        writers.spawn(async move {
+            let name = format!("writer{w}");
+            let token = api.user(&name).await;
+            for _ in 0..12 {
+                let body = json!({"username": name, "password": "password123"});
+                if let Outcome::Acked(v) = api.post("/api/auth/login", None, body).await {
+                    let t = v["token"].as_str().unwrap_or_default().to_owned();
+                    api.post("/api/auth/logout", Some(&t), json!({})).await;
+                }
+            }
+            token
+        });
+    }
+    let mut killed_auth = false;
+    while !writers.is_empty() {
+        if !killed_auth && auth_readers.distinct().len() >= 100 {
+            auth_readers.kill(0);
+            auth[1].0.kill();
+            killed_auth = true;
+        }
+        if let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_millis(20), writers.join_next()).await
+        {
+            // One writer done; the rest go on.
+        }
+    }
+    // Its tokens, again (the writers' tasks are done).
+    let mut tokens = vec![];
+    for w in 0..8 {
+        tokens.push(api.login(&format!("writer{w}"), "password123").await);
+    }
+    assert!(killed_auth, "auth's consumers never got halfway");
+
+    // catalog: 625 movies each, then 625 ratings each of the next writer's.
+    let tokens = Arc::new(tokens);
+    let movies: Arc<std::sync::Mutex<Vec<Vec<i64>>>> =
+        Arc::new(std::sync::Mutex::new(vec![vec![]; 8]));
+    let rated = Arc::new(tokio::sync::Barrier::new(8));
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let (api, tokens, movies, rated) =
+            (api.clone(), tokens.clone(), movies.clone(), rated.clone());
+        writers.spawn(async move {
+            for j in 0..625 {
+                let body = json!({"title": format!("W{w} M{j}"), "director": "D"});
+                if let Outcome::Acked(v) =
+                    api.post("/api/auth/movies", Some(&tokens[w]), body).await
+                {
+                    movies.lock().unwrap()[w].push(v["id"].as_i64().unwrap());
+                }
+            }
+            rated.wait().await;
+            let theirs = movies.lock().unwrap()[(w + 1) % 8].clone();
+            for (j, movie) in theirs.into_iter().enumerate() {
+                let body = json!({"movie": movie, "rating": j % 5 + 1});
+                api.post("/api/auth/rating", Some(&tokens[w]), body).await;
+            }
+        });
+    }
+    let mut killed_catalog = false;
+    while !writers.is_empty() {
+        if !killed_catalog && catalog_readers.distinct().len() >= 5_000 {
+            catalog_readers.kill(0);
+            catalog[1].0.kill();
+            killed_catalog = true;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(20), writers.join_next()).await;
+    }
+    assert!(killed_catalog, "the catalog's consumers never got halfway");
+
+    // Every event, each stream in order at each consumer.
+    let (auth_events, auth_next) = feed_events(auth_db.url(), 1, auth_internal).await;
+    let (catalog_events, catalog_next) = feed_events(catalog_db.url(), 1, catalog_internal).await;
+    assert!(catalog_events.len() >= 9_000, "{}", catalog_events.len());
+    auth_readers.wait_for(&auth_events, "auth").await;
+    catalog_readers.wait_for(&catalog_events, "catalog").await;
+    for (name, readers, events) in [
+        ("auth", &auth_readers, &auth_events),
+        ("catalog", &catalog_readers, &catalog_events),
+    ] {
+        readers.assert_in_order();
+        assert_eq!(
+            &readers.distinct(),
+            events,
+            "{name}: nothing but its events"
+        );
+        eprintln!(
+            "{name}: {} events, {} deliveries printed: {} redelivered",
+            events.len(),
+            readers.lines(),
+            readers.lines() - events.len()
+        );
+    }
+
+    // A restart of everything: the groups go on from their checkpoints.
+    auth_readers.stop();
+    catalog_readers.stop();
+    // The members' departures and checkpoints are written within a tick.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    gateway.stop();
+    for (service, _) in auth.iter_mut().chain(catalog.iter_mut()) {
+        service.restart();
+    }
+    gateway.restart();
+    api.wait_ready().await;
+    for w in 0..8 {
+        let body = json!({"title": format!("After W{w}"), "director": "D"});
+        api.post("/api/auth/movies", Some(&tokens[w]), body).await;
+        api.login(&format!("writer{w}"), "password123").await;
+    }
+    let (new_auth, _) = feed_events(auth_db.url(), auth_next, auth_internal).await;
+    let (new_catalog, _) = feed_events(catalog_db.url(), catalog_next, catalog_internal).await;
+    // (A write can be lost while the replicas come back: the store says.)
+    assert!(!new_auth.is_empty() && !new_catalog.is_empty());
+    let auth_after = Consumers::start(1, 10, &auth_urls, KEY, "auth-readers");
+    let catalog_after = Consumers::start(1, 10, &catalog_urls, KEY, "catalog-readers");
+    auth_after
+        .wait_for(&new_auth, "auth after the restart")
+        .await;
+    catalog_after
+        .wait_for(&new_catalog, "catalog after the restart")
+        .await;
+    // A tick more: nothing older comes.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(auth_after.distinct(), new_auth, "auth: only new events");
+    assert_eq!(
+        catalog_after.distinct(),
+        new_catalog,
+        "catalog: only new events"
+    );
+}

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use event_sourcing::consumer_group::Opener;
-use event_store::{Event as _, RecordedEvent};
+use event_store::{Event as _, RecordedEvent, ids};
 use platform::feed::{CloudEvent, envelope};
 use serde_json::json;
 
@@ -23,6 +23,9 @@ use crate::sessions::token_id;
 /// What the feed's consumers are sent of each stored event.
 pub fn opener(pepper: Pepper) -> Opener<CloudEvent> {
     Arc::new(move |event| {
+        if ids::is_allocation(event) {
+            return None;
+        }
         let decoded = match AuthEvent::from_recorded(event) {
             Ok(e) => e,
             Err(e) => {
