@@ -2515,3 +2515,332 @@ async fn consumer_groups_share_the_feed_across_replicas_through_kills_and_restar
         "catalog: only new events"
     );
 }
+
+/// The Python that runs the webhook receiver: `MOVIES_WEBHOOK_PYTHON`
+/// (`.ci/run` makes a venv with `standardwebhooks`), else `python3`.
+fn webhook_python() -> String {
+    std::env::var("MOVIES_WEBHOOK_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// `tests/webhooks/receiver.py`, started; its port, and every line it
+/// printed.
+fn receiver(
+    secret: &str,
+    fail: &str,
+    stall: &str,
+    stall_secs: &str,
+) -> (std::process::Child, u16, Arc<std::sync::Mutex<Vec<Value>>>) {
+    use std::io::BufRead;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/webhooks/receiver.py");
+    let mut child = std::process::Command::new(webhook_python())
+        .args([script, secret, fail, stall, stall_secs])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("python for the webhook receiver (MOVIES_WEBHOOK_PYTHON)");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines
+        .next()
+        .expect("the receiver says its port (is standardwebhooks installed? .ci/run installs it)")
+        .unwrap();
+    let port = serde_json::from_str::<Value>(&first).unwrap()["port"]
+        .as_u64()
+        .unwrap() as u16;
+    let seen: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+    let sink = seen.clone();
+    std::thread::spawn(move || {
+        for line in lines {
+            let Ok(line) = line else { return };
+            if let Ok(v) = serde_json::from_str(&line) {
+                sink.lock().unwrap().push(v);
+            }
+        }
+    });
+    (child, port, seen)
+}
+
+/// Each event id of `url`'s log, with its position and subject.
+async fn positions(url: &str) -> HashMap<String, u64> {
+    let store = event_store::open(url).await.unwrap();
+    let (mut at, mut next) = (HashMap::new(), 1);
+    loop {
+        let batch = store.read_all(next, 1000).await.unwrap();
+        let Some(last) = batch.last() else { break };
+        next = last.position + 1;
+        at.extend(batch.iter().map(|e| (e.id.to_string(), e.position)));
+    }
+    at
+}
+
+/// A feed client of the replica at `addr`, with the key.
+async fn feed_client(
+    addr: &str,
+) -> proto::feed::feed_service_client::FeedServiceClient<tonic::transport::Channel> {
+    proto::feed::feed_service_client::FeedServiceClient::new(support::channel(addr).await)
+}
+
+fn with_key<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut()
+        .insert("x-service-key", key.parse().unwrap());
+    r
+}
+
+/// Webhooks from two replicas of each service (issue 34) to a receiver
+/// that verifies with the Standard Webhooks library, fails 30 % of
+/// requests and stalls 5 % past the senders' 1 s timeout. Every event is
+/// delivered and verified (a parked one is replayed, as an operator
+/// would), each stream in order, duplicates only under the same
+/// `webhook-id` with the same body; the catalog's endpoint gets only the
+/// type it asked for; an endpoint on loopback without `allow_private` is
+/// never sent to, and its failures are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the binaries (cargo build --workspace --bins), PostgreSQL and python's standardwebhooks; .ci/run runs it"]
+async fn webhooks_reach_a_flaky_receiver_signed_in_order_and_complete() {
+    const KEY: &str = "webhook-test-key";
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let (mut receiver, port, seen) = receiver(SECRET, "0.3", "0.05", "1.5");
+    let dir = tempfile::tempdir().unwrap();
+    let hook = |path: &str, types: Value, allow_private: bool| {
+        json!({"url": format!("http://127.0.0.1:{port}{path}"), "secret": SECRET,
+               "types": types, "allow_private": allow_private})
+    };
+    let auth_file = dir.path().join("auth-webhooks.json");
+    let catalog_file = dir.path().join("catalog-webhooks.json");
+    std::fs::write(
+        &auth_file,
+        json!([
+            hook("/auth", json!([]), true),
+            hook("/ssrf-auth", json!([]), false)
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        &catalog_file,
+        json!([
+            hook("/catalog", json!(["MovieAdded"]), true),
+            hook("/ssrf-catalog", json!([]), false)
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    let (auth_path, catalog_path) = (
+        auth_file.display().to_string(),
+        catalog_file.display().to_string(),
+    );
+    let Some(Replicated {
+        auth,
+        auth_urls,
+        catalog,
+        metrics,
+        _dbs: (auth_db, catalog_db),
+    }) = Replicated::start_with("webhooks", |_| {
+        support::env(&[
+            ("AUTH_WEBHOOKS", &auth_path),
+            ("CATALOG_WEBHOOKS", &catalog_path),
+            ("AUTH_WEBHOOK_TIMEOUT_MS", "1000"),
+            ("CATALOG_WEBHOOK_TIMEOUT_MS", "1000"),
+            ("AUTH_WEBHOOK_BACKOFF_MS", "100"),
+            ("CATALOG_WEBHOOK_BACKOFF_MS", "100"),
+            ("AUTH_SERVICE_KEY", KEY),
+            ("CATALOG_SERVICE_KEY", KEY),
+            ("AUTH_FEED_LEASE_MS", "2000"),
+            ("CATALOG_FEED_LEASE_MS", "2000"),
+            ("CATALOG_WRITE_QUOTA", "0"),
+        ])
+    })
+    .await
+    else {
+        let _ = receiver.kill();
+        return;
+    };
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let auth_group = platform::webhooks::group_name(&url("/auth"), &[]);
+    let catalog_group =
+        platform::webhooks::group_name(&url("/catalog"), &["MovieAdded".to_owned()]);
+    let ssrf_groups = [
+        platform::webhooks::group_name(&url("/ssrf-auth"), &[]),
+        platform::webhooks::group_name(&url("/ssrf-catalog"), &[]),
+    ];
+    let mut auth_feed = feed_client(&auth[0].1).await;
+    let mut catalog_feed = feed_client(&catalog[0].1).await;
+    // Where each endpoint's group starts (the end of the log when made).
+    let start_of = async |feed: &mut proto::feed::feed_service_client::FeedServiceClient<_>,
+                          group: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let groups = feed
+                .list_groups(with_key(proto::feed::ListGroupsRequest {}, KEY))
+                .await
+                .unwrap()
+                .into_inner()
+                .groups;
+            if let Some(g) = groups.iter().find(|g| g.name == group) {
+                return g.start;
+            }
+            assert!(Instant::now() < deadline, "no group {group}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let auth_start = start_of(&mut auth_feed, &auth_group).await;
+    let catalog_start = start_of(&mut catalog_feed, &catalog_group).await;
+
+    let catalog_urls = format!("http://{},http://{}", catalog[0].1, catalog[1].1);
+    let (_gateway, addr) = Service::start_listening("gateway", |listen| {
+        support::env(&[
+            ("GATEWAY_LISTEN", listen),
+            ("GATEWAY_AUTH_URL", &auth_urls),
+            ("GATEWAY_CATALOG_URL", &catalog_urls),
+            ("GATEWAY_AUTH_PER_MINUTE", "1000000"),
+        ])
+    })
+    .await;
+    let api = Arc::new(Api::ready(format!("http://{addr}")).await);
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let api = api.clone();
+        writers.spawn(async move {
+            let name = format!("hooked{w}");
+            let token = api.user(&name).await;
+            for _ in 0..5 {
+                let t = api.login(&name, "password123").await;
+                api.post("/api/auth/logout", Some(&t), json!({})).await;
+            }
+            for j in 0..20 {
+                let body = json!({"title": format!("H{w} {j}"), "director": "D"});
+                api.post("/api/auth/movies", Some(&token), body).await;
+            }
+        });
+    }
+    while writers.join_next().await.is_some() {}
+
+    // What each endpoint must get: the events from its group's start.
+    let (want_auth, _) = feed_events(auth_db.url(), auth_start, auth_internal).await;
+    let (catalog_all, _) = feed_events(catalog_db.url(), catalog_start, catalog_internal).await;
+    let at = [
+        positions(auth_db.url()).await,
+        positions(catalog_db.url()).await,
+    ];
+    let store = event_store::open(catalog_db.url()).await.unwrap();
+    let mut want_catalog = HashSet::new();
+    for e in store.read_all(catalog_start, 100_000).await.unwrap() {
+        if catalog_all.contains(&e.id.to_string()) && e.event_type == "MovieAdded" {
+            want_catalog.insert(e.id.to_string());
+        }
+    }
+    assert_eq!(want_catalog.len(), 80);
+    let ok_ids = |path: &str| -> HashSet<String> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r["path"] == path && r["outcome"] == "ok")
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut replayed = 0;
+    loop {
+        let done =
+            want_auth.is_subset(&ok_ids("/auth")) && want_catalog.is_subset(&ok_ids("/catalog"));
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not delivered: auth {} of {}, catalog {} of {}",
+            want_auth.intersection(&ok_ids("/auth")).count(),
+            want_auth.len(),
+            want_catalog.intersection(&ok_ids("/catalog")).count(),
+            want_catalog.len()
+        );
+        // A parked event is replayed, as an operator would.
+        for (feed, group) in [
+            (&mut auth_feed, &auth_group),
+            (&mut catalog_feed, &catalog_group),
+        ] {
+            let request = proto::feed::ReplayParkedRequest {
+                group: group.clone(),
+                positions: vec![],
+            };
+            replayed += feed
+                .replay_parked(with_key(request, KEY))
+                .await
+                .unwrap()
+                .into_inner()
+                .marked;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let records = seen.lock().unwrap().clone();
+    // Every request verified; none to the private address; the webhook-id
+    // is the event's id, and a duplicate carries the same body.
+    let mut bodies: HashMap<String, Value> = HashMap::new();
+    for r in &records {
+        assert_eq!(r["verified"], true, "{r}");
+        let path = r["path"].as_str().unwrap();
+        assert!(!path.starts_with("/ssrf"), "sent to a private address: {r}");
+        let id = r["id"].as_str().unwrap();
+        assert_eq!(r["event"]["id"], id, "{r}");
+        assert_eq!(r["event"]["specversion"], "1.0");
+        let first = bodies
+            .entry(id.to_owned())
+            .or_insert_with(|| r["event"].clone());
+        assert_eq!(*first, r["event"], "one id, one body");
+        if path == "/catalog" {
+            assert_eq!(r["event"]["type"], "movies.catalog.MovieAdded.v1");
+        }
+    }
+    // Each stream in order at each endpoint: accepted deliveries, the
+    // first of each id, by position.
+    for (i, path) in ["/auth", "/catalog"].into_iter().enumerate() {
+        let mut accepted = HashSet::new();
+        let mut last: HashMap<String, u64> = HashMap::new();
+        for r in records
+            .iter()
+            .filter(|r| r["path"] == path && r["outcome"] == "ok")
+        {
+            let id = r["id"].as_str().unwrap();
+            if !accepted.insert(id.to_owned()) {
+                continue;
+            }
+            let position = at[i][id];
+            let subject = r["event"]["subject"].as_str().unwrap().to_owned();
+            let before = last.insert(subject.clone(), position).unwrap_or(0);
+            assert!(
+                position > before,
+                "{path}: {subject} at {position} after {before}"
+            );
+        }
+    }
+    let count = |outcome: &str| records.iter().filter(|r| r["outcome"] == outcome).count();
+    eprintln!(
+        "webhooks: {} requests: {} accepted, {} failed, {} stalled; {} events; {} replayed from parking",
+        records.len(),
+        count("ok"),
+        count("fail"),
+        count("stall"),
+        want_auth.len() + want_catalog.len(),
+        replayed
+    );
+    // The private endpoints' attempts failed, and were counted.
+    let http = reqwest::Client::new();
+    let mut refused = 0.0;
+    for (_, addr) in &metrics {
+        let text = support::scrape(&http, addr).await;
+        for group in &ssrf_groups {
+            for service in ["auth", "catalog"] {
+                let series = format!(
+                    "webhook_attempts_total{{service=\"{service}\",endpoint=\"{group}\",outcome=\"failed\"}}"
+                );
+                refused += support::sample(&text, &series).unwrap_or(0.0);
+            }
+        }
+    }
+    assert!(refused > 0.0, "no refused attempt counted");
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    drop((auth, catalog));
+}

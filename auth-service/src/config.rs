@@ -66,6 +66,18 @@ pub struct Config {
     /// wait before another takes them.
     #[arg(long, env, default_value_t = platform::feed::DEFAULT_LEASE_MS)]
     pub auth_feed_lease_ms: u64,
+    /// A JSON file listing webhook endpoints: `[{"url": "https://…",
+    /// "secret": "whsec_…", "types": ["…"], "allow_private": false}]` (see
+    /// README, "Building on the events"). Unset: no webhooks.
+    #[arg(long, env)]
+    pub auth_webhooks: Option<std::path::PathBuf>,
+    /// The most one webhook request may take, in milliseconds.
+    #[arg(long, env, default_value_t = 10_000)]
+    pub auth_webhook_timeout_ms: u64,
+    /// The wait before a failed webhook's first retry, in milliseconds;
+    /// doubled for each next one (with jitter, at most 60 s).
+    #[arg(long, env, default_value_t = 1_000)]
+    pub auth_webhook_backoff_ms: u64,
     /// How long a token lives, in seconds.
     #[arg(long, env, default_value_t = 36_000)]
     pub auth_token_ttl_secs: u64,

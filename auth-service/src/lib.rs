@@ -68,6 +68,9 @@ pub enum StartError {
     /// The server could not listen, or failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// The webhooks file cannot be used.
+    #[error(transparent)]
+    Webhooks(#[from] platform::webhooks::WebhookError),
 }
 
 /// A bound, ready auth-service.
@@ -77,6 +80,8 @@ pub struct Application {
     view: Arc<Projection<AuthView>>,
     /// Follows erasures made through other replicas (see [`follow_erasures`]).
     erasures: ErasureFollower,
+    /// Delivers to the webhook endpoints while the service lives.
+    _webhooks: platform::webhooks::Webhooks,
 }
 
 /// The task running [`follow_erasures`], and how to stop it.
@@ -211,17 +216,27 @@ impl Application {
             config.auth_open_subscriptions,
         );
         listener.add_service(platform::feed::FeedGrpc::new(groups.clone(), access).server());
+        let webhooks = platform::webhooks::Webhooks::from_file(
+            config.auth_webhooks.as_deref(),
+            groups.clone(),
+            platform::webhooks::Timing {
+                timeout: std::time::Duration::from_millis(config.auth_webhook_timeout_ms.max(100)),
+                backoff: std::time::Duration::from_millis(config.auth_webhook_backoff_ms.max(10)),
+            },
+        )?;
         let projection = view.metrics_source("auth", store.clone());
         let feed_metrics = platform::feed::metrics("auth", groups);
+        let hooks = webhooks.metrics("auth");
         listener.add_metrics(Arc::new(move || {
-            let (projection, feed) = (projection(), feed_metrics());
-            Box::pin(async move { projection.await + &feed.await })
+            let (projection, feed, hooks) = (projection(), feed_metrics(), hooks());
+            Box::pin(async move { projection.await + &feed.await + &hooks })
         }));
         Ok(Self {
             listener,
             service,
             view,
             erasures,
+            _webhooks: webhooks,
         })
     }
 

@@ -57,6 +57,18 @@ pub struct Config {
     /// wait before another takes them.
     #[arg(long, env, default_value_t = platform::feed::DEFAULT_LEASE_MS)]
     pub catalog_feed_lease_ms: u64,
+    /// A JSON file listing webhook endpoints: `[{"url": "https://…",
+    /// "secret": "whsec_…", "types": ["…"], "allow_private": false}]` (see
+    /// README, "Building on the events"). Unset: no webhooks.
+    #[arg(long, env)]
+    pub catalog_webhooks: Option<std::path::PathBuf>,
+    /// The most one webhook request may take, in milliseconds.
+    #[arg(long, env, default_value_t = 10_000)]
+    pub catalog_webhook_timeout_ms: u64,
+    /// The wait before a failed webhook's first retry, in milliseconds;
+    /// doubled for each next one (with jitter, at most 60 s).
+    #[arg(long, env, default_value_t = 1_000)]
+    pub catalog_webhook_backoff_ms: u64,
     /// Movies and ratings one user may add in any window of
     /// `CATALOG_WRITE_QUOTA_WINDOW_SECS` (all replicas together); past it,
     /// 429 with `Retry-After`. 0: no quota.

@@ -54,6 +54,9 @@ pub enum StartError {
     /// The server could not listen, or failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// The webhooks file cannot be used.
+    #[error(transparent)]
+    Webhooks(#[from] platform::webhooks::WebhookError),
 }
 
 /// A bound, ready catalog-service.
@@ -65,6 +68,8 @@ pub struct Application {
     /// Who may subscribe, the per-user write quota, the score's votes.
     policies: service::Policies,
     stages: Arc<Stages>,
+    /// Delivers to the webhook endpoints while the service lives.
+    _webhooks: platform::webhooks::Webhooks,
 }
 
 impl platform::grpc::Served for Application {
@@ -122,12 +127,26 @@ impl Application {
         ));
         listener
             .add_service(platform::feed::FeedGrpc::new(groups.clone(), subscribe.clone()).server());
+        let webhooks = platform::webhooks::Webhooks::from_file(
+            config.catalog_webhooks.as_deref(),
+            groups.clone(),
+            platform::webhooks::Timing {
+                timeout: std::time::Duration::from_millis(
+                    config.catalog_webhook_timeout_ms.max(100),
+                ),
+                backoff: std::time::Duration::from_millis(
+                    config.catalog_webhook_backoff_ms.max(10),
+                ),
+            },
+        )?;
         let projection = view.metrics_source("catalog", store.clone());
         let feed_metrics = platform::feed::metrics("catalog", groups);
+        let hooks = webhooks.metrics("catalog");
         let staged = stages.clone();
         listener.add_metrics(Arc::new(move || {
             let (projection, stages, feed) = (projection(), staged.render(), feed_metrics());
-            Box::pin(async move { projection.await + &stages + &feed.await })
+            let hooks = hooks();
+            Box::pin(async move { projection.await + &stages + &feed.await + &hooks })
         }));
         Ok(Self {
             listener,
@@ -140,6 +159,7 @@ impl Application {
                 score_min_votes: config.catalog_score_min_votes,
             },
             stages,
+            _webhooks: webhooks,
         })
     }
 

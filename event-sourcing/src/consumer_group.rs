@@ -210,6 +210,39 @@ impl<T> Member<T> {
     pub fn nack(&self, ids: Vec<Uuid>, delay: Duration) {
         let _ = self.commands.send(Command::Nack(ids, delay));
     }
+
+    /// A handle for answering from other tasks.
+    pub fn answers(&self) -> Answers<T> {
+        Answers {
+            commands: self.commands.clone(),
+        }
+    }
+}
+
+/// Where a member's answers go, for tasks other than the one taking its
+/// deliveries.
+pub struct Answers<T> {
+    commands: mpsc::UnboundedSender<Command<T>>,
+}
+
+impl<T> Clone for Answers<T> {
+    fn clone(&self) -> Self {
+        Self {
+            commands: self.commands.clone(),
+        }
+    }
+}
+
+impl<T> Answers<T> {
+    /// As [`Member::ack`].
+    pub fn ack(&self, ids: Vec<Uuid>) {
+        let _ = self.commands.send(Command::Ack(ids));
+    }
+
+    /// As [`Member::nack`].
+    pub fn nack(&self, ids: Vec<Uuid>, delay: Duration) {
+        let _ = self.commands.send(Command::Nack(ids, delay));
+    }
 }
 
 impl<T> Drop for Member<T> {

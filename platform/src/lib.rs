@@ -23,6 +23,7 @@ pub mod request;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod webhooks;
 
 pub use cli::{MaybeAddr, defaults, exit_code, parse_cli, probe_exit, run_binary};
 pub use credentials::{CheckUnavailable, Credentials, TokenCheck, credentials};

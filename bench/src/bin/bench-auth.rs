@@ -75,6 +75,9 @@ async fn main() {
         auth_service_key: None,
         auth_open_subscriptions: false,
         auth_feed_lease_ms: platform::feed::DEFAULT_LEASE_MS,
+        auth_webhooks: None,
+        auth_webhook_timeout_ms: 10_000,
+        auth_webhook_backoff_ms: 1_000,
         ..Default::default()
     })
     .await

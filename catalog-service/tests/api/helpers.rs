@@ -85,6 +85,9 @@ async fn start_catalog(
         catalog_service_key: Some(SERVICE_KEY.into()),
         catalog_open_subscriptions: false,
         catalog_feed_lease_ms: platform::feed::DEFAULT_LEASE_MS,
+        catalog_webhooks: None,
+        catalog_webhook_timeout_ms: 10_000,
+        catalog_webhook_backoff_ms: 1_000,
         catalog_metrics_listen: platform::MaybeAddr::OFF,
         catalog_snapshot: stores.catalog_snapshot().display().to_string(),
         catalog_snapshot_every: 100_000,
@@ -126,6 +129,9 @@ impl Stack {
             auth_service_key: None,
             auth_open_subscriptions: false,
             auth_feed_lease_ms: platform::feed::DEFAULT_LEASE_MS,
+            auth_webhooks: None,
+            auth_webhook_timeout_ms: 10_000,
+            auth_webhook_backoff_ms: 1_000,
             ..Default::default()
         })
         .await
