@@ -960,7 +960,19 @@ impl<T: Send + Sync + 'static> State<T> {
         let live = if locals.is_empty() {
             Vec::new()
         } else {
-            self.cx.tables.heartbeat(&self.name, &locals, lease).await?
+            match self.cx.tables.heartbeat(&self.name, &locals, lease).await? {
+                Some(live) => live,
+                None => {
+                    // Deleted (through another process): its members end.
+                    tracing::info!(group = %self.name, "the group was deleted; ending its members here");
+                    self.members.clear();
+                    let keys: Vec<u32> = self.parts.keys().copied().collect();
+                    for k in keys {
+                        self.forget(k);
+                    }
+                    return Ok(());
+                }
+            }
         };
         // Who each partition belongs to now.
         let target =

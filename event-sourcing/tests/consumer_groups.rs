@@ -304,3 +304,22 @@ async fn the_checkpoint_survives_a_restart() {
         task.abort();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_group_ends_its_members_on_every_process() {
+    for temp in stores("consumer_groups_delete").await {
+        let store = event_store::open(temp.url()).await.unwrap();
+        let other = event_store::open(temp.url()).await.unwrap();
+        let here = ConsumerGroups::new(store.clone(), opener(), settings());
+        let there = ConsumerGroups::new(other, opener(), settings());
+        let mut near = here.join(join("doomed")).await.unwrap();
+        let mut far = there.join(join("doomed")).await.unwrap();
+        assert!(here.delete("doomed").await.unwrap());
+        for member in [&mut near, &mut far] {
+            let ended = tokio::time::timeout(Duration::from_secs(10), member.next()).await;
+            assert!(matches!(ended, Ok(None)), "the member ends");
+        }
+        assert!(here.list().await.unwrap().is_empty());
+        assert!(!here.delete("doomed").await.unwrap());
+    }
+}

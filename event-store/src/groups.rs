@@ -93,8 +93,14 @@ pub trait Groups: Send + Sync + 'static {
 
     /// Keeps `members` of `name` live for `ttl` (adding those not yet
     /// there), forgets members whose time is over, and returns every live
-    /// member of the group, on every process, sorted.
-    async fn heartbeat(&self, name: &str, members: &[Uuid], ttl: Duration) -> Result<Vec<Uuid>>;
+    /// member of the group, on every process, sorted; `None` if the group
+    /// was deleted.
+    async fn heartbeat(
+        &self,
+        name: &str,
+        members: &[Uuid],
+        ttl: Duration,
+    ) -> Result<Option<Vec<Uuid>>>;
 
     /// Removes `member` from `name` at once.
     async fn leave(&self, name: &str, member: Uuid) -> Result<()>;

@@ -343,6 +343,12 @@ impl FeedService for FeedGrpc {
         else {
             return Err(Status::invalid_argument("the first message is a `join`"));
         };
+        if join.group.starts_with(crate::webhooks::GROUP_PREFIX) {
+            return Err(Status::invalid_argument(format!(
+                "group names starting `{}` are the webhooks'",
+                crate::webhooks::GROUP_PREFIX
+            )));
+        }
         if self.members.fetch_add(1, Ordering::Relaxed) >= MAX_MEMBERS {
             self.members.fetch_sub(1, Ordering::Relaxed);
             return Err(Status::resource_exhausted(format!(

@@ -47,6 +47,10 @@ pub const DELIVERIES: u32 = 8;
 /// The longest wait between two attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// How webhook groups' names start (`Consume` refuses such names; the
+/// other feed calls take them).
+pub const GROUP_PREFIX: &str = "webhook-";
+
 /// The most endpoints a file may list.
 pub const MAX_ENDPOINTS: usize = 100;
 
@@ -143,7 +147,7 @@ pub fn group_name(url: &str, types: &[String]) -> String {
         hash.update([0]);
         hash.update(t.as_bytes());
     }
-    format!("webhook-{}", hex::encode(&hash.finalize()[..8]))
+    format!("{GROUP_PREFIX}{}", hex::encode(&hash.finalize()[..8]))
 }
 
 fn target(e: &Endpoint) -> Result<Target, String> {

@@ -70,6 +70,13 @@ async fn consume(
     got
 }
 
+fn join_kind(group: &str) -> consume_request::Kind {
+    consume_request::Kind::Join(Join {
+        group: group.into(),
+        ..Default::default()
+    })
+}
+
 async fn both(stores: Stores, wiring: movies::Wiring) {
     let stack = movies::Stack::build(&config(&stores), wiring)
         .await
@@ -132,6 +139,23 @@ async fn both(stores: Stores, wiring: movies::Wiring) {
     }
     for personal in ["zeldafeedwatcher", "example.com", "argon2"] {
         assert!(!text.contains(personal), "{personal} in the feed");
+    }
+    // Calls that are refused, with the reason.
+    for (first, why) in [
+        (join_kind("webhook-mine"), "the webhooks'"),
+        (join_kind("no spaces"), "a group name"),
+        (
+            consume_request::Kind::Ack(Ack { event_ids: vec![] }),
+            "the first message",
+        ),
+    ] {
+        let first = ConsumeRequest { kind: Some(first) };
+        let refused = client
+            .consume(keyed(futures_util::stream::iter([first]), "e2e-auth-key"))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(refused.message().contains(why), "{}", refused.message());
     }
     let groups = client
         .list_groups(keyed(ListGroupsRequest {}, "e2e-auth-key"))

@@ -96,9 +96,23 @@ impl Groups for PostgresStore {
         spec_of(row.get(0))
     }
 
-    async fn heartbeat(&self, name: &str, members: &[Uuid], ttl: Duration) -> Result<Vec<Uuid>> {
+    async fn heartbeat(
+        &self,
+        name: &str,
+        members: &[Uuid],
+        ttl: Duration,
+    ) -> Result<Option<Vec<Uuid>>> {
         let client = self.client().await?;
         let ttl = ttl.as_secs_f64();
+        let exists = client
+            .query_opt("SELECT 1 FROM es_groups WHERE name = $1", &[&name])
+            .await
+            .map_err(db_err)?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        // A deletion between the two statements fails the insert (its
+        // foreign key): an error, and the next tick sees the group gone.
         client
             .execute(
                 "INSERT INTO es_group_members (name, member, expires_at) \
@@ -123,7 +137,7 @@ impl Groups for PostgresStore {
             )
             .await
             .map_err(db_err)?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(Some(rows.iter().map(|r| r.get(0)).collect()))
     }
 
     async fn leave(&self, name: &str, member: Uuid) -> Result<()> {

@@ -120,9 +120,24 @@ impl Groups for SqliteStore {
         spec_of(&stored)
     }
 
-    async fn heartbeat(&self, name: &str, members: &[Uuid], ttl: Duration) -> Result<Vec<Uuid>> {
+    async fn heartbeat(
+        &self,
+        name: &str,
+        members: &[Uuid],
+        ttl: Duration,
+    ) -> Result<Option<Vec<Uuid>>> {
         let (name, members) = (name.to_owned(), members.to_vec());
         self.with_groups(move |tx| {
+            let exists = tx
+                .query_row(
+                    "SELECT 1 FROM es_groups WHERE name = ?1",
+                    params![name],
+                    |_| Ok(()),
+                )
+                .optional()?;
+            if exists.is_none() {
+                return Ok(None);
+            }
             let expires = until(ttl);
             for m in &members {
                 tx.execute(
@@ -145,7 +160,7 @@ impl Groups for SqliteStore {
                 }
             }
             live.sort();
-            Ok(live)
+            Ok(Some(live))
         })
         .await
     }
