@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use event_store::groups::{GroupInfo, GroupSpec, Groups, Parked, partition_of};
-use event_store::{EventStore, EventStoreError, EventStream, RecordedEvent};
+use event_store::{EventStore, EventStoreError, RecordedEvent};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -51,6 +51,10 @@ pub const MAX_PENDING: usize = 10_000;
 
 /// The most events one member may have in flight.
 pub const MAX_IN_FLIGHT: u32 = 1_000;
+
+/// Events the shared tail keeps for runners that are behind it: past it,
+/// a runner reads the store itself until it catches up again.
+const TAIL_BUFFER: usize = 4096;
 
 /// The longest group name.
 pub const MAX_NAME: usize = 200;
@@ -276,6 +280,8 @@ pub struct ConsumerGroups<T> {
     settings: Settings,
     runners: Arc<Mutex<HashMap<String, Runner<T>>>>,
     counters: Arc<Mutex<BTreeMap<String, Arc<GroupCounters>>>>,
+    /// Started with the first group here.
+    tail: Mutex<Option<Arc<Tail>>>,
 }
 
 struct Runner<T> {
@@ -294,7 +300,16 @@ impl<T: Send + Sync + 'static> ConsumerGroups<T> {
             settings,
             runners: Arc::default(),
             counters: Arc::default(),
+            tail: Mutex::new(None),
         }
+    }
+
+    fn tail(&self) -> Arc<Tail> {
+        self.tail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(|| Arc::new(Tail::start(self.store.clone())))
+            .clone()
     }
 
     fn tables(&self) -> Result<&Arc<dyn Groups>, GroupError> {
@@ -381,6 +396,7 @@ impl<T: Send + Sync + 'static> ConsumerGroups<T> {
                         spec.clone(),
                         Context {
                             store: self.store.clone(),
+                            tail: self.tail(),
                             tables,
                             opener: self.opener.clone(),
                             settings: self.settings,
@@ -493,8 +509,98 @@ fn admits(spec: &GroupSpec, event_type: &str, name: &str, subject: &str) -> bool
         && subject.starts_with(&spec.prefix)
 }
 
+/// One reader of the log's new events for every group of a process: a
+/// runner that has caught up takes them from here instead of asking the
+/// store, so ten live groups cost one read per commit, not ten.
+struct Tail {
+    events: tokio::sync::broadcast::Sender<Arc<RecordedEvent>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Tail {
+    fn start(store: Arc<dyn EventStore>) -> Self {
+        let (events, _) = tokio::sync::broadcast::channel(TAIL_BUFFER);
+        let sender = events.clone();
+        let task = tokio::spawn(async move {
+            let mut next = match store.head_position().await {
+                Ok(head) => head + 1,
+                Err(_) => 1,
+            };
+            loop {
+                let mut feed = store.subscribe_all(next);
+                while let Some(event) = feed.next().await {
+                    match event {
+                        Ok(e) => {
+                            next = e.position + 1;
+                            // No receiver yet is fine: runners catch up.
+                            let _ = sender.send(Arc::new(e));
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the consumer groups' tail failed; reading again");
+                            break;
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        Self { events, task }
+    }
+}
+
+/// Where a runner reads the log: the store, until it has caught up, then
+/// the shared tail (subscribed before catching up, so nothing falls
+/// between the two).
+enum Source {
+    CatchUp(tokio::sync::broadcast::Receiver<Arc<RecordedEvent>>),
+    Live(tokio::sync::broadcast::Receiver<Arc<RecordedEvent>>),
+}
+
+/// Events read per query while catching up.
+const CATCH_UP_BATCH: usize = 1024;
+
+impl Source {
+    /// The next events at or after `cursor`.
+    async fn next(
+        &mut self,
+        store: &dyn EventStore,
+        tail: &Tail,
+        cursor: u64,
+    ) -> Result<Vec<Arc<RecordedEvent>>, EventStoreError> {
+        loop {
+            match self {
+                Self::CatchUp(live) => {
+                    let batch = store.read_all(cursor.max(1), CATCH_UP_BATCH).await?;
+                    if batch.is_empty() {
+                        let live = std::mem::replace(live, tail.events.subscribe());
+                        *self = Self::Live(live);
+                        continue;
+                    }
+                    return Ok(batch.into_iter().map(Arc::new).collect());
+                }
+                Self::Live(live) => match live.recv().await {
+                    Ok(e) if e.position < cursor => continue,
+                    Ok(e) => return Ok(vec![e]),
+                    Err(_) => {
+                        // Lagged past the buffer (or the tail is gone):
+                        // read the store again.
+                        *self = Self::CatchUp(tail.events.subscribe());
+                    }
+                },
+            }
+        }
+    }
+}
+
 struct Context<T> {
     store: Arc<dyn EventStore>,
+    tail: Arc<Tail>,
     tables: Arc<dyn Groups>,
     opener: Opener<T>,
     settings: Settings,
@@ -557,7 +663,8 @@ struct State<T> {
     streams: HashMap<Arc<str>, StreamQueue>,
     /// The feed's next position to read.
     cursor: u64,
-    reader: Option<EventStream>,
+    /// Where the feed is read from; `None` until there is something to read.
+    source: Option<Source>,
 }
 
 impl<T: Send + Sync + 'static> State<T> {
@@ -573,7 +680,7 @@ impl<T: Send + Sync + 'static> State<T> {
             by_id: HashMap::new(),
             streams: HashMap::new(),
             cursor: 0,
-            reader: None,
+            source: None,
         }
     }
 
@@ -613,7 +720,7 @@ impl<T: Send + Sync + 'static> State<T> {
     }
 
     /// Takes one event off the feed.
-    fn read(&mut self, event: RecordedEvent) {
+    fn read(&mut self, event: &RecordedEvent) {
         self.cursor = event.position + 1;
         let part = partition_of(&event.stream, self.spec.partitions);
         let Some(p) = self.parts.get_mut(&part) else {
@@ -915,7 +1022,7 @@ impl<T: Send + Sync + 'static> State<T> {
             }
         }
         self.cursor = to;
-        self.reader = None;
+        self.source = None;
     }
 
     /// Rebuilds every member's ready queue from the streams.
@@ -1043,7 +1150,7 @@ impl<T: Send + Sync + 'static> State<T> {
             if let Some(low) = taken.iter().map(|&(_, c)| c).min() {
                 if self.parts.is_empty() {
                     self.cursor = low;
-                    self.reader = None;
+                    self.source = None;
                 }
                 self.rewind(low);
                 for &(k, checkpoint) in &taken {
@@ -1135,7 +1242,7 @@ impl<T: Send + Sync + 'static> State<T> {
         for k in keys {
             self.forget(k);
         }
-        self.reader = None;
+        self.source = None;
     }
 }
 
@@ -1154,17 +1261,18 @@ async fn run<T: Send + Sync + 'static>(
     let mut failures = 0u32;
     loop {
         let mut tick_now = false;
-        if st.reader.is_none() && st.wants_events() {
-            st.reader = Some(st.cx.store.subscribe_all(st.cursor));
+        if st.source.is_none() && st.wants_events() {
+            st.source = Some(Source::CatchUp(st.cx.tail.events.subscribe()));
         }
-        let reader = if st.wants_events() {
-            st.reader.as_mut()
+        let (store, tail, cursor) = (st.cx.store.clone(), st.cx.tail.clone(), st.cursor);
+        let source = if st.wants_events() {
+            st.source.as_mut()
         } else {
             None
         };
-        let next_event = async move {
-            match reader {
-                Some(r) => r.next().await,
+        let next_events = async move {
+            match source {
+                Some(s) => s.next(&*store, &tail, cursor).await,
                 None => std::future::pending().await,
             }
         };
@@ -1196,14 +1304,17 @@ async fn run<T: Send + Sync + 'static>(
                     tick_now = true;
                 }
             },
-            event = next_event => match event {
-                Some(Ok(event)) => st.read(event),
-                Some(Err(e)) => {
+            events = next_events => match events {
+                Ok(events) => {
+                    for event in &events {
+                        st.read(event);
+                    }
+                }
+                Err(e) => {
                     tracing::warn!(group = %st.name, error = %e, "a group's feed failed; reading again");
-                    st.reader = None;
+                    st.source = None;
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                None => st.reader = None,
             },
             _ = ticker.tick() => tick_now = true,
             _ = checker.tick() => st.expire().await,
