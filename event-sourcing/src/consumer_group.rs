@@ -730,7 +730,7 @@ impl<T: Send + Sync + 'static> State<T> {
             return;
         }
         p.scanned = event.position + 1;
-        let Some(opened) = (self.cx.opener)(&event) else {
+        let Some(opened) = (self.cx.opener)(event) else {
             return;
         };
         if !admits(
@@ -741,7 +741,7 @@ impl<T: Send + Sync + 'static> State<T> {
         ) {
             return;
         }
-        self.enqueue(part, &event, opened.message, false);
+        self.enqueue(part, event, opened.message, false);
     }
 
     fn enqueue(&mut self, part: u32, event: &RecordedEvent, message: T, replay: bool) {
