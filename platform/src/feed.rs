@@ -285,6 +285,9 @@ async fn relay(
     out: tokio::sync::mpsc::Sender<Result<ConsumeResponse, Status>>,
     _counted: Counted,
 ) {
+    // A client that half-closes its side (grpcurl at the end of its input)
+    // still receives, up to what it may hold unacknowledged.
+    let mut open = true;
     loop {
         tokio::select! {
             delivery = member.next() => {
@@ -303,7 +306,9 @@ async fn relay(
                     return;
                 }
             }
-            request = inbound.message() => {
+            // The call is gone (the client went away): leave at once.
+            _ = out.closed() => return,
+            request = inbound.message(), if open => {
                 let answer = match request {
                     Ok(Some(ConsumeRequest { kind: Some(consume_request::Kind::Ack(ack)) })) => {
                         ids_of(&ack.event_ids).map(|ids| member.ack(ids))
@@ -313,7 +318,11 @@ async fn relay(
                         ids_of(&nack.event_ids).map(|ids| member.nack(ids, delay))
                     }
                     Ok(Some(_)) => Err(Status::invalid_argument("after `join`, only `ack` and `nack`")),
-                    Ok(None) | Err(_) => return,
+                    Ok(None) => {
+                        open = false;
+                        continue;
+                    }
+                    Err(_) => return,
                 };
                 if let Err(status) = answer {
                     let _ = out.send(Err(status)).await;
