@@ -140,11 +140,13 @@ pub async fn run(config: &Config, args: &CopyArgs) -> Result<(), BoxError> {
         }
     } else {
         let upcasts = args.upcast.then(auth_service::domain::AuthEvent::upcasts);
-        copy_store::<AuthView>("auth", (from, &*to), upcasts, !args.no_verify).await?
+        copy_store::<AuthView>("auth", (from.clone(), &*to), upcasts, !args.no_verify).await?
     };
     let books =
         auth_service::copy_books(&config.auth.auth_store_url, &args.to_auth_store_url).await?;
+    let auth_groups = event_store::groups::copy(&*from, &*to).await?;
     println!("{copied}");
+    println!("auth: consumer groups: {auth_groups} copied (checkpoints and parked events)");
     println!("auth: key table: {keys} rows copied");
     println!(
         "auth: login throttle: {}",
@@ -167,12 +169,14 @@ pub async fn run(config: &Config, args: &CopyArgs) -> Result<(), BoxError> {
     .await?;
     let copied = copy_store::<catalog_service::CatalogView>(
         "catalog",
-        (from, &*to),
+        (from.clone(), &*to),
         catalog_upcasts,
         !args.no_verify,
     )
     .await?;
+    let catalog_groups = event_store::groups::copy(&*from, &*to).await?;
     println!("{copied}");
+    println!("catalog: consumer groups: {catalog_groups} copied (checkpoints and parked events)");
     Ok(())
 }
 

@@ -281,7 +281,7 @@ pub struct ConsumerGroups<T> {
     runners: Arc<Mutex<HashMap<String, Runner<T>>>>,
     counters: Arc<Mutex<BTreeMap<String, Arc<GroupCounters>>>>,
     /// Started with the first group here.
-    tail: Mutex<Option<Arc<Tail>>>,
+    tail: Mutex<Option<Arc<Tail<T>>>>,
 }
 
 struct Runner<T> {
@@ -304,11 +304,11 @@ impl<T: Send + Sync + 'static> ConsumerGroups<T> {
         }
     }
 
-    fn tail(&self) -> Arc<Tail> {
+    fn tail(&self) -> Arc<Tail<T>> {
         self.tail
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert_with(|| Arc::new(Tail::start(self.store.clone())))
+            .get_or_insert_with(|| Arc::new(Tail::start(self.store.clone(), self.opener.clone())))
             .clone()
     }
 
@@ -509,22 +509,50 @@ fn admits(spec: &GroupSpec, event_type: &str, name: &str, subject: &str) -> bool
         && subject.starts_with(&spec.prefix)
 }
 
+/// A stored event and what the opener made of it, made once and shared by
+/// every group that reads it from the tail.
+struct Seen<T> {
+    event: RecordedEvent,
+    opened: Option<Shared<T>>,
+}
+
+/// [`Opened`], its message shared.
+struct Shared<T> {
+    event_type: String,
+    name: String,
+    subject: String,
+    message: Arc<T>,
+}
+
+impl<T> Seen<T> {
+    fn open(event: RecordedEvent, opener: &Opener<T>) -> Self {
+        let opened = opener(&event).map(|o| Shared {
+            event_type: o.event_type,
+            name: o.name,
+            subject: o.subject,
+            message: Arc::new(o.message),
+        });
+        Self { event, opened }
+    }
+}
+
 /// One reader of the log's new events for every group of a process: a
 /// runner that has caught up takes them from here instead of asking the
-/// store, so ten live groups cost one read per commit, not ten.
-struct Tail {
-    events: tokio::sync::broadcast::Sender<Arc<RecordedEvent>>,
+/// store, so ten live groups cost one read (and one opening) per event,
+/// not ten.
+struct Tail<T> {
+    events: tokio::sync::broadcast::Sender<Arc<Seen<T>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for Tail {
+impl<T> Drop for Tail<T> {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-impl Tail {
-    fn start(store: Arc<dyn EventStore>) -> Self {
+impl<T: Send + Sync + 'static> Tail<T> {
+    fn start(store: Arc<dyn EventStore>, opener: Opener<T>) -> Self {
         let (events, _) = tokio::sync::broadcast::channel(TAIL_BUFFER);
         let sender = events.clone();
         let task = tokio::spawn(async move {
@@ -538,8 +566,11 @@ impl Tail {
                     match event {
                         Ok(e) => {
                             next = e.position + 1;
-                            // No receiver yet is fine: runners catch up.
-                            let _ = sender.send(Arc::new(e));
+                            // Opened only for someone to read it; with no
+                            // receiver yet, runners catch up themselves.
+                            if sender.receiver_count() > 0 {
+                                let _ = sender.send(Arc::new(Seen::open(e, &opener)));
+                            }
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "the consumer groups' tail failed; reading again");
@@ -557,22 +588,23 @@ impl Tail {
 /// Where a runner reads the log: the store, until it has caught up, then
 /// the shared tail (subscribed before catching up, so nothing falls
 /// between the two).
-enum Source {
-    CatchUp(tokio::sync::broadcast::Receiver<Arc<RecordedEvent>>),
-    Live(tokio::sync::broadcast::Receiver<Arc<RecordedEvent>>),
+enum Source<T> {
+    CatchUp(tokio::sync::broadcast::Receiver<Arc<Seen<T>>>),
+    Live(tokio::sync::broadcast::Receiver<Arc<Seen<T>>>),
 }
 
 /// Events read per query while catching up.
 const CATCH_UP_BATCH: usize = 1024;
 
-impl Source {
+impl<T: Send + Sync + 'static> Source<T> {
     /// The next events at or after `cursor`.
     async fn next(
         &mut self,
         store: &dyn EventStore,
-        tail: &Tail,
+        tail: &Tail<T>,
+        opener: &Opener<T>,
         cursor: u64,
-    ) -> Result<Vec<Arc<RecordedEvent>>, EventStoreError> {
+    ) -> Result<Vec<Arc<Seen<T>>>, EventStoreError> {
         loop {
             match self {
                 Self::CatchUp(live) => {
@@ -582,10 +614,13 @@ impl Source {
                         *self = Self::Live(live);
                         continue;
                     }
-                    return Ok(batch.into_iter().map(Arc::new).collect());
+                    return Ok(batch
+                        .into_iter()
+                        .map(|e| Arc::new(Seen::open(e, opener)))
+                        .collect());
                 }
                 Self::Live(live) => match live.recv().await {
-                    Ok(e) if e.position < cursor => continue,
+                    Ok(e) if e.event.position < cursor => continue,
                     Ok(e) => return Ok(vec![e]),
                     Err(_) => {
                         // Lagged past the buffer (or the tail is gone):
@@ -600,7 +635,7 @@ impl Source {
 
 struct Context<T> {
     store: Arc<dyn EventStore>,
-    tail: Arc<Tail>,
+    tail: Arc<Tail<T>>,
     tables: Arc<dyn Groups>,
     opener: Opener<T>,
     settings: Settings,
@@ -664,7 +699,7 @@ struct State<T> {
     /// The feed's next position to read.
     cursor: u64,
     /// Where the feed is read from; `None` until there is something to read.
-    source: Option<Source>,
+    source: Option<Source<T>>,
 }
 
 impl<T: Send + Sync + 'static> State<T> {
@@ -720,7 +755,8 @@ impl<T: Send + Sync + 'static> State<T> {
     }
 
     /// Takes one event off the feed.
-    fn read(&mut self, event: &RecordedEvent) {
+    fn read(&mut self, seen: &Seen<T>) {
+        let event = &seen.event;
         self.cursor = event.position + 1;
         let part = partition_of(&event.stream, self.spec.partitions);
         let Some(p) = self.parts.get_mut(&part) else {
@@ -730,7 +766,7 @@ impl<T: Send + Sync + 'static> State<T> {
             return;
         }
         p.scanned = event.position + 1;
-        let Some(opened) = (self.cx.opener)(event) else {
+        let Some(opened) = &seen.opened else {
             return;
         };
         if !admits(
@@ -741,10 +777,10 @@ impl<T: Send + Sync + 'static> State<T> {
         ) {
             return;
         }
-        self.enqueue(part, event, opened.message, false);
+        self.enqueue(part, event, opened.message.clone(), false);
     }
 
-    fn enqueue(&mut self, part: u32, event: &RecordedEvent, message: T, replay: bool) {
+    fn enqueue(&mut self, part: u32, event: &RecordedEvent, message: Arc<T>, replay: bool) {
         if self.entries.contains_key(&event.position) {
             return;
         }
@@ -758,7 +794,7 @@ impl<T: Send + Sync + 'static> State<T> {
                 part,
                 stream: stream.clone(),
                 event_id: event.id,
-                message: Arc::new(message),
+                message,
                 deliveries: 0,
                 out: None,
                 not_before: None,
@@ -1218,7 +1254,7 @@ impl<T: Send + Sync + 'static> State<T> {
         for event in self.cx.store.read_positions(&positions).await? {
             let part = partition_of(&event.stream, self.spec.partitions);
             if let Some(opened) = (self.cx.opener)(&event) {
-                self.enqueue(part, &event, opened.message, true);
+                self.enqueue(part, &event, Arc::new(opened.message), true);
             }
         }
         Ok(())
@@ -1259,12 +1295,15 @@ async fn run<T: Send + Sync + 'static>(
     let mut checker = tokio::time::interval(check_every);
     checker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures = 0u32;
+    // When the leases were last renewed.
+    let mut renewed = Instant::now();
     loop {
         let mut tick_now = false;
         if st.source.is_none() && st.wants_events() {
             st.source = Some(Source::CatchUp(st.cx.tail.events.subscribe()));
         }
         let (store, tail, cursor) = (st.cx.store.clone(), st.cx.tail.clone(), st.cursor);
+        let opener = st.cx.opener.clone();
         let source = if st.wants_events() {
             st.source.as_mut()
         } else {
@@ -1272,7 +1311,7 @@ async fn run<T: Send + Sync + 'static>(
         };
         let next_events = async move {
             match source {
-                Some(s) => s.next(&*store, &tail, cursor).await,
+                Some(s) => s.next(&*store, &tail, &opener, cursor).await,
                 None => std::future::pending().await,
             }
         };
@@ -1320,12 +1359,27 @@ async fn run<T: Send + Sync + 'static>(
             _ = checker.tick() => st.expire().await,
         }
         if tick_now {
+            let started = Instant::now();
             match st.tick().await {
-                Ok(()) => failures = 0,
+                Ok(()) => {
+                    failures = 0;
+                    renewed = started;
+                }
                 Err(e) => {
                     failures += 1;
                     if failures == 1 || failures % 100 == 0 {
                         tracing::warn!(group = %st.name, error = %e, failures, "a consumer group's tick failed");
+                    }
+                    // Cut off from the database past the lease: another
+                    // process may hold these partitions now. Stop sending
+                    // them; they are claimed again once the store answers.
+                    if renewed.elapsed() > st.cx.settings.lease && !st.parts.is_empty() {
+                        tracing::warn!(group = %st.name, "leases not renewed in time; giving the partitions up here");
+                        let keys: Vec<u32> = st.parts.keys().copied().collect();
+                        for k in keys {
+                            st.forget(k);
+                        }
+                        st.source = None;
                     }
                 }
             }

@@ -323,3 +323,51 @@ async fn deleting_a_group_ends_its_members_on_every_process() {
         assert!(!here.delete("doomed").await.unwrap());
     }
 }
+
+/// `movies copy` takes the groups along: settings, checkpoints and parked
+/// events (the positions are the same in the copy), once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_the_store_takes_its_groups_along() {
+    let Some(target) = TempStore::postgres("consumer_groups_copy").await else {
+        return;
+    };
+    let source = TempStore::sqlite();
+    let from = event_store::open(source.url()).await.unwrap();
+    write(&from, 4, 5, "counted").await;
+    {
+        let groups = ConsumerGroups::new(from.clone(), opener(), settings());
+        let log = Arc::new(Log::default());
+        let task = consume(groups.join(join("kept")).await.unwrap(), log.clone());
+        until("20 events", || log.distinct().len() == 20).await;
+        // One delivery allowed, never answered: parked.
+        let mut parking = join("parking");
+        parking.max_deliveries = Some(1);
+        let _silent = groups.join(parking).await.unwrap();
+        until_async(|| async { !groups.parked("parking", 0, 10).await.unwrap().is_empty() }).await;
+        task.abort();
+        let _ = task.await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The members are gone; their runners stop within a tick.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let to = event_store::open(target.url()).await.unwrap();
+    event_store::copy::copy(
+        from.clone(),
+        &*to,
+        &mut event_store::copy::AsIs,
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(event_store::groups::copy(&*from, &*to).await.unwrap(), 2);
+    let (a, b) = (from.groups().unwrap(), to.groups().unwrap());
+    let exported = a.export().await.unwrap();
+    assert_eq!(exported.len(), 2);
+    assert!(
+        exported[0].checkpoints.iter().any(|&(_, c)| c > 1),
+        "{exported:?}"
+    );
+    assert_eq!(exported, b.export().await.unwrap());
+    // Once: a group the target has is left as it is.
+    assert_eq!(event_store::groups::copy(&*from, &*to).await.unwrap(), 0);
+}

@@ -73,6 +73,38 @@ pub struct GroupInfo {
     pub parked: u64,
 }
 
+/// A group as another store can take it (`movies copy`): its settings,
+/// its partitions' checkpoints and its parked events; not its members nor
+/// its leases, which belong to the processes of the old store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupState {
+    /// Its name.
+    pub name: String,
+    /// Its settings.
+    pub spec: GroupSpec,
+    /// Each partition's checkpoint.
+    pub checkpoints: Vec<(u32, u64)>,
+    /// Its parked events.
+    pub parked: Vec<Parked>,
+}
+
+/// Copies every consumer group of `from` into `to` (whose events are
+/// `from`'s, at the same positions, so the checkpoints hold there too); a
+/// group `to` already has is left as it is. Returns how many were copied;
+/// 0 where either store keeps no groups.
+pub async fn copy(from: &dyn crate::EventStore, to: &dyn crate::EventStore) -> Result<usize> {
+    let (Some(from), Some(to)) = (from.groups(), to.groups()) else {
+        return Ok(0);
+    };
+    let mut copied = 0;
+    for state in from.export().await? {
+        if to.import(&state).await? {
+            copied += 1;
+        }
+    }
+    Ok(copied)
+}
+
 /// The stable partition of `stream` among `partitions` (FNV-1a, 64 bits):
 /// the same in every process and every release.
 pub fn partition_of(stream: &str, partitions: u32) -> u32 {
@@ -160,6 +192,13 @@ pub trait Groups: Send + Sync + 'static {
     /// Deletes group `name` with its checkpoints and parked events; `false`
     /// if there was none.
     async fn delete(&self, name: &str) -> Result<bool>;
+
+    /// Every group, as another store can take it.
+    async fn export(&self) -> Result<Vec<GroupState>>;
+
+    /// Writes a group exported from another store, unless one of its name
+    /// exists here; whether it was written.
+    async fn import(&self, state: &GroupState) -> Result<bool>;
 }
 
 pub(crate) fn spec_json(spec: &GroupSpec) -> String {

@@ -109,12 +109,6 @@ async fn main() {
         auth_listen: "127.0.0.1:0".parse().unwrap(),
         auth_store_url: format!("sqlite://{}", dir.path().join("auth.db").display()),
         auth_metrics_listen: platform::MaybeAddr::OFF,
-        auth_service_key: None,
-        auth_open_subscriptions: false,
-        auth_feed_lease_ms: platform::feed::DEFAULT_LEASE_MS,
-        auth_webhooks: None,
-        auth_webhook_timeout_ms: 10_000,
-        auth_webhook_backoff_ms: 1_000,
         ..Default::default()
     })
     .await

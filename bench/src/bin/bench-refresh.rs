@@ -49,12 +49,6 @@ async fn start(name: &'static str, refresh: Option<u64>, tokens: usize) -> Varia
         auth_login_max_failures: 1_000_000,
         auth_login_max_failures_per_user: 1_000_000,
         auth_metrics_listen: platform::MaybeAddr::OFF,
-        auth_service_key: None,
-        auth_open_subscriptions: false,
-        auth_feed_lease_ms: platform::feed::DEFAULT_LEASE_MS,
-        auth_webhooks: None,
-        auth_webhook_timeout_ms: 10_000,
-        auth_webhook_backoff_ms: 1_000,
         auth_token_auto_refresh: refresh.is_some(),
         auth_token_min_refresh_secs: refresh.unwrap_or(60),
         ..Default::default()

@@ -84,10 +84,6 @@ async fn start_catalog(
         catalog_auth_url: format!("http://{auth_addr}"),
         catalog_service_key: Some(SERVICE_KEY.into()),
         catalog_open_subscriptions: false,
-        catalog_feed_lease_ms: platform::feed::DEFAULT_LEASE_MS,
-        catalog_webhooks: None,
-        catalog_webhook_timeout_ms: 10_000,
-        catalog_webhook_backoff_ms: 1_000,
         catalog_metrics_listen: platform::MaybeAddr::OFF,
         catalog_snapshot: stores.catalog_snapshot().display().to_string(),
         catalog_snapshot_every: 100_000,
@@ -95,6 +91,7 @@ async fn start_catalog(
         catalog_write_quota: 600,
         catalog_write_quota_window_secs: 60,
         catalog_score_min_votes: 10,
+        ..Default::default()
     })
     .await
     .expect("catalog-service starts");
@@ -126,12 +123,6 @@ impl Stack {
             auth_listen: "127.0.0.1:0".parse().unwrap(),
             auth_store_url: stores.auth.url().to_owned(),
             auth_metrics_listen: platform::MaybeAddr::OFF,
-            auth_service_key: None,
-            auth_open_subscriptions: false,
-            auth_feed_lease_ms: platform::feed::DEFAULT_LEASE_MS,
-            auth_webhooks: None,
-            auth_webhook_timeout_ms: 10_000,
-            auth_webhook_backoff_ms: 1_000,
             ..Default::default()
         })
         .await

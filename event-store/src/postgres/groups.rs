@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{PostgresStore, clamp, db_err};
 use crate::error::Result;
-use crate::groups::{GroupInfo, GroupSpec, Groups, Parked, spec_json, spec_of};
+use crate::groups::{GroupInfo, GroupSpec, GroupState, Groups, Parked, spec_json, spec_of};
 
 /// The schema, one migration (see `MIGRATIONS`).
 pub(super) const TABLES: &str = "
@@ -344,5 +344,86 @@ impl Groups for PostgresStore {
             .await
             .map_err(db_err)?;
         Ok(deleted == 1)
+    }
+
+    async fn export(&self) -> Result<Vec<GroupState>> {
+        let client = self.client().await?;
+        let groups = client
+            .query("SELECT name, spec FROM es_groups ORDER BY name", &[])
+            .await
+            .map_err(db_err)?;
+        let mut states = Vec::new();
+        for g in groups {
+            let name: String = g.get(0);
+            let checkpoints = client
+                .query(
+                    "SELECT part, position FROM es_group_partitions WHERE name = $1 ORDER BY part",
+                    &[&name],
+                )
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(|r| (r.get::<_, i32>(0) as u32, r.get::<_, i64>(1) as u64))
+                .collect();
+            let parked = client
+                .query(
+                    &format!(
+                        "SELECT {PARKED_COLUMNS} FROM es_group_parked WHERE name = $1 ORDER BY position"
+                    ),
+                    &[&name],
+                )
+                .await
+                .map_err(db_err)?
+                .iter()
+                .map(parked_of)
+                .collect();
+            states.push(GroupState {
+                spec: spec_of(g.get(1))?,
+                name,
+                checkpoints,
+                parked,
+            });
+        }
+        Ok(states)
+    }
+
+    async fn import(&self, state: &GroupState) -> Result<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        let made = tx
+            .execute(
+                "INSERT INTO es_groups (name, spec) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&state.name, &spec_json(&state.spec)],
+            )
+            .await
+            .map_err(db_err)?;
+        if made == 0 {
+            return Ok(false);
+        }
+        let (parts, positions) = split(&state.checkpoints);
+        tx.execute(
+            "INSERT INTO es_group_partitions (name, part, position)              SELECT $1, c.part, c.position FROM unnest($2::int[], $3::bigint[]) AS c (part, position)",
+            &[&state.name, &parts, &positions],
+        )
+        .await
+        .map_err(db_err)?;
+        for p in &state.parked {
+            tx.execute(
+                "INSERT INTO es_group_parked                  (name, position, event_id, part, deliveries, parked_at, replay)                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &state.name,
+                    &clamp(p.position),
+                    &p.event_id,
+                    &(p.partition as i32),
+                    &(p.deliveries.min(i32::MAX as u32) as i32),
+                    &p.parked_at,
+                    &p.replay,
+                ],
+            )
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(true)
     }
 }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{BACKEND, SqliteStore, db_err, open_write_connection};
 use crate::error::{EventStoreError, Result};
-use crate::groups::{GroupInfo, GroupSpec, Groups, Parked, spec_json, spec_of};
+use crate::groups::{GroupInfo, GroupSpec, GroupState, Groups, Parked, spec_json, spec_of};
 
 const TABLES: &str = "
     PRAGMA foreign_keys = ON;
@@ -407,6 +407,86 @@ impl Groups for SqliteStore {
         self.with_groups(move |tx| {
             tx.execute("DELETE FROM es_groups WHERE name = ?1", params![name])
                 .map(|n| n == 1)
+        })
+        .await
+    }
+
+    async fn export(&self) -> Result<Vec<GroupState>> {
+        let rows = self
+            .with_groups(|tx| {
+                let mut groups = Vec::new();
+                let mut stmt = tx.prepare("SELECT name, spec FROM es_groups ORDER BY name")?;
+                let names = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+                for g in names {
+                    let (name, spec) = g?;
+                    let mut parts = tx.prepare(
+                        "SELECT part, position FROM es_group_partitions WHERE name = ?1 ORDER BY part",
+                    )?;
+                    let checkpoints = parts
+                        .query_map(params![name], |r| {
+                            Ok((r.get::<_, i64>(0)? as u32, r.get::<_, i64>(1)? as u64))
+                        })?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    let mut parked = tx.prepare(&format!(
+                        "SELECT {PARKED_COLUMNS} FROM es_group_parked WHERE name = ?1 ORDER BY position"
+                    ))?;
+                    let parked = parked
+                        .query_map(params![name], parked_of)?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    groups.push((name, spec, checkpoints, parked));
+                }
+                Ok(groups)
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(name, spec, checkpoints, parked)| {
+                Ok(GroupState {
+                    name,
+                    spec: spec_of(&spec)?,
+                    checkpoints,
+                    parked,
+                })
+            })
+            .collect()
+    }
+
+    async fn import(&self, state: &GroupState) -> Result<bool> {
+        let state = state.clone();
+        self.with_groups(move |tx| {
+            let made = tx.execute(
+                "INSERT OR IGNORE INTO es_groups (name, spec) VALUES (?1, ?2)",
+                params![state.name, spec_json(&state.spec)],
+            )?;
+            if made == 0 {
+                return Ok(false);
+            }
+            for (part, position) in &state.checkpoints {
+                tx.execute(
+                    "INSERT INTO es_group_partitions (name, part, position) VALUES (?1, ?2, ?3)",
+                    params![
+                        state.name,
+                        part,
+                        position.min(&(i64::MAX as u64)).to_owned() as i64
+                    ],
+                )?;
+            }
+            for p in &state.parked {
+                tx.execute(
+                    "INSERT INTO es_group_parked \
+                     (name, position, event_id, part, deliveries, parked_at, replay) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        state.name,
+                        p.position.min(i64::MAX as u64) as i64,
+                        p.event_id.to_string(),
+                        p.partition,
+                        p.deliveries,
+                        p.parked_at.timestamp_millis(),
+                        i64::from(p.replay)
+                    ],
+                )?;
+            }
+            Ok(true)
         })
         .await
     }
