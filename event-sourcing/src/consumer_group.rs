@@ -621,7 +621,18 @@ impl<T: Send + Sync + 'static> Source<T> {
                 }
                 Self::Live(live) => match live.recv().await {
                     Ok(e) if e.event.position < cursor => continue,
-                    Ok(e) => return Ok(vec![e]),
+                    Ok(e) => {
+                        // With what else is there already: one pass of the
+                        // runner's loop for a burst, not one per event.
+                        let mut events = vec![e];
+                        while events.len() < CATCH_UP_BATCH {
+                            match live.try_recv() {
+                                Ok(e) => events.push(e),
+                                Err(_) => break,
+                            }
+                        }
+                        return Ok(events);
+                    }
                     Err(_) => {
                         // Lagged past the buffer (or the tail is gone):
                         // read the store again.
