@@ -157,14 +157,43 @@ async fn both(stores: Stores, wiring: movies::Wiring) {
         assert_eq!(refused.code(), tonic::Code::InvalidArgument);
         assert!(refused.message().contains(why), "{}", refused.message());
     }
+    // A client that closes its side after the join (grpcurl at the end of
+    // its input) still receives what it may hold unacknowledged.
+    let join = ConsumeRequest {
+        kind: Some(consume_request::Kind::Join(Join {
+            group: "peek".into(),
+            max_in_flight: 2,
+            ..Default::default()
+        })),
+    };
+    let mut answers = client
+        .consume(keyed(futures_util::stream::iter([join]), "e2e-auth-key"))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut delivered = 0;
+    while delivered < 2 {
+        let message = tokio::time::timeout(Duration::from_secs(20), answers.message())
+            .await
+            .expect("in time")
+            .unwrap()
+            .expect("still open");
+        if let Some(consume_response::Kind::Delivery(_)) = message.kind {
+            delivered += 1;
+        }
+    }
+    // And no more than that: nothing was acknowledged.
+    let more = tokio::time::timeout(Duration::from_millis(500), answers.message()).await;
+    assert!(more.is_err(), "a delivery past max_in_flight: {more:?}");
+    drop(answers);
     let groups = client
         .list_groups(keyed(ListGroupsRequest {}, "e2e-auth-key"))
         .await
         .unwrap()
         .into_inner()
         .groups;
-    assert_eq!(groups.len(), 1);
-    assert_eq!(groups[0].name, "watcher");
+    let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["peek", "watcher"]);
 
     // catalog: the movie and the rating, in their current schema.
     let mut client = FeedServiceClient::connect(format!("http://{catalog}"))
