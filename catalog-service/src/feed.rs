@@ -26,10 +26,9 @@ pub fn opener() -> Opener<CloudEvent> {
         if ids::is_allocation(event) {
             return None;
         }
-        let opened = current(event).and_then(|(current_type, data)| {
-            // The type is the envelope's: the payload goes without its tag.
-            let mut fields: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(&data).map_err(|e| e.to_string())?;
+        // Parsed once, upcast if it is of an older version; the type is the
+        // envelope's, so the payload goes without its tag.
+        let opened = CatalogEvent::current(event).and_then(|(current_type, mut fields)| {
             fields.remove("type");
             let data = serde_json::value::to_raw_value(&fields).map_err(|e| e.to_string())?;
             Ok(envelope(

@@ -1137,13 +1137,16 @@ impl<T: Send + Sync + 'static> State<T> {
         let mut release = Vec::new();
         let mut changed = false;
         let keys: Vec<u32> = self.parts.keys().copied().collect();
+        let busy: BTreeSet<u32> = self
+            .entries
+            .values()
+            .filter(|e| e.out.is_some())
+            .map(|e| e.part)
+            .collect();
         for k in keys {
             let want = target(k).filter(|m| self.members.contains_key(m));
             let cursor = self.cursor;
-            let in_flight = self
-                .entries
-                .values()
-                .any(|e| e.part == k && e.out.is_some());
+            let in_flight = busy.contains(&k);
             let Some(p) = self.parts.get_mut(&k) else {
                 continue;
             };
