@@ -1,13 +1,12 @@
 //! The in-memory read model of users and live tokens, folded from every
 //! user's events: what `Authenticate` answers from, with no store read.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, TimeDelta, Utc};
 use event_sourcing::idempotency::{Keyed, KeyedIndex, KeyedModel};
 use event_sourcing::read_model::ReadModel;
+use event_sourcing::read_model::cow::{CowMap, CowRanges};
 use event_sourcing::read_model::history::{Fact, Histories};
-use event_sourcing::read_model::snapshot::{Damaged, Decoder, Encoder, Snapshot};
+use event_sourcing::read_model::snapshot::{Damaged, Decoder, Encoder, Frozen, Snapshot};
 use event_store::RecordedEvent;
 use uuid::Uuid;
 
@@ -29,7 +28,7 @@ pub enum Profile {
     },
 }
 use crate::token::TokenDigest;
-use crate::token_table::TokenTable;
+use crate::token_table::{FrozenTokens, TokenTable};
 
 /// A registered user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,19 +87,23 @@ const SWEEP_EVERY: TimeDelta = TimeDelta::hours(1);
 
 /// Users by id and by the MAC of their normalized username (by the name
 /// itself for users registered before sealing); tokens by digest.
+///
+/// Everything a snapshot writes is kept copy-on-write ([`CowMap`],
+/// [`CowRanges`], the token table's chunks), so a save freezes the view in
+/// microseconds and encodes it while new events are applied.
 #[derive(Debug, Default)]
 pub struct AuthView {
-    by_id: HashMap<UserId, UserRecord>,
+    by_id: CowRanges<UserId, UserRecord>,
     /// Older users by normalized username.
-    by_name: HashMap<String, UserId>,
+    by_name: CowMap<String, UserId>,
     /// Older users by the skeleton of their username (see
     /// `username_skeleton`), for the names registered before skeletons
     /// were claimed.
-    by_skeleton: HashMap<String, UserId>,
+    by_skeleton: CowMap<String, UserId>,
     /// Users by the MAC of their normalized username.
-    by_name_mac: HashMap<String, UserId>,
+    by_name_mac: CowMap<String, UserId>,
     /// Users by the MAC of their username's skeleton.
-    by_skeleton_mac: HashMap<String, UserId>,
+    by_skeleton_mac: CowMap<String, UserId>,
     /// Tokens by digest, and by user.
     tokens: TokenTable,
     /// When the next sweep of expired tokens is due, in event time, so that
@@ -231,7 +234,7 @@ impl AuthView {
 
     /// A user by id.
     pub fn user(&self, id: UserId) -> Option<&UserRecord> {
-        self.by_id.get(&id)
+        self.by_id.get(id)
     }
 
     /// The user registered under the normalized username `normalized`,
@@ -240,7 +243,7 @@ impl AuthView {
         self.by_name_mac
             .get(name_mac)
             .or_else(|| self.by_name.get(normalized))
-            .and_then(|id| self.by_id.get(id))
+            .and_then(|id| self.by_id.get(*id))
     }
 
     /// The user whose username a reader could take for one of skeleton
@@ -279,14 +282,14 @@ impl AuthView {
         if t.expires_at <= now {
             return None;
         }
-        Some((self.by_id.get(&t.user_id)?, t))
+        Some((self.by_id.get(t.user_id)?, t))
     }
 
     /// Drops everything about an erased user: record, names, tokens,
     /// activity, keyed registrations. (The name maps are scanned: an
     /// erasure is rare.)
     fn forget(&mut self, user: UserId) {
-        self.by_id.remove(&user);
+        self.by_id.remove(user);
         for names in [
             &mut self.by_name,
             &mut self.by_skeleton,
@@ -320,15 +323,14 @@ impl AuthView {
 
     /// How many users were stored before personal data was sealed.
     pub fn users_in_clear(&self) -> usize {
-        self.by_id
-            .values()
+        self.users()
             .filter(|u| matches!(u.profile, Profile::Clear { .. }))
             .count()
     }
 
-    /// Every user, in no order.
+    /// Every user, by id.
     pub fn users(&self) -> impl Iterator<Item = &UserRecord> {
-        self.by_id.values()
+        self.by_id.iter().map(|(_, user)| user)
     }
 
     /// How many users exist.
@@ -394,7 +396,7 @@ impl AuthView {
                 sealed,
             } => {
                 self.by_name_mac.insert(name, user_id);
-                self.by_skeleton_mac.entry(skeleton).or_insert(user_id);
+                self.by_skeleton_mac.insert_if_absent(skeleton, user_id);
                 self.by_id.insert(
                     user_id,
                     UserRecord {
@@ -414,8 +416,7 @@ impl AuthView {
             } => {
                 self.by_name.insert(normalize_username(&username), user_id);
                 self.by_skeleton
-                    .entry(username_skeleton(&username))
-                    .or_insert(user_id);
+                    .insert_if_absent(username_skeleton(&username), user_id);
                 self.by_id.insert(
                     user_id,
                     UserRecord {
@@ -434,7 +435,7 @@ impl AuthView {
                 credentials,
                 ..
             } => {
-                let changes = self.by_id.get(&user_id).map_or(0, |u| u.password_changes);
+                let changes = self.by_id.get(user_id).map_or(0, |u| u.password_changes);
                 if credentials < changes {
                     // Issued under a password changed meanwhile.
                     return;
@@ -475,7 +476,7 @@ impl AuthView {
                 sealed,
                 kept,
             } => {
-                if let Some(user) = self.by_id.get_mut(&user_id) {
+                if let Some(user) = self.by_id.get_mut(user_id) {
                     user.profile = Profile::Sealed(sealed);
                     user.password_changes += 1;
                 }
@@ -511,76 +512,13 @@ impl Snapshot for AuthView {
     const VERSION: u32 = 9;
 
     fn encode(&self, out: &mut Encoder<'_>) {
-        out.count(self.by_id.len());
-        for user in in_order(out, &self.by_id, |id| *id) {
-            out.i64(user.id);
-            out.str(&user.stream);
-            match &user.profile {
-                Profile::Sealed(sealed) => {
-                    out.u8(0);
-                    out.str(sealed);
-                }
-                Profile::Clear { username, email } => {
-                    out.u8(1);
-                    out.str(username);
-                    out.str(email);
-                }
-            }
-            encode_time(out, user.joined);
-            out.u64(user.password_changes.into());
-        }
-        for names in [
-            &self.by_name,
-            &self.by_skeleton,
-            &self.by_name_mac,
-            &self.by_skeleton_mac,
-        ] {
-            out.count(names.len());
-            let mut names: Vec<_> = names.iter().collect();
-            if out.canonical() {
-                names.sort_unstable();
-            }
-            for (name, id) in names {
-                out.str(name);
-                out.i64(*id);
-            }
-        }
-        out.count(self.tokens.len());
-        let encode_token = |out: &mut Encoder<'_>, (digest, t): (TokenDigest, TokenRecord)| {
-            out.fixed(digest.bytes());
-            out.i64(t.user_id);
-            encode_time(out, t.issued_at);
-            encode_time(out, t.expires_at);
-            out.u64(t.issued_position);
-            out.u64(t.refreshes.into());
-        };
-        if out.canonical() {
-            let mut tokens: Vec<_> = self.tokens.iter().collect();
-            tokens.sort_unstable_by_key(|(d, _)| *d.bytes());
-            tokens.into_iter().for_each(|t| encode_token(out, t));
-        } else {
-            // In slot order, with no copy of the table.
-            self.tokens.iter().for_each(|t| encode_token(out, t));
-        }
-        // Tokens by user are not written: they are rebuilt on decode.
-        match self.next_sweep {
-            Some(at) => {
-                out.u8(1);
-                encode_time(out, at);
-            }
-            None => out.u8(0),
-        }
-        out.count(self.keyed.len());
-        for (event, k) in self.keyed.sorted() {
-            out.fixed(event.as_bytes());
-            out.str(&k.fingerprint);
-            out.i64(k.created.user_id);
-        }
-        self.activity.encode(out);
-        out.count(self.erased.len());
-        for id in &self.erased {
-            out.i64(*id);
-        }
+        self.saved().encode(out);
+    }
+
+    /// The view's saved parts, cloned in microseconds (copy-on-write).
+    fn freeze(&self) -> Option<Frozen> {
+        let saved = self.saved();
+        Some(Box::new(move |out| saved.encode(out)))
     }
 
     fn decode(input: &mut Decoder<'_>) -> Result<Self, Damaged> {
@@ -651,18 +589,109 @@ impl Snapshot for AuthView {
     }
 }
 
-/// The values of `map`: in the order of their keys if `out` is canonical,
-/// else in the map's.
-fn in_order<'m, K, V, O: Ord>(
-    out: &Encoder<'_>,
-    map: &'m HashMap<K, V>,
-    key: impl Fn(&K) -> O,
-) -> Vec<&'m V> {
-    let mut entries: Vec<_> = map.iter().collect();
-    if out.canonical() {
-        entries.sort_unstable_by_key(|(k, _)| key(k));
+/// What a snapshot of the view writes, shared with the view until either
+/// changes (see [`AuthView::saved`]).
+struct Saved {
+    by_id: CowRanges<UserId, UserRecord>,
+    /// `by_name`, `by_skeleton`, `by_name_mac`, `by_skeleton_mac`.
+    names: [CowMap<String, UserId>; 4],
+    tokens: FrozenTokens,
+    next_sweep: Option<DateTime<Utc>>,
+    keyed: KeyedIndex<Registration>,
+    activity: Histories<UserId>,
+    erased: Vec<UserId>,
+}
+
+impl AuthView {
+    /// The parts a snapshot writes, as they are now: clones that share
+    /// the view's shards and chunks.
+    fn saved(&self) -> Saved {
+        Saved {
+            by_id: self.by_id.clone(),
+            names: [
+                self.by_name.clone(),
+                self.by_skeleton.clone(),
+                self.by_name_mac.clone(),
+                self.by_skeleton_mac.clone(),
+            ],
+            tokens: self.tokens.frozen(),
+            next_sweep: self.next_sweep,
+            keyed: self.keyed.clone(),
+            activity: self.activity.clone(),
+            erased: self.erased.clone(),
+        }
     }
-    entries.into_iter().map(|(_, v)| v).collect()
+}
+
+impl Saved {
+    fn encode(&self, out: &mut Encoder<'_>) {
+        out.count(self.by_id.len());
+        // By id: the canonical order, and no sort.
+        for (_, user) in self.by_id.iter() {
+            out.i64(user.id);
+            out.str(&user.stream);
+            match &user.profile {
+                Profile::Sealed(sealed) => {
+                    out.u8(0);
+                    out.str(sealed);
+                }
+                Profile::Clear { username, email } => {
+                    out.u8(1);
+                    out.str(username);
+                    out.str(email);
+                }
+            }
+            encode_time(out, user.joined);
+            out.u64(user.password_changes.into());
+        }
+        for names in &self.names {
+            out.count(names.len());
+            let mut names: Vec<_> = names.iter().collect();
+            if out.canonical() {
+                names.sort_unstable();
+            }
+            for (name, id) in names {
+                out.str(name);
+                out.i64(*id);
+            }
+        }
+        out.count(self.tokens.len());
+        let encode_token = |out: &mut Encoder<'_>, (digest, t): (TokenDigest, TokenRecord)| {
+            out.fixed(digest.bytes());
+            out.i64(t.user_id);
+            encode_time(out, t.issued_at);
+            encode_time(out, t.expires_at);
+            out.u64(t.issued_position);
+            out.u64(t.refreshes.into());
+        };
+        if out.canonical() {
+            let mut tokens: Vec<_> = self.tokens.iter().collect();
+            tokens.sort_unstable_by_key(|(d, _)| *d.bytes());
+            tokens.into_iter().for_each(|t| encode_token(out, t));
+        } else {
+            // In slot order, with no copy of the slots.
+            self.tokens.iter().for_each(|t| encode_token(out, t));
+        }
+        // Tokens by user are not written: they are rebuilt on decode.
+        match self.next_sweep {
+            Some(at) => {
+                out.u8(1);
+                encode_time(out, at);
+            }
+            None => out.u8(0),
+        }
+        out.count(self.keyed.len());
+        for (event, k) in self.keyed.sorted() {
+            out.fixed(event.as_bytes());
+            out.str(&k.fingerprint);
+            out.i64(k.created.user_id);
+        }
+        self.activity.encode(out);
+        out.count(self.erased.len());
+        for id in &self.erased {
+            out.i64(*id);
+        }
+    }
 }
 
 fn encode_time(out: &mut Encoder<'_>, at: DateTime<Utc>) {
@@ -983,6 +1012,23 @@ mod tests {
         back.apply_at(AuthEvent::AllTokensRevoked { user_id: UserId(2) }, now);
         assert!(back.by_token(&digest(3), now).is_none());
         assert!(!back.tokens.holds_any(UserId(2)));
+    }
+
+    #[test]
+    fn a_frozen_view_encodes_what_it_was_while_events_are_applied() {
+        let mut users = fixed_history();
+        let before = users.to_bytes();
+        let frozen = users.freeze().expect("the auth view freezes");
+        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        // Tokens, names, users, activity, keyed registrations and the
+        // erased list all change after the freeze.
+        users.apply_at(AuthEvent::AllTokensRevoked { user_id: UserId(2) }, now);
+        issue(&mut users, UserId(1), 40, now, TimeDelta::hours(1));
+        users.apply_at(AuthEvent::UserErased { user_id: UserId(1) }, now);
+        assert_ne!(users.to_bytes(), before);
+        let mut out = Encoder::default();
+        frozen(&mut out);
+        assert_eq!(out.into_inner(), before);
     }
 
     /// Pins what version 9 of the projection makes of a fixed history.

@@ -8,10 +8,15 @@
 //! doubles; the digest again in the user's list): here a token costs its
 //! slot, about ten bytes of index, and a share of its user's list head.
 //! Freed slots are reused, so the slots follow the number of live tokens.
+//!
+//! Chunks are shared copy-on-write: [`TokenTable::frozen`] takes the slots
+//! as they are in microseconds (a snapshot encodes them after), and a
+//! change copies the one 80 KB chunk it touches while they are shared.
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use hashbrown::HashTable;
@@ -78,10 +83,11 @@ fn time_of(secs: i64, nanos: u32) -> DateTime<Utc> {
 const CHUNK: usize = 1024;
 
 /// The slots, in chunks: growing never copies them, and never holds a
-/// vector's spare half (at most one chunk is spare).
-#[derive(Debug, Default)]
+/// vector's spare half (at most one chunk is spare). A clone shares the
+/// chunks.
+#[derive(Debug, Default, Clone)]
 struct Slots {
-    chunks: Vec<Box<[Slot]>>,
+    chunks: Vec<Arc<[Slot]>>,
     len: usize,
 }
 
@@ -98,10 +104,10 @@ impl Slots {
             .filter(|&i| i != NONE)
             .expect("fewer than 2^32 - 1 tokens at once");
         if self.len % CHUNK == 0 {
-            self.chunks.push(vec![slot; CHUNK].into_boxed_slice());
+            self.chunks.push(vec![slot; CHUNK].into());
         }
-        self.chunks[self.len / CHUNK][self.len % CHUNK] = slot;
         self.len += 1;
+        self[i] = slot;
         i
     }
 
@@ -122,7 +128,7 @@ impl std::ops::IndexMut<u32> for Slots {
     fn index_mut(&mut self, i: u32) -> &mut Slot {
         let i = i as usize;
         assert!(i < self.len, "a slot in use");
-        &mut self.chunks[i / CHUNK][i % CHUNK]
+        &mut Arc::make_mut(&mut self.chunks[i / CHUNK])[i % CHUNK]
     }
 }
 
@@ -307,6 +313,29 @@ impl TokenTable {
         })
     }
 
+    /// The tokens as they are now, taken in microseconds (the chunks are
+    /// shared until either side changes one).
+    pub fn frozen(&self) -> FrozenTokens {
+        FrozenTokens {
+            slots: self.slots.clone(),
+            live: self.live,
+        }
+    }
+}
+
+/// The tokens of a [`TokenTable`] at one moment ([`TokenTable::frozen`]).
+#[derive(Debug, Clone)]
+pub struct FrozenTokens {
+    slots: Slots,
+    live: usize,
+}
+
+impl FrozenTokens {
+    /// How many tokens there were.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
     /// Every token, in slot order (no meaning, but the same for the same
     /// history of changes).
     pub fn iter(&self) -> impl Iterator<Item = (TokenDigest, TokenRecord)> + '_ {
@@ -371,9 +400,36 @@ mod tests {
         t.retain_of(UserId(1), |_, _| false);
         assert!(!t.holds_any(UserId(1)));
         assert_eq!(t.len(), 2);
-        let mut all: Vec<u8> = t.iter().map(|(d, _)| d.bytes()[0]).collect();
+        let mut all: Vec<u8> = t.frozen().iter().map(|(d, _)| d.bytes()[0]).collect();
         all.sort_unstable();
         assert_eq!(all, [5, 7]);
+    }
+
+    #[test]
+    fn frozen_tokens_stay_as_they_were_while_the_table_changes() {
+        let mut t = TokenTable::default();
+        for n in 1..=200u8 {
+            t.insert(digest(n), record(i64::from(n % 3) + 1, n.into()));
+        }
+        let frozen = t.frozen();
+        let listed = |it: &mut dyn Iterator<Item = (TokenDigest, TokenRecord)>| {
+            let mut all: Vec<(u8, TokenRecord)> = it.map(|(d, r)| (d.bytes()[0], r)).collect();
+            all.sort_unstable_by_key(|(d, _)| *d);
+            all
+        };
+        let before = listed(&mut t.frozen().iter());
+        let mut refreshed = record(1, 3);
+        refreshed.refreshes = 9;
+        assert!(t.set(&digest(3), &refreshed));
+        t.remove(&digest(4));
+        t.retain_of(UserId(2), |_, _| false);
+        t.insert(digest(201), record(1, 201));
+        assert_ne!(listed(&mut t.frozen().iter()), before);
+        assert_eq!(frozen.len(), 200);
+        assert_eq!(listed(&mut frozen.iter()), before);
+        // The table itself is whole after the copies.
+        assert_eq!(t.get(&digest(3)), Some(refreshed));
+        assert_eq!(t.len(), t.frozen().iter().count());
     }
 
     #[test]

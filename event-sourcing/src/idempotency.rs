@@ -8,7 +8,7 @@
 //! created is found again through the event: every read model keeps one
 //! [`KeyedIndex`], and [`once`] is the one path a keyed command takes.
 
-use std::collections::HashMap;
+use crate::read_model::cow::CowMap;
 use std::future::Future;
 
 use serde::Deserialize;
@@ -98,15 +98,16 @@ impl Idempotent {
 /// What keyed commands created, by the event id their key gave their first
 /// event: the one index every read model keeps for [`once`]. `T` is what
 /// the service needs to answer a retry (a movie's id, a registration).
+/// Kept copy-on-write (see [`CowMap`]), so a clone is cheap.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyedIndex<T> {
-    by_event: HashMap<Uuid, Keyed<T>>,
+    by_event: CowMap<Uuid, Keyed<T>>,
 }
 
 impl<T> Default for KeyedIndex<T> {
     fn default() -> Self {
         Self {
-            by_event: HashMap::new(),
+            by_event: CowMap::default(),
         }
     }
 }
@@ -129,7 +130,7 @@ pub struct Keyed<T> {
     pub created: T,
 }
 
-impl<T> KeyedIndex<T> {
+impl<T: Clone> KeyedIndex<T> {
     /// Indexes `recorded` if a keyed command recorded it; `created` says
     /// what it made, from its stamp (see [`Idempotent::stamp_of`]).
     /// Called by a read model's `apply` for every event.

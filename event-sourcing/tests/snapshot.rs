@@ -1,12 +1,13 @@
 //! A snapshot being saved never holds up readers: the follower waits for
 //! it without queueing on the model's lock, and applies what came in
-//! meanwhile once the snapshot is encoded.
+//! meanwhile once the snapshot is encoded. A model that can freeze holds
+//! up nothing: events are applied while its frozen state is encoded.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use event_sourcing::read_model::snapshot::{Damaged, Decoder, Encoder, Snapshot};
+use event_sourcing::read_model::snapshot::{Damaged, Decoder, Encoder, Frozen, Snapshot};
 use event_sourcing::read_model::{Projection, ReadModel, SnapshotPolicy};
 use event_store::RecordedEvent;
 use event_store::testing::TempStore;
@@ -27,12 +28,33 @@ impl Gate {
         *self.open.lock().unwrap() = true;
         self.opened.notify_all();
     }
+
+    /// Says encoding began, waits until opened, then writes `last`.
+    fn encode(&self, last: u64, out: &mut Encoder<'_>) {
+        self.encoding.store(true, Ordering::SeqCst);
+        let open = self.open.lock().unwrap();
+        let _open = self.opened.wait_while(open, |open| !*open).unwrap();
+        out.u64(last);
+    }
+
+    /// Whether encoding began within 5 s.
+    async fn encoding_began(&self) -> bool {
+        for _ in 0..500 {
+            if self.encoding.load(Ordering::SeqCst) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
 }
 
-/// The last tick, and a gate its snapshot encoding waits at.
+/// The last tick, and a gate its snapshot encoding waits at; with
+/// `freezes`, the encoding of its frozen state waits there instead.
 struct Gated {
     last: u64,
     gate: Arc<Gate>,
+    freezes: bool,
 }
 
 impl ReadModel for Gated {
@@ -49,10 +71,13 @@ impl Snapshot for Gated {
     const VERSION: u32 = 1;
 
     fn encode(&self, out: &mut Encoder<'_>) {
-        self.gate.encoding.store(true, Ordering::SeqCst);
-        let open = self.gate.open.lock().unwrap();
-        let _open = self.gate.opened.wait_while(open, |open| !*open).unwrap();
-        out.u64(self.last);
+        self.gate.encode(self.last, out);
+    }
+
+    fn freeze(&self) -> Option<Frozen> {
+        let (last, gate) = (self.last, self.gate.clone());
+        self.freezes
+            .then(|| Box::new(move |out: &mut Encoder<'_>| gate.encode(last, out)) as Frozen)
     }
 
     fn decode(_: &mut Decoder<'_>) -> Result<Self, Damaged> {
@@ -60,18 +85,21 @@ impl Snapshot for Gated {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn readers_go_on_while_a_snapshot_is_encoded() {
-    let temp = TempStore::sqlite();
-    let store = event_store::open(temp.url()).await.expect("open");
-    let dir = tempfile::tempdir().unwrap();
+/// A projection of a [`Gated`] model saving snapshots into `dir`, having
+/// applied tick 1.
+async fn gated(
+    store: &Arc<dyn event_store::EventStore>,
+    dir: &std::path::Path,
+    freezes: bool,
+) -> (Arc<Projection<Gated>>, Arc<Gate>) {
     let gate = Arc::new(Gate::default());
     let model = Gated {
         last: 0,
         gate: gate.clone(),
+        freezes,
     };
     let policy = SnapshotPolicy {
-        path: dir.path().join("gated.snapshot"),
+        path: dir.join("gated.snapshot"),
         every: u64::MAX,
         key: None,
     };
@@ -80,20 +108,23 @@ async fn readers_go_on_while_a_snapshot_is_encoded() {
             .await
             .expect("starts"),
     );
-    tick(&*store, 1).await;
+    tick(&**store, 1).await;
     projection.catch_up().await.expect("applied");
+    (projection, gate)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readers_go_on_while_a_snapshot_is_encoded() {
+    let temp = TempStore::sqlite();
+    let store = event_store::open(temp.url()).await.expect("open");
+    let dir = tempfile::tempdir().unwrap();
+    let (projection, gate) = gated(&store, dir.path(), false).await;
 
     let saving = tokio::spawn({
         let projection = projection.clone();
         async move { projection.save_snapshot().await }
     });
-    for _ in 0..500 {
-        if gate.encoding.load(Ordering::SeqCst) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(gate.encoding.load(Ordering::SeqCst), "encoding began");
+    assert!(gate.encoding_began().await, "encoding began");
     // An event arrives while the snapshot is being encoded; the follower
     // has time to try to apply it.
     tick(&*store, 2).await;
@@ -117,4 +148,36 @@ async fn readers_go_on_while_a_snapshot_is_encoded() {
         .await
         .expect("applied after the snapshot");
     assert_eq!(projection.read().last, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_are_applied_while_a_frozen_model_is_encoded() {
+    let temp = TempStore::sqlite();
+    let store = event_store::open(temp.url()).await.expect("open");
+    let dir = tempfile::tempdir().unwrap();
+    let (projection, gate) = gated(&store, dir.path(), true).await;
+
+    let saving = tokio::spawn({
+        let projection = projection.clone();
+        async move { projection.save_snapshot().await }
+    });
+    assert!(gate.encoding_began().await, "encoding began");
+    // An event arrives while the frozen state is being encoded: it is
+    // applied at once.
+    tick(&*store, 2).await;
+    let applied = tokio::time::timeout(Duration::from_secs(5), projection.catch_up()).await;
+    let last = projection.read().last;
+    gate.open();
+    applied
+        .expect("applied while the snapshot was encoded")
+        .expect("applied");
+    assert_eq!(last, 2);
+
+    let saved = saving
+        .await
+        .unwrap()
+        .expect("saved")
+        .expect("something new");
+    // The snapshot is of the model as it was frozen.
+    assert_eq!(saved.position, 1);
 }

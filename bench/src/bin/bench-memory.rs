@@ -6,9 +6,10 @@
 //!   movies, each user rating every one): RSS growth per rating;
 //! - auth's read model filled with users (one per four tokens), then with
 //!   `--tokens` live tokens: RSS growth per user and per token;
-//! - each model's snapshot: its size, the time to encode it into its file
-//!   (what a save holds the model's read lock for, on an idle machine),
-//!   the whole save, and the time to load it back.
+//! - each model's snapshot: its size; how long a save holds new events
+//!   back (freezing a model that can, else encoding it under its read
+//!   lock; on an idle machine); the time to encode it into its file, the
+//!   whole save, and the time to load it back.
 //!
 //! RSS is read from /proc/self/statm; the allocator's rounding and spare
 //! capacity of growing vectors are included, as they are in a service.
@@ -70,12 +71,22 @@ fn recorded(position: u64) -> RecordedEvent {
 
 /// Saves `model`'s snapshot to `path`, loads it back; prints the figures.
 fn snapshot_figures<M: Snapshot>(model: &M, path: &Path) {
-    let mut encoding = Duration::ZERO;
+    let (mut held, mut encoding) = (Duration::ZERO, Duration::ZERO);
     let started = Instant::now();
     let key = snapshot::SnapshotKey::new([1; 32]);
     let (_, bytes) = snapshot::write_file(path, M::NAME, M::VERSION, &key, |out| {
+        // As the projection's saver does.
         let t = Instant::now();
-        model.encode(out);
+        match model.freeze() {
+            Some(frozen) => {
+                held = t.elapsed();
+                frozen(out);
+            }
+            None => {
+                model.encode(out);
+                held = t.elapsed();
+            }
+        }
         encoding = t.elapsed();
         Some((1, uuid::Uuid::nil()))
     })
@@ -89,8 +100,9 @@ fn snapshot_figures<M: Snapshot>(model: &M, path: &Path) {
     let load = started.elapsed();
     drop(loaded);
     println!(
-        "  snapshot: {:.1} MB; encode into the file {:.1} ms, whole save {:.1} ms, load {:.1} ms",
+        "  snapshot: {:.1} MB; new events held {:.3} ms; encode into the file {:.1} ms, whole save {:.1} ms, load {:.1} ms",
         bytes as f64 / 1e6,
+        held.as_secs_f64() * 1e3,
         encoding.as_secs_f64() * 1e3,
         saved.as_secs_f64() * 1e3,
         load.as_secs_f64() * 1e3,

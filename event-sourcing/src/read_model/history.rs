@@ -3,11 +3,10 @@
 //! code fits in 32 bits, else 16), and writes into its snapshot as
 //! fixed-size records.
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 
 use super::compact::{CompactVec, Narrow};
+use super::cow::CowRanges;
 use super::snapshot::{Damaged, Decoder, Encoder, i64_at};
 
 /// One thing a user did: when it was stored, and what it was, in the
@@ -48,18 +47,25 @@ impl Narrow for Fact {
     }
 }
 
-/// Every user's facts, by user, in the order they were applied.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
+/// Every user's facts, by user, in the order they were applied; kept
+/// copy-on-write (see [`CowRanges`]), so a clone is cheap.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Histories<U: Ord> {
-    by_user: BTreeMap<U, CompactVec<Fact>>,
+    by_user: CowRanges<U, CompactVec<Fact>>,
 }
 
 impl<U: Ord> Default for Histories<U> {
     fn default() -> Self {
         Self {
-            by_user: BTreeMap::new(),
+            by_user: CowRanges::default(),
         }
+    }
+}
+
+/// A map of users to their facts, in user order.
+impl<U: Ord + Copy + Into<i64> + Serialize> Serialize for Histories<U> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.by_user.iter())
     }
 }
 
@@ -67,21 +73,20 @@ impl<U: Ord + Copy + Into<i64> + From<i64>> Histories<U> {
     /// Adds what `user` did at `at_micros`.
     pub fn push(&mut self, user: U, at_micros: i64, what: i64) {
         self.by_user
-            .entry(user)
-            .or_default()
+            .get_or_default(user)
             .push(Fact { at_micros, what });
     }
 
     /// Forgets every fact of `user` (an erased account).
     pub fn forget(&mut self, user: U) {
-        self.by_user.remove(&user);
+        self.by_user.remove(user);
     }
 
     /// How many of `user`'s facts were stored at or after `since_micros`
     /// (counting at most `limit`, newest first), and when the oldest of
     /// those was: what a quota over a sliding window needs, in O(`limit`).
     pub fn recent(&self, user: U, since_micros: i64, limit: usize) -> (usize, Option<i64>) {
-        let Some(facts) = self.by_user.get(&user) else {
+        let Some(facts) = self.by_user.get(user) else {
             return (0, None);
         };
         let mut oldest = None;
@@ -98,7 +103,7 @@ impl<U: Ord + Copy + Into<i64> + From<i64>> Histories<U> {
     /// The newest `newest` facts of `user` (all with `None`), newest first,
     /// and how many there are in all.
     pub fn newest(&self, user: U, newest: Option<usize>) -> (Vec<Fact>, usize) {
-        let Some(facts) = self.by_user.get(&user) else {
+        let Some(facts) = self.by_user.get(user) else {
             return (Vec::new(), 0);
         };
         let page = facts
@@ -113,7 +118,7 @@ impl<U: Ord + Copy + Into<i64> + From<i64>> Histories<U> {
     /// 16-byte records.
     pub fn encode(&self, out: &mut Encoder<'_>) {
         out.count(self.by_user.len());
-        for (user, facts) in &self.by_user {
+        for (user, facts) in self.by_user.iter() {
             out.i64(*user);
             out.records_of(facts.iter(), 16, |f, slot| {
                 slot[..8].copy_from_slice(&f.at_micros.to_le_bytes());
@@ -124,7 +129,7 @@ impl<U: Ord + Copy + Into<i64> + From<i64>> Histories<U> {
 
     /// Reads what [`Histories::encode`] wrote.
     pub fn decode(input: &mut Decoder<'_>) -> Result<Self, Damaged> {
-        let mut by_user = BTreeMap::new();
+        let mut by_user = CowRanges::default();
         for _ in 0..input.count(16)? {
             let user = input.id()?;
             let mut facts = CompactVec::default();

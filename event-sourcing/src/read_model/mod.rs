@@ -9,6 +9,7 @@
 //! - [`projection`]: a model fed by the store's feed, using all of the above.
 
 pub mod compact;
+pub mod cow;
 pub mod history;
 pub mod lease;
 pub mod model;

@@ -314,7 +314,8 @@ impl<M: Snapshot> Projection<M> {
     /// checks out (see [`super::snapshot`]), else from position 0 into
     /// `model`; then saves snapshots in the background as `policy` says.
     /// Saving runs on a blocking thread and holds the model's read lock
-    /// while it encodes the model into the file's pages (see
+    /// while it encodes the model into the file's pages, or, for a model
+    /// that can [`Snapshot::freeze`], only while it freezes it (see
     /// [`Saved::locked`]): readers go on, new events wait to be applied.
     /// The checksum, flush and rename come after.
     pub async fn start_with_snapshots(
@@ -348,13 +349,20 @@ impl<M: Snapshot> Projection<M> {
             );
         }
         let (model, last_applied) = (projection.model.clone(), projection.last.clone());
-        let encode = move |saved: u64, out: &mut Encoder<'_>| {
+        let encode = move |saved: u64, out: &mut Encoder<'_>, release: &mut dyn FnMut()| {
             let model = model.read().unwrap_or_else(|p| p.into_inner());
             let (position, id) = *last_applied.lock().unwrap_or_else(|p| p.into_inner());
             if position == saved {
                 return None;
             }
-            model.encode(out);
+            match model.freeze() {
+                Some(frozen) => {
+                    drop(model);
+                    release();
+                    frozen(out);
+                }
+                None => model.encode(out),
+            }
             Some((position, id))
         };
         let saver = Arc::new(Saver {

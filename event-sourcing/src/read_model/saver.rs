@@ -107,14 +107,19 @@ pub struct Saved {
     pub position: u64,
     /// The payload's size.
     pub bytes: usize,
-    /// How long the model's read lock was held to encode it into the file
-    /// (new events wait that long to be applied; readers do not wait).
+    /// How long new events waited to be applied: while the model was
+    /// encoded into the file under its read lock, or only while it was
+    /// frozen (see [`super::snapshot::Snapshot::freeze`]). Readers do not
+    /// wait.
     pub locked: Duration,
 }
 
 /// Encodes a model under its read lock, unless it is still at the given
-/// position; returns the position and id of its last event.
-type EncodeFn = dyn Fn(u64, &mut Encoder<'_>) -> Option<(u64, Uuid)> + Send + Sync;
+/// position; returns the position and id of its last event. It calls
+/// `release` (the third argument) as soon as new events may be applied
+/// again: once the model is frozen, or when it returns.
+type EncodeFn =
+    dyn Fn(u64, &mut Encoder<'_>, &mut dyn FnMut()) -> Option<(u64, Uuid)> + Send + Sync;
 
 /// Saves one projection's snapshots, one save at a time.
 pub(crate) struct Saver {
@@ -144,9 +149,14 @@ impl Saver {
             let (path, key) = (&saver.path, &saver.key);
             let written = snapshot::write_file(path, saver.name, saver.version, key, |out| {
                 let locking = Instant::now();
-                let covered = (saver.encode)(saved, out);
-                drop(applying);
-                locked = locking.elapsed();
+                let mut applying = Some(applying);
+                let mut release = || {
+                    if applying.take().is_some() {
+                        locked = locking.elapsed();
+                    }
+                };
+                let covered = (saver.encode)(saved, out, &mut release);
+                release();
                 covered
             })?;
             Ok::<_, std::io::Error>(written.map(|(header, bytes)| Saved {

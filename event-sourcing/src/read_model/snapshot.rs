@@ -107,6 +107,16 @@ pub trait Snapshot: ReadModel + Sized {
     /// so that a save holds the model no longer than a pass over it.
     fn encode(&self, out: &mut Encoder<'_>);
 
+    /// The model as it is now, to encode after the save lets go of it, so
+    /// that new events wait only for this call, not for the whole encoding:
+    /// `Some` where taking it is cheap (a model that keeps its bulk
+    /// copy-on-write, see [`super::cow`]). It must write what
+    /// [`Snapshot::encode`] would have written at this moment. `None` (the
+    /// default): the save encodes under the lock.
+    fn freeze(&self) -> Option<Frozen> {
+        None
+    }
+
     /// Reads a model [`Snapshot::encode`] wrote; an error, never a panic,
     /// on anything else.
     fn decode(input: &mut Decoder<'_>) -> Result<Self, Damaged>;
@@ -126,6 +136,9 @@ pub trait Snapshot: ReadModel + Sized {
         Ok(model)
     }
 }
+
+/// A model's state taken by [`Snapshot::freeze`]: writes its encoding.
+pub type Frozen = Box<dyn FnOnce(&mut Encoder<'_>)>;
 
 /// A payload that does not decode as the model it claims to be.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
