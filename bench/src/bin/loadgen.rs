@@ -5,12 +5,15 @@
 //!   `GET /api/auth/movies` with the same 100-movie JSON from memory, after
 //!   a token-header check (`Authorization: Token xxx…`, 64 `x`; else 401):
 //!   the ceiling of one HTTP hop.
-//! - `loadgen run --url http://127.0.0.1:8000 --scenario movies|rating|login|register`:
+//! - `loadgen run --url http://127.0.0.1:8000 --scenario movies|movie|rating|login|register`:
 //!   64 keep-alive connections (one per worker, like wrk) for `--seconds`;
 //!   prints requests/s and p50/p99. `--rate` paces the total rate instead of
-//!   running flat out. Setup (users, 100 movies) goes through the API itself.
+//!   running flat out. Setup (users, 100 movies) goes through the API itself,
+//!   so the same run works against the stack and against the Django
+//!   reference (`bench/django`).
 //!
-//! `bench/http.sh` runs the whole comparison.
+//! `bench/http.sh` runs the whole comparison; `bench/django.sh` the one
+//! against Django.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -92,6 +95,8 @@ enum Scenario {
     Movies,
     /// POST /api/auth/rating, each a new (user, movie) pair.
     Rating,
+    /// POST /api/auth/movies, each a new movie.
+    Movie,
     /// POST /api/auth/login with correct credentials.
     Login,
     /// POST /api/auth/register, each a new user.
@@ -289,7 +294,8 @@ struct Worker {
     name: String,
     /// Movies this worker's user may still rate.
     to_rate: Vec<i64>,
-    /// Users this worker registered (the register scenario).
+    /// Users (the register scenario) or movies (the movie scenario) this
+    /// worker added.
     registered: u64,
 }
 
@@ -335,9 +341,16 @@ async fn run(command: Command) -> Result<(), SetupError> {
                 .to_owned();
             let mut setup = Conn::open(&addr).await?;
             let run_id = std::process::id();
-            // The bare baseline answers only GET movies: no setup there.
-            let bare =
-                setup.setup(Method::GET, "/healthz", None, None).await?.0 == StatusCode::NOT_FOUND;
+            // The bare baseline answers only GET movies: no setup there (the
+            // stack and Django answer an empty registration 400).
+            let register = setup
+                .setup(Method::POST, "/api/auth/register", None, Some(json!({})))
+                .await?
+                .0;
+            let bare = matches!(
+                register,
+                StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+            );
             let adder = if bare {
                 String::new()
             } else {
@@ -405,6 +418,15 @@ async fn run(command: Command) -> Result<(), SetupError> {
                             let body = json!({"movie": movie, "rating": 4});
                             w.conn
                                 .send(Method::POST, "/api/auth/rating", Some(&w.token), Some(body))
+                                .await
+                                .map(|(s, _)| s == StatusCode::CREATED)
+                        }
+                        Scenario::Movie => {
+                            w.registered += 1;
+                            let title = format!("{} {}", w.name, w.registered);
+                            let body = json!({"title": title, "director": "Director"});
+                            w.conn
+                                .send(Method::POST, "/api/auth/movies", Some(&w.token), Some(body))
                                 .await
                                 .map(|(s, _)| s == StatusCode::CREATED)
                         }
