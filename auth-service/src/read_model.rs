@@ -88,9 +88,10 @@ const SWEEP_EVERY: TimeDelta = TimeDelta::hours(1);
 /// Users by id and by the MAC of their normalized username (by the name
 /// itself for users registered before sealing); tokens by digest.
 ///
-/// Everything a snapshot writes is kept copy-on-write ([`CowMap`],
-/// [`CowRanges`], the token table's chunks), so a save freezes the view in
-/// microseconds and encodes it while new events are applied.
+/// Everything a snapshot writes is kept copy-on-write (users in
+/// [`CowRanges`] by id, names in [`CowMap`]s, the token table's chunks, the
+/// activity's ranges), so a save freezes the view in microseconds and
+/// encodes it while new events are applied.
 #[derive(Debug, Default)]
 pub struct AuthView {
     by_id: CowRanges<UserId, UserRecord>,
@@ -626,7 +627,7 @@ impl AuthView {
 impl Saved {
     fn encode(&self, out: &mut Encoder<'_>) {
         out.count(self.by_id.len());
-        // By id: the canonical order, and no sort.
+        // By id: the canonical order, with no sort.
         for (_, user) in self.by_id.iter() {
             out.i64(user.id);
             out.str(&user.stream);

@@ -10,6 +10,7 @@
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash, RandomState};
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 /// Shards of a [`CowMap`]: a change to a shared shard copies about
@@ -154,40 +155,63 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
     }
 }
 
-/// An ordered map of `i64`-like keys in ranges of [`RANGE`] keys, each
-/// range shared copy-on-write: for ids handed out in order (users), a
-/// clone copies one pointer per range, and iteration is in key order.
-#[derive(Clone, PartialEq, Eq)]
-pub struct CowRanges<K: Ord, V> {
-    ranges: BTreeMap<i64, Arc<BTreeMap<K, V>>>,
+/// An ordered map of dense `i64`-like keys (ids handed out in order, such as
+/// users'), in ranges of [`RANGE`] keys, each a vector indexed by the key
+/// and shared copy-on-write: a clone copies one pointer per range, a change
+/// copies the one range it touches (while shared), a look-up is an index,
+/// and iteration is in key order. Memory follows the keys' span, not their
+/// count (an absent key inside a range costs a slot): meant for dense ids,
+/// never for keys an outsider chooses.
+pub struct CowRanges<K, V> {
+    ranges: BTreeMap<i64, Arc<Vec<Option<V>>>>,
     len: usize,
+    keys: PhantomData<fn() -> K>,
 }
 
+/// Keys per range of a [`CowRanges`], as a power of two.
+const RANGE_BITS: u32 = 6;
 /// Keys per range of a [`CowRanges`].
-const RANGE: u32 = 10;
+pub const RANGE: usize = 1 << RANGE_BITS;
 
-impl<K: Ord, V> Default for CowRanges<K, V> {
+impl<K, V> Default for CowRanges<K, V> {
     fn default() -> Self {
         Self {
             ranges: BTreeMap::new(),
             len: 0,
+            keys: PhantomData,
         }
     }
 }
 
-impl<K: Ord + std::fmt::Debug, V: std::fmt::Debug> std::fmt::Debug for CowRanges<K, V> {
+impl<K, V> Clone for CowRanges<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            ranges: self.ranges.clone(),
+            len: self.len,
+            keys: PhantomData,
+        }
+    }
+}
+
+impl<K, V> std::fmt::Debug for CowRanges<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map()
-            .entries(self.ranges.values().flat_map(|r| r.iter()))
+        f.debug_struct("CowRanges")
+            .field("len", &self.len)
+            .field("ranges", &self.ranges.len())
             .finish()
     }
 }
 
-impl<K: Ord + Copy + Into<i64>, V> CowRanges<K, V> {
-    fn range_of(key: K) -> i64 {
-        key.into() >> RANGE
+/// The same keys with equal values.
+impl<K, V: PartialEq> PartialEq for CowRanges<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.entries().eq(other.entries())
     }
+}
 
+impl<K, V: Eq> Eq for CowRanges<K, V> {}
+
+impl<K, V> CowRanges<K, V> {
     /// How many entries it holds.
     pub fn len(&self) -> usize {
         self.len
@@ -198,61 +222,86 @@ impl<K: Ord + Copy + Into<i64>, V> CowRanges<K, V> {
         self.len == 0
     }
 
+    /// Every entry as its key's number and its value, in key order.
+    fn entries(&self) -> impl Iterator<Item = (i64, &V)> {
+        self.ranges.iter().flat_map(|(range, values)| {
+            values
+                .iter()
+                .enumerate()
+                .filter_map(move |(i, v)| v.as_ref().map(|v| ((range << RANGE_BITS) | i as i64, v)))
+        })
+    }
+}
+
+impl<K: Copy + Into<i64> + From<i64>, V> CowRanges<K, V> {
+    /// The range of `key`, and its place there.
+    fn place(key: K) -> (i64, usize) {
+        let key: i64 = key.into();
+        (key >> RANGE_BITS, (key & (RANGE as i64 - 1)) as usize)
+    }
+
     /// Every entry, in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.ranges.values().flat_map(|r| r.iter())
+    pub fn iter(&self) -> impl Iterator<Item = (K, &V)> {
+        self.entries().map(|(key, v)| (K::from(key), v))
     }
 
     /// The value of `key`.
     pub fn get(&self, key: K) -> Option<&V> {
-        self.ranges.get(&Self::range_of(key))?.get(&key)
+        let (range, at) = Self::place(key);
+        self.ranges.get(&range)?.get(at)?.as_ref()
     }
 }
 
-impl<K: Ord + Copy + Into<i64>, V: Clone> CowRanges<K, V> {
+impl<K: Copy + Into<i64> + From<i64>, V: Clone> CowRanges<K, V> {
+    /// The slot of `key`, to change (its range made, or grown, or copied
+    /// first if shared).
+    fn slot(&mut self, key: K) -> &mut Option<V> {
+        let (range, at) = Self::place(key);
+        let values = Arc::make_mut(self.ranges.entry(range).or_default());
+        if values.len() <= at {
+            values.resize_with(at + 1, || None);
+        }
+        &mut values[at]
+    }
+
     /// The value of `key`, to change, made from `V::default()` if it has
-    /// none (its range copied first if shared).
+    /// none.
     pub fn get_or_default(&mut self, key: K) -> &mut V
     where
         V: Default,
     {
-        let range = Arc::make_mut(self.ranges.entry(Self::range_of(key)).or_default());
-        let len = &mut self.len;
-        range.entry(key).or_insert_with(|| {
-            *len += 1;
-            V::default()
-        })
+        if self.get(key).is_none() {
+            self.len += 1;
+        }
+        self.slot(key).get_or_insert_with(V::default)
     }
 
     /// The value of `key`, to change (its range copied first if shared).
     pub fn get_mut(&mut self, key: K) -> Option<&mut V> {
-        let range = self.ranges.get_mut(&Self::range_of(key))?;
-        if !range.contains_key(&key) {
-            return None;
-        }
-        Arc::make_mut(range).get_mut(&key)
+        self.get(key)?;
+        self.slot(key).as_mut()
     }
 
     /// Sets `key`'s value; the value it replaces.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        let range = Arc::make_mut(self.ranges.entry(Self::range_of(key)).or_default());
-        let old = range.insert(key, value);
+        let old = self.slot(key).replace(value);
         if old.is_none() {
             self.len += 1;
         }
         old
     }
 
-    /// Removes `key`; its value.
+    /// Removes `key`; its value. A range left empty is dropped.
     pub fn remove(&mut self, key: K) -> Option<V> {
-        let r = Self::range_of(key);
-        let range = self.ranges.get_mut(&r)?;
-        if !range.contains_key(&key) {
-            return None;
+        self.get(key)?;
+        let (range, at) = Self::place(key);
+        let values = Arc::make_mut(self.ranges.get_mut(&range)?);
+        let old = values[at].take();
+        while values.last().is_some_and(Option::is_none) {
+            values.pop();
         }
-        let old = Arc::make_mut(range).remove(&key);
-        if range.is_empty() {
-            self.ranges.remove(&r);
+        if values.is_empty() {
+            self.ranges.remove(&range);
         }
         self.len -= usize::from(old.is_some());
         old
@@ -330,7 +379,7 @@ mod tests {
             map.get_or_default(key).push(key);
         }
         map.insert(2, vec![2]);
-        let keys: Vec<i64> = map.iter().map(|(k, _)| *k).collect();
+        let keys: Vec<i64> = map.iter().map(|(k, _)| k).collect();
         assert_eq!(keys, [-7, 2, 3, 1_023, 1_024, 5_000, 70_000]);
         let frozen = map.clone();
         map.get_or_default(3).push(33);
@@ -344,7 +393,13 @@ mod tests {
         assert_eq!(frozen.get(1_024), Some(&vec![1_024]));
         assert_eq!(frozen.get(70_000), Some(&vec![70_000]));
         assert_eq!(frozen.len(), 7);
-        // An emptied range is dropped.
-        assert_eq!(map.ranges.len(), 4);
+        // An emptied range is dropped; the copy holds its own.
+        assert_eq!(map.ranges.len(), 5);
+        assert_eq!(frozen.ranges.len(), 6);
+        assert_ne!(frozen, map);
+        map.get_or_default(70_000).push(70_000);
+        map.get_mut(3).unwrap().pop();
+        map.get_mut(1_024).unwrap().push(1_024);
+        assert_eq!(frozen, map);
     }
 }

@@ -63,7 +63,7 @@ impl<U: Ord> Default for Histories<U> {
 }
 
 /// A map of users to their facts, in user order.
-impl<U: Ord + Copy + Into<i64> + Serialize> Serialize for Histories<U> {
+impl<U: Ord + Copy + Into<i64> + From<i64> + Serialize> Serialize for Histories<U> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_map(self.by_user.iter())
     }
@@ -119,7 +119,7 @@ impl<U: Ord + Copy + Into<i64> + From<i64>> Histories<U> {
     pub fn encode(&self, out: &mut Encoder<'_>) {
         out.count(self.by_user.len());
         for (user, facts) in self.by_user.iter() {
-            out.i64(*user);
+            out.i64(user);
             out.records_of(facts.iter(), 16, |f, slot| {
                 slot[..8].copy_from_slice(&f.at_micros.to_le_bytes());
                 slot[8..].copy_from_slice(&f.what.to_le_bytes());
