@@ -31,7 +31,7 @@ work=$(mktemp -d)
 procs=()
 . bench/lib.sh
 limits+=(AUTH_METRICS_LISTEN=off CATALOG_METRICS_LISTEN=off GATEWAY_METRICS_LISTEN=127.0.0.1:9183
-        RUST_LOG=warn,event_store::read_model=info)
+        RUST_LOG=warn,event_sourcing::read_model=info)
 cleanup() {
   for p in "${procs[@]}"; do kill "$p" 2>/dev/null || true; done
   if [ "$stack" = postgres ]; then
@@ -97,7 +97,7 @@ restart() { # what, how to stop, settings for the new start
 restart "after SIGKILL" KILL
 restart "after SIGTERM" TERM
 restart "with snapshots off" TERM AUTH_SNAPSHOT=off CATALOG_SNAPSHOT=off
-echo "snapshots saved (model, position, bytes, ms under the read lock, ms in all):"
+echo "snapshots saved (model, position, bytes, ms new events were held, ms in all):"
 cat "$work"/*.log | sed 's/\x1b\[[0-9;]*m//g' | grep 'snapshot saved' \
   | sed -E 's/.*model="?([a-z]+)"? position=([0-9]+) bytes=([0-9]+) locked_ms=([0-9.]+) total_ms=([0-9.]+).*/  \1 \2 \3 \4 \5/' || true
 cat "$work"/*.log | sed 's/\x1b\[[0-9;]*m//g' | grep -E 'snapshot (ignored|and the events)' | sed 's/^/  /' || true

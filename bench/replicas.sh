@@ -33,7 +33,7 @@ start() { # start BIN_DIR
   for db in bench_auth bench_catalog; do
     psql -q "$admin" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
   done
-  local log="RUST_LOG=warn,event_store::read_model=info"
+  local log="RUST_LOG=warn,event_sourcing::read_model=info"
   env "${limits[@]}" $log AUTH_LISTEN=127.0.0.1:50071 AUTH_STORE_URL="$base/bench_auth" \
     "$1/auth-service" 2>>"$work/auth.log" & procs=($!)
   env "${limits[@]}" $log CATALOG_LISTEN=127.0.0.1:50072 CATALOG_STORE_URL="$base/bench_catalog" \

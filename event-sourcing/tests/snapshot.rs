@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use event_sourcing::read_model::snapshot::{Damaged, Decoder, Encoder, Frozen, Snapshot};
-use event_sourcing::read_model::{Projection, ReadModel, SnapshotPolicy};
+use event_sourcing::read_model::{Projection, ReadModel, Saved, SnapshotPolicy};
 use event_store::RecordedEvent;
 use event_store::testing::TempStore;
 
@@ -85,49 +85,70 @@ impl Snapshot for Gated {
     }
 }
 
-/// A projection of a [`Gated`] model saving snapshots into `dir`, having
-/// applied tick 1.
-async fn gated(
-    store: &Arc<dyn event_store::EventStore>,
-    dir: &std::path::Path,
-    freezes: bool,
-) -> (Arc<Projection<Gated>>, Arc<Gate>) {
-    let gate = Arc::new(Gate::default());
-    let model = Gated {
-        last: 0,
-        gate: gate.clone(),
-        freezes,
-    };
-    let policy = SnapshotPolicy {
-        path: dir.join("gated.snapshot"),
-        every: u64::MAX,
-        key: None,
-    };
-    let projection = Arc::new(
-        Projection::start_with_snapshots(store.clone(), model, Some(policy))
+/// A projection of a [`Gated`] model that applied tick 1 and is saving a
+/// snapshot, held at the gate.
+struct Saving {
+    store: Arc<dyn event_store::EventStore>,
+    projection: Arc<Projection<Gated>>,
+    gate: Arc<Gate>,
+    saving: tokio::task::JoinHandle<std::io::Result<Option<Saved>>>,
+    _temp: (TempStore, tempfile::TempDir),
+}
+
+impl Saving {
+    async fn start(freezes: bool) -> Self {
+        let temp = TempStore::sqlite();
+        let store = event_store::open(temp.url()).await.expect("open");
+        let dir = tempfile::tempdir().unwrap();
+        let gate = Arc::new(Gate::default());
+        let model = Gated {
+            last: 0,
+            gate: gate.clone(),
+            freezes,
+        };
+        let policy = SnapshotPolicy {
+            path: dir.path().join("gated.snapshot"),
+            every: u64::MAX,
+            key: None,
+        };
+        let projection = Arc::new(
+            Projection::start_with_snapshots(store.clone(), model, Some(policy))
+                .await
+                .expect("starts"),
+        );
+        tick(&*store, 1).await;
+        projection.catch_up().await.expect("applied");
+        let saving = tokio::spawn({
+            let projection = projection.clone();
+            async move { projection.save_snapshot().await }
+        });
+        assert!(gate.encoding_began().await, "encoding began");
+        Self {
+            store,
+            projection,
+            gate,
+            saving,
+            _temp: (temp, dir),
+        }
+    }
+
+    /// What the save saved, once the gate is open.
+    async fn saved(self) -> Saved {
+        self.saving
             .await
-            .expect("starts"),
-    );
-    tick(&**store, 1).await;
-    projection.catch_up().await.expect("applied");
-    (projection, gate)
+            .unwrap()
+            .expect("saved")
+            .expect("something new")
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn readers_go_on_while_a_snapshot_is_encoded() {
-    let temp = TempStore::sqlite();
-    let store = event_store::open(temp.url()).await.expect("open");
-    let dir = tempfile::tempdir().unwrap();
-    let (projection, gate) = gated(&store, dir.path(), false).await;
-
-    let saving = tokio::spawn({
-        let projection = projection.clone();
-        async move { projection.save_snapshot().await }
-    });
-    assert!(gate.encoding_began().await, "encoding began");
+    let s = Saving::start(false).await;
+    let (projection, gate) = (s.projection.clone(), s.gate.clone());
     // An event arrives while the snapshot is being encoded; the follower
     // has time to try to apply it.
-    tick(&*store, 2).await;
+    tick(&*s.store, 2).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let reader = projection.clone();
@@ -137,12 +158,7 @@ async fn readers_go_on_while_a_snapshot_is_encoded() {
     let seen = seen.expect("a read went on while the snapshot was encoded");
     assert_eq!(seen.unwrap(), 1, "the new event waits for the snapshot");
 
-    let saved = saving
-        .await
-        .unwrap()
-        .expect("saved")
-        .expect("something new");
-    assert_eq!(saved.position, 1);
+    assert_eq!(s.saved().await.position, 1);
     projection
         .catch_up()
         .await
@@ -152,32 +168,18 @@ async fn readers_go_on_while_a_snapshot_is_encoded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn events_are_applied_while_a_frozen_model_is_encoded() {
-    let temp = TempStore::sqlite();
-    let store = event_store::open(temp.url()).await.expect("open");
-    let dir = tempfile::tempdir().unwrap();
-    let (projection, gate) = gated(&store, dir.path(), true).await;
-
-    let saving = tokio::spawn({
-        let projection = projection.clone();
-        async move { projection.save_snapshot().await }
-    });
-    assert!(gate.encoding_began().await, "encoding began");
+    let s = Saving::start(true).await;
     // An event arrives while the frozen state is being encoded: it is
     // applied at once.
-    tick(&*store, 2).await;
-    let applied = tokio::time::timeout(Duration::from_secs(5), projection.catch_up()).await;
-    let last = projection.read().last;
-    gate.open();
+    tick(&*s.store, 2).await;
+    let applied = tokio::time::timeout(Duration::from_secs(5), s.projection.catch_up()).await;
+    let last = s.projection.read().last;
+    s.gate.open();
     applied
         .expect("applied while the snapshot was encoded")
         .expect("applied");
     assert_eq!(last, 2);
 
-    let saved = saving
-        .await
-        .unwrap()
-        .expect("saved")
-        .expect("something new");
     // The snapshot is of the model as it was frozen.
-    assert_eq!(saved.position, 1);
+    assert_eq!(s.saved().await.position, 1);
 }

@@ -42,24 +42,29 @@ def with_token(user):
     )
 
 
-class RegisterView(generics.GenericAPIView):
+class TokenView(generics.GenericAPIView):
+    """Answers a valid body with its user and a new token."""
+
+    permission_classes = [permissions.AllowAny]
+
+    def post(self, request):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return with_token(self.user_of(serializer))
+
+
+class RegisterView(TokenView):
     serializer_class = RegisterSerializer
-    permission_classes = [permissions.AllowAny]
 
-    def post(self, request):
-        serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        return with_token(serializer.save())
+    def user_of(self, serializer):
+        return serializer.save()
 
 
-class LoginView(generics.GenericAPIView):
+class LoginView(TokenView):
     serializer_class = LoginSerializer
-    permission_classes = [permissions.AllowAny]
 
-    def post(self, request):
-        serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        return with_token(serializer.validated_data)
+    def user_of(self, serializer):
+        return serializer.validated_data
 
 
 class MovieSerializer(serializers.ModelSerializer):

@@ -95,17 +95,24 @@ impl<K: Hash + Eq, V> CowMap<K, V> {
 }
 
 impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
+    /// The shard holding `key`, to change (copied first if shared); `None`
+    /// (and nothing copied) if no shard holds it.
+    fn shard_holding<Q>(&mut self, key: &Q) -> Option<&mut HashMap<K, V>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let shard = &mut self.shards[self.shard_of(key)];
+        shard.contains_key(key).then(|| Arc::make_mut(shard))
+    }
+
     /// The value of `key`, to change (its shard copied first if shared).
     pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let shard = &mut self.shards[self.shard_of(key)];
-        if !shard.contains_key(key) {
-            return None;
-        }
-        Arc::make_mut(shard).get_mut(key)
+        self.shard_holding(key)?.get_mut(key)
     }
 
     /// Sets `key`'s value; the value it replaces.
@@ -131,11 +138,7 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let shard = &mut self.shards[self.shard_of(key)];
-        if !shard.contains_key(key) {
-            return None;
-        }
-        let old = Arc::make_mut(shard).remove(key);
+        let old = self.shard_holding(key)?.remove(key);
         self.len -= usize::from(old.is_some());
         old
     }
