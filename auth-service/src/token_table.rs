@@ -13,12 +13,12 @@
 //! as they are in microseconds (a snapshot encodes them after), and a
 //! change copies the one 80 KB chunk it touches while they are shared.
 
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use event_sourcing::read_model::cow::CowRanges;
 use hashbrown::HashTable;
 
 use crate::domain::UserId;
@@ -142,8 +142,8 @@ pub struct TokenTable {
     /// Slot numbers, by a keyed hash of their digest.
     index: HashTable<u32>,
     hasher: RandomState,
-    /// Each user's first slot.
-    heads: HashMap<UserId, u32>,
+    /// Each user's first slot, by id (ids are dense: see [`CowRanges`]).
+    heads: CowRanges<UserId, u32>,
 }
 
 impl Default for TokenTable {
@@ -154,7 +154,7 @@ impl Default for TokenTable {
             live: 0,
             index: HashTable::new(),
             hasher: RandomState::new(),
-            heads: HashMap::new(),
+            heads: CowRanges::default(),
         }
     }
 }
@@ -184,7 +184,7 @@ impl TokenTable {
     /// Whether `user` holds any token.
     #[cfg(test)]
     pub fn holds_any(&self, user: UserId) -> bool {
-        self.heads.contains_key(&user)
+        self.heads.get(user).is_some()
     }
 
     /// Adds a token (or replaces the record of a digest already held, under
@@ -199,7 +199,7 @@ impl TokenTable {
             // Another user's: drop it from that user's list first.
             self.remove(&digest);
         }
-        let next = self.heads.get(&record.user_id).copied().unwrap_or(NONE);
+        let next = self.heads.get(record.user_id).copied().unwrap_or(NONE);
         let mut slot = Slot {
             digest,
             user_id: 0,
@@ -267,7 +267,7 @@ impl TokenTable {
         user: UserId,
         mut keep: impl FnMut(&TokenDigest, &TokenRecord) -> bool,
     ) {
-        let Some(&head) = self.heads.get(&user) else {
+        let Some(&head) = self.heads.get(user) else {
             return;
         };
         let (mut first, mut last) = (NONE, NONE);
@@ -287,7 +287,7 @@ impl TokenTable {
             at = slot.next;
         }
         if last == NONE {
-            self.heads.remove(&user);
+            self.heads.remove(user);
         } else {
             self.slots[last].next = NONE;
             self.heads.insert(user, first);
@@ -297,7 +297,7 @@ impl TokenTable {
     /// Keeps only the tokens for which `keep` says so: a pass over every
     /// user's list.
     pub fn retain(&mut self, mut keep: impl FnMut(&TokenDigest, &TokenRecord) -> bool) {
-        let users: Vec<UserId> = self.heads.keys().copied().collect();
+        let users: Vec<UserId> = self.heads.iter().map(|(user, _)| user).collect();
         for user in users {
             self.retain_of(user, &mut keep);
         }
@@ -305,7 +305,7 @@ impl TokenTable {
 
     /// `user`'s tokens, newest first (by when they were added).
     pub fn of(&self, user: UserId) -> impl Iterator<Item = (TokenDigest, TokenRecord)> + '_ {
-        let mut at = self.heads.get(&user).copied().unwrap_or(NONE);
+        let mut at = self.heads.get(user).copied().unwrap_or(NONE);
         std::iter::from_fn(move || {
             let slot = self.slots.get(at)?;
             at = slot.next;

@@ -260,7 +260,13 @@ impl<K: Copy + Into<i64> + From<i64>, V: Clone> CowRanges<K, V> {
     /// first if shared).
     fn slot(&mut self, key: K) -> &mut Option<V> {
         let (range, at) = Self::place(key);
-        let values = Arc::make_mut(self.ranges.entry(range).or_default());
+        // A new range is made whole at once: its ids come in order, and
+        // growing it slot by slot would leave every smaller block freed.
+        let values = Arc::make_mut(
+            self.ranges
+                .entry(range)
+                .or_insert_with(|| Arc::new(Vec::with_capacity(RANGE))),
+        );
         if values.len() <= at {
             values.resize_with(at + 1, || None);
         }
