@@ -8,7 +8,6 @@
 //! created is found again through the event: every read model keeps one
 //! [`KeyedIndex`], and [`once`] is the one path a keyed command takes.
 
-use crate::read_model::cow::CowMap;
 use std::future::Future;
 
 use serde::Deserialize;
@@ -17,6 +16,7 @@ use uuid::Uuid;
 
 use event_store::RecordedEvent;
 
+use crate::read_model::cow::CowMap;
 use crate::read_model::{NotApplied, Projection, ReadModel, StaleRead};
 
 /// A command's idempotency: the id its first event takes, the fingerprint

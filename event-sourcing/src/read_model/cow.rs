@@ -144,7 +144,8 @@ impl<K: Hash + Eq + Clone, V: Clone> CowMap<K, V> {
     }
 
     /// Keeps only the entries `keep` accepts; a shard is copied only if it
-    /// loses one.
+    /// loses one (so `keep` may be asked twice about an entry: make it a
+    /// pure test).
     pub fn retain(&mut self, mut keep: impl FnMut(&K, &V) -> bool) {
         for shard in self.shards.iter_mut() {
             if shard.iter().all(|(k, v)| keep(k, v)) {
