@@ -673,8 +673,15 @@ async fn parallel_guesses_across_replicas_are_counted_once() {
     };
     let mut replicas = vec![];
     for _ in 0..2 {
+        // A first pause far longer than the test: the last logins below
+        // must meet the shared count, whatever the machine's speed (with
+        // the 1 s default, a slow run let them through after the pause).
         let (service, addr) = Service::start_listening("auth-service", |listen| {
-            support::env(&[("AUTH_LISTEN", listen), ("AUTH_STORE_URL", db.url())])
+            support::env(&[
+                ("AUTH_LISTEN", listen),
+                ("AUTH_STORE_URL", db.url()),
+                ("AUTH_LOGIN_BASE_PAUSE_MS", "60000"),
+            ])
         })
         .await;
         replicas.push((

@@ -112,6 +112,10 @@ pub struct Config {
     /// The longest wait between attempts, and how long failures are remembered, in seconds.
     #[arg(long, env, default_value_t = 900)]
     pub auth_login_window_secs: u64,
+    /// The first wait once the free attempts are used, in milliseconds (it
+    /// doubles with each further failure).
+    #[arg(long, env, default_value_t = 1_000)]
+    pub auth_login_base_pause_ms: u64,
     /// Where users' data keys are kept (see README, "Personal data"):
     /// `sqlite://file` or `postgres://…`; `auto`, beside the store (a
     /// `<file>.keys` file for SQLite, the same database for PostgreSQL; an
@@ -184,7 +188,7 @@ impl Config {
         crate::throttle::Limits {
             per_client: self.auth_login_max_failures,
             per_user: self.auth_login_max_failures_per_user,
-            base_pause: Duration::from_secs(1),
+            base_pause: Duration::from_millis(self.auth_login_base_pause_ms),
             window: Duration::from_secs(self.auth_login_window_secs),
         }
     }
