@@ -19,8 +19,9 @@
 //!   timeout, is retried after an exponential, jittered backoff: the n-th
 //!   failure waits a uniformly random time between half and all of
 //!   `base × 2^(n-1)`, at most [`MAX_BACKOFF`]. After [`DELIVERIES`]
-//!   attempts (with the defaults, about 4 minutes) the event is parked:
-//!   `ListParked` and `ReplayParked` on the group replay it.
+//!   attempts (with the defaults, about 4 minutes) the event is parked and
+//!   its stream goes on: `ListParked` and `ReplayParked` on the group
+//!   replay it, after the later events of its stream.
 //! - Targets on private, loopback, link-local or otherwise non-public
 //!   addresses are refused unless the endpoint says `allow_private`: each
 //!   name is resolved for each connection and only public addresses are
