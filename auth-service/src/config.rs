@@ -13,6 +13,9 @@ pub enum ConfigError {
     KeyStoreNeeded,
 }
 
+/// The shortest first pause of the login throttle a start accepts.
+pub const MIN_LOGIN_PAUSE_MS: u64 = 100;
+
 /// auth-service configuration: every flag is also an environment variable.
 /// The defaults run with no configuration at all.
 #[derive(Debug, Clone, clap::Args)]
@@ -113,8 +116,10 @@ pub struct Config {
     #[arg(long, env, default_value_t = 900)]
     pub auth_login_window_secs: u64,
     /// The first wait once the free attempts are used, in milliseconds (it
-    /// doubles with each further failure).
-    #[arg(long, env, default_value_t = 1_000)]
+    /// doubles with each further failure). At least 100: a shorter pause
+    /// would let a guesser try names almost as fast as it could without one.
+    #[arg(long, env, default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(MIN_LOGIN_PAUSE_MS..))]
     pub auth_login_base_pause_ms: u64,
     /// Where users' data keys are kept (see README, "Personal data"):
     /// `sqlite://file` or `postgres://…`; `auto`, beside the store (a
@@ -239,6 +244,31 @@ mod tests {
         ));
         c.auth_key_store_url = "sqlite:///keys/auth.keys".into();
         assert_eq!(c.key_store_url().unwrap(), "sqlite:///keys/auth.keys");
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        use clap::{Args, FromArgMatches};
+        let command = Config::augment_args(clap::Command::new("auth").no_binary_name(true))
+            .mut_args(|arg| arg.env(None));
+        Config::from_arg_matches(&command.try_get_matches_from(args)?)
+    }
+
+    #[test]
+    fn the_login_pause_is_refused_below_its_floor() {
+        let floor = MIN_LOGIN_PAUSE_MS.to_string();
+        let below = (MIN_LOGIN_PAUSE_MS - 1).to_string();
+        let flag = "--auth-login-base-pause-ms";
+        assert_eq!(
+            parse(&[flag, &floor]).unwrap().login_limits().base_pause,
+            Duration::from_millis(MIN_LOGIN_PAUSE_MS)
+        );
+        let refused = parse(&[flag, &below]).unwrap_err();
+        assert_eq!(refused.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(parse(&[flag, "0"]).is_err());
+        assert_eq!(
+            Config::default().login_limits().base_pause,
+            Duration::from_secs(1)
+        );
     }
 
     #[test]
