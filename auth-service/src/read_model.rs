@@ -513,13 +513,13 @@ impl Snapshot for AuthView {
     const VERSION: u32 = 9;
 
     fn encode(&self, out: &mut Encoder<'_>) {
-        self.saved().encode(out);
+        self.snapshot_parts().encode(out);
     }
 
-    /// The view's saved parts, cloned in microseconds (copy-on-write).
+    /// The view's snapshot parts, cloned in microseconds (copy-on-write).
     fn freeze(&self) -> Option<Frozen> {
-        let saved = self.saved();
-        Some(Box::new(move |out| saved.encode(out)))
+        let parts = self.snapshot_parts();
+        Some(Box::new(move |out| parts.encode(out)))
     }
 
     fn decode(input: &mut Decoder<'_>) -> Result<Self, Damaged> {
@@ -591,8 +591,8 @@ impl Snapshot for AuthView {
 }
 
 /// What a snapshot of the view writes, shared with the view until either
-/// changes (see [`AuthView::saved`]).
-struct Saved {
+/// changes (see [`AuthView::snapshot_parts`]).
+struct SnapshotParts {
     by_id: CowRanges<UserId, UserRecord>,
     /// `by_name`, `by_skeleton`, `by_name_mac`, `by_skeleton_mac`.
     names: [CowMap<String, UserId>; 4],
@@ -606,8 +606,8 @@ struct Saved {
 impl AuthView {
     /// The parts a snapshot writes, as they are now: clones that share
     /// the view's shards and chunks.
-    fn saved(&self) -> Saved {
-        Saved {
+    fn snapshot_parts(&self) -> SnapshotParts {
+        SnapshotParts {
             by_id: self.by_id.clone(),
             names: [
                 self.by_name.clone(),
@@ -624,7 +624,7 @@ impl AuthView {
     }
 }
 
-impl Saved {
+impl SnapshotParts {
     fn encode(&self, out: &mut Encoder<'_>) {
         out.count(self.by_id.len());
         // By id: the canonical order, with no sort.
