@@ -15,7 +15,7 @@ pub mod ratings;
 use event_sourcing::idempotency::{Keyed, KeyedIndex, KeyedModel};
 use event_sourcing::read_model::ReadModel;
 use event_sourcing::read_model::history::{Fact, Histories};
-use event_sourcing::read_model::snapshot::{Damaged, Decoder, Encoder, Snapshot};
+use event_sourcing::read_model::snapshot::{Damaged, Decoder, Encoder, Frozen, Snapshot};
 use event_store::RecordedEvent;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -152,16 +152,14 @@ impl Snapshot for CatalogView {
     const VERSION: u32 = 2;
 
     fn encode(&self, out: &mut Encoder<'_>) {
-        out.u64(self.position);
-        self.movies.encode(out);
-        self.ratings.encode(out);
-        out.count(self.keyed.len());
-        for (event, k) in self.keyed.sorted() {
-            out.fixed(event.as_bytes());
-            out.str(&k.fingerprint);
-            encode_created(out, k.created);
-        }
-        self.activity.encode(out);
+        self.snapshot_parts().encode(out);
+    }
+
+    /// The view's snapshot parts, cloned in microseconds (copy-on-write):
+    /// the save encodes them with the view unlocked.
+    fn freeze(&self) -> Option<Frozen> {
+        let parts = self.snapshot_parts();
+        Some(Box::new(move |out| parts.encode(out)))
     }
 
     fn decode(input: &mut Decoder<'_>) -> Result<Self, Damaged> {
@@ -185,6 +183,45 @@ impl Snapshot for CatalogView {
         }
         view.activity = Histories::decode(input)?;
         Ok(view)
+    }
+}
+
+/// What a snapshot of the view writes, shared with the view until either
+/// changes (see [`CatalogView::snapshot_parts`]).
+struct SnapshotParts {
+    position: u64,
+    movies: movies::FrozenMovies,
+    ratings: ratings::FrozenRatings,
+    keyed: KeyedIndex<Created>,
+    activity: Histories<UserId>,
+}
+
+impl CatalogView {
+    /// The parts a snapshot writes, as they are now: clones that share the
+    /// view's ranges, chunks and shards.
+    fn snapshot_parts(&self) -> SnapshotParts {
+        SnapshotParts {
+            position: self.position,
+            movies: self.movies.frozen(),
+            ratings: self.ratings.frozen(),
+            keyed: self.keyed.clone(),
+            activity: self.activity.clone(),
+        }
+    }
+}
+
+impl SnapshotParts {
+    fn encode(&self, out: &mut Encoder<'_>) {
+        out.u64(self.position);
+        self.movies.encode(out);
+        self.ratings.encode(out);
+        out.count(self.keyed.len());
+        for (event, k) in self.keyed.sorted() {
+            out.fixed(event.as_bytes());
+            out.str(&k.fingerprint);
+            encode_created(out, k.created);
+        }
+        self.activity.encode(out);
     }
 }
 
@@ -415,6 +452,37 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(CatalogView::from_bytes(&bytes[..cut]).is_err(), "{cut}");
         }
+    }
+
+    #[test]
+    fn a_frozen_view_encodes_what_it_was_while_events_are_applied() {
+        // Enough ratings for the list to have chunks after its first.
+        let ratings = (1..=3_000).map(|id| rated(2 * id, 1 + id % 3, 1 + (id % 5) as u8));
+        let mut v = view([added(1), added(2), added(3)].into_iter().chain(ratings));
+        let before = v.to_bytes();
+        let frozen = v.freeze().expect("the catalog view freezes");
+        // A movie, a rating counted in a movie's row, ratings late (in the
+        // list's first and middle chunks) and at the end, after the freeze.
+        for (position, e) in (10_000..).zip([
+            added(4),
+            rated(1, 2, 5),
+            rated(4_001, 3, 1),
+            rated(7_000, 4, 2),
+        ]) {
+            apply_at(&mut v, position, e);
+        }
+        assert_ne!(v.to_bytes(), before);
+        let mut out = Encoder::default();
+        frozen(&mut out);
+        assert_eq!(out.into_inner(), before);
+        assert_eq!(
+            v.ratings.get(RatingId(4_001)).map(|r| r.movie),
+            Some(MovieId(3))
+        );
+        assert_eq!(
+            v.movies.get(MovieId(2)).map(|m| m.rating_count),
+            Some(1_001)
+        );
     }
 
     /// Pins what version 2 of the projection makes of a fixed history.

@@ -1,9 +1,10 @@
 //! The movie list: every movie by id, with its rating statistics, and the
 //! list's tag (what `GET` answers `304 Not Modified` from).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use event_sourcing::read_model::cow::CowRanges;
 use event_sourcing::read_model::snapshot::{Damaged, Decoder, Encoder};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -43,7 +44,9 @@ impl MovieRow {
 /// Every movie, by id ascending.
 #[derive(Debug, Default, Serialize)]
 pub struct MovieList {
-    rows: BTreeMap<MovieId, MovieRow>,
+    /// By id (handed out in order, so dense), copy-on-write: a snapshot
+    /// takes them in microseconds (see [`MovieList::frozen`]).
+    rows: CowRanges<MovieId, MovieRow>,
     /// The list's tag: SHA-256 chained over every movie added, in feed
     /// order (derived, so not part of the canonical JSON). Any future event
     /// that changes what a list shows (id, title, director) must extend it.
@@ -171,7 +174,7 @@ impl MovieList {
                 self.rows.insert(id, row);
             }
             CatalogEvent::MovieRated { movie, rating, .. } => {
-                if let Some(m) = self.rows.get_mut(&movie) {
+                if let Some(m) = self.rows.get_mut(movie) {
                     m.rating_count += 1;
                     m.rating_sum += u64::from(rating.get());
                     self.rated.0 += 1;
@@ -183,7 +186,7 @@ impl MovieList {
 
     /// A movie by id.
     pub fn get(&self, id: MovieId) -> Option<&MovieRow> {
-        self.rows.get(&id)
+        self.rows.get(id)
     }
 
     /// How many movies there are.
@@ -201,7 +204,8 @@ impl MovieList {
         Page {
             items: self
                 .rows
-                .values()
+                .iter()
+                .map(|(_, row)| row)
                 .skip(offset)
                 .take(limit.unwrap_or(usize::MAX))
                 .cloned()
@@ -226,7 +230,9 @@ impl MovieList {
     /// slices and binary searches of it.
     pub fn find(&self, query: &Query, scoring: Scoring, window: &Window) -> FoundPage {
         let order = self.order_of(query, scoring);
-        let sorted = |id: &MovieId| scoring.found(&self.rows[id]);
+        // A kept order names only listed movies: every event clears them.
+        let sorted =
+            |id: &MovieId| scoring.found(self.get(*id).expect("an ordered movie is listed"));
         let count = order.len();
         let (range, next, previous) = match window {
             Window::Offset { limit, offset } => {
@@ -292,7 +298,8 @@ impl MovieList {
         }
         let mut found: Vec<Found<'_>> = self
             .rows
-            .values()
+            .iter()
+            .map(|(_, row)| row)
             .filter(|row| query.matches(row))
             .map(|row| scoring.found(row))
             .collect();
@@ -330,16 +337,12 @@ impl MovieList {
         }
     }
 
-    pub(super) fn encode(&self, out: &mut Encoder<'_>) {
-        out.fixed(&self.etag);
-        out.count(self.rows.len());
-        for m in self.rows.values() {
-            out.i64(m.id);
-            out.str(&m.title);
-            out.str(&m.director);
-            out.i64(m.added_by);
-            out.u64(m.rating_count);
-            out.u64(m.rating_sum);
+    /// What a snapshot writes of the list, as it is now: a clone that
+    /// shares the rows' ranges until either changes.
+    pub(super) fn frozen(&self) -> FrozenMovies {
+        FrozenMovies {
+            etag: self.etag,
+            rows: self.rows.clone(),
         }
     }
 
@@ -362,9 +365,32 @@ impl MovieList {
             };
             list.rated.0 += row.rating_count;
             list.rated.1 += row.rating_sum;
-            list.rows.insert(id, row);
+            if list.rows.insert(id, row).is_some() {
+                return Err(Damaged("a movie twice"));
+            }
         }
         Ok(list)
+    }
+}
+
+/// The movie list as a snapshot writes it (see [`MovieList::frozen`]).
+pub(super) struct FrozenMovies {
+    etag: [u8; 32],
+    rows: CowRanges<MovieId, MovieRow>,
+}
+
+impl FrozenMovies {
+    pub(super) fn encode(&self, out: &mut Encoder<'_>) {
+        out.fixed(&self.etag);
+        out.count(self.rows.len());
+        for (_, m) in self.rows.iter() {
+            out.i64(m.id);
+            out.str(&m.title);
+            out.str(&m.director);
+            out.i64(m.added_by);
+            out.u64(m.rating_count);
+            out.u64(m.rating_sum);
+        }
     }
 }
 

@@ -176,17 +176,14 @@ impl RatingList {
             .collect()
     }
 
-    pub(super) fn encode(&self, out: &mut Encoder<'_>) {
-        out.fixed(&self.tag);
-        out.records_of(self.list.iter(), 24, |p, slot| {
-            slot[..8].copy_from_slice(&p.id.0.to_le_bytes());
-            slot[8..16].copy_from_slice(&p.movie.0.to_le_bytes());
-            slot[16..].copy_from_slice(&p.user_rating.to_le_bytes());
-        });
-        out.count(self.late.len());
-        for &(id, position) in &self.late {
-            out.i64(id);
-            out.u64(position);
+    /// What a snapshot writes of the list, as it is now: a clone that
+    /// shares the list's chunks until either changes (the index by movie
+    /// is rebuilt on decode, so not taken).
+    pub(super) fn frozen(&self) -> FrozenRatings {
+        FrozenRatings {
+            tag: self.tag,
+            list: self.list.clone(),
+            late: self.late.clone(),
         }
     }
 
@@ -220,6 +217,29 @@ impl RatingList {
     #[cfg(test)]
     pub(super) fn late(&self) -> &[(RatingId, u64)] {
         &self.late
+    }
+}
+
+/// The rating list as a snapshot writes it (see [`RatingList::frozen`]).
+pub(super) struct FrozenRatings {
+    tag: [u8; 32],
+    list: CompactVec<Packed>,
+    late: Vec<(RatingId, u64)>,
+}
+
+impl FrozenRatings {
+    pub(super) fn encode(&self, out: &mut Encoder<'_>) {
+        out.fixed(&self.tag);
+        out.records_of(self.list.iter(), 24, |p, slot| {
+            slot[..8].copy_from_slice(&p.id.0.to_le_bytes());
+            slot[8..16].copy_from_slice(&p.movie.0.to_le_bytes());
+            slot[16..].copy_from_slice(&p.user_rating.to_le_bytes());
+        });
+        out.count(self.late.len());
+        for &(id, position) in &self.late {
+            out.i64(id);
+            out.u64(position);
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 //! held at half their width are half the memory. The first item that does
 //! not fit widens the whole vector, once; nothing is ever cut short.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 /// An item with a narrow form that holds it exactly when it fits.
@@ -23,12 +25,17 @@ const CHUNK: usize = 1024;
 /// (a short vector is one `Vec`), the others are allocated whole. A long
 /// one never copies itself to grow, and never holds a spare half, nor the
 /// freed buffers of its growth, which the allocator may keep.
+///
+/// The chunks after the first are shared copy-on-write: a clone copies at
+/// most the first chunk and one pointer per other chunk, and a change
+/// copies a chunk only while a clone still shares it. A snapshot can so
+/// take a long vector in microseconds and encode it with no lock held.
 #[derive(Debug, Clone)]
 pub struct Chunks<T> {
     /// The first [`CHUNK`] items.
     first: Vec<T>,
     /// The chunks after the first, each full but the last.
-    rest: Vec<Vec<T>>,
+    rest: Vec<Arc<Vec<T>>>,
 }
 
 impl<T> Default for Chunks<T> {
@@ -48,11 +55,11 @@ impl<T: Copy> Chunks<T> {
         }
     }
 
-    /// Chunk `c` (0 is the first).
+    /// Chunk `c` (0 is the first), to change: copied first if shared.
     fn chunk_mut(&mut self, c: usize) -> Option<&mut Vec<T>> {
         match c {
             0 => Some(&mut self.first),
-            c => self.rest.get_mut(c - 1),
+            c => self.rest.get_mut(c - 1).map(Arc::make_mut),
         }
     }
 
@@ -64,14 +71,14 @@ impl<T: Copy> Chunks<T> {
     }
 
     fn push(&mut self, item: T) {
-        let last = self.rest.last_mut().unwrap_or(&mut self.first);
-        if last.len() < CHUNK {
-            last.push(item);
-        } else {
-            let mut chunk = Vec::with_capacity(CHUNK);
-            chunk.push(item);
-            self.rest.push(chunk);
+        let room = self.rest.last().map_or(self.first.len(), |c| c.len()) < CHUNK;
+        // The last chunk, if it has room (copied first if shared).
+        if room && let Some(last) = self.chunk_mut(self.rest.len()) {
+            return last.push(item);
         }
+        let mut chunk = Vec::with_capacity(CHUNK);
+        chunk.push(item);
+        self.rest.push(Arc::new(chunk));
     }
 
     /// Inserts at `at`, moving the items after it along (panics past the end).
@@ -93,7 +100,9 @@ impl<T: Copy> Chunks<T> {
     }
 
     fn iter(&self) -> impl Iterator<Item = &T> {
-        self.first.iter().chain(self.rest.iter().flatten())
+        self.first
+            .iter()
+            .chain(self.rest.iter().flat_map(|c| c.iter()))
     }
 }
 
@@ -322,6 +331,39 @@ mod tests {
         assert_eq!(v.get(CHUNK + 1), Some(Id(CHUNK as i64)));
         assert_eq!(v.last(), Some(Id(1 << 40)));
         assert_eq!(v.len() as i64, n + 2);
+    }
+
+    #[test]
+    fn a_clone_shares_chunks_and_keeps_its_items_while_the_vector_changes() {
+        let evens = (0..2 * CHUNK as i64 + 10).map(|i| 2 * i);
+        let mut v = CompactVec::<Id>::default();
+        evens.clone().for_each(|i| v.push(Id(i)));
+        let kept = v.clone();
+        // Where each chunk after the first lives.
+        let chunks = |v: &CompactVec<Id>| match v {
+            CompactVec::Narrow(c) => c.rest.iter().map(Arc::as_ptr).collect::<Vec<_>>(),
+            CompactVec::Wide(_) => panic!("every item fits"),
+        };
+        let shared = |a: &CompactVec<Id>, b: &CompactVec<Id>| {
+            let (a, b) = (chunks(a), chunks(b));
+            a.iter().zip(&b).filter(|(x, y)| x == y).count()
+        };
+        assert_eq!(shared(&v, &kept), 2, "a clone copies no chunk");
+        // A push into the last chunk copies it, and only it.
+        v.push(Id(100_001));
+        assert_eq!(shared(&v, &kept), 1);
+        // An insertion copies the chunks it moves items through.
+        v.insert(CHUNK + 1, Id(100_002));
+        assert_eq!(shared(&v, &kept), 0);
+        assert_eq!(v.get(CHUNK + 1), Some(Id(100_002)));
+        assert_eq!(v.last(), Some(Id(100_001)));
+        assert_eq!(ids(&kept), evens.collect::<Vec<_>>());
+        // Once the clone is gone, changes copy nothing.
+        drop(kept);
+        let before = chunks(&v);
+        v.insert(CHUNK + 1, Id(100_003));
+        v.push(Id(100_004));
+        assert_eq!(chunks(&v), before);
     }
 
     #[test]

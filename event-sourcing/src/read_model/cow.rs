@@ -256,6 +256,15 @@ impl<K: Copy + Into<i64> + From<i64>, V> CowRanges<K, V> {
     }
 }
 
+/// As a map from key to value, in key order.
+impl<K: Copy + Into<i64> + From<i64> + serde::Serialize, V: serde::Serialize> serde::Serialize
+    for CowRanges<K, V>
+{
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
 impl<K: Copy + Into<i64> + From<i64>, V: Clone> CowRanges<K, V> {
     /// The slot of `key`, to change (its range made, or grown, or copied
     /// first if shared).

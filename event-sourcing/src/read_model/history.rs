@@ -65,7 +65,7 @@ impl<U: Ord> Default for Histories<U> {
 /// A map of users to their facts, in user order.
 impl<U: Ord + Copy + Into<i64> + From<i64> + Serialize> Serialize for Histories<U> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.by_user.iter())
+        self.by_user.serialize(serializer)
     }
 }
 
