@@ -428,10 +428,14 @@ mod tests {
         let of_big = v.ratings.page(Some(MovieId(big)), None, 0);
         assert_eq!(of_big.items[0].id, RatingId(big + 1));
         assert_eq!(v.activity(UserId(12), None).items[0].what, -(big + 1));
+        // Applied late (below the greatest id) at a position past 32 bits.
+        apply_at(&mut v, big as u64, rated(2, 1, 3));
+        assert_eq!(v.ratings.late(), [(RatingId(2), big as u64)]);
         let bytes = v.to_bytes();
         let back = CatalogView::from_bytes(&bytes).unwrap();
         assert_eq!(back.to_bytes(), bytes);
         assert_eq!(back.ratings.get(RatingId(big + 2)), Some(row));
+        assert_eq!(back.ratings.late(), v.ratings.late());
     }
 
     #[test]

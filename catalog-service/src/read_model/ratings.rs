@@ -41,7 +41,8 @@ pub struct RatingsCut {
 
 /// Every rating, compact: 12 bytes each in the list and 4 in their
 /// movie's index while ids fit in 32 bits (user ids in 29), else 24 and 8
-/// (plus the vectors' spare capacity).
+/// (plus the vectors' spare capacity), and 8 (else 16) more for one applied
+/// late.
 #[derive(Debug, Default, Serialize)]
 pub struct RatingList {
     /// Every rating, by id ascending.
@@ -55,9 +56,11 @@ pub struct RatingList {
     tag: [u8; 32],
     /// Ratings applied after one with a greater id (ids are allocated
     /// before their command commits, so a race commits them out of order),
-    /// with the position that applied them: what a [`RatingsCut`] leaves out.
+    /// with the position that applied them: what a [`RatingsCut`] leaves
+    /// out. Under concurrent writers most ratings can be late, so these are
+    /// compact and copy-on-write too.
     #[serde(skip)]
-    late: Vec<(RatingId, u64)>,
+    late: CompactVec<Late>,
 }
 
 impl RatingList {
@@ -79,7 +82,7 @@ impl RatingList {
             rating,
         };
         if self.list.last().is_some_and(|last| last.id > id) {
-            self.late.push((id, position));
+            self.late.push(Late { id, position });
         }
         self.tag = chain_rating(&self.tag, &row);
         insert_sorted(&mut self.list, Packed::new(row), |p| p.id);
@@ -162,8 +165,8 @@ impl RatingList {
             .late
             .iter()
             .rev()
-            .take_while(|(_, at)| *at > cut.position)
-            .map(|(id, _)| *id)
+            .take_while(|late| late.position > cut.position)
+            .map(|late| late.id)
             .collect();
         let start = self.list.partition_point(|p| p.id <= after);
         self.list
@@ -209,14 +212,15 @@ impl RatingList {
             Ok(())
         })?;
         for _ in 0..input.count(16)? {
-            ratings.late.push((input.id()?, input.u64()?));
+            let (id, position) = (input.id()?, input.u64()?);
+            ratings.late.push(Late { id, position });
         }
         Ok(ratings)
     }
 
     #[cfg(test)]
-    pub(super) fn late(&self) -> &[(RatingId, u64)] {
-        &self.late
+    pub(super) fn late(&self) -> Vec<(RatingId, u64)> {
+        self.late.iter().map(|l| (l.id, l.position)).collect()
     }
 }
 
@@ -224,7 +228,7 @@ impl RatingList {
 pub(super) struct FrozenRatings {
     tag: [u8; 32],
     list: CompactVec<Packed>,
-    late: Vec<(RatingId, u64)>,
+    late: CompactVec<Late>,
 }
 
 impl FrozenRatings {
@@ -236,9 +240,9 @@ impl FrozenRatings {
             slot[16..].copy_from_slice(&p.user_rating.to_le_bytes());
         });
         out.count(self.late.len());
-        for &(id, position) in &self.late {
-            out.i64(id);
-            out.u64(position);
+        for late in self.late.iter() {
+            out.i64(late.id);
+            out.u64(late.position);
         }
     }
 }
@@ -278,6 +282,30 @@ impl Narrow for Packed {
             id: RatingId(n.id.into()),
             movie: MovieId(n.movie.into()),
             user_rating: n.user_rating.into(),
+        }
+    }
+}
+
+/// A rating applied after one with a greater id (see `RatingList::late`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Late {
+    id: RatingId,
+    /// The position that applied it.
+    position: u64,
+}
+
+/// A [`Late`] in 8 bytes: its id and position in 32 bits each.
+impl Narrow for Late {
+    type Narrow = (u32, u32);
+
+    fn narrow(self) -> Option<(u32, u32)> {
+        Some((narrow_id(self.id.0)?, u32::try_from(self.position).ok()?))
+    }
+
+    fn widen((id, position): (u32, u32)) -> Self {
+        Late {
+            id: RatingId(id.into()),
+            position: position.into(),
         }
     }
 }
