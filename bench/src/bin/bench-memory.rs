@@ -3,7 +3,12 @@
 //! `cargo run --release -p bench --bin bench-memory [-- --ratings 1000000 --tokens 1000000]`
 //!
 //! - the catalog's read models filled with `--ratings` ratings (1,000
-//!   movies, each user rating every one): RSS growth per rating;
+//!   movies, each user rating every one): RSS growth per rating, and how
+//!   many were applied *late* (after a greater id). Ids come in order by
+//!   default; `--writers W` applies each run of W ids in a shuffled order,
+//!   as W concurrent writers commit ids allocated before their commands
+//!   (W = 6 gives about 59 % late, what `bench/million.sh`'s 64 connections
+//!   gave);
 //! - auth's read model filled with users (one per four tokens), then with
 //!   `--tokens` live tokens: RSS growth per user and per token;
 //! - each model's snapshot: its size; how long a save holds new events
@@ -37,6 +42,10 @@ struct Args {
     /// Live tokens in auth's read model.
     #[arg(long, default_value_t = 1_000_000)]
     tokens: u64,
+    /// Rating ids are applied in runs of this many, each run shuffled (1:
+    /// in order).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    writers: u64,
     /// Measure only this model, here (by default each is measured in a
     /// process of its own).
     #[arg(long, value_parser = ["catalog", "auth"])]
@@ -123,6 +132,7 @@ fn main() {
                         .args(["--model", model])
                         .args(["--ratings", &args.ratings.to_string()])
                         .args(["--tokens", &args.tokens.to_string()])
+                        .args(["--writers", &args.writers.to_string()])
                         .status()
                         .expect("runs");
                 assert!(status.success(), "measuring {model} failed");
@@ -156,8 +166,11 @@ fn catalog(args: &Args) {
         );
     }
     let with_movies = rss();
-    for n in 0..args.ratings as i64 {
+    let (mut late, mut greatest) = (0_u64, -1);
+    for n in order(args.ratings as i64, args.writers as i64) {
         position += 1;
+        late += u64::from(n < greatest);
+        greatest = greatest.max(n);
         let event = CatalogEvent::MovieRated {
             id: catalog_service::domain::RatingId(n + 1),
             movie: catalog_service::domain::MovieId(n % movies + 1),
@@ -174,13 +187,30 @@ fn catalog(args: &Args) {
     }
     let filled = rss();
     println!(
-        "catalog: {} ratings: {:.1} bytes per rating ({} movies took {:.1} MB)",
+        "catalog: {} ratings ({:.0} % late): {:.1} bytes per rating ({} movies took {:.1} MB)",
         args.ratings,
+        late as f64 * 100.0 / args.ratings.max(1) as f64,
         (filled - with_movies) as f64 / args.ratings.max(1) as f64,
         movies,
         (with_movies - before) as f64 / 1e6,
     );
     snapshot_figures(&catalog, &dir.path().join("catalog.snapshot"));
+}
+
+/// `0..count`, each run of `run` numbers in a shuffled order (the same on
+/// every call: a fixed xorshift seed).
+fn order(count: i64, run: i64) -> impl Iterator<Item = i64> {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..count).step_by(run as usize).flat_map(move |start| {
+        let mut ids: Vec<i64> = (start..(start + run).min(count)).collect();
+        for i in (1..ids.len()).rev() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            ids.swap(i, (seed % (i as u64 + 1)) as usize);
+        }
+        ids
+    })
 }
 
 /// auth's read model filled with users, then tokens.
