@@ -35,6 +35,12 @@ pub enum AuthError {
     /// The token is unknown, revoked, expired or malformed.
     #[error("invalid token")]
     InvalidToken,
+    /// More tokens in one `AuthenticateMany` than it checks.
+    #[error("more than {limit} tokens in one check")]
+    TooManyTokens {
+        /// The most tokens one call checks.
+        limit: usize,
+    },
     /// No live token of the caller has this id.
     #[error("no such token")]
     NoSuchToken,
@@ -138,6 +144,9 @@ impl From<AuthError> for Status {
             AuthError::Throttled { retry_after_secs } => platform::throttled(retry_after_secs),
             AuthError::InvalidToken => Status::unauthenticated("Invalid token."),
             AuthError::NoSuchToken => Status::not_found("No such token."),
+            AuthError::TooManyTokens { limit } => {
+                Status::invalid_argument(format!("at most {limit} tokens in one check"))
+            }
             AuthError::KeyReused => Status::failed_precondition(platform::KEY_REUSED),
             AuthError::NotYetApplied(_) => {
                 Status::unavailable("the change is stored but not yet visible; retry")

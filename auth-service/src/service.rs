@@ -14,12 +14,13 @@ use event_store::{EventStore, EventStoreError};
 use platform::CheckUnavailable;
 use proto::auth::auth_service_server::AuthService;
 use proto::auth::{
-    Activity, ActivityKind, AuthenticateRequest, AuthenticateResponse, ChangePasswordRequest,
-    ChangePasswordResponse, EraseAccountRequest, EraseAccountResponse, GetAccountRequest,
-    GetAccountResponse, ListActivityRequest, ListActivityResponse, ListTokensRequest,
-    ListTokensResponse, LoginRequest, LoginResponse, LogoutAllRequest, LogoutAllResponse,
-    LogoutRequest, LogoutResponse, RegisterRequest, RegisterResponse, RevokeTokenRequest,
-    RevokeTokenResponse, Session, TokenInfo, User as UserMessage,
+    Activity, ActivityKind, AuthenticateManyRequest, AuthenticateManyResponse, AuthenticateRequest,
+    AuthenticateResponse, ChangePasswordRequest, ChangePasswordResponse, EraseAccountRequest,
+    EraseAccountResponse, GetAccountRequest, GetAccountResponse, ListActivityRequest,
+    ListActivityResponse, ListTokensRequest, ListTokensResponse, LoginRequest, LoginResponse,
+    LogoutAllRequest, LogoutAllResponse, LogoutRequest, LogoutResponse, RegisterRequest,
+    RegisterResponse, RevokeTokenRequest, RevokeTokenResponse, Session, TokenInfo, TokenOwner,
+    User as UserMessage,
 };
 use tonic::{Request, Response, Status};
 
@@ -41,6 +42,10 @@ use crate::sessions::{Client, Sessions};
 use crate::throttle::LoginThrottle;
 use crate::token;
 use event_sourcing::decider::Decider;
+
+/// The most tokens one `AuthenticateMany` checks (its request stays far
+/// below the 64 KiB a request may be).
+pub const MAX_TOKENS_CHECKED: usize = 512;
 
 /// How long what auth-service hands out lasts.
 #[derive(Debug, Clone, Copy)]
@@ -580,6 +585,29 @@ impl AuthGrpc {
         self.user_of(&digest).await
     }
 
+    /// Whose each of `tokens` is, by one linearizable read: the user's id
+    /// of each live token, in order, `None` for the others (a malformed
+    /// token included).
+    async fn owners(&self, tokens: &[String]) -> Result<Vec<Option<i64>>> {
+        if tokens.len() > MAX_TOKENS_CHECKED {
+            return Err(AuthError::TooManyTokens {
+                limit: MAX_TOKENS_CHECKED,
+            });
+        }
+        let parsed: Vec<Option<token::TokenDigest>> =
+            tokens.iter().map(|t| token::parse(t)).collect();
+        let digests: Vec<token::TokenDigest> = parsed.iter().flatten().copied().collect();
+        let mut found = self
+            .sessions
+            .check_all(&digests, |user| user.id.0)
+            .await?
+            .into_iter();
+        Ok(parsed
+            .iter()
+            .map(|digest| digest.and_then(|_| found.next().flatten()))
+            .collect())
+    }
+
     async fn user_of(&self, digest: &token::TokenDigest) -> Result<UserMessage> {
         let user = self.sessions.check(digest, UserRecord::clone).await?;
         self.user_message(&user.ok_or(AuthError::InvalidToken)?)
@@ -903,6 +931,21 @@ impl AuthService for AuthGrpc {
         Ok(Response::new(
             self.authenticate(&request.get_ref().token).await?.into(),
         ))
+    }
+
+    async fn authenticate_many(
+        &self,
+        request: Request<AuthenticateManyRequest>,
+    ) -> Result<Response<AuthenticateManyResponse>, Status> {
+        let owners = self.owners(&request.get_ref().tokens).await?;
+        let owners = owners
+            .into_iter()
+            .map(|id| TokenOwner {
+                live: id.is_some(),
+                user_id: id.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(AuthenticateManyResponse { owners }))
     }
 
     async fn logout(

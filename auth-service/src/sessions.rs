@@ -140,21 +140,47 @@ impl Sessions {
         digest: &TokenDigest,
         read: impl FnOnce(&UserRecord) -> T,
     ) -> std::result::Result<Option<T>, StaleRead> {
+        let mut read = Some(read);
+        let found = self
+            .check_all(std::slice::from_ref(digest), |user| {
+                read.take().map(|read| read(user))
+            })
+            .await?;
+        Ok(found.into_iter().next().flatten().flatten())
+    }
+
+    /// [`Sessions::check`] of every digest of `digests` by one
+    /// linearizable read (what `AuthenticateMany` answers): `read` of each
+    /// live token's user, in order, `None` for the others. The refreshes
+    /// that are due are written together, after the read.
+    pub async fn check_all<T>(
+        &self,
+        digests: &[TokenDigest],
+        mut read: impl FnMut(&UserRecord) -> T,
+    ) -> std::result::Result<Vec<Option<T>>, StaleRead> {
         let now = Utc::now();
-        let (found, due) = {
+        let mut due = Vec::new();
+        let found = {
             let view = self.view.read_linearizable().await?;
-            let Some((user, token)) = view.live_token(digest, now) else {
-                return Ok(None);
-            };
-            let due = self
-                .refresh
-                .and_then(|p| p.refreshed(token.issued_at, token.expires_at, now));
-            (read(user), due.map(|expiry| (token, expiry)))
+            digests
+                .iter()
+                .map(|digest| {
+                    let (user, token) = view.live_token(digest, now)?;
+                    let refreshed = self
+                        .refresh
+                        .and_then(|p| p.refreshed(token.issued_at, token.expires_at, now));
+                    if let Some(expires_at) = refreshed {
+                        due.push((digest, token, expires_at));
+                    }
+                    Some(read(user))
+                })
+                .collect()
         };
-        if let Some((token, expires_at)) = due {
-            self.refresh(digest, token, expires_at).await;
-        }
-        Ok(Some(found))
+        let refreshes = due
+            .into_iter()
+            .map(|(digest, token, expires_at)| self.refresh(digest, token, expires_at));
+        futures_util::future::join_all(refreshes).await;
+        Ok(found)
     }
 
     /// Writes a token's refresh, once: in its own stream, expecting the

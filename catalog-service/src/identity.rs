@@ -1,17 +1,20 @@
-//! Who is calling: the end user's token, checked with auth-service's
-//! `Authenticate` on every call (so a revocation counts at once).
+//! Who is calling: the end user's token, checked with auth-service on every
+//! call (so a revocation counts at once), the checks of concurrent calls
+//! sent together (see `token_batch`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use platform::TokenCheck;
 use platform::grpc::GrpcChannel;
-use proto::auth::AuthenticateRequest;
 use proto::auth::auth_service_client::AuthServiceClient;
+use proto::auth::{AuthenticateManyRequest, AuthenticateRequest};
 use tonic::Code;
 
 use crate::domain::UserId;
 use crate::error::{CatalogError, Result};
+use crate::token_batch::{Batches, SendBatch};
 
 /// Deadline of one `Authenticate` call.
 const AUTHENTICATE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -21,9 +24,10 @@ const AUTHENTICATE_TIMEOUT: Duration = Duration::from_secs(2);
 /// replica.
 #[derive(Clone)]
 pub enum Identity {
-    /// Its `Authenticate` RPC, over one reused HTTP/2 connection (which
-    /// multiplexes concurrent calls), or any other channel.
-    Grpc(AuthServiceClient<GrpcChannel>),
+    /// Its `AuthenticateMany` RPC, the checks of concurrent calls in
+    /// batches, over one reused HTTP/2 connection (which multiplexes
+    /// concurrent calls), or any other channel.
+    Grpc(Arc<Batches>),
     /// The same check, in this process (the all-in-one launcher): what
     /// `Authenticate` runs, without encoding a call.
     Local(Arc<dyn TokenCheck>),
@@ -40,7 +44,9 @@ impl Identity {
 
     /// A client over `channel` (a remote or an in-process one).
     pub fn over(channel: GrpcChannel) -> Self {
-        Self::Grpc(AuthServiceClient::new(channel))
+        let client = AuthServiceClient::new(channel);
+        let send: SendBatch = Arc::new(move |tokens| Box::pin(owners(client.clone(), tokens)));
+        Self::Grpc(Batches::new(send))
     }
 
     /// The id of the user whose token an `authorization` value carries:
@@ -53,7 +59,7 @@ impl Identity {
             platform::Credentials::Malformed => return Err(CatalogError::InvalidToken),
             platform::Credentials::Token(token) => token,
         };
-        let client = match self {
+        let batches = match self {
             Self::Local(check) => {
                 return match check.user_id(token).await {
                     Ok(Some(id)) => Ok(UserId(id)),
@@ -61,38 +67,79 @@ impl Identity {
                     Err(e) => Err(CatalogError::IdentityUnavailable(e.to_string())),
                 };
             }
-            Self::Grpc(client) => client,
+            Self::Grpc(batches) => batches,
         };
-        let request = AuthenticateRequest {
-            token: token.to_owned(),
-        };
-        // A replica that is gone answers UNAVAILABLE (or breaks the call):
-        // asked once more, the next replica in rotation answers.
-        let call = async {
-            let traced = || platform::telemetry::traced(request.clone());
-            match client.clone().authenticate(traced()).await {
-                Err(s)
-                    if matches!(
-                        s.code(),
-                        Code::Unavailable | Code::Cancelled | Code::Unknown
-                    ) =>
-                {
-                    client.clone().authenticate(traced()).await
-                }
-                answer => answer,
-            }
-        };
-        match tokio::time::timeout(AUTHENTICATE_TIMEOUT, call).await {
-            Ok(Ok(user)) => Ok(UserId(user.into_inner().id)),
-            Ok(Err(s)) if s.code() == Code::Unauthenticated => Err(CatalogError::InvalidToken),
-            Ok(Err(s)) => Err(CatalogError::IdentityUnavailable(format!(
-                "{:?}: {}",
-                s.code(),
-                s.message()
-            ))),
+        match tokio::time::timeout(AUTHENTICATE_TIMEOUT, batches.check(token)).await {
+            Ok(Ok(Some(id))) => Ok(UserId(id)),
+            Ok(Ok(None)) => Err(CatalogError::InvalidToken),
+            Ok(Err(e)) => Err(CatalogError::IdentityUnavailable(e)),
             Err(_) => Err(CatalogError::IdentityUnavailable(
-                "Authenticate timed out".into(),
+                "the token check timed out".into(),
             )),
         }
+    }
+}
+
+/// A call that fails because its replica is not there: asked once more,
+/// the next replica in rotation answers.
+fn gone(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Cancelled | Code::Unknown
+    )
+}
+
+/// Whose each of `tokens` is, by one `AuthenticateMany`: the user's id of
+/// each live token, in order. An auth-service older than this catalog
+/// (during a rolling upgrade) has no such method: each is then asked with
+/// `Authenticate`, concurrently.
+async fn owners(
+    client: AuthServiceClient<GrpcChannel>,
+    tokens: Vec<String>,
+) -> std::result::Result<Vec<Option<i64>>, String> {
+    let request = AuthenticateManyRequest { tokens };
+    let call = async {
+        let traced = || platform::telemetry::traced(request.clone());
+        match client.clone().authenticate_many(traced()).await {
+            Err(s) if gone(&s) => client.clone().authenticate_many(traced()).await,
+            answer => answer,
+        }
+    };
+    let owners = match tokio::time::timeout(AUTHENTICATE_TIMEOUT, call).await {
+        Ok(Ok(answer)) => answer.into_inner().owners,
+        Ok(Err(s)) if s.code() == Code::Unimplemented => {
+            let each = request.tokens.iter().map(|t| owner(&client, t));
+            return join_all(each).await.into_iter().collect();
+        }
+        Ok(Err(s)) => return Err(format!("{:?}: {}", s.code(), s.message())),
+        Err(_) => return Err("AuthenticateMany timed out".into()),
+    };
+    Ok(owners
+        .into_iter()
+        .map(|o| o.live.then_some(o.user_id))
+        .collect())
+}
+
+/// Whose `token` is, by one `Authenticate` (an auth-service without
+/// `AuthenticateMany`).
+async fn owner(
+    client: &AuthServiceClient<GrpcChannel>,
+    token: &str,
+) -> std::result::Result<Option<i64>, String> {
+    let request = AuthenticateRequest {
+        token: token.to_owned(),
+    };
+    let call = async {
+        let traced = || platform::telemetry::traced(request.clone());
+        match client.clone().authenticate(traced()).await {
+            Err(s) if gone(&s) => client.clone().authenticate(traced()).await,
+            answer => answer,
+        }
+    };
+    match tokio::time::timeout(AUTHENTICATE_TIMEOUT, call).await {
+        Ok(Ok(user)) => Ok(Some(user.into_inner().id)),
+        Ok(Err(s)) if s.code() == Code::Unauthenticated => Ok(None),
+        Ok(Err(s)) => Err(format!("{:?}: {}", s.code(), s.message())),
+        Err(_) => Err("Authenticate timed out".into()),
     }
 }

@@ -23,6 +23,7 @@ pub mod identity;
 mod methods;
 pub mod read_model;
 mod service;
+mod token_batch;
 
 use std::future::Future;
 

@@ -4,6 +4,7 @@ use auth_service::Config;
 use auth_service::read_model::AuthView;
 use event_sourcing::read_model::Projection;
 use event_sourcing::read_model::snapshot::Snapshot;
+use proto::auth::{AuthenticateManyRequest, ListTokensRequest};
 use tonic::Code;
 
 use crate::helpers::{Location, TestApp, assert_code};
@@ -13,6 +14,8 @@ crate::on_every_backend!(
     logout_revokes_only_that_token_at_once,
     logout_all_revokes_every_token_of_the_user,
     tokens_expire_after_their_lifetime,
+    authenticate_many_answers_each_token_in_order,
+    authenticate_many_refreshes_what_is_due,
     tokens_and_revocations_survive_a_restart,
     a_snapshot_and_the_events_after_it_equal_a_full_replay,
     a_snapshot_the_service_did_not_write_is_refused,
@@ -72,6 +75,68 @@ async fn tokens_expire_after_their_lifetime(loc: Location) {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_code(app.authenticate(&token).await, Code::Unauthenticated);
     assert_code(app.logout(&token).await, Code::Unauthenticated);
+}
+
+async fn owners(app: &TestApp, tokens: &[&str]) -> Result<Vec<Option<i64>>, tonic::Status> {
+    let request = AuthenticateManyRequest {
+        tokens: tokens.iter().map(|t| (*t).to_owned()).collect(),
+    };
+    let answer = app.client.clone().authenticate_many(request).await?;
+    let owners = answer.into_inner().owners;
+    Ok(owners.iter().map(|o| o.live.then_some(o.user_id)).collect())
+}
+
+async fn authenticate_many_answers_each_token_in_order(loc: Location) {
+    let app = TestApp::start(&loc).await;
+    let a = app.user("many-a").await;
+    let b = app.user("many-b").await;
+    let (a_id, b_id) = (a.user.unwrap().id, b.user.unwrap().id);
+    let revoked = app.login("many-a", "password123").await.unwrap().token;
+    app.logout(&revoked).await.unwrap();
+    let unknown = "ab".repeat(32);
+    let asked = [
+        b.token.as_str(),
+        "malformed",
+        a.token.as_str(),
+        revoked.as_str(),
+        b.token.as_str(),
+        unknown.as_str(),
+        "",
+    ];
+    let answer = owners(&app, &asked).await.unwrap();
+    assert_eq!(
+        answer,
+        [Some(b_id), None, Some(a_id), None, Some(b_id), None, None]
+    );
+    assert_eq!(owners(&app, &[]).await.unwrap(), []);
+    // At most 512 tokens in one call.
+    let most = vec![a.token.as_str(); 512];
+    assert_eq!(owners(&app, &most).await.unwrap(), vec![Some(a_id); 512]);
+    let too_many = vec![a.token.as_str(); 513];
+    assert_code(owners(&app, &too_many).await, Code::InvalidArgument);
+}
+
+async fn authenticate_many_refreshes_what_is_due(loc: Location) {
+    let app = TestApp::start_with(Config {
+        auth_token_auto_refresh: true,
+        auth_token_min_refresh_secs: 1,
+        ..crate::helpers::config(&loc)
+    })
+    .await;
+    let token = app.user("refreshed-many").await.token;
+    let expiry = || async {
+        let request = ListTokensRequest {
+            token: token.clone(),
+            ..Default::default()
+        };
+        let listed = app.client.clone().list_tokens(request).await.unwrap();
+        listed.into_inner().tokens[0].expiry.unwrap().seconds
+    };
+    let before = expiry().await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(owners(&app, &[&token]).await.unwrap()[0].is_some());
+    let after = expiry().await;
+    assert!(after >= before + 2, "{before} then {after}");
 }
 
 async fn tokens_and_revocations_survive_a_restart(loc: Location) {
