@@ -1,5 +1,10 @@
 use platform::grpc::Served as _;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use catalog_service::CatalogView;
@@ -107,8 +112,51 @@ async fn start_catalog(
     )
 }
 
+/// An auth-service of a release before `AuthenticateMany`: a proxy in front
+/// of a current one that answers that method UNIMPLEMENTED, and passes
+/// every other call on.
+#[derive(Clone)]
+struct WithoutAuthenticateMany {
+    auth: Channel,
+    refused: Arc<AtomicUsize>,
+}
+
+impl tonic::server::NamedService for WithoutAuthenticateMany {
+    const NAME: &'static str = "movies.auth.v1.AuthService";
+}
+
+type Http<B> = tonic::codegen::http::Response<B>;
+
+impl tower::Service<tonic::codegen::http::Request<tonic::body::Body>> for WithoutAuthenticateMany {
+    type Response = Http<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+        if request.uri().path().ends_with("/AuthenticateMany") {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
+        }
+        let auth = self.auth.clone();
+        Box::pin(async move {
+            use tower::ServiceExt as _;
+            Ok(match auth.oneshot(request).await {
+                Ok(answer) => answer,
+                Err(e) => Status::unavailable(e.to_string()).into_http(),
+            })
+        })
+    }
+}
+
 /// auth-service and catalog-service, running, with clients.
 pub struct Stack {
+    /// With [`Stack::start_with_old_auth`]: the proxy, and how many
+    /// `AuthenticateMany` calls it refused.
+    pub old_auth: Option<(Running, Arc<AtomicUsize>)>,
     pub auth: Option<Running>,
     pub catalog: Option<Running>,
     pub auth_client: AuthServiceClient<Channel>,
@@ -119,6 +167,16 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(stores: &Stores) -> Self {
+        Self::start_as(stores, false).await
+    }
+
+    /// As [`Stack::start`], with the catalog checking tokens through an
+    /// auth-service that has no `AuthenticateMany` (a release before it).
+    pub async fn start_with_old_auth(stores: &Stores) -> Self {
+        Self::start_as(stores, true).await
+    }
+
+    async fn start_as(stores: &Stores, old_auth: bool) -> Self {
         let auth = auth_service::Application::build(&auth_service::Config {
             auth_listen: "127.0.0.1:0".parse().unwrap(),
             auth_store_url: stores.auth.url().to_owned(),
@@ -131,8 +189,32 @@ impl Stack {
         let auth_running = Running::spawn(|stopped| async move {
             auth.run_until_stopped(stopped).await.unwrap();
         });
-        let (catalog, client, view) = start_catalog(stores, auth_addr).await;
+        let old_auth = if old_auth {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let refused = Arc::new(AtomicUsize::new(0));
+            let proxy = WithoutAuthenticateMany {
+                auth: channel(auth_addr).await,
+                refused: refused.clone(),
+            };
+            let running = Running::spawn(|stopped| async move {
+                tonic::transport::Server::builder()
+                    .add_service(proxy)
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                        stopped,
+                    )
+                    .await
+                    .unwrap();
+            });
+            Some((running, refused, addr))
+        } else {
+            None
+        };
+        let checks_with = old_auth.as_ref().map_or(auth_addr, |(_, _, addr)| *addr);
+        let (catalog, client, view) = start_catalog(stores, checks_with).await;
         Self {
+            old_auth: old_auth.map(|(running, refused, _)| (running, refused)),
             auth_client: AuthServiceClient::new(channel(auth_addr).await),
             auth: Some(auth_running),
             auth_addr,

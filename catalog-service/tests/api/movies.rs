@@ -11,6 +11,8 @@ crate::on_every_backend!(
     invalid_movies_are_refused_naming_each_field,
     calls_without_or_with_a_bad_token_are_unauthenticated,
     a_revoked_token_is_refused_on_the_very_next_call,
+    a_revoked_token_is_refused_through_an_auth_service_without_authenticate_many,
+    concurrent_calls_are_each_checked_for_their_own_token,
     an_unknown_movie_is_not_found,
 );
 
@@ -189,7 +191,47 @@ async fn calls_without_or_with_a_bad_token_are_unauthenticated(stores: Stores) {
 }
 
 async fn a_revoked_token_is_refused_on_the_very_next_call(stores: Stores) {
+    revoked_then_refused(&Stack::start(&stores).await).await;
+}
+
+async fn a_revoked_token_is_refused_through_an_auth_service_without_authenticate_many(
+    stores: Stores,
+) {
+    let stack = Stack::start_with_old_auth(&stores).await;
+    revoked_then_refused(&stack).await;
+    let (_, refused) = stack.old_auth.as_ref().unwrap();
+    assert!(refused.load(std::sync::atomic::Ordering::SeqCst) > 0);
+}
+
+/// Checks of many concurrent calls go to auth-service together: each is
+/// answered for its own token, a revoked one refused.
+async fn concurrent_calls_are_each_checked_for_their_own_token(stores: Stores) {
     let stack = Stack::start(&stores).await;
+    let mut users = Vec::new();
+    for i in 0..12 {
+        users.push(stack.user(&format!("many{i}")).await.0);
+    }
+    for token in &users[..4] {
+        let request = proto::auth::LogoutRequest {
+            token: token.clone(),
+        };
+        stack.auth_client.clone().logout(request).await.unwrap();
+    }
+    let calls = (0..240).map(|i| {
+        let (stack, user) = (&stack, i % users.len());
+        let token = users[user].clone();
+        async move { (user, stack.list_movies(&token, None, 0).await) }
+    });
+    for (user, answer) in futures_util::future::join_all(calls).await {
+        if user < 4 {
+            assert_code(answer, Code::Unauthenticated);
+        } else {
+            answer.unwrap();
+        }
+    }
+}
+
+async fn revoked_then_refused(stack: &Stack) {
     let (token, _) = stack.user("leaver").await;
     let other = stack
         .auth_client
