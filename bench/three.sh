@@ -6,7 +6,7 @@
 # logs as a user runs it (info, into a file); the per-address limits are
 # raised, as all load comes from one address.
 #
-#   bash bench/three.sh [BIN_DIR] [seconds] [rounds]
+#   bash bench/three.sh [BIN_DIR] [seconds] [rounds] [connections]
 #
 # BIN_DIR holds release movies, auth-service, catalog-service and gateway
 # (default: target/release, built here). Needs PostgreSQL at $DATABASE_URL
@@ -19,7 +19,7 @@ if [ -z "${1:-}" ]; then
 fi
 cargo build --release -q -p bench --bin loadgen
 bin=$(cd "${1:-target/release}" && pwd)
-seconds=${2:-5}; rounds=${3:-3}
+seconds=${2:-5}; rounds=${3:-3}; connections=${4:-64}
 admin=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 export PGOPTIONS="-c client_min_messages=warning"
 base=${admin%/*}
@@ -77,13 +77,13 @@ for round in $(seq 1 "$rounds"); do
   for layout in one three replicas; do
     start "$layout"
     port=8021; [ "$layout" = one ] && port=8020
-    out=$("$loadgen" run --url "http://127.0.0.1:$port" --scenario movies --seconds "$seconds")
+    out=$("$loadgen" run --url "http://127.0.0.1:$port" --scenario movies --seconds "$seconds" --connections "$connections")
     stop
     echo "round $round  $layout: $out"
     rates[$layout]+="$(echo "$out" | awk '{print $1}' | tr -d '/s') "
   done
 done
-echo "--- GET movies, medians over $rounds rounds of $seconds s, 64 connections"
+echo "--- GET movies, medians over $rounds rounds of $seconds s, $connections connections"
 one=$(median "${rates[one]}")
 for layout in one three replicas; do
   m=$(median "${rates[$layout]}")

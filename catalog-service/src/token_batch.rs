@@ -16,6 +16,9 @@
 //!   linearizable read. So a token revoked (anywhere) before a check began
 //!   is refused.
 //! - A token asked by several calls of one batch is sent once.
+//! - A batch's call is traced as a child of its first check's call;
+//!   auth-service's metrics count batches (`AuthenticateMany`), and the
+//!   catalog's `authenticate` stage still times each check.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -51,8 +54,16 @@ pub struct Batches {
 
 #[derive(Default)]
 struct State {
-    waiting: Vec<(String, oneshot::Sender<Answer>)>,
+    waiting: Vec<Waiting>,
     running: usize,
+}
+
+/// A check not yet sent: its token, where its answer goes, and the span
+/// of the call it is for.
+struct Waiting {
+    token: String,
+    answer: oneshot::Sender<Answer>,
+    span: tracing::Span,
 }
 
 impl Batches {
@@ -73,13 +84,17 @@ impl Batches {
         let (answer, answered) = oneshot::channel();
         let start = {
             let mut state = self.state();
-            state.waiting.push((token.to_owned(), answer));
+            state.waiting.push(Waiting {
+                token: token.to_owned(),
+                answer,
+                span: tracing::Span::current(),
+            });
             let start = state.running < MAX_RUNNING;
             state.running += usize::from(start);
             start
         };
         if start {
-            tokio::spawn(self.clone().run().in_current_span());
+            tokio::spawn(self.clone().run());
         }
         answered
             .await
@@ -109,15 +124,16 @@ impl Batches {
             let mut seen: HashMap<&str, usize> = HashMap::new();
             let slots: Vec<usize> = batch
                 .iter()
-                .map(|(token, _)| {
-                    *seen.entry(token).or_insert_with(|| {
-                        tokens.push(token.clone());
+                .map(|waiting| {
+                    *seen.entry(&waiting.token).or_insert_with(|| {
+                        tokens.push(waiting.token.clone());
                         tokens.len() - 1
                     })
                 })
                 .collect();
             let asked = tokens.len();
-            let answers = match (self.send)(tokens).await {
+            let span = batch[0].span.clone();
+            let answers = match (self.send)(tokens).instrument(span).await {
                 Ok(ids) if ids.len() == asked => Ok(ids),
                 Ok(ids) => Err(format!(
                     "auth-service answered {} of {asked} tokens",
@@ -125,8 +141,9 @@ impl Batches {
                 )),
                 Err(e) => Err(e),
             };
-            for ((_, answer), slot) in batch.into_iter().zip(slots) {
-                let _ = answer.send(answers.as_ref().map(|ids| ids[slot]).map_err(Clone::clone));
+            for (waiting, slot) in batch.into_iter().zip(slots) {
+                let answer = answers.as_ref().map(|ids| ids[slot]).map_err(Clone::clone);
+                let _ = waiting.answer.send(answer);
             }
         }
     }
