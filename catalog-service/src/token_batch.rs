@@ -103,23 +103,31 @@ impl Batches {
 
     /// Sends batches until nobody waits.
     async fn run(self: Arc<Self>) {
-        // Counts this batch out even if the task ends early.
-        struct Running<'a>(&'a Batches);
+        // Counts this task out if it ends early (a panic, a cancelled
+        // runtime); disarmed when it ends by itself.
+        struct Running<'a>(Option<&'a Batches>);
         impl Drop for Running<'_> {
             fn drop(&mut self) {
-                self.0.state().running -= 1;
+                if let Some(batches) = self.0 {
+                    batches.state().running -= 1;
+                }
             }
         }
-        let _running = Running(&self);
+        let mut running = Running(Some(&self));
         loop {
             let batch: Vec<_> = {
                 let mut state = self.state();
+                if state.waiting.is_empty() {
+                    // Counted out under the same lock that saw nobody
+                    // waiting: a check that comes after sees this task
+                    // gone and starts its own.
+                    state.running -= 1;
+                    running.0 = None;
+                    return;
+                }
                 let n = state.waiting.len().min(MAX_BATCH);
                 state.waiting.drain(..n).collect()
             };
-            if batch.is_empty() {
-                return;
-            }
             let mut tokens = Vec::new();
             let mut seen: HashMap<&str, usize> = HashMap::new();
             let slots: Vec<usize> = batch
