@@ -146,7 +146,8 @@ impl Stack {
                     gateway_config.grpc_timeout(),
                 )
                 .report(auth.metrics())
-                .report(catalog.metrics());
+                .report(catalog.metrics())
+                .catalog_direct(catalog.local_calls());
                 gateway::Application::build_with(&gateway_config, backends).await?
             }
             Wiring::Grpc => gateway::Application::build(&gateway_config).await?,

@@ -29,31 +29,85 @@ use crate::read_model::CatalogView;
 #[derive(Debug, Clone, Copy)]
 pub struct Caller(pub UserId);
 
-/// The catalog's gRPC service behind the authentication of its callers.
+/// Who may call, checked before a call's message is read: the caller's
+/// token, and for a read, its read point asked meanwhile. Shared by the
+/// gRPC layer ([`Authenticated`]) and the direct calls of one process
+/// (`local::LocalCatalog`).
 #[derive(Clone)]
-pub struct Authenticated<S> {
-    inner: S,
+pub struct Admission {
     identity: Identity,
     view: Arc<Projection<CatalogView>>,
     stages: Arc<Stages>,
 }
 
-impl<S> Authenticated<S> {
-    /// `inner`, reached only by callers `identity` knows; reads of `view`
-    /// get their read point while the caller is checked. The check's time
-    /// is counted in `stages` as `authenticate`.
+impl Admission {
+    /// Callers `identity` knows; reads of `view` get their read point while
+    /// the caller is checked. The check's time is counted in `stages` as
+    /// `authenticate`.
     pub fn new(
-        inner: S,
         identity: Identity,
         view: Arc<Projection<CatalogView>>,
         stages: Arc<Stages>,
     ) -> Self {
         Self {
-            inner,
             identity,
             view,
             stages,
         }
+    }
+
+    /// Admits a call reached as `access` with this `authorization` header:
+    /// adds the [`Caller`] and, for a read, its read point to `extensions`;
+    /// else the status to answer. An open call is let through as it is.
+    pub async fn admit(
+        &self,
+        access: Access,
+        authorization: Option<&header::HeaderValue>,
+        extensions: &mut tonic::codegen::http::Extensions,
+    ) -> Result<(), tonic::Status> {
+        if access == Access::Open {
+            return Ok(());
+        }
+        let authorization = match authorization {
+            None => Ok(None),
+            Some(value) => value.to_str().map(Some),
+        };
+        let user = self.stages.time("authenticate", async {
+            match authorization {
+                Ok(authorization) => self.identity.user_id(authorization).await,
+                Err(_) => Err(CatalogError::InvalidToken),
+            }
+        });
+        let point = async {
+            match access {
+                Access::Read => Some(self.view.read_point().await),
+                _ => None,
+            }
+        };
+        let (user, point) = tokio::join!(user, point);
+        extensions.insert(Caller(user?));
+        match point {
+            Some(Ok(point)) => {
+                extensions.insert(point);
+            }
+            Some(Err(e)) => return Err(CatalogError::from(e).into()),
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+/// The catalog's gRPC service behind the authentication of its callers.
+#[derive(Clone)]
+pub struct Authenticated<S> {
+    inner: S,
+    admission: Admission,
+}
+
+impl<S> Authenticated<S> {
+    /// `inner`, reached only by callers `admission` admits.
+    pub fn new(inner: S, admission: Admission) -> Self {
+        Self { inner, admission }
     }
 }
 
@@ -87,39 +141,22 @@ where
         if access == Access::Open {
             return Box::pin(inner.call(request));
         }
-        let (identity, stages) = (self.identity.clone(), self.stages.clone());
-        let view = (access == Access::Read).then(|| self.view.clone());
+        let admission = self.admission.clone();
         Box::pin(async move {
-            let authorization = match request.headers().get(header::AUTHORIZATION) {
-                None => Ok(None),
-                Some(value) => value.to_str().map(Some),
-            };
-            let user = stages.time("authenticate", async {
-                match authorization {
-                    Ok(authorization) => identity.user_id(authorization).await,
-                    Err(_) => Err(CatalogError::InvalidToken),
-                }
-            });
-            let point = async {
-                match &view {
-                    Some(view) => Some(view.read_point().await),
-                    None => None,
-                }
-            };
-            let (user, point) = tokio::join!(user, point);
-            let user = match user {
-                Ok(user) => user,
-                Err(e) => return Ok(tonic::Status::from(e).into_http()),
-            };
-            request.extensions_mut().insert(Caller(user));
-            match point {
-                Some(Ok(point)) => {
-                    request.extensions_mut().insert(point);
-                }
-                Some(Err(e)) => return Ok(tonic::Status::from(CatalogError::from(e)).into_http()),
-                None => {}
+            let (parts, body) = request.into_parts();
+            let mut parts = parts;
+            let admitted = admission
+                .admit(
+                    access,
+                    parts.headers.get(header::AUTHORIZATION),
+                    &mut parts.extensions,
+                )
+                .await;
+            request = Request::from_parts(parts, body);
+            match admitted {
+                Ok(()) => inner.call(request).await,
+                Err(status) => Ok(status.into_http()),
             }
-            inner.call(request).await
         })
     }
 }

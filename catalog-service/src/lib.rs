@@ -9,7 +9,10 @@
 //! - [`service`]: the gRPC edge: caller, parsing, one command or query each;
 //! - [`error`]: the errors and their one mapping to gRPC statuses;
 //! - [`identity`]: the caller's token, checked with auth-service by
-//!   `authenticated`, before the call's message is decoded.
+//!   `authenticated`, before the call's message is decoded (the checks of
+//!   concurrent calls sent together: `token_batch`);
+//! - [`local`]: the calls of a gateway in the same process, run directly,
+//!   admitted as over gRPC.
 //!
 //! A library with a thin `main`: tests, the all-in-one launcher and the
 //! binary all start the same [`Application`].
@@ -20,6 +23,7 @@ pub mod domain;
 pub mod error;
 mod feed;
 pub mod identity;
+pub mod local;
 mod methods;
 pub mod read_model;
 mod service;
@@ -36,7 +40,7 @@ use platform::grpc::{GrpcListener, ServeError};
 use platform::metrics::Stages;
 use proto::catalog::catalog_service_server::CatalogServiceServer;
 
-use crate::authenticated::Authenticated;
+use crate::authenticated::{Admission, Authenticated};
 
 pub use config::Config;
 pub use identity::Identity;
@@ -63,12 +67,13 @@ pub enum StartError {
 /// A bound, ready catalog-service.
 pub struct Application {
     listener: GrpcListener,
-    store: Arc<dyn EventStore>,
     view: Arc<Projection<CatalogView>>,
-    identity: Identity,
-    /// Who may subscribe, the per-user write quota, the score's votes.
-    policies: service::Policies,
-    stages: Arc<Stages>,
+    /// The service, shared by the server and [`Application::local_calls`].
+    service: Arc<CatalogGrpc>,
+    /// Who may call.
+    admission: Admission,
+    /// Set once the server has stopped: direct calls are refused then.
+    stopped: Arc<std::sync::atomic::AtomicBool>,
     /// Delivers to the webhook endpoints while the service lives.
     _webhooks: platform::webhooks::Webhooks,
 }
@@ -149,19 +154,35 @@ impl Application {
             let hooks = hooks();
             Box::pin(async move { projection.await + &stages + &feed.await + &hooks })
         }));
+        let policies = service::Policies {
+            subscribe,
+            quota: config.write_quota(),
+            score_min_votes: config.catalog_score_min_votes,
+        };
         Ok(Self {
             listener,
-            store,
+            service: Arc::new(CatalogGrpc::new(
+                store,
+                view.clone(),
+                policies,
+                stages.clone(),
+            )),
+            admission: Admission::new(identity, view.clone(), stages),
             view,
-            identity,
-            policies: service::Policies {
-                subscribe,
-                quota: config.write_quota(),
-                score_min_votes: config.catalog_score_min_votes,
-            },
-            stages,
+            stopped: Arc::default(),
             _webhooks: webhooks,
         })
+    }
+
+    /// The catalog's calls for a gateway in this process, run directly
+    /// (see [`local`]); refused once the server has stopped.
+    pub fn local_calls(&self) -> Arc<local::LocalCatalog> {
+        Arc::new(local::LocalCatalog::new(
+            self.service.clone(),
+            self.admission.clone(),
+            self.listener.call_metrics(),
+            self.stopped.clone(),
+        ))
     }
 
     /// The live read models (for tests and tools).
@@ -175,16 +196,14 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), StartError> {
         let view = self.view.clone();
-        let service = CatalogGrpc::new(self.store, self.view, self.policies, self.stages.clone());
-        let server = CatalogServiceServer::new(service)
+        let server = CatalogServiceServer::from_arc(self.service)
             .max_decoding_message_size(platform::grpc::MAX_REQUEST_BYTES);
         let served = self
             .listener
-            .serve(
-                Authenticated::new(server, self.identity, view.clone(), self.stages),
-                shutdown,
-            )
+            .serve(Authenticated::new(server, self.admission), shutdown)
             .await;
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Release);
         served?;
         view.close().await;
         Ok(())

@@ -140,6 +140,12 @@ impl GrpcListener {
         self.in_process.clone()
     }
 
+    /// The series of the calls it serves (`grpc_server_…`), for calls
+    /// served in this process without it (see [`observe_direct`]).
+    pub fn call_metrics(&self) -> std::sync::Arc<crate::metrics::Histograms> {
+        self.metrics.clone()
+    }
+
     /// Where it listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -232,7 +238,7 @@ impl GrpcListener {
     }
 }
 
-pub use observed::Observed;
+pub use observed::{Observed, observe_direct};
 
 /// The series of gRPC calls: `<prefix>_requests_total` and
 /// `<prefix>_request_duration_seconds` by `grpc_service`, `grpc_method` and
@@ -327,6 +333,19 @@ mod observed {
         "DATA_LOSS",
         "UNAUTHENTICATED",
     ];
+
+    /// Counts and times a call made or served directly, without HTTP (a
+    /// service's calls from the gateway in one process): the same series
+    /// as [`Observed`] gives a call over HTTP.
+    pub fn observe_direct(
+        metrics: &Histograms,
+        (service, method): (&'static str, &'static str),
+        code: tonic::Code,
+        took: std::time::Duration,
+    ) {
+        let code = CODES.get(code as usize).copied().unwrap_or("UNKNOWN");
+        metrics.observe([service, method, code], took.as_secs_f64());
+    }
 
     impl<S, B, R> Service<Request<B>> for Observed<S>
     where
