@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use catalog_service::CatalogView;
+use catalog_service::local::LocalCatalog;
 use event_sourcing::read_model::Projection;
 use event_store::testing::TempStore;
 use proto::auth::RegisterRequest;
@@ -82,6 +83,7 @@ async fn start_catalog(
     Running,
     CatalogServiceClient<Channel>,
     Arc<Projection<CatalogView>>,
+    Arc<LocalCatalog>,
 ) {
     let app = catalog_service::Application::build(&catalog_service::Config {
         catalog_listen: "127.0.0.1:0".parse().unwrap(),
@@ -101,7 +103,7 @@ async fn start_catalog(
     .await
     .expect("catalog-service starts");
     let addr = app.local_addr();
-    let view = app.view();
+    let (view, local) = (app.view(), app.local_calls());
     let running = Running::spawn(|stopped| async move {
         app.run_until_stopped(stopped).await.unwrap();
     });
@@ -109,6 +111,7 @@ async fn start_catalog(
         running,
         CatalogServiceClient::new(channel(addr).await),
         view,
+        local,
     )
 }
 
@@ -162,6 +165,8 @@ pub struct Stack {
     pub auth_client: AuthServiceClient<Channel>,
     pub client: CatalogServiceClient<Channel>,
     pub view: Arc<Projection<CatalogView>>,
+    /// The catalog's calls, run directly (as the launcher's gateway makes them).
+    pub local: Arc<LocalCatalog>,
     auth_addr: std::net::SocketAddr,
 }
 
@@ -212,7 +217,7 @@ impl Stack {
             None
         };
         let checks_with = old_auth.as_ref().map_or(auth_addr, |(_, _, addr)| *addr);
-        let (catalog, client, view) = start_catalog(stores, checks_with).await;
+        let (catalog, client, view, local) = start_catalog(stores, checks_with).await;
         Self {
             old_auth: old_auth.map(|(running, refused, _)| (running, refused)),
             auth_client: AuthServiceClient::new(channel(auth_addr).await),
@@ -221,6 +226,7 @@ impl Stack {
             catalog: Some(catalog),
             client,
             view,
+            local,
         }
     }
 
@@ -239,10 +245,11 @@ impl Stack {
 
     /// Starts catalog-service again, after [`Stack::stop_catalog`].
     pub async fn start_catalog(&mut self, stores: &Stores) {
-        let (catalog, client, view) = start_catalog(stores, self.auth_addr).await;
+        let (catalog, client, view, local) = start_catalog(stores, self.auth_addr).await;
         self.catalog = Some(catalog);
         self.client = client;
         self.view = view;
+        self.local = local;
     }
 
     /// Registers `name`; returns (token, user id).

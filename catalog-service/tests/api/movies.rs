@@ -2,7 +2,7 @@ use tonic::{Code, Request};
 
 use proto::catalog::ListMoviesRequest;
 
-use crate::helpers::{Stack, Stores, assert_code, violations};
+use crate::helpers::{Stack, Stores, assert_code, authed, violations};
 
 crate::on_every_backend!(
     added_movies_are_listed_and_detailed_at_once,
@@ -13,6 +13,7 @@ crate::on_every_backend!(
     a_revoked_token_is_refused_on_the_very_next_call,
     a_revoked_token_is_refused_through_an_auth_service_without_authenticate_many,
     concurrent_calls_are_each_checked_for_their_own_token,
+    direct_calls_answer_as_grpc_does_until_the_server_stops,
     an_unknown_movie_is_not_found,
 );
 
@@ -229,6 +230,44 @@ async fn concurrent_calls_are_each_checked_for_their_own_token(stores: Stores) {
             answer.unwrap();
         }
     }
+}
+
+/// The calls the launcher's gateway makes directly: the same answers as
+/// over gRPC, the same refusals, and none once the server has stopped.
+async fn direct_calls_answer_as_grpc_does_until_the_server_stops(stores: Stores) {
+    use catalog_service_server::CatalogService as _;
+    use proto::catalog::catalog_service_server;
+    use proto::catalog::{AddMovieRequest, GetMovieRequest};
+
+    let mut stack = Stack::start(&stores).await;
+    let (token, user) = stack.user("direct").await;
+    let local = stack.local.clone();
+    let add = AddMovieRequest {
+        title: "Direct".into(),
+        director: "D".into(),
+    };
+    local.add_movie(authed(&token, add)).await.unwrap();
+    let list = || authed(&token, ListMoviesRequest::default());
+    let direct = local.list_movies(list()).await.unwrap().into_inner();
+    assert_eq!(direct, stack.list_movies(&token, None, 0).await.unwrap());
+    assert_eq!(direct.count, 1);
+    let id = direct.movies[0].id;
+    let detail = local
+        .get_movie(authed(&token, GetMovieRequest { id }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(detail.added_by, user);
+    assert_code(
+        local
+            .list_movies(Request::new(ListMoviesRequest::default()))
+            .await,
+        Code::Unauthenticated,
+    );
+    let bad = authed(&"ab".repeat(32), ListMoviesRequest::default());
+    assert_code(local.list_movies(bad).await, Code::Unauthenticated);
+    stack.stop_catalog().await;
+    assert_code(local.list_movies(list()).await, Code::Unavailable);
 }
 
 async fn revoked_then_refused(stack: &Stack) {
