@@ -55,7 +55,7 @@ patterns = {
     "request span": r"^tracing::span::Span::(new|make_with)",
     "request id": r"^gateway::observe::request_id",
     "metrics": r"^platform::metrics::",
-    "in-process gRPC call (catalog)": r"^proto::catalog::catalog_service_client",
+    "catalog call (in-process gRPC, or direct)": r"^proto::catalog::catalog_service_client|^<catalog_service::local::LocalCatalog",
     "  token check": r"credentials|live_token|digest_of|Tokens",
     "ETag": r"etag|sha2::",
     "JSON": r"^serde_json::",
