@@ -95,13 +95,10 @@ impl LocalCatalog {
             .await
         }
         .await;
-        let code = answer
-            .as_ref()
-            .map_or_else(Status::code, |_| tonic::Code::Ok);
         platform::grpc::observe_direct(
             &self.metrics,
             (SERVICE_NAME, method),
-            code,
+            &answer,
             started.elapsed(),
         );
         answer

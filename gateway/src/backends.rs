@@ -253,8 +253,7 @@ macro_rules! catalog_calls {
                         Self::Direct { calls, metrics } => {
                             let started = Instant::now();
                             let answer = calls.$name(request).await;
-                            let code = answer.as_ref().map_or_else(tonic::Status::code, |_| tonic::Code::Ok);
-                            platform::grpc::observe_direct(metrics, (SERVICE_NAME, $method), code, started.elapsed());
+                            platform::grpc::observe_direct(metrics, (SERVICE_NAME, $method), &answer, started.elapsed());
                             answer
                         }
                     }

@@ -337,12 +337,15 @@ mod observed {
     /// Counts and times a call made or served directly, without HTTP (a
     /// service's calls from the gateway in one process): the same series
     /// as [`Observed`] gives a call over HTTP.
-    pub fn observe_direct(
+    pub fn observe_direct<T>(
         metrics: &Histograms,
         (service, method): (&'static str, &'static str),
-        code: tonic::Code,
+        answer: &Result<T, tonic::Status>,
         took: std::time::Duration,
     ) {
+        let code = answer
+            .as_ref()
+            .map_or_else(tonic::Status::code, |_| tonic::Code::Ok);
         let code = CODES.get(code as usize).copied().unwrap_or("UNKNOWN");
         metrics.observe([service, method, code], took.as_secs_f64());
     }
