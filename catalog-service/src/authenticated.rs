@@ -143,8 +143,7 @@ where
         }
         let admission = self.admission.clone();
         Box::pin(async move {
-            let (parts, body) = request.into_parts();
-            let mut parts = parts;
+            let (mut parts, body) = request.into_parts();
             let admitted = admission
                 .admit(
                     access,

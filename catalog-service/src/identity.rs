@@ -2,6 +2,7 @@
 //! call (so a revocation counts at once), the checks of concurrent calls
 //! sent together (see `token_batch`).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,6 +90,33 @@ fn gone(status: &tonic::Status) -> bool {
     )
 }
 
+/// Sends `message` by `send` within a check's deadline; a replica that is
+/// gone is asked once more (the next in rotation answers).
+async fn within_deadline<M: Clone, R, F>(
+    message: &M,
+    send: impl Fn(tonic::Request<M>) -> F,
+) -> std::result::Result<R, tonic::Status>
+where
+    F: Future<Output = std::result::Result<tonic::Response<R>, tonic::Status>>,
+{
+    let call = async {
+        let traced = || platform::telemetry::traced(message.clone());
+        match send(traced()).await {
+            Err(s) if gone(&s) => send(traced()).await,
+            answer => answer,
+        }
+    };
+    match tokio::time::timeout(AUTHENTICATE_TIMEOUT, call).await {
+        Ok(answer) => answer.map(tonic::Response::into_inner),
+        Err(_) => Err(tonic::Status::deadline_exceeded("timed out")),
+    }
+}
+
+/// Why a check failed, for the log.
+fn reason(s: &tonic::Status) -> String {
+    format!("{:?}: {}", s.code(), s.message())
+}
+
 /// Whose each of `tokens` is, by one `AuthenticateMany`: the user's id of
 /// each live token, in order. An auth-service older than this catalog
 /// (during a rolling upgrade) has no such method: each is then asked with
@@ -98,26 +126,22 @@ async fn owners(
     tokens: Vec<String>,
 ) -> std::result::Result<Vec<Option<i64>>, String> {
     let request = AuthenticateManyRequest { tokens };
-    let call = async {
-        let traced = || platform::telemetry::traced(request.clone());
-        match client.clone().authenticate_many(traced()).await {
-            Err(s) if gone(&s) => client.clone().authenticate_many(traced()).await,
-            answer => answer,
-        }
+    let send = |r| {
+        let mut client = client.clone();
+        async move { client.authenticate_many(r).await }
     };
-    let owners = match tokio::time::timeout(AUTHENTICATE_TIMEOUT, call).await {
-        Ok(Ok(answer)) => answer.into_inner().owners,
-        Ok(Err(s)) if s.code() == Code::Unimplemented => {
+    match within_deadline(&request, send).await {
+        Ok(answer) => Ok(answer
+            .owners
+            .into_iter()
+            .map(|o| o.live.then_some(o.user_id))
+            .collect()),
+        Err(s) if s.code() == Code::Unimplemented => {
             let each = request.tokens.iter().map(|t| owner(&client, t));
-            return join_all(each).await.into_iter().collect();
+            join_all(each).await.into_iter().collect()
         }
-        Ok(Err(s)) => return Err(format!("{:?}: {}", s.code(), s.message())),
-        Err(_) => return Err("AuthenticateMany timed out".into()),
-    };
-    Ok(owners
-        .into_iter()
-        .map(|o| o.live.then_some(o.user_id))
-        .collect())
+        Err(s) => Err(reason(&s)),
+    }
 }
 
 /// Whose `token` is, by one `Authenticate` (an auth-service without
@@ -129,17 +153,13 @@ async fn owner(
     let request = AuthenticateRequest {
         token: token.to_owned(),
     };
-    let call = async {
-        let traced = || platform::telemetry::traced(request.clone());
-        match client.clone().authenticate(traced()).await {
-            Err(s) if gone(&s) => client.clone().authenticate(traced()).await,
-            answer => answer,
-        }
+    let send = |r| {
+        let mut client = client.clone();
+        async move { client.authenticate(r).await }
     };
-    match tokio::time::timeout(AUTHENTICATE_TIMEOUT, call).await {
-        Ok(Ok(user)) => Ok(Some(user.into_inner().id)),
-        Ok(Err(s)) if s.code() == Code::Unauthenticated => Ok(None),
-        Ok(Err(s)) => Err(format!("{:?}: {}", s.code(), s.message())),
-        Err(_) => Err("Authenticate timed out".into()),
+    match within_deadline(&request, send).await {
+        Ok(user) => Ok(Some(user.id)),
+        Err(s) if s.code() == Code::Unauthenticated => Ok(None),
+        Err(s) => Err(reason(&s)),
     }
 }

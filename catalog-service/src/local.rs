@@ -24,7 +24,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use crate::authenticated::Admission;
-use crate::methods::METHODS;
+use crate::methods::access_of;
 use crate::service::CatalogGrpc;
 
 /// The catalog's calls, run directly in this process (see the module).
@@ -65,13 +65,9 @@ impl LocalCatalog {
         let started = Instant::now();
         let answer = async {
             if self.stopped.load(Ordering::Acquire) {
-                return Err(Status::unavailable("the in-process service has stopped"));
+                return Err(platform::grpc::in_process::not_serving());
             }
-            let access = METHODS
-                .iter()
-                .find(|(m, _)| *m == method)
-                .map(|(_, access)| *access)
-                .ok_or_else(|| Status::unimplemented(method))?;
+            let access = access_of(method).ok_or_else(|| Status::unimplemented(method))?;
             let (metadata, mut extensions, message) = request.into_parts();
             let headers = metadata.into_headers();
             let span = if platform::telemetry::enabled() {

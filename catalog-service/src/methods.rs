@@ -38,8 +38,16 @@ pub fn access(path: &str) -> Access {
     path.strip_prefix('/')
         .and_then(|p| p.strip_prefix(proto::catalog::catalog_service_server::SERVICE_NAME))
         .and_then(|p| p.strip_prefix('/'))
-        .and_then(|method| METHODS.iter().find(|(m, _)| *m == method))
-        .map_or(Access::Write, |(_, access)| *access)
+        .and_then(access_of)
+        .unwrap_or(Access::Write)
+}
+
+/// How the method named `method` is reached, if the service has it.
+pub fn access_of(method: &str) -> Option<Access> {
+    METHODS
+        .iter()
+        .find(|(m, _)| *m == method)
+        .map(|(_, access)| *access)
 }
 
 #[cfg(test)]

@@ -468,7 +468,9 @@ pub mod in_process {
         }
     }
 
-    fn not_serving() -> tonic::Status {
+    /// What a call to a service of this process that has stopped is
+    /// answered (UNAVAILABLE).
+    pub fn not_serving() -> tonic::Status {
         tonic::Status::unavailable("the in-process service has stopped")
     }
 
