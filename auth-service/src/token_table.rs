@@ -1,4 +1,4 @@
-//! The live tokens of the read model, compact: one 80-byte slot per token
+//! The live tokens of the read model, compact: one 72-byte slot per token
 //! in chunks of 32 KiB, found by digest through a table of 4-byte slot
 //! numbers, and each user's tokens threaded through their slots as a list.
 //!
@@ -13,6 +13,7 @@
 //! as they are in microseconds (a snapshot encodes them after), and a
 //! change copies the one 32 KiB chunk it touches while they are shared.
 
+use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -28,55 +29,41 @@ use crate::token::TokenDigest;
 /// The end of a list.
 const NONE: u32 = u32::MAX;
 
-/// One token: its digest and record (times as seconds and nanoseconds, as
-/// events hold them), and the next slot of its user's list.
+/// One token: its digest and record, and the next slot of its user's list.
+/// Its times are nanoseconds since the epoch, exact as events hold them
+/// while they fall between 1677 and 2262; a slot with a time outside
+/// (never seen, yet an event could say so) is marked [`WIDE`] and its
+/// times are kept beside the slots.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     digest: TokenDigest,
     /// 0 in a free slot (user ids are positive).
     user_id: i64,
-    issued_secs: i64,
-    expires_secs: i64,
+    /// When it was issued, or [`WIDE`].
+    issued: i64,
+    expires: i64,
     issued_position: u64,
-    issued_nanos: u32,
-    expires_nanos: u32,
     refreshes: u32,
     /// The user's next token; in a free slot, the next free one.
     next: u32,
 }
 
+/// `Slot::issued` of a slot whose times are kept in [`Slots::wide`].
+const WIDE: i64 = i64::MIN;
+
+/// Both times in nanoseconds, if both fit (and neither is [`WIDE`]).
+fn nanos_of(record: &TokenRecord) -> Option<(i64, i64)> {
+    let issued = record
+        .issued_at
+        .timestamp_nanos_opt()
+        .filter(|&n| n != WIDE)?;
+    Some((issued, record.expires_at.timestamp_nanos_opt()?))
+}
+
 impl Slot {
-    fn record(&self) -> TokenRecord {
-        TokenRecord {
-            user_id: UserId(self.user_id),
-            issued_at: time_of(self.issued_secs, self.issued_nanos),
-            expires_at: time_of(self.expires_secs, self.expires_nanos),
-            issued_position: self.issued_position,
-            refreshes: self.refreshes,
-        }
-    }
-
-    fn set(&mut self, record: &TokenRecord) {
-        self.user_id = record.user_id.0;
-        (self.issued_secs, self.issued_nanos) = parts_of(record.issued_at);
-        (self.expires_secs, self.expires_nanos) = parts_of(record.expires_at);
-        self.issued_position = record.issued_position;
-        self.refreshes = record.refreshes;
-    }
-
     fn is_free(&self) -> bool {
         self.user_id == 0
     }
-}
-
-/// A time as kept: seconds since the epoch, and nanoseconds.
-fn parts_of(at: DateTime<Utc>) -> (i64, u32) {
-    (at.timestamp(), at.timestamp_subsec_nanos())
-}
-
-/// A time kept (always parts a `DateTime` gave).
-fn time_of(secs: i64, nanos: u32) -> DateTime<Utc> {
-    DateTime::from_timestamp(secs, nanos).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// Slots per chunk of [`Slots`]: as many as fill 32 KiB with the chunk's
@@ -95,9 +82,52 @@ const _: () = assert!(CHUNK > 0 && 2 * size_of::<usize>() + CHUNK * size_of::<Sl
 struct Slots {
     chunks: Vec<Arc<[Slot]>>,
     len: usize,
+    /// The times of the slots marked [`WIDE`] (issued, expires).
+    wide: BTreeMap<u32, (DateTime<Utc>, DateTime<Utc>)>,
 }
 
 impl Slots {
+    /// The record of slot `i` (in use).
+    fn record(&self, i: u32) -> TokenRecord {
+        let slot = &self[i];
+        let (issued_at, expires_at) = match slot.issued {
+            WIDE => self.wide.get(&i).copied().unwrap_or_default(),
+            issued => (
+                DateTime::from_timestamp_nanos(issued),
+                DateTime::from_timestamp_nanos(slot.expires),
+            ),
+        };
+        TokenRecord {
+            user_id: UserId(slot.user_id),
+            issued_at,
+            expires_at,
+            issued_position: slot.issued_position,
+            refreshes: slot.refreshes,
+        }
+    }
+
+    /// Sets slot `i`'s record (its digest and list are left as they are).
+    fn set(&mut self, i: u32, record: &TokenRecord) {
+        let times = nanos_of(record);
+        match times {
+            Some(_) => self.wide.remove(&i),
+            None => self.wide.insert(i, (record.issued_at, record.expires_at)),
+        };
+        let slot = &mut self[i];
+        slot.user_id = record.user_id.0;
+        (slot.issued, slot.expires) = times.unwrap_or((WIDE, 0));
+        slot.issued_position = record.issued_position;
+        slot.refreshes = record.refreshes;
+    }
+
+    /// Frees slot `i` (its number and digest are left for the caller).
+    fn free(&mut self, i: u32, next_free: u32) {
+        self.wide.remove(&i);
+        let slot = &mut self[i];
+        slot.user_id = 0;
+        slot.next = next_free;
+    }
+
     fn get(&self, i: u32) -> Option<&Slot> {
         let i = i as usize;
         (i < self.len).then(|| &self.chunks[i / CHUNK][i % CHUNK])
@@ -118,8 +148,13 @@ impl Slots {
         i
     }
 
-    fn iter(&self) -> impl Iterator<Item = &Slot> {
-        self.chunks.iter().flat_map(|c| c.iter()).take(self.len)
+    /// The slots in use, with their numbers and records.
+    fn in_use(&self) -> impl Iterator<Item = (TokenDigest, TokenRecord)> + '_ {
+        let slots = self.chunks.iter().flat_map(|c| c.iter()).take(self.len);
+        (0..)
+            .zip(slots)
+            .filter(|(_, s)| !s.is_free())
+            .map(|(i, s)| (s.digest, self.record(i)))
     }
 }
 
@@ -185,7 +220,7 @@ impl TokenTable {
 
     /// The token with this digest.
     pub fn get(&self, digest: &TokenDigest) -> Option<TokenRecord> {
-        self.find(digest).map(|i| self.slots[i].record())
+        self.find(digest).map(|i| self.slots.record(i))
     }
 
     /// Whether `user` holds any token.
@@ -198,27 +233,23 @@ impl TokenTable {
     /// the same user).
     pub fn insert(&mut self, digest: TokenDigest, record: TokenRecord) {
         if let Some(i) = self.find(&digest) {
-            let slot = &mut self.slots[i];
-            if slot.user_id == record.user_id.0 {
-                slot.set(&record);
+            if self.slots[i].user_id == record.user_id.0 {
+                self.slots.set(i, &record);
                 return;
             }
             // Another user's: drop it from that user's list first.
             self.remove(&digest);
         }
         let next = self.heads.get(record.user_id).copied().unwrap_or(NONE);
-        let mut slot = Slot {
+        let slot = Slot {
             digest,
-            user_id: 0,
-            issued_secs: 0,
-            expires_secs: 0,
+            user_id: record.user_id.0,
+            issued: 0,
+            expires: 0,
             issued_position: 0,
-            issued_nanos: 0,
-            expires_nanos: 0,
             refreshes: 0,
             next,
         };
-        slot.set(&record);
         let i = if self.free == NONE {
             self.slots.push(slot)
         } else {
@@ -227,6 +258,7 @@ impl TokenTable {
             self.slots[i] = slot;
             i
         };
+        self.slots.set(i, &record);
         let hash = self.hash(&digest);
         let (slots, hasher) = (&self.slots, &self.hasher);
         self.index
@@ -239,7 +271,7 @@ impl TokenTable {
     pub fn set(&mut self, digest: &TokenDigest, record: &TokenRecord) -> bool {
         match self.find(digest) {
             Some(i) if self.slots[i].user_id == record.user_id.0 => {
-                self.slots[i].set(record);
+                self.slots.set(i, record);
                 true
             }
             _ => false,
@@ -253,9 +285,7 @@ impl TokenTable {
         if let Ok(entry) = self.index.find_entry(hash, |&j| j == i) {
             entry.remove();
         }
-        let slot = &mut self.slots[i];
-        slot.user_id = 0;
-        slot.next = self.free;
+        self.slots.free(i, self.free);
         self.free = i;
         self.live -= 1;
     }
@@ -263,7 +293,7 @@ impl TokenTable {
     /// Forgets one token; its record if it was held. Walks its user's list.
     pub fn remove(&mut self, digest: &TokenDigest) -> Option<TokenRecord> {
         let i = self.find(digest)?;
-        let record = self.slots[i].record();
+        let record = self.slots.record(i);
         self.retain_of(record.user_id, |d, _| d != digest);
         Some(record)
     }
@@ -281,7 +311,7 @@ impl TokenTable {
         let mut at = head;
         while at != NONE {
             let slot = self.slots[at];
-            if keep(&slot.digest, &slot.record()) {
+            if keep(&slot.digest, &self.slots.record(at)) {
                 if last == NONE {
                     first = at;
                 } else {
@@ -314,9 +344,9 @@ impl TokenTable {
     pub fn of(&self, user: UserId) -> impl Iterator<Item = (TokenDigest, TokenRecord)> + '_ {
         let mut at = self.heads.get(user).copied().unwrap_or(NONE);
         std::iter::from_fn(move || {
-            let slot = self.slots.get(at)?;
+            let (i, slot) = (at, self.slots.get(at)?);
             at = slot.next;
-            Some((slot.digest, slot.record()))
+            Some((slot.digest, self.slots.record(i)))
         })
     }
 
@@ -346,10 +376,7 @@ impl FrozenTokens {
     /// Every token, in slot order (no meaning, but the same for the same
     /// history of changes).
     pub fn iter(&self) -> impl Iterator<Item = (TokenDigest, TokenRecord)> + '_ {
-        self.slots
-            .iter()
-            .filter(|s| !s.is_free())
-            .map(|s| (s.digest, s.record()))
+        self.slots.in_use()
     }
 }
 
@@ -364,11 +391,15 @@ mod tests {
     fn record(user: i64, n: i64) -> TokenRecord {
         TokenRecord {
             user_id: UserId(user),
-            issued_at: time_of(1_700_000_000, n as u32),
-            expires_at: time_of(1_800_000_000, n as u32),
+            issued_at: at(1_700_000_000, n as u32),
+            expires_at: at(1_800_000_000, n as u32),
             issued_position: n as u64,
             refreshes: 0,
         }
+    }
+
+    fn at(secs: i64, nanos: u32) -> DateTime<Utc> {
+        DateTime::from_timestamp(secs, nanos).expect("a time")
     }
 
     fn of(t: &TokenTable, user: i64) -> Vec<u8> {
@@ -376,8 +407,48 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_is_80_bytes() {
-        assert_eq!(std::mem::size_of::<Slot>(), 80);
+    fn a_slot_is_72_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 72);
+    }
+
+    #[test]
+    fn times_outside_nanoseconds_are_kept_exactly() {
+        let mut t = TokenTable::default();
+        let wide = [
+            (at(-20_000_000_000, 7), at(1_700_000_000, 1)),
+            (at(1_700_000_000, 1), at(20_000_000_000, 999_999_999)),
+            (DateTime::from_timestamp_nanos(WIDE), at(1_800_000_000, 0)),
+            (DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC),
+        ];
+        for (n, (issued_at, expires_at)) in (1..).zip(wide) {
+            let r = TokenRecord {
+                issued_at,
+                expires_at,
+                ..record(1, n.into())
+            };
+            t.insert(digest(n), r);
+            assert_eq!(t.get(&digest(n)), Some(r), "{n}");
+        }
+        t.insert(digest(9), record(1, 9));
+        let frozen = t.frozen();
+        // A slot refreshed into range, one freed and reused: nothing stale.
+        assert!(t.set(&digest(1), &record(1, 1)));
+        assert_eq!(t.get(&digest(1)), Some(record(1, 1)));
+        assert!(t.remove(&digest(2)).is_some());
+        t.insert(digest(10), record(1, 10));
+        assert_eq!(t.get(&digest(10)), Some(record(1, 10)));
+        assert_eq!(t.slots.wide.len(), 2);
+        let (issued_at, expires_at) = wide[0];
+        let first = frozen.iter().find(|(d, _)| *d == digest(1)).map(|(_, r)| r);
+        assert_eq!(
+            first,
+            Some(TokenRecord {
+                issued_at,
+                expires_at,
+                ..record(1, 1)
+            })
+        );
+        assert_eq!(frozen.iter().count(), 5);
     }
 
     #[test]
