@@ -199,21 +199,28 @@ impl AccountActivity {
     ];
 
     /// The fact kept for this kind of entry, recorded at `position`: the
-    /// kind in the low byte, the position above it.
+    /// kind in the low [`KIND_BITS`], the position above them. A fact stays
+    /// narrow (12 bytes, see `Histories`) while its code fits in 32 bits:
+    /// up to position 2^27 (about 134 million events; it was 2^23, 8.4
+    /// million, with the kind in a whole byte).
     fn fact(self, position: u64) -> i64 {
-        ((position as i64) << 8) | self as i64
+        ((position as i64) << KIND_BITS) | self as i64
     }
 }
+
+/// The bits of an activity fact's code that hold its kind.
+const KIND_BITS: u32 = 4;
+const _: () = assert!(AccountActivity::ALL.len() <= 1 << KIND_BITS);
 
 impl ActivityEntry {
     /// What the activity fact `what` records (`None`: an unknown code).
     pub fn of_fact(what: i64) -> Option<Self> {
         let kind = AccountActivity::ALL
             .into_iter()
-            .find(|a| *a as i64 == what & 0xff)?;
+            .find(|a| *a as i64 == what & ((1 << KIND_BITS) - 1))?;
         Some(Self {
             kind,
-            position: (what >> 8) as u64,
+            position: (what >> KIND_BITS) as u64,
         })
     }
 }
@@ -510,7 +517,8 @@ impl Snapshot for AuthView {
     /// 7: when each token was issued. 8: keyed registrations without the
     /// sealed first token. 9: tokens' positions and refreshes, users'
     /// password changes, activity facts with their event's position.
-    const VERSION: u32 = 9;
+    /// 10: an activity fact's kind in 4 bits, not 8.
+    const VERSION: u32 = 10;
 
     fn encode(&self, out: &mut Encoder<'_>) {
         self.snapshot_parts().encode(out);
@@ -1032,17 +1040,33 @@ mod tests {
         assert_eq!(out.into_inner(), before);
     }
 
-    /// Pins what version 9 of the projection makes of a fixed history.
+    /// An activity fact's code stays within 32 bits (a narrow fact) up to
+    /// position 2^27, and any position comes back from it.
+    #[test]
+    fn activity_codes_are_narrow_to_position_2_27_and_exact_beyond() {
+        let last = AccountActivity::TokenRefreshed;
+        assert!(i32::try_from(last.fact((1 << 27) - 1)).is_ok());
+        assert!(i32::try_from(last.fact(1 << 27)).is_err());
+        for kind in AccountActivity::ALL {
+            for position in [0, 1, (1 << 27) - 1, 1 << 27, 1 << 50] {
+                let entry = ActivityEntry::of_fact(kind.fact(position));
+                assert_eq!(entry, Some(ActivityEntry { kind, position }));
+            }
+        }
+        assert_eq!(ActivityEntry::of_fact(15), None);
+    }
+
+    /// Pins what version 10 of the projection makes of a fixed history.
     /// When this fails, you changed `apply` or the encoding: bump
     /// `AuthView::VERSION` (old snapshots are then ignored, not misread)
     /// and update the digest.
     #[test]
     fn the_snapshot_encoding_is_pinned() {
         use sha2::Digest;
-        assert_eq!(AuthView::VERSION, 9);
+        assert_eq!(AuthView::VERSION, 10);
         assert_eq!(
             hex::encode(sha2::Sha256::digest(fixed_history().to_bytes())),
-            "4513401d0e5e64c4ecda41b5925d8542817f5f88081bb5e341973024a4ddff85"
+            "3d0c8a9e422278489f1f1ab6a169521cfbfcc74bb7bdacbbd7d713b2b73e9aca"
         );
     }
 }
