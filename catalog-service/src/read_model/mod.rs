@@ -140,7 +140,7 @@ impl ReadModel for CatalogView {
         self.activity
             .push(by, recorded.recorded_at.timestamp_micros(), created.code());
         self.keyed.note(recorded, |_| created);
-        self.ratings.apply(&event, recorded.position);
+        self.ratings.apply(&event);
         self.movies.apply(event);
     }
 }
@@ -148,8 +148,9 @@ impl ReadModel for CatalogView {
 impl Snapshot for CatalogView {
     const NAME: &'static str = "catalog";
     /// Bump with any change to `apply` or to the encoding below; the test
-    /// `the_snapshot_encoding_is_pinned` fails until you do.
-    const VERSION: u32 = 2;
+    /// `the_snapshot_encoding_is_pinned` fails until you do. (3: late
+    /// ratings without their positions, and a bit per rating.)
+    const VERSION: u32 = 3;
 
     fn encode(&self, out: &mut Encoder<'_>) {
         self.snapshot_parts().encode(out);
@@ -428,9 +429,9 @@ mod tests {
         let of_big = v.ratings.page(Some(MovieId(big)), None, 0);
         assert_eq!(of_big.items[0].id, RatingId(big + 1));
         assert_eq!(v.activity(UserId(12), None).items[0].what, -(big + 1));
-        // Applied late (below the greatest id) at a position past 32 bits.
+        // Applied late (below the greatest id), after four ratings.
         apply_at(&mut v, big as u64, rated(2, 1, 3));
-        assert_eq!(v.ratings.late(), [(RatingId(2), big as u64)]);
+        assert_eq!(v.ratings.late(), [(RatingId(2), 4)]);
         let bytes = v.to_bytes();
         let back = CatalogView::from_bytes(&bytes).unwrap();
         assert_eq!(back.to_bytes(), bytes);
@@ -489,16 +490,16 @@ mod tests {
         );
     }
 
-    /// Pins what version 2 of the projection makes of a fixed history.
+    /// Pins what version 3 of the projection makes of a fixed history.
     /// When this fails, you changed `apply` or the encoding: bump
     /// `CatalogView::VERSION` (old snapshots are then ignored, not
     /// misread) and update the digest.
     #[test]
     fn the_snapshot_encoding_is_pinned() {
-        assert_eq!(CatalogView::VERSION, 2);
+        assert_eq!(CatalogView::VERSION, 3);
         assert_eq!(
             hex::encode(Sha256::digest(fixed_history().to_bytes())),
-            "b17f3150108d2756c57c3e66e2417be4045d0b3f404a11e0a0799124365af02b"
+            "c05494add946df2da1fa67c0d74794b068099ea4215abde9958e6fe3ea8c7180"
         );
     }
 
@@ -525,6 +526,46 @@ mod tests {
             apply_at(&mut again, p, e);
         }
         assert_eq!(again.ratings_cut(), cut, "replicas agree on a cut");
+    }
+
+    /// Cuts taken at every moment of a history with ratings late across
+    /// many words of bits each list what a view of that moment holds, on
+    /// the view and on its snapshot decoded.
+    #[test]
+    fn every_cut_lists_its_moment_with_late_ratings_across_words() {
+        // Ids 1..=300 applied in runs of 7 in reverse: most are late.
+        let ids: Vec<i64> = (0..300_i64)
+            .map(|n| (n / 7) * 7 + (6 - n % 7) + 1)
+            .filter(|&id| id <= 300)
+            .collect();
+        let events: Vec<CatalogEvent> = std::iter::once(added(1))
+            .chain(ids.iter().map(|&id| rated(id, 1, 1 + (id % 5) as u8)))
+            .collect();
+        let mut v = CatalogView::default();
+        let mut moments = vec![];
+        for (position, event) in (1..).zip(&events) {
+            apply_at(&mut v, position, event.clone());
+            let mut then = CatalogView::default();
+            for (p, e) in (1..=position).zip(&events) {
+                apply_at(&mut then, p, e.clone());
+            }
+            let listed = then.ratings.page(None, None, 0).items;
+            moments.push((v.ratings_cut(), listed));
+        }
+        assert!(v.ratings.late().len() > 200, "{}", v.ratings.late().len());
+        let back = CatalogView::from_bytes(&v.to_bytes()).unwrap();
+        for (cut, listed) in &moments {
+            assert_eq!(
+                &v.ratings.at(cut, RatingId(0), usize::MAX),
+                listed,
+                "{cut:?}"
+            );
+            assert_eq!(
+                &back.ratings.at(cut, RatingId(0), usize::MAX),
+                listed,
+                "{cut:?}"
+            );
+        }
     }
 
     #[test]

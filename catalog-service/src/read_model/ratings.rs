@@ -41,8 +41,8 @@ pub struct RatingsCut {
 
 /// Every rating, compact: 12 bytes each in the list and 4 in their
 /// movie's index while ids fit in 32 bits (user ids in 29), else 24 and 8
-/// (plus the vectors' spare capacity), and 8 (else 16) more for one applied
-/// late.
+/// (plus the vectors' spare capacity), a bit in [`LateBits`], and 4 (else
+/// 8) more for one applied late.
 #[derive(Debug, Default, Serialize)]
 pub struct RatingList {
     /// Every rating, by id ascending.
@@ -54,18 +54,23 @@ pub struct RatingList {
     /// (derived, so not part of the canonical JSON).
     #[serde(skip)]
     tag: [u8; 32],
-    /// Ratings applied after one with a greater id (ids are allocated
+    /// The ratings applied after one with a greater id (ids are allocated
     /// before their command commits, so a race commits them out of order),
-    /// with the position that applied them: what a [`RatingsCut`] leaves
-    /// out. Under concurrent writers most ratings can be late, so these are
+    /// in the order they were applied: what a [`RatingsCut`] leaves out.
+    /// Under concurrent writers most ratings can be late, so these are
     /// compact and copy-on-write too.
     #[serde(skip)]
-    late: CompactVec<Late>,
+    late: CompactVec<RatingId>,
+    /// Which of the ratings, in the order they were applied, were late: a
+    /// cut's `count` (the ratings it holds) says how many of `late` it
+    /// holds, with no position kept per late rating.
+    #[serde(skip)]
+    late_bits: LateBits,
 }
 
 impl RatingList {
-    /// Folds one event, applied at `position`: a rating joins the list.
-    pub(super) fn apply(&mut self, event: &CatalogEvent, position: u64) {
+    /// Folds one event: a rating joins the list.
+    pub(super) fn apply(&mut self, event: &CatalogEvent) {
         let CatalogEvent::MovieRated {
             id,
             movie,
@@ -81,9 +86,11 @@ impl RatingList {
             user,
             rating,
         };
-        if self.list.last().is_some_and(|last| last.id > id) {
-            self.late.push(Late { id, position });
+        let late = self.list.last().is_some_and(|last| last.id > id);
+        if late {
+            self.late.push(id);
         }
+        self.late_bits.push(late);
         self.tag = chain_rating(&self.tag, &row);
         insert_sorted(&mut self.list, Packed::new(row), |p| p.id);
         insert_sorted(self.by_movie.entry(movie).or_default(), id, |&i| i);
@@ -160,14 +167,10 @@ impl RatingList {
     /// Up to `limit` ratings with an id above `after`, by id ascending, of
     /// the list as it was at `cut` (`cut.position` must be applied here).
     pub fn at(&self, cut: &RatingsCut, after: RatingId, limit: usize) -> Vec<RatingRow> {
-        // Applied after the cut below its greatest id: few, and at the end.
-        let later: HashSet<RatingId> = self
-            .late
-            .iter()
-            .rev()
-            .take_while(|late| late.position > cut.position)
-            .map(|late| late.id)
-            .collect();
+        // Applied after the cut below its greatest id: the late ratings
+        // after the cut's `count` first ones (few, and at the end).
+        let after_cut = self.late_bits.ones_from(cut.count);
+        let later: HashSet<RatingId> = self.late.iter().rev().take(after_cut).collect();
         let start = self.list.partition_point(|p| p.id <= after);
         self.list
             .iter()
@@ -187,6 +190,7 @@ impl RatingList {
             tag: self.tag,
             list: self.list.clone(),
             late: self.late.clone(),
+            late_bits: self.late_bits.clone(),
         }
     }
 
@@ -211,16 +215,21 @@ impl RatingList {
             ratings.by_movie.entry(p.movie).or_default().push(p.id);
             Ok(())
         })?;
-        for _ in 0..input.count(16)? {
-            let (id, position) = (input.id()?, input.u64()?);
-            ratings.late.push(Late { id, position });
+        for _ in 0..input.count(8)? {
+            ratings.late.push(input.id()?);
+        }
+        ratings.late_bits = LateBits::decode(input, ratings.list.len())?;
+        if ratings.late_bits.ones_from(0) != ratings.late.len() {
+            return Err(Damaged("late ratings that do not match their bits"));
         }
         Ok(ratings)
     }
 
+    /// The late ratings, each with how many ratings were applied before it.
     #[cfg(test)]
-    pub(super) fn late(&self) -> Vec<(RatingId, u64)> {
-        self.late.iter().map(|l| (l.id, l.position)).collect()
+    pub(super) fn late(&self) -> Vec<(RatingId, usize)> {
+        let applied = (0..self.late_bits.len).filter(|&i| self.late_bits.get(i));
+        self.late.iter().zip(applied).collect()
     }
 }
 
@@ -228,7 +237,8 @@ impl RatingList {
 pub(super) struct FrozenRatings {
     tag: [u8; 32],
     list: CompactVec<Packed>,
-    late: CompactVec<Late>,
+    late: CompactVec<RatingId>,
+    late_bits: LateBits,
 }
 
 impl FrozenRatings {
@@ -240,10 +250,10 @@ impl FrozenRatings {
             slot[16..].copy_from_slice(&p.user_rating.to_le_bytes());
         });
         out.count(self.late.len());
-        for late in self.late.iter() {
-            out.i64(late.id);
-            out.u64(late.position);
+        for id in self.late.iter() {
+            out.i64(id);
         }
+        self.late_bits.encode(out);
     }
 }
 
@@ -286,27 +296,91 @@ impl Narrow for Packed {
     }
 }
 
-/// A rating applied after one with a greater id (see `RatingList::late`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Late {
-    id: RatingId,
-    /// The position that applied it.
-    position: u64,
+/// One bit per rating, in the order they were applied: whether it was
+/// late (see `RatingList::late_bits`). Full words are kept copy-on-write.
+#[derive(Debug, Default, Clone)]
+struct LateBits {
+    /// The full words, bit `i % 64` of word `i / 64` for rating `i`.
+    words: CompactVec<Word>,
+    /// The bits after them.
+    last: u64,
+    /// How many bits.
+    len: usize,
 }
 
-/// A [`Late`] in 8 bytes: its id and position in 32 bits each.
-impl Narrow for Late {
-    type Narrow = (u32, u32);
+/// A word of [`LateBits`] (always narrow: a `CompactVec` of it is plain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Word(u64);
 
-    fn narrow(self) -> Option<(u32, u32)> {
-        Some((narrow_id(self.id.0)?, u32::try_from(self.position).ok()?))
+impl Narrow for Word {
+    type Narrow = u64;
+
+    fn narrow(self) -> Option<u64> {
+        Some(self.0)
     }
 
-    fn widen((id, position): (u32, u32)) -> Self {
-        Late {
-            id: RatingId(id.into()),
-            position: position.into(),
+    fn widen(word: u64) -> Self {
+        Word(word)
+    }
+}
+
+impl LateBits {
+    fn push(&mut self, bit: bool) {
+        self.last |= u64::from(bit) << (self.len % 64);
+        self.len += 1;
+        if self.len % 64 == 0 {
+            self.words.push(Word(self.last));
+            self.last = 0;
         }
+    }
+
+    /// Word `w` (the last, partial one at `len / 64`).
+    fn word(&self, w: usize) -> u64 {
+        self.words.get(w).map_or(self.last, |word| word.0)
+    }
+
+    #[cfg(test)]
+    fn get(&self, i: usize) -> bool {
+        i < self.len && self.word(i / 64) >> (i % 64) & 1 == 1
+    }
+
+    /// How many bits are set from bit `from` on (0 past the end).
+    fn ones_from(&self, from: usize) -> usize {
+        if from >= self.len {
+            return 0;
+        }
+        let first = (self.word(from / 64) >> (from % 64)).count_ones() as usize;
+        let full = self.words.iter().skip(from / 64 + 1);
+        let rest = if from / 64 < self.words.len() {
+            self.last.count_ones() as usize
+        } else {
+            0
+        };
+        first + full.map(|w| w.0.count_ones() as usize).sum::<usize>() + rest
+    }
+
+    /// Written as its words, the partial last one included (its length is
+    /// the list's).
+    fn encode(&self, out: &mut Encoder<'_>) {
+        for word in self.words.iter() {
+            out.u64(word.0);
+        }
+        out.u64(self.last);
+    }
+
+    /// The bits of a list of `len` ratings, as [`LateBits::encode`] wrote
+    /// them.
+    fn decode(input: &mut Decoder<'_>, len: usize) -> Result<Self, Damaged> {
+        let mut bits = LateBits::default();
+        for _ in 0..len / 64 {
+            bits.words.push(Word(input.u64()?));
+        }
+        bits.last = input.u64()?;
+        bits.len = len;
+        if bits.last >> (len % 64) != 0 {
+            return Err(Damaged("late bits past the list's end"));
+        }
+        Ok(bits)
     }
 }
 
