@@ -301,27 +301,11 @@ impl Narrow for Packed {
 #[derive(Debug, Default, Clone)]
 struct LateBits {
     /// The full words, bit `i % 64` of word `i / 64` for rating `i`.
-    words: CompactVec<Word>,
+    words: CompactVec<u64>,
     /// The bits after them.
     last: u64,
     /// How many bits.
     len: usize,
-}
-
-/// A word of [`LateBits`] (always narrow: a `CompactVec` of it is plain).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Word(u64);
-
-impl Narrow for Word {
-    type Narrow = u64;
-
-    fn narrow(self) -> Option<u64> {
-        Some(self.0)
-    }
-
-    fn widen(word: u64) -> Self {
-        Word(word)
-    }
 }
 
 impl LateBits {
@@ -329,14 +313,14 @@ impl LateBits {
         self.last |= u64::from(bit) << (self.len % 64);
         self.len += 1;
         if self.len % 64 == 0 {
-            self.words.push(Word(self.last));
+            self.words.push(self.last);
             self.last = 0;
         }
     }
 
     /// Word `w` (the last, partial one at `len / 64`).
     fn word(&self, w: usize) -> u64 {
-        self.words.get(w).map_or(self.last, |word| word.0)
+        self.words.get(w).unwrap_or(self.last)
     }
 
     #[cfg(test)]
@@ -356,14 +340,14 @@ impl LateBits {
         } else {
             0
         };
-        first + full.map(|w| w.0.count_ones() as usize).sum::<usize>() + rest
+        first + full.map(|w| w.count_ones() as usize).sum::<usize>() + rest
     }
 
     /// Written as its words, the partial last one included (its length is
     /// the list's).
     fn encode(&self, out: &mut Encoder<'_>) {
         for word in self.words.iter() {
-            out.u64(word.0);
+            out.u64(word);
         }
         out.u64(self.last);
     }
@@ -373,7 +357,7 @@ impl LateBits {
     fn decode(input: &mut Decoder<'_>, len: usize) -> Result<Self, Damaged> {
         let mut bits = LateBits::default();
         for _ in 0..len / 64 {
-            bits.words.push(Word(input.u64()?));
+            bits.words.push(input.u64()?);
         }
         bits.last = input.u64()?;
         bits.len = len;

@@ -18,6 +18,20 @@ pub trait Narrow: Copy + std::fmt::Debug {
     fn widen(narrow: Self::Narrow) -> Self;
 }
 
+/// A word is always narrow: a `CompactVec<u64>` is a plain chunked vector
+/// (of bits, say), copy-on-write as any other.
+impl Narrow for u64 {
+    type Narrow = u64;
+
+    fn narrow(self) -> Option<u64> {
+        Some(self)
+    }
+
+    fn widen(narrow: u64) -> Self {
+        narrow
+    }
+}
+
 /// Items per chunk of [`Chunks`].
 const CHUNK: usize = 1024;
 
