@@ -68,10 +68,10 @@ impl Slot {
 
 /// Slots per chunk of [`Slots`]: as many as fill 32 KiB with the chunk's
 /// reference counts (two words before the slots), so that a chunk is
-/// within one of the allocator's size classes. mimalloc (our allocator)
-/// rounds a block up to its class: 1024 slots plus the counts was just
-/// over 80 KiB, rounded up to 96 KiB, a fifth of every chunk lost (about
-/// 20 bytes of RSS per token, measured with `bench-memory`).
+/// within one of the allocator's size classes. 1024 slots plus the counts
+/// was just over 80 KiB, past mimalloc's (our allocator's) 64 KiB "medium"
+/// objects: each such chunk cost about 100 KiB of RSS (100.7 bytes a slot
+/// measured, 79.7 at 32 KiB), about 20 bytes per token in `bench-memory`.
 const CHUNK: usize = (32 * 1024 - 2 * size_of::<usize>()) / size_of::<Slot>();
 const _: () = assert!(CHUNK > 0 && 2 * size_of::<usize>() + CHUNK * size_of::<Slot>() <= 32 * 1024);
 
