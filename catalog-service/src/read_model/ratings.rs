@@ -318,14 +318,10 @@ impl LateBits {
         }
     }
 
-    /// Word `w` (the last, partial one at `len / 64`).
-    fn word(&self, w: usize) -> u64 {
-        self.words.get(w).unwrap_or(self.last)
-    }
-
     #[cfg(test)]
     fn get(&self, i: usize) -> bool {
-        i < self.len && self.word(i / 64) >> (i % 64) & 1 == 1
+        let word = self.words.get(i / 64).unwrap_or(self.last);
+        i < self.len && word >> (i % 64) & 1 == 1
     }
 
     /// How many bits are set from bit `from` on (0 past the end).
@@ -333,14 +329,14 @@ impl LateBits {
         if from >= self.len {
             return 0;
         }
-        let first = (self.word(from / 64) >> (from % 64)).count_ones() as usize;
-        let full = self.words.iter().skip(from / 64 + 1);
-        let rest = if from / 64 < self.words.len() {
-            self.last.count_ones() as usize
-        } else {
-            0
-        };
-        first + full.map(|w| w.count_ones() as usize).sum::<usize>() + rest
+        // The word holding bit `from` (shifted down to it), and every one
+        // after it, the partial last one included.
+        let words = self.words.iter().skip(from / 64).chain([self.last]);
+        (0..)
+            .zip(words)
+            .map(|(k, word)| if k == 0 { word >> (from % 64) } else { word })
+            .map(|word| word.count_ones() as usize)
+            .sum()
     }
 
     /// Written as its words, the partial last one included (its length is
