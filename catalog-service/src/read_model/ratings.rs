@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use event_sourcing::read_model::compact::{CompactVec, Narrow, narrow_id};
+use event_sourcing::read_model::compact::{CompactVec, DeltaVec, Narrow, narrow_id};
 use event_sourcing::read_model::snapshot::{Damaged, Decoder, Encoder, i64_at};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -41,8 +41,9 @@ pub struct RatingsCut {
 
 /// Every rating, compact: 12 bytes each in the list and 4 in their
 /// movie's index while ids fit in 32 bits (user ids in 29), else 24 and 8
-/// (plus the vectors' spare capacity), a bit in [`LateBits`], and 4 (else
-/// 8) more for one applied late.
+/// (plus the vectors' spare capacity), a bit in [`LateBits`], and for one
+/// applied late its difference from the late one before (a byte while
+/// within 63 of it).
 #[derive(Debug, Default, Serialize)]
 pub struct RatingList {
     /// Every rating, by id ascending.
@@ -58,9 +59,10 @@ pub struct RatingList {
     /// before their command commits, so a race commits them out of order),
     /// in the order they were applied: what a [`RatingsCut`] leaves out.
     /// Under concurrent writers most ratings can be late, so these are
-    /// compact and copy-on-write too.
+    /// kept as the differences between neighbours (a late id is a few
+    /// from the one before it: a byte each), copy-on-write too.
     #[serde(skip)]
-    late: CompactVec<RatingId>,
+    late: DeltaVec,
     /// Which of the ratings, in the order they were applied, were late: a
     /// cut's `count` (the ratings it holds) says how many of `late` it
     /// holds, with no position kept per late rating.
@@ -88,7 +90,7 @@ impl RatingList {
         };
         let late = self.list.last().is_some_and(|last| last.id > id);
         if late {
-            self.late.push(id);
+            self.late.push(id.0);
         }
         self.late_bits.push(late);
         self.tag = chain_rating(&self.tag, &row);
@@ -170,7 +172,7 @@ impl RatingList {
         // Applied after the cut below its greatest id: the late ratings
         // after the cut's `count` first ones (few, and at the end).
         let after_cut = self.late_bits.ones_from(cut.count);
-        let later: HashSet<RatingId> = self.late.iter().rev().take(after_cut).collect();
+        let later: HashSet<RatingId> = self.late.iter_rev().take(after_cut).map(RatingId).collect();
         let start = self.list.partition_point(|p| p.id <= after);
         self.list
             .iter()
@@ -216,7 +218,7 @@ impl RatingList {
             Ok(())
         })?;
         for _ in 0..input.count(8)? {
-            ratings.late.push(input.id()?);
+            ratings.late.push(input.id::<RatingId>()?.0);
         }
         ratings.late_bits = LateBits::decode(input, ratings.list.len())?;
         if ratings.late_bits.ones_from(0) != ratings.late.len() {
@@ -229,7 +231,7 @@ impl RatingList {
     #[cfg(test)]
     pub(super) fn late(&self) -> Vec<(RatingId, usize)> {
         let applied = (0..self.late_bits.len).filter(|&i| self.late_bits.get(i));
-        self.late.iter().zip(applied).collect()
+        self.late.iter().map(RatingId).zip(applied).collect()
     }
 }
 
@@ -237,7 +239,7 @@ impl RatingList {
 pub(super) struct FrozenRatings {
     tag: [u8; 32],
     list: CompactVec<Packed>,
-    late: CompactVec<RatingId>,
+    late: DeltaVec,
     late_bits: LateBits,
 }
 

@@ -275,6 +275,97 @@ impl<W: Narrow> DoubleEndedIterator for Iter<'_, W> {
 
 impl<W: Narrow> ExactSizeIterator for Iter<'_, W> {}
 
+/// A sequence of `i64`s kept as the differences between neighbours, each
+/// in as few bytes as it needs (zigzag LEB128: seven bits a byte, the top
+/// bit set on all but a difference's last byte). Values that come close to
+/// the one before (late rating ids, a few apart) take a byte each instead
+/// of four or eight; any value is kept exactly (ten bytes at most). Read
+/// oldest first or newest first; the bytes are [`Chunks`], so a clone is
+/// cheap and shares them copy-on-write.
+#[derive(Debug, Clone, Default)]
+pub struct DeltaVec {
+    bytes: Chunks<u8>,
+    /// The newest value (0 while empty: the first is kept as its difference
+    /// from 0).
+    last: i64,
+    len: usize,
+}
+
+impl DeltaVec {
+    /// Adds `value` at the end.
+    pub fn push(&mut self, value: i64) {
+        let delta = value.wrapping_sub(self.last);
+        let mut zigzag = ((delta << 1) ^ (delta >> 63)) as u64;
+        while zigzag >= 0x80 {
+            self.bytes.push(zigzag as u8 | 0x80);
+            zigzag >>= 7;
+        }
+        self.bytes.push(zigzag as u8);
+        self.last = value;
+        self.len += 1;
+    }
+
+    /// How many values.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The values, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = i64> + '_ {
+        let mut bytes = self.bytes.iter();
+        let mut value = 0_i64;
+        (0..self.len).map(move |_| {
+            let (mut zigzag, mut shift) = (0_u64, 0);
+            for &b in bytes.by_ref() {
+                zigzag |= u64::from(b & 0x7f) << shift;
+                shift += 7;
+                if b & 0x80 == 0 {
+                    break;
+                }
+            }
+            value = value.wrapping_add(unzigzag(zigzag));
+            value
+        })
+    }
+
+    /// The values, newest first: each found from the one after it and the
+    /// difference that ends just before that one's.
+    pub fn iter_rev(&self) -> impl Iterator<Item = i64> + '_ {
+        let mut end = self.bytes.len();
+        let mut value = self.last;
+        (0..self.len).map(move |i| {
+            if i > 0 {
+                // The difference ending at `end`: its last byte, then back
+                // over the bytes flagged as continued.
+                let mut start = end - 1;
+                while start > 0 && self.byte(start - 1) & 0x80 != 0 {
+                    start -= 1;
+                }
+                let zigzag = (start..end)
+                    .rev()
+                    .fold(0_u64, |z, at| z << 7 | u64::from(self.byte(at) & 0x7f));
+                value = value.wrapping_sub(unzigzag(zigzag));
+                end = start;
+            }
+            value
+        })
+    }
+
+    fn byte(&self, at: usize) -> u8 {
+        *self.bytes.get(at).expect("an index below the byte count")
+    }
+}
+
+/// The `i64` a zigzag code stands for (0, -1, 1, -2... as 0, 1, 2, 3...).
+fn unzigzag(z: u64) -> i64 {
+    (z >> 1) as i64 ^ -((z & 1) as i64)
+}
+
 /// An `i64` id that is positive and below 2^32, as a `u32`.
 pub fn narrow_id(id: i64) -> Option<u32> {
     u32::try_from(id).ok()
@@ -397,5 +488,33 @@ mod tests {
         let wide = CompactVec::Wide(v.iter().collect());
         assert!(!wide.is_narrow());
         assert_eq!(wide, v, "equal items, whatever their width");
+    }
+
+    #[test]
+    fn deltas_keep_every_value_both_ways_in_a_byte_when_close() {
+        let mut values: Vec<i64> = vec![0, 5, 3, 3, -2, i64::MAX, i64::MIN, -1, 1 << 40, 7];
+        // Then many close together, across byte chunks.
+        let mut at = 1_000_000_i64;
+        for i in 0..3 * CHUNK as i64 {
+            at += [1, 3, -2, 5, -4][i as usize % 5];
+            values.push(at);
+        }
+        let mut v = DeltaVec::default();
+        assert!(v.is_empty() && v.iter_rev().next().is_none());
+        values[..11].iter().for_each(|&x| v.push(x));
+        let far = v.bytes.len();
+        values[11..].iter().for_each(|&x| v.push(x));
+        assert_eq!(v.len(), values.len());
+        assert_eq!(v.iter().collect::<Vec<_>>(), values);
+        let newest_first: Vec<i64> = values.iter().rev().copied().collect();
+        assert_eq!(v.iter_rev().collect::<Vec<_>>(), newest_first);
+        assert_eq!(v.iter_rev().take(3).collect::<Vec<_>>(), newest_first[..3]);
+        // The close ones took a byte each.
+        assert_eq!(v.bytes.len() - far, values.len() - 11);
+        // A clone keeps its values while the original grows.
+        let kept = v.clone();
+        v.push(42);
+        assert_eq!(kept.iter().collect::<Vec<_>>(), values);
+        assert_eq!(v.iter_rev().next(), Some(42));
     }
 }
