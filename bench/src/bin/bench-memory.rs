@@ -121,6 +121,8 @@ fn snapshot_figures<M: Snapshot>(model: &M, path: &Path) {
 use auth_service::seal;
 
 fn main() {
+    // As every service does first (see `platform::runtime`).
+    platform::no_huge_pages();
     let args = Args::parse();
     match args.model.as_deref() {
         Some("catalog") => catalog(&args),
