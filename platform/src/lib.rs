@@ -28,9 +28,7 @@ pub mod webhooks;
 pub use cli::{MaybeAddr, defaults, exit_code, parse_cli, probe_exit, run_binary};
 pub use credentials::{CheckUnavailable, Credentials, TokenCheck, credentials};
 pub use logging::init_tracing;
-pub use process::{
-    no_huge_pages, private_files, raise_open_file_limit, runtime, shutdown_signal,
-};
+pub use process::{no_huge_pages, private_files, raise_open_file_limit, runtime, shutdown_signal};
 pub use request::{
     CLIENT_ADDRESS_KEY, CLIENT_USER_AGENT_KEY, FieldError, IDEMPOTENCY_KEY, KEY_REUSED,
     RATELIMIT_KEY, RATELIMIT_POLICY_KEY, client_address, client_user_agent, field_errors,
