@@ -218,7 +218,7 @@ impl RatingList {
             Ok(())
         })?;
         for _ in 0..input.count(8)? {
-            ratings.late.push(input.id::<RatingId>()?.0);
+            ratings.late.push(input.i64()?);
         }
         ratings.late_bits = LateBits::decode(input, ratings.list.len())?;
         if ratings.late_bits.ones_from(0) != ratings.late.len() {
